@@ -1,0 +1,87 @@
+# Finds every third-party dependency once and exposes it as a target:
+#   ladder::torch   LibTorch (Debian's libtorch-dev layout, or a TorchConfig.cmake via Torch_DIR/CMAKE_PREFIX_PATH)
+#   MPI::MPI_CXX    Open MPI
+#   ladder::hdf5    parallel HDF5 (the Open MPI flavour)
+#   tomlplusplus::tomlplusplus, spdlog::spdlog, CLI11::CLI11, nlohmann_json::nlohmann_json
+#   ladder::sentencepiece (processor + trainer)
+#   GTest::gtest, GTest::gtest_main (tests only)
+
+# --- LibTorch -------------------------------------------------------------------------------------
+# A CUDA LibTorch (PyPI's torch wheel) ships TorchConfig.cmake and is found through Torch_DIR or
+# CMAKE_PREFIX_PATH. Debian's libtorch-dev ships no TorchConfig.cmake, so for the default CPU build we look
+# for its headers and libraries directly. We only call find_package(Torch) when the user points at one, so
+# that the CPU build never picks up the CUDA toolkit installed on the machine by accident.
+add_library(ladder::torch INTERFACE IMPORTED)
+if(Torch_DIR OR LADDER_CUDA)
+  find_package(Torch REQUIRED CONFIG)
+  target_link_libraries(ladder::torch INTERFACE ${TORCH_LIBRARIES})
+  target_include_directories(ladder::torch INTERFACE ${TORCH_INCLUDE_DIRS})
+  # TORCH_CXX_FLAGS carries -D_GLIBCXX_USE_CXX11_ABI=0/1, which must match the wheel.
+  separate_arguments(_ladder_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  target_compile_options(ladder::torch INTERFACE ${_ladder_torch_flags})
+  set(LADDER_TORCH_SOURCE "TorchConfig.cmake (${Torch_DIR})")
+else()
+  find_path(LADDER_TORCH_INCLUDE torch/torch.h PATHS /usr/include/torch/csrc/api/include
+            NO_DEFAULT_PATH)
+  find_path(LADDER_ATEN_INCLUDE ATen/ATen.h PATHS /usr/include)
+  find_library(LADDER_TORCH_LIB torch)
+  find_library(LADDER_TORCH_CPU_LIB torch_cpu)
+  find_library(LADDER_C10_LIB c10)
+  if(NOT LADDER_TORCH_INCLUDE OR NOT LADDER_ATEN_INCLUDE OR NOT LADDER_TORCH_LIB
+     OR NOT LADDER_TORCH_CPU_LIB OR NOT LADDER_C10_LIB)
+    message(FATAL_ERROR
+      "LibTorch not found. Install Debian's libtorch-dev (launch/setup.sh does), or point Torch_DIR at a "
+      "LibTorch that ships TorchConfig.cmake.")
+  endif()
+  target_include_directories(ladder::torch INTERFACE ${LADDER_ATEN_INCLUDE} ${LADDER_TORCH_INCLUDE})
+  target_link_libraries(ladder::torch INTERFACE ${LADDER_TORCH_LIB} ${LADDER_TORCH_CPU_LIB}
+                                                ${LADDER_C10_LIB})
+  set(LADDER_TORCH_SOURCE "Debian layout (${LADDER_TORCH_CPU_LIB})")
+endif()
+message(STATUS "ladder: LibTorch from ${LADDER_TORCH_SOURCE}")
+
+# --- MPI and parallel HDF5 ------------------------------------------------------------------------
+find_package(MPI REQUIRED COMPONENTS C)
+# ladder uses MPI's C API only; keep mpi.h from pulling in the deprecated C++ bindings (libmpi_cxx).
+add_compile_definitions(OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
+set(HDF5_PREFER_PARALLEL TRUE)
+find_package(HDF5 REQUIRED COMPONENTS C)
+if(NOT HDF5_IS_PARALLEL)
+  message(FATAL_ERROR
+    "HDF5 at ${HDF5_INCLUDE_DIRS} is serial; ladder writes checkpoints with parallel HDF5. "
+    "Install libhdf5-openmpi-dev (launch/setup.sh does).")
+endif()
+add_library(ladder::hdf5 INTERFACE IMPORTED)
+target_include_directories(ladder::hdf5 INTERFACE ${HDF5_INCLUDE_DIRS})
+target_link_libraries(ladder::hdf5 INTERFACE ${HDF5_C_LIBRARIES} MPI::MPI_C)
+target_compile_definitions(ladder::hdf5 INTERFACE ${HDF5_DEFINITIONS})
+
+# --- Header and small libraries -------------------------------------------------------------------
+find_package(tomlplusplus REQUIRED CONFIG)
+find_package(spdlog REQUIRED CONFIG)
+find_package(CLI11 REQUIRED CONFIG)
+find_package(nlohmann_json REQUIRED CONFIG)
+find_package(ZLIB REQUIRED)
+
+find_path(LADDER_SP_INCLUDE sentencepiece_processor.h)
+find_library(LADDER_SP_LIB sentencepiece)
+find_library(LADDER_SP_TRAIN_LIB sentencepiece_train)
+if(NOT LADDER_SP_INCLUDE OR NOT LADDER_SP_LIB OR NOT LADDER_SP_TRAIN_LIB)
+  message(FATAL_ERROR "SentencePiece not found: install libsentencepiece-dev (launch/setup.sh does).")
+endif()
+add_library(ladder::sentencepiece INTERFACE IMPORTED)
+target_include_directories(ladder::sentencepiece INTERFACE ${LADDER_SP_INCLUDE})
+target_link_libraries(ladder::sentencepiece INTERFACE ${LADDER_SP_TRAIN_LIB} ${LADDER_SP_LIB})
+
+if(LADDER_TESTS)
+  find_package(GTest REQUIRED CONFIG)
+endif()
+
+# --- Precompiled LibTorch header ------------------------------------------------------------------
+# torch/torch.h costs ~20 s per translation unit on this 2-core machine. One object library compiles it
+# once; every target that includes LibTorch reuses it (ladder_use_torch_pch).
+function(ladder_use_torch_pch target)
+  if(LADDER_PCH)
+    target_precompile_headers(${target} REUSE_FROM ladder_torch_pch)
+  endif()
+endfunction()

@@ -1,0 +1,60 @@
+#include "core/log.h"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include "core/error.h"
+
+namespace ladder {
+namespace {
+
+std::string pattern_for_rank(int rank) {
+  return "%Y-%m-%d %H:%M:%S.%e [rank " + std::to_string(rank) + "] %l: %v";
+}
+
+int g_rank = 0;
+
+}  // namespace
+
+void init_logging(const LogOptions& options) {
+  g_rank = options.rank;
+  std::shared_ptr<spdlog::sinks::sink> console;
+  if (options.rank == 0 || options.all_ranks_to_console) {
+    // stderr keeps stdout free for machine-readable output (the resolved recipe, tables).
+    console = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  } else {
+    console = std::make_shared<spdlog::sinks::null_sink_mt>();
+  }
+  auto logger = std::make_shared<spdlog::logger>("ladder", console);
+  logger->set_pattern(pattern_for_rank(options.rank));
+  logger->set_level(options.level);
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+}
+
+void log_to_file(const std::string& path) {
+  std::shared_ptr<spdlog::sinks::sink> file;
+  try {
+    file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
+  } catch (const spdlog::spdlog_ex& e) {
+    throw Error(path, std::string("cannot open log file: ") + e.what());
+  }
+  file->set_pattern(pattern_for_rank(g_rank));
+  file->set_level(spdlog::level::trace);  // the file gets everything the logger lets through
+  spdlog::default_logger()->sinks().push_back(file);
+}
+
+spdlog::level::level_enum parse_log_level(const std::string& name) {
+  for (auto level : {spdlog::level::trace, spdlog::level::debug, spdlog::level::info,
+                     spdlog::level::warn, spdlog::level::err, spdlog::level::off}) {
+    auto sv = spdlog::level::to_string_view(level);
+    if (name == std::string(sv.data(), sv.size()) ||
+        (name == "error" && level == spdlog::level::err))
+      return level;
+  }
+  throw Error("--log-level",
+              "must be one of trace, debug, info, warn, error, off; got \"" + name + "\"");
+}
+
+}  // namespace ladder

@@ -1,0 +1,33 @@
+// The MPI job as a whole: initialisation, this process's rank, and the all-ranks error agreement
+// that keeps the one error path (DESIGN.md contract 7) from hanging. The Communicator and
+// ProcessMesh build on it.
+#pragma once
+
+namespace ladder::parallel {
+
+class MpiWorld {
+ public:
+  // MPI_Init_thread (funneled: only the main thread calls MPI). Works as a singleton without
+  // mpirun.
+  MpiWorld(int* argc, char*** argv);
+  ~MpiWorld();  // MPI_Finalize
+  MpiWorld(const MpiWorld&) = delete;
+  MpiWorld& operator=(const MpiWorld&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // Collective: how many ranks report `failed`. Every rank must call it at the same point; ranks
+  // use it to agree that a start-up check (a recipe, a data folder) failed everywhere or somewhere,
+  // and then all exit the same way instead of leaving the others waiting in a collective.
+  int count_failures(bool failed) const;
+
+  // Ends every rank of the job with `code` (MPI_Abort). For failures on one rank mid-run.
+  [[noreturn]] void abort(int code) const;
+
+ private:
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace ladder::parallel

@@ -1,0 +1,132 @@
+// Runs the `ladder` binary as a user would: exit codes and messages of the one error path, and the
+// multi-rank start-up under mpirun.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace ladder {
+namespace {
+
+using testing::ladder_binary;
+using testing::run_command;
+using testing::TempDir;
+
+size_t count(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + 1))
+    ++n;
+  return n;
+}
+
+const char* kRecipe = R"([run]
+name = "cli"
+[model]
+d_model = 64
+n_layers = 2
+n_heads = 2
+[train]
+steps = 10
+global_batch = 8
+micro_batch = 2
+[schedule]
+warmup = 2
+)";
+
+TEST(Cli, HelpListsSubcommandsAndExitsZero) {
+  const auto r = run_command(ladder_binary() + " --help");
+  EXPECT_EQ(r.status, 0) << r.output;
+  for (const char* sub : {"prep", "train", "sweep", "fit", "coordcheck", "inspect"})
+    EXPECT_NE(r.output.find(sub), std::string::npos) << sub;
+  for (const char* sub : {"prep", "train", "sweep", "fit", "coordcheck", "inspect"}) {
+    const auto h = run_command(ladder_binary() + " " + sub + " --help");
+    EXPECT_EQ(h.status, 0) << sub << ": " << h.output;
+  }
+}
+
+TEST(Cli, MissingOrUnknownSubcommandIsAnError) {
+  auto r = run_command(ladder_binary());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output.rfind("ladder: error: ladder: ", 0), 0u) << r.output;
+  r = run_command(ladder_binary() + " frobnicate");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output.rfind("ladder: error: ladder: ", 0), 0u) << r.output;
+}
+
+TEST(Cli, UnknownFlagIsAnError) {
+  const auto r = run_command(ladder_binary() + " prep --input x --out y --bogus");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output.rfind("ladder: error: ladder prep: ", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find("--bogus"), std::string::npos) << r.output;
+}
+
+TEST(Cli, UnbuiltSubcommandsSaySo) {
+  for (const char* sub : {"sweep", "fit", "coordcheck", "inspect"}) {
+    const auto r = run_command(ladder_binary() + " " + sub + " anything");
+    EXPECT_EQ(r.status, 2) << sub;
+    EXPECT_EQ(r.output, std::string("ladder: error: ") + sub + ": not built yet\n");
+  }
+}
+
+TEST(Cli, TrainCheckPrintsTheResolvedRecipe) {
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  const auto r = run_command(ladder_binary() + " train " + dir.path("r.toml") +
+                             " --check --set optim.lr=1e-3");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("[optim]\nlr = 0.001\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("dp = 0  # derived: 1"), std::string::npos) << r.output;
+}
+
+TEST(Cli, BadRecipeIsOneLineAndExitTwo) {
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), std::string(kRecipe) + "[optim]\nlr = -1\n");
+  const auto r = run_command(ladder_binary() + " train " + dir.path("r.toml") + " --check");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output,
+            "ladder: error: " + dir.path("r.toml") + ":14: optim.lr: must be > 0.0; got -1.0\n");
+}
+
+TEST(Cli, PrepWritesADatasetAndReportsIt) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 100; ++i)
+    text += "sentence " + std::to_string(i) + "\n\n";
+  testing::write_file(dir.path("c.txt"), text);
+  auto r = run_command(ladder_binary() + " prep --input " + dir.path("c.txt") + " --out " +
+                       dir.path("ds") + " --val-fraction 0.1");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("bytes/token"), std::string::npos) << r.output;
+  r = run_command(ladder_binary() + " prep --input " + dir.path("missing.txt") + " --out " +
+                  dir.path("ds2"));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output, "ladder: error: " + dir.path("missing.txt") + ": no such file or folder\n");
+}
+
+TEST(CliMpi, TwoRanksDeriveDataParallelism) {
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  const auto r = run_command(testing::mpirun(2) + " " + ladder_binary() + " train " +
+                             dir.path("r.toml") + " --check");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(count(r.output, "dp = 0  # derived: 2"), 1u) << r.output;  // rank 0 prints it
+}
+
+TEST(CliMpi, WorldSizeMismatchEndsEveryRankWithOneMessage) {
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  for (int ranks : {2, 4}) {
+    const auto r = run_command(testing::mpirun(ranks) + " " + ladder_binary() + " train " +
+                               dir.path("r.toml") + " --check --set parallel.dp=3");
+    EXPECT_EQ(r.status, 2) << r.output;
+    const std::string message =
+        "ladder: error: --set parallel.dp=3: parallel.dp: tp x pp x dp x "
+        "islands = 1 x 1 x 3 x 1 = 3, but the job has " +
+        std::to_string(ranks) + " ranks";
+    EXPECT_EQ(count(r.output, message), 1u) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace ladder

@@ -1,0 +1,392 @@
+#include "trainer/recipe.h"
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "test_util.h"
+
+namespace ladder {
+namespace {
+
+using testing::TempDir;
+using testing::write_file;
+
+const char* kValid = R"([run]
+name = "unit"
+seed = 3
+[data]
+seq_len = 64
+[model]
+d_model = 128
+n_layers = 2
+n_heads = 4
+[train]
+steps = 100
+global_batch = 16
+micro_batch = 4
+[schedule]
+warmup = 10
+)";
+
+// Loads `text` as recipe.toml from a fresh folder; returns the error message, or "" when it loads.
+std::string error_of(const std::string& text, std::vector<std::string> overrides = {},
+                     int world = 1, const std::map<std::string, std::string>& extra_files = {}) {
+  TempDir dir;
+  write_file(dir.path("recipe.toml"), text);
+  for (const auto& [name, body] : extra_files)
+    write_file(dir.path(name), body);
+  try {
+    load_recipe(dir.path("recipe.toml"), {overrides, world});
+  } catch (const Error& e) {
+    // Messages name the file by its full path; tests compare from the file name on.
+    std::string m = format_error(e);
+    const std::string prefix = dir.path() + "/";
+    for (size_t at; (at = m.find(prefix)) != std::string::npos;)
+      m.erase(at, prefix.size());
+    return m;
+  }
+  return "";
+}
+
+TEST(Recipe, LoadsValidRecipeWithDefaultsAndDerivedValues) {
+  TempDir dir;
+  write_file(dir.path("recipe.toml"), kValid);
+  const Recipe r = load_recipe(dir.path("recipe.toml"), {{}, 2});
+  EXPECT_EQ(r.run.name, "unit");
+  EXPECT_EQ(r.run.seed, 3);
+  EXPECT_EQ(r.model.d_model, 128);
+  EXPECT_EQ(r.model.n_kv_heads, 4);       // derived from n_heads
+  EXPECT_EQ(r.model.ffn_hidden, 384);     // ceil(8/3 * 128) = 342 -> multiple of 64
+  EXPECT_EQ(r.parallel.dp, 2);            // derived from the world size
+  EXPECT_EQ(r.parallel.microbatches, 2);  // 16 / (2 * 4)
+  EXPECT_EQ(r.train.tokens, 100 * 16 * 64);
+  EXPECT_DOUBLE_EQ(r.optim.lr, 3e-3);  // default
+  EXPECT_EQ(r.schedule.kind, "cosine");
+  EXPECT_EQ(r.checkpoint.intermediate.rule, "log2");
+  EXPECT_TRUE(r.is_derived("parallel.dp"));
+  EXPECT_FALSE(r.is_derived("model.d_model"));
+}
+
+TEST(Recipe, TokensBudgetRoundsUpToWholeSteps) {
+  const std::string text =
+      std::string(kValid).replace(std::string(kValid).find("steps = 100"), 11, "tokens = 100000");
+  TempDir dir;
+  write_file(dir.path("r.toml"), text);
+  const Recipe r = load_recipe(dir.path("r.toml"));
+  EXPECT_EQ(r.train.steps, 98);  // ceil(100000 / (16 * 64))
+  EXPECT_EQ(r.train.tokens, 98 * 16 * 64);
+}
+
+TEST(Recipe, BaseInheritanceAndOverridesApplyInOrder) {
+  TempDir dir;
+  write_file(dir.path("base/base.toml"), kValid);
+  write_file(dir.path("child.toml"), R"(base = "base/base.toml"
+[model]
+d_model = 256
+[optim]
+lr = 1e-3
+)");
+  const Recipe r = load_recipe(dir.path("child.toml"),
+                               {{"optim.lr=2e-3", "model.arch=moe", "run.name=\"quoted\""}, 1});
+  EXPECT_EQ(r.model.d_model, 256);     // child over base
+  EXPECT_EQ(r.model.n_layers, 2);      // from base
+  EXPECT_DOUBLE_EQ(r.optim.lr, 2e-3);  // --set over child
+  EXPECT_EQ(r.model.arch, "moe");      // a bare word is a string
+  EXPECT_EQ(r.run.name, "quoted");
+}
+
+TEST(Recipe, IntegerIsAcceptedForFloatKeys) {
+  TempDir dir;
+  write_file(dir.path("r.toml"), std::string(kValid) + "[optim]\nlr = 1\n");
+  EXPECT_DOUBLE_EQ(load_recipe(dir.path("r.toml")).optim.lr, 1.0);
+}
+
+TEST(Recipe, ResolvedRecipeRoundTripsAndStaysPortableAcrossWorldSizes) {
+  TempDir dir;
+  write_file(
+      dir.path("r.toml"),
+      std::string(kValid) + "[checkpoint]\nintermediate = [10, 20, 40]\n[optim]\nlr = 1.5e-4\n");
+  const Recipe a = load_recipe(dir.path("r.toml"), {{}, 2});
+  const std::string text = resolved_recipe_toml(a);
+  write_resolved_recipe(a, dir.path("resolved.toml"));
+  EXPECT_EQ(testing::read_file(dir.path("resolved.toml")), text);
+  const Recipe b = load_recipe(dir.path("resolved.toml"), {{}, 2});
+  // Identical but for the first line, which names the source file.
+  const std::string again = resolved_recipe_toml(b);
+  EXPECT_EQ(again.substr(again.find('\n')), text.substr(text.find('\n')));
+  EXPECT_EQ(b.checkpoint.intermediate.points, (std::vector<int64_t>{10, 20, 40}));
+  EXPECT_DOUBLE_EQ(b.optim.lr, 1.5e-4);
+  EXPECT_DOUBLE_EQ(b.model.ffn_multiplier, 8.0 / 3.0);  // floats survive exactly
+  // dp was derived, so the resolved recipe loads at another world size too.
+  EXPECT_EQ(load_recipe(dir.path("resolved.toml"), {{}, 4}).parallel.dp, 4);
+  EXPECT_NE(text.find("dp = 0  # derived: 2"), std::string::npos) << text;
+}
+
+TEST(Recipe, ParseFromTextUsesTheGivenName) {
+  const Recipe r = parse_recipe(kValid, "inline.toml", ".");
+  EXPECT_EQ(r.source, "inline.toml");
+  try {
+    parse_recipe("[model]\nd_model = 0\n[train]\nsteps = 1\n", "inline.toml", ".");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(format_error(e), "ladder: error: inline.toml:2: model.d_model: must be >= 1; got 0");
+  }
+}
+
+// Malformed recipes: each gives its own message, naming file, line and key.
+struct BadRecipe {
+  const char* name;
+  std::string text;
+  std::vector<std::string> overrides;
+  int world;
+  std::string expected;
+};
+
+void PrintTo(const BadRecipe& c, std::ostream* os) {
+  *os << c.name;
+}
+
+std::string with(const std::string& extra) {
+  return std::string(kValid) + extra;
+}
+std::string replacing(const std::string& from, const std::string& to) {
+  std::string s = kValid;
+  return s.replace(s.find(from), from.size(), to);
+}
+
+class MalformedRecipe : public ::testing::TestWithParam<BadRecipe> {};
+
+TEST_P(MalformedRecipe, GivesItsMessage) {
+  const BadRecipe& c = GetParam();
+  EXPECT_EQ(error_of(c.text, c.overrides, c.world), c.expected);
+}
+
+const BadRecipe kBadRecipes[] = {
+    {"unknown_key",
+     replacing("d_model = 128", "d_modle = 128"),
+     {},
+     1,
+     "ladder: error: recipe.toml:7: model.d_modle: unknown key (did you mean model.d_model?); "
+     "recipes/README.md lists every key"},
+    {"unknown_section",
+     with("[optimizer]\nlr = 1e-3\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:16: [optimizer]: unknown section (did you mean optim?); sections "
+     "are run, data, model, parallel, train, optim, schedule, mup, checkpoint, eval"},
+    {"top_level_key",
+     "lr = 3\n" + std::string(kValid),
+     {},
+     1,
+     "ladder: error: recipe.toml:1: lr: keys belong in a [section]; only `base` may stand at the "
+     "top "
+     "(sections: run, data, model, parallel, train, optim, schedule, mup, checkpoint, eval)"},
+    {"wrong_type_string_for_int",
+     replacing("d_model = 128", "d_model = \"128\""),
+     {},
+     1,
+     "ladder: error: recipe.toml:7: model.d_model: expected an integer, got a string (\"128\")"},
+    {"wrong_type_float_for_int",
+     replacing("n_layers = 2", "n_layers = 2.5"),
+     {},
+     1,
+     "ladder: error: recipe.toml:8: model.n_layers: expected an integer, got a float"},
+    {"wrong_type_bool",
+     replacing("n_heads = 4", "n_heads = 4\nqk_norm = \"yes\""),
+     {},
+     1,
+     "ladder: error: recipe.toml:10: model.qk_norm: expected true or false, got a string "
+     "(\"yes\")"},
+    {"out_of_range",
+     replacing("n_heads = 4", "n_heads = 0"),
+     {},
+     1,
+     "ladder: error: recipe.toml:9: model.n_heads: must be >= 1; got 0"},
+    {"out_of_range_float",
+     with("[optim]\nbeta2 = 1.0\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: optim.beta2: must be in [0.0, 1.0); got 1.0"},
+    {"bad_choice",
+     with("[parallel]\nschedule = \"1f1f\"\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: parallel.schedule: must be one of 1f1b, gpipe; got \"1f1f\" "
+     "(did you mean 1f1b?)"},
+    {"d_model_not_divisible",
+     replacing("n_heads = 4", "n_heads = 3"),
+     {},
+     1,
+     "ladder: error: recipe.toml:7: model.d_model: must be divisible by model.n_heads (3); got "
+     "128"},
+    {"kv_heads_not_dividing",
+     replacing("n_heads = 4", "n_heads = 4\nn_kv_heads = 3"),
+     {},
+     1,
+     "ladder: error: recipe.toml:10: model.n_kv_heads: must divide model.n_heads (4); got 3"},
+    {"world_size_mismatch",
+     with("[parallel]\ntp = 2\ndp = 2\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:18: parallel.dp: tp x pp x dp x islands = 2 x 1 x 2 x 1 = 4, but "
+     "the job has 2 ranks (set parallel.dp = 0 to derive it)"},
+    {"world_not_divisible",
+     with("[parallel]\npp = 2\n"),
+     {},
+     3,
+     "ladder: error: recipe.toml:17: parallel.pp: tp x pp x islands = 1 x 2 x 1 = 2 does not "
+     "divide "
+     "the world size 3"},
+    {"batch_not_divisible",
+     replacing("global_batch = 16", "global_batch = 18"),
+     {},
+     2,
+     "ladder: error: recipe.toml:12: train.global_batch: must be a multiple of parallel.dp x "
+     "train.micro_batch = 2 x 4 = 8; got 18"},
+    {"no_length",
+     replacing("steps = 100\n", ""),
+     {},
+     1,
+     "ladder: error: recipe.toml: train.steps: the run needs a length: set train.steps or "
+     "train.tokens"},
+    {"steps_and_tokens",
+     replacing("steps = 100", "steps = 100\ntokens = 5000"),
+     {},
+     1,
+     "ladder: error: recipe.toml:12: train.tokens: give train.steps or train.tokens, not both"},
+    {"warmup_too_long",
+     replacing("warmup = 10", "warmup = 100"),
+     {},
+     1,
+     "ladder: error: recipe.toml:15: schedule.warmup: must be smaller than train.steps (100); got "
+     "100"},
+    {"tp_not_dividing_heads",
+     with("[parallel]\ntp = 3\n"),
+     {},
+     3,
+     "ladder: error: recipe.toml:17: parallel.tp: must divide model.n_heads (4) and "
+     "model.n_kv_heads (4); got 3"},
+    {"missing_base",
+     "base = \"nope.toml\"\n" + std::string(kValid),
+     {},
+     1,
+     "ladder: error: recipe.toml:1: base: no such recipe file \"nope.toml\""},
+    {"base_not_string",
+     "base = 3\n" + std::string(kValid),
+     {},
+     1,
+     "ladder: error: recipe.toml:1: base: expected a string (a recipe path)"},
+    {"set_without_equals",
+     kValid,
+     {"optim.lr"},
+     1,
+     "ladder: error: --set optim.lr: expected section.key=value, as in --set optim.lr=3e-3"},
+    {"set_without_section",
+     kValid,
+     {"lr=3"},
+     1,
+     "ladder: error: --set lr=3: expected section.key=value, as in --set optim.lr=3e-3"},
+    {"set_empty_value",
+     kValid,
+     {"optim.lr="},
+     1,
+     "ladder: error: --set optim.lr=: missing value after '='"},
+    {"set_wrong_type",
+     kValid,
+     {"optim.lr=fast"},
+     1,
+     "ladder: error: --set optim.lr=fast: optim.lr: expected a number, got a string (\"fast\")"},
+    {"set_unknown_key",
+     kValid,
+     {"model.width=3"},
+     1,
+     "ladder: error: --set model.width=3: model.width: unknown key; recipes/README.md lists every "
+     "key"},
+    {"intermediate_not_increasing",
+     with("[checkpoint]\nintermediate = [10, 5]\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: checkpoint.intermediate: a list must be strictly increasing "
+     "and "
+     "positive; got 5 after 10"},
+    {"intermediate_past_end",
+     with("[checkpoint]\nintermediate = [10, 500]\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: checkpoint.intermediate: 500 lies past the end of the run "
+     "(100 "
+     "steps)"},
+    {"bad_run_name",
+     replacing("name = \"unit\"", "name = \"a/b\""),
+     {},
+     1,
+     "ladder: error: recipe.toml:2: run.name: must be letters, digits, '.', '_' or '-' (a folder "
+     "name); got \"a/b\""},
+    {"sequence_parallel_without_tp",
+     with("[parallel]\nsequence_parallel = true\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: parallel.sequence_parallel: needs parallel.tp > 1"},
+    {"pp_exceeds_layers",
+     with("[parallel]\npp = 4\n"),
+     {},
+     4,
+     "ladder: error: recipe.toml:17: parallel.pp: cannot exceed model.n_layers (2): every stage "
+     "needs "
+     "a layer; got 4"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Table, MalformedRecipe, ::testing::ValuesIn(kBadRecipes),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// The cases whose full text depends on a third-party message: check what ladder controls.
+TEST(Recipe, InvalidTomlNamesFileAndLine) {
+  const std::string m = error_of("[run]\nname = \"x\"\n[model\nd_model = 3\n");
+  EXPECT_EQ(m.rfind("ladder: error: recipe.toml:3: invalid TOML: ", 0), 0u) << m;
+}
+
+TEST(Recipe, BaseCycleIsReported) {
+  const std::string m = error_of(
+      "base = \"loop_a.toml\"\n", {}, 1,
+      {{"loop_a.toml", "base = \"loop_b.toml\"\n"}, {"loop_b.toml", "base = \"loop_a.toml\"\n"}});
+  EXPECT_NE(m.find("base: recipes include each other in a cycle"), std::string::npos) << m;
+  EXPECT_EQ(m.rfind("ladder: error: loop_b.toml:1: ", 0), 0u) << m;
+}
+
+TEST(Recipe, OverrideWithBadTomlValue) {
+  const std::string m = error_of(kValid, {"checkpoint.intermediate=[1,"});
+  EXPECT_EQ(m.rfind("ladder: error: --set checkpoint.intermediate=[1,: invalid TOML value: ", 0),
+            0u)
+      << m;
+}
+
+TEST(Recipe, MissingFile) {
+  try {
+    load_recipe("/nonexistent/recipe.toml");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(format_error(e), "ladder: error: /nonexistent/recipe.toml: no such recipe file");
+  }
+}
+
+// Keeps recipes/README.md true: every key of the schema is documented there.
+TEST(Recipe, EveryKeyIsDocumented) {
+  const std::string readme =
+      testing::read_file(std::string(LADDER_SOURCE_DIR) + "/recipes/README.md");
+  ASSERT_FALSE(readme.empty());
+  for (const auto& k : recipe_schema()) {
+    EXPECT_NE(readme.find("`" + k.key + "`"), std::string::npos) << k.key << " is not documented";
+  }
+}
+
+// The shipped recipes load.
+TEST(Recipe, ShippedRecipesAreValid) {
+  for (const char* name : {"quickstart.toml"}) {
+    const std::string path = std::string(LADDER_SOURCE_DIR) + "/recipes/" + name;
+    EXPECT_NO_THROW(load_recipe(path, {{}, 1})) << path;
+    EXPECT_NO_THROW(load_recipe(path, {{}, 2})) << path;
+  }
+}
+
+}  // namespace
+}  // namespace ladder

@@ -1,0 +1,200 @@
+// The `ladder` command: one binary, one subcommand per task. Every user mistake ends here as
+//     ladder: error: <where>: <what>
+// with exit status 2 (core/error.h); --help on any subcommand exits 0.
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "data/prep.h"
+#include "parallel/world.h"
+#include "trainer/recipe.h"
+
+namespace {
+
+using ladder::Error;
+
+struct GlobalOptions {
+  std::string log_level = "info";
+  bool log_all_ranks = false;
+};
+
+void init_logging(const GlobalOptions& g, int rank) {
+  ladder::LogOptions options;
+  options.rank = rank;
+  options.all_ranks_to_console = g.log_all_ranks;
+  options.level = ladder::parse_log_level(g.log_level);
+  ladder::init_logging(options);
+}
+
+// ----- ladder prep ------------------------------------------------------------------------------
+
+struct PrepCommand {
+  ladder::data::PrepOptions options;
+
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "prep", "Tokenize text (plain, gzip, JSONL; files or folders) into token shards");
+    cmd->add_option("--input,-i", options.inputs, "Input files or folders (repeatable)")
+        ->required();
+    cmd->add_option("--out,-o", options.out_dir, "Output dataset folder")->required();
+    cmd->add_option("--tokenizer", options.tokenizer, "bytes | sentencepiece")
+        ->capture_default_str();
+    cmd->add_option("--vocab-size", options.sp.vocab_size, "SentencePiece vocabulary size")
+        ->capture_default_str();
+    cmd->add_option("--sp-type", options.sp.model_type, "SentencePiece model: bpe | unigram")
+        ->capture_default_str();
+    cmd->add_option("--sp-model", options.sp_model,
+                    "Use this SentencePiece .model instead of training one");
+    cmd->add_option("--sp-sentences", options.sp.max_sentences,
+                    "Lines sampled to train SentencePiece")
+        ->capture_default_str();
+    cmd->add_option("--val-fraction", options.val_fraction,
+                    "Fraction of documents held out for validation")
+        ->capture_default_str();
+    cmd->add_option("--seed", options.seed, "Seeds the document-level split")
+        ->capture_default_str();
+    cmd->add_option("--shard-tokens", options.shard_tokens, "Tokens per shard (about)")
+        ->capture_default_str();
+    cmd->add_option("--threads", options.threads, "Tokenizer threads")->capture_default_str();
+    cmd->add_option("--jsonl-field", options.jsonl_field, "JSONL field holding the text")
+        ->capture_default_str();
+    cmd->add_flag("--force", options.force, "Replace an existing dataset in --out");
+  }
+
+  int run(const GlobalOptions& g) {
+    init_logging(g, 0);
+    options.sp.threads = options.threads;
+    const auto r = ladder::data::run_prep(options);
+    const uint64_t tokens = r.train_tokens + r.val_tokens;
+    spdlog::info("prep: wrote {}", options.out_dir);
+    std::printf("dataset        %s\n", options.out_dir.c_str());
+    std::printf("tokenizer      %s (vocab %u)\n", options.tokenizer.c_str(), r.vocab_size);
+    std::printf("train          %llu documents, %llu tokens\n",
+                static_cast<unsigned long long>(r.train_documents),
+                static_cast<unsigned long long>(r.train_tokens));
+    std::printf("val            %llu documents, %llu tokens\n",
+                static_cast<unsigned long long>(r.val_documents),
+                static_cast<unsigned long long>(r.val_tokens));
+    std::printf("input          %.2f MB, %.3f bytes/token\n", r.input_bytes / 1e6,
+                r.bytes_per_token());
+    if (r.tokenizer_seconds > 0) std::printf("tokenizer fit  %.1f s\n", r.tokenizer_seconds);
+    std::printf("time           %.2f s, %.2f M tokens/s\n", r.seconds, tokens / 1e6 / r.seconds);
+    return 0;
+  }
+};
+
+// ----- ladder train -----------------------------------------------------------------------------
+
+struct TrainCommand {
+  std::string recipe_path;
+  std::vector<std::string> overrides;
+  bool check = false;
+
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand("train",
+                                   "Train a model from a TOML recipe (under mpirun for "
+                                   "several ranks)");
+    cmd->add_option("recipe", recipe_path, "Recipe file (recipes/README.md)")->required();
+    cmd->add_option("--set", overrides,
+                    "Override a recipe key: --set section.key=value (repeatable)");
+    cmd->add_flag("--check", check,
+                  "Validate the recipe for this world size, print it resolved, and exit");
+  }
+
+  int run(const GlobalOptions& g, int* argc, char*** argv) {
+    ladder::parallel::MpiWorld world(argc, argv);
+    init_logging(g, world.rank());
+
+    // Every rank validates; then all agree, so a bad recipe ends every rank with status 2 and one
+    // message, and a failure on some ranks only (a file missing on one node) still ends them all.
+    std::optional<std::string> failure;
+    ladder::Recipe recipe;
+    try {
+      recipe = ladder::load_recipe(recipe_path, {overrides, world.size()});
+    } catch (const Error& e) {
+      failure = ladder::format_error(e);
+    }
+    const int failures = world.count_failures(failure.has_value());
+    if (failures > 0) {
+      if (failure && (world.rank() == 0 || failures < world.size())) {
+        std::fprintf(stderr, "%s%s\n", failure->c_str(),
+                     failures < world.size()
+                         ? (" [rank " + std::to_string(world.rank()) + "]").c_str()
+                         : "");
+      }
+      return ladder::kExitUserError;
+    }
+    if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
+    if (check) return 0;
+    throw Error("train",
+                "the training loop is not built yet; `ladder train RECIPE --check` "
+                "validates a recipe");
+  }
+};
+
+// Subcommands whose work lands in later issues: they parse their own --help and say they are not
+// built.
+void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
+                 std::optional<std::string>& chosen) {
+  auto* cmd = app.add_subcommand(name, description + " (not built yet)");
+  // Whatever follows is accepted, so the answer is "not built yet" rather than a parse error.
+  static std::vector<std::string> ignored;
+  cmd->add_option("args", ignored, "Arguments (the command is not built yet)");
+  cmd->allow_extras();
+  cmd->callback([&chosen, name] { chosen = name; });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ladder: distributed transformer training for scaling-law research"};
+  app.name("ladder");
+  app.require_subcommand(1, 1);
+  app.fallthrough();
+  GlobalOptions global;
+  app.add_option("--log-level", global.log_level, "trace | debug | info | warn | error | off")
+      ->capture_default_str();
+  app.add_flag("--log-all-ranks", global.log_all_ranks, "Log to the console from every rank");
+
+  PrepCommand prep;
+  prep.add(app);
+  TrainCommand train;
+  train.add(app);
+  std::optional<std::string> unbuilt;
+  add_unbuilt(app, "sweep", "Run a sweep of recipes, resumably", unbuilt);
+  add_unbuilt(app, "fit", "Fit scaling laws to the traces of finished runs", unbuilt);
+  add_unbuilt(app, "coordcheck", "muP coordinate check across widths", unbuilt);
+  add_unbuilt(app, "inspect", "Summarise a checkpoint, trace or dataset", unbuilt);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string where = "ladder";
+    for (const auto* sub : app.get_subcommands())
+      where += " " + sub->get_name();
+    std::fprintf(stderr, "ladder: error: %s: %s (see `%s --help`)\n", where.c_str(), e.what(),
+                 where.c_str());
+    return ladder::kExitUserError;
+  }
+
+  try {
+    if (unbuilt) throw Error(*unbuilt, "not built yet");
+    if (app.got_subcommand("prep")) return prep.run(global);
+    if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s\n", ladder::format_error(e).c_str());
+    return ladder::kExitUserError;
+  }
+  return 0;
+}

@@ -1,0 +1,145 @@
+// Recipes: TOML files that describe a run (recipes/README.md documents every key).
+//
+// load_recipe() reads a file, follows its `base = "..."` chain, applies `--set section.key=value`
+// overrides, checks every key against the schema (type, range, choices) and every combination
+// against the others (d_model divisible by n_heads, parallel sizes multiplying to the world size,
+// ...). Any mistake is a ladder::Error that names the file and line the value came from:
+//     ladder: error: recipe.toml:12: model.d_model: must be divisible by model.n_heads (6); got 256
+// Nothing else in ladder reads TOML recipes: everything downstream uses the typed Recipe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ladder {
+
+struct RunConfig {
+  std::string name;
+  std::string out_dir;
+  int64_t seed = 0;
+};
+
+struct DataConfig {
+  std::string path;
+  int64_t seq_len = 0;
+};
+
+struct ModelConfig {
+  std::string arch;
+  int64_t d_model = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;  // resolved: 0 in the file means n_heads
+  int64_t ffn_hidden = 0;  // 0: round_up(ffn_multiplier * d_model, ffn_multiple_of)
+  double ffn_multiplier = 0;
+  int64_t ffn_multiple_of = 0;
+  double norm_eps = 0;
+  double rope_theta = 0;
+  bool qk_norm = false;
+  bool tie_embeddings = false;
+  double z_loss = 0;
+};
+
+struct ParallelConfig {
+  int64_t tp = 1, pp = 1;
+  int64_t dp = 0;  // resolved: 0 in the file means world / (tp * pp * islands)
+  int64_t islands = 1;
+  bool sequence_parallel = false;
+  std::string schedule;
+  int64_t microbatches = 0;  // resolved: global_batch / (dp * micro_batch)
+};
+
+struct TrainConfig {
+  int64_t steps = 0;   // resolved from tokens when the recipe gives tokens
+  int64_t tokens = 0;  // resolved from steps when the recipe gives steps
+  int64_t global_batch = 0;
+  int64_t micro_batch = 0;
+};
+
+struct OptimConfig {
+  double lr = 0, weight_decay = 0, beta1 = 0, beta2 = 0, eps = 0, grad_clip = 0;
+  int64_t zero = 0;
+};
+
+struct ScheduleConfig {
+  std::string kind;
+  int64_t warmup = 0;
+  double final_lr_fraction = 0;
+  double decay_fraction = 0;
+  std::string decay_shape;
+};
+
+struct MupConfig {
+  std::string parametrization;
+  int64_t base_width = 0;
+};
+
+// `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list.
+struct IntermediateSchedule {
+  std::string rule;             // "log2" | "none" | "list"
+  std::vector<int64_t> points;  // when rule == "list", in checkpoint.intermediate_unit
+};
+
+struct CheckpointConfig {
+  int64_t every_steps = 0;
+  int64_t keep = 0;
+  IntermediateSchedule intermediate;
+  std::string intermediate_unit;  // "steps" | "tokens"
+};
+
+struct EvalConfig {
+  int64_t every_steps = 0;
+  int64_t tokens = 0;
+};
+
+struct Recipe {
+  RunConfig run;
+  DataConfig data;
+  ModelConfig model;
+  ParallelConfig parallel;
+  TrainConfig train;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  MupConfig mup;
+  CheckpointConfig checkpoint;
+  EvalConfig eval;
+
+  std::string source;  // the top recipe file (or the name given to parse_recipe)
+  // Keys whose value was computed rather than given (parallel.dp, train.tokens, ...). The resolved
+  // recipe writes them as 0 so that it stays valid at any world size.
+  std::vector<std::string> derived;
+  bool is_derived(const std::string& key) const;
+};
+
+struct RecipeOptions {
+  std::vector<std::string> overrides;  // "section.key=value", applied in order after the files
+  int world_size = 1;                  // the number of ranks the run will have
+};
+
+// Reads, resolves and validates a recipe file. Throws ladder::Error on any mistake.
+Recipe load_recipe(const std::string& path, const RecipeOptions& options = {});
+
+// The same from TOML text; `name` stands for the file in messages and `base` paths resolve from
+// `dir`.
+Recipe parse_recipe(const std::string& text, const std::string& name, const std::string& dir,
+                    const RecipeOptions& options = {});
+
+// Every key with its resolved value, in schema order, as TOML that load_recipe() reads back to the
+// same Recipe. This is what a run prints at start and saves as recipe.toml.
+std::string resolved_recipe_toml(const Recipe& recipe);
+
+// Writes resolved_recipe_toml() to `path` atomically.
+void write_resolved_recipe(const Recipe& recipe, const std::string& path);
+
+// The schema, for documentation and tests: "section.key" and a one-line description, in order.
+struct RecipeKeyDoc {
+  std::string key;
+  std::string type;
+  std::string default_value;
+  std::string doc;
+};
+std::vector<RecipeKeyDoc> recipe_schema();
+
+}  // namespace ladder
