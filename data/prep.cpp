@@ -215,6 +215,7 @@ PrepReport run_prep(const PrepOptions& o) {
     }
   }
   meta.train = train.finish();
+  report.encode_seconds = seconds_since(encode_start);
   meta.val = val.finish();
   report.train_documents = meta.train.documents;
   report.val_documents = meta.val.documents;

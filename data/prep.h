@@ -21,7 +21,7 @@ struct PrepOptions {
   std::string sp_model;             // an existing .model to load instead of training one
   SentencePieceTrainingOptions sp;
   std::string jsonl_field = "text";
-  double val_fraction = 0.01;
+  double val_fraction = 0.02;
   uint64_t seed = 0;
   uint64_t shard_tokens = uint64_t{1} << 28;  // a shard closes after the document that crosses this
   int threads = 2;
@@ -34,6 +34,7 @@ struct PrepReport {
   uint64_t train_tokens = 0, val_tokens = 0;
   uint32_t vocab_size = 0;
   double tokenizer_seconds = 0;  // SentencePiece training
+  double encode_seconds = 0;     // reading, tokenizing and writing shards
   double seconds = 0;            // the whole run
   double bytes_per_token() const {
     return static_cast<double>(input_bytes) / static_cast<double>(train_tokens + val_tokens);

@@ -85,7 +85,9 @@ struct PrepCommand {
     std::printf("input          %.2f MB, %.3f bytes/token\n", r.input_bytes / 1e6,
                 r.bytes_per_token());
     if (r.tokenizer_seconds > 0) std::printf("tokenizer fit  %.1f s\n", r.tokenizer_seconds);
-    std::printf("time           %.2f s, %.2f M tokens/s\n", r.seconds, tokens / 1e6 / r.seconds);
+    std::printf("tokenize       %.2f s, %.2f M tokens/s\n", r.encode_seconds,
+                tokens / 1e6 / r.encode_seconds);
+    std::printf("total          %.2f s\n", r.seconds);
     return 0;
   }
 };
