@@ -71,3 +71,21 @@ torch::Tensor DataLoader::rows(int64_t step, int64_t first_row, int64_t count) c
 }
 
 }  // namespace ladder::data
+
+namespace ladder::data {
+
+int64_t sequential_window_count(const TokenDataset& dataset, int64_t seq_len) {
+  return dataset.size() > 1 ? static_cast<int64_t>((dataset.size() - 1) / seq_len) : 0;
+}
+
+torch::Tensor sequential_windows(const TokenDataset& dataset, int64_t seq_len, int64_t first,
+                                 int64_t count) {
+  const int64_t width = seq_len + 1;
+  torch::Tensor out = torch::empty({count, width}, torch::kInt64);
+  for (int64_t r = 0; r < count; ++r)
+    dataset.copy(static_cast<uint64_t>((first + r) * seq_len), width,
+                 out.data_ptr<int64_t>() + r * width);
+  return out;
+}
+
+}  // namespace ladder::data

@@ -55,3 +55,14 @@ class DataLoader {
 };
 
 }  // namespace ladder::data
+
+namespace ladder::data {
+
+// Evaluation reads the validation split in order: window i is tokens [i * seq_len, i * seq_len +
+// seq_len + 1). The number of whole windows the split holds:
+int64_t sequential_window_count(const TokenDataset& dataset, int64_t seq_len);
+// Windows [first, first + count) as int64 [count, seq_len + 1].
+torch::Tensor sequential_windows(const TokenDataset& dataset, int64_t seq_len, int64_t first,
+                                 int64_t count);
+
+}  // namespace ladder::data

@@ -14,7 +14,15 @@
 #include "core/log.h"
 #include "data/prep.h"
 #include "parallel/world.h"
+#include "trainer/inspect.h"
 #include "trainer/recipe.h"
+#include "trainer/train.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
 
 namespace {
 
@@ -98,14 +106,19 @@ struct TrainCommand {
   std::string recipe_path;
   std::vector<std::string> overrides;
   bool check = false;
+  std::string resume;
+  int threads = 0;
 
   void add(CLI::App& app) {
-    auto* cmd = app.add_subcommand("train",
-                                   "Train a model from a TOML recipe (under mpirun for "
-                                   "several ranks)");
+    auto* cmd = app.add_subcommand("train", "Train a model from a TOML recipe");
     cmd->add_option("recipe", recipe_path, "Recipe file (recipes/README.md)")->required();
     cmd->add_option("--set", overrides,
                     "Override a recipe key: --set section.key=value (repeatable)");
+    cmd->add_option("--resume", resume,
+                    "auto: continue from the run's newest checkpoint (or start fresh); or a "
+                    "checkpoint path");
+    cmd->add_option("--threads", threads,
+                    "LibTorch threads per rank (default: cores / ranks on this node)");
     cmd->add_flag("--check", check,
                   "Validate the recipe for this world size, print it resolved, and exit");
   }
@@ -126,18 +139,38 @@ struct TrainCommand {
     const int failures = world.count_failures(failure.has_value());
     if (failures > 0) {
       if (failure && (world.rank() == 0 || failures < world.size())) {
-        std::fprintf(stderr, "%s%s\n", failure->c_str(),
-                     failures < world.size()
-                         ? (" [rank " + std::to_string(world.rank()) + "]").c_str()
-                         : "");
+        const std::string rank =
+            failures < world.size() ? " [rank " + std::to_string(world.rank()) + "]" : "";
+        std::fprintf(stderr, "%s%s\n", failure->c_str(), rank.c_str());
       }
       return ladder::kExitUserError;
     }
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
-    throw Error("train",
-                "the training loop is not built yet; `ladder train RECIPE --check` "
-                "validates a recipe");
+    at::set_num_threads(threads > 0 ? threads : default_threads());
+    return ladder::train(recipe, {resume}, world);
+  }
+
+  // The node's cores shared among the ranks on it.
+  static int default_threads() {
+    int local_ranks = 1;
+    if (const char* n = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::atoi(n);
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    return std::max(1, cores / std::max(1, local_ranks));
+  }
+};
+
+struct InspectCommand {
+  std::string path;
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand("inspect", "Summarise a checkpoint, a trace or a dataset");
+    cmd->add_option("path", path, "A checkpoint (.h5), a trace (trace.h5) or a dataset folder")
+        ->required();
+  }
+  int run(const GlobalOptions& g) {
+    init_logging(g, 0);
+    ladder::inspect(path);
+    return 0;
   }
 };
 
@@ -169,11 +202,12 @@ int main(int argc, char** argv) {
   prep.add(app);
   TrainCommand train;
   train.add(app);
+  InspectCommand inspect;
+  inspect.add(app);
   std::optional<std::string> unbuilt;
   add_unbuilt(app, "sweep", "Run a sweep of recipes, resumably", unbuilt);
   add_unbuilt(app, "fit", "Fit scaling laws to the traces of finished runs", unbuilt);
   add_unbuilt(app, "coordcheck", "muP coordinate check across widths", unbuilt);
-  add_unbuilt(app, "inspect", "Summarise a checkpoint, trace or dataset", unbuilt);
 
   try {
     app.parse(argc, argv);
@@ -194,6 +228,7 @@ int main(int argc, char** argv) {
     if (unbuilt) throw Error(*unbuilt, "not built yet");
     if (app.got_subcommand("prep")) return prep.run(global);
     if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
+    if (app.got_subcommand("inspect")) return inspect.run(global);
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", ladder::format_error(e).c_str());
     return ladder::kExitUserError;

@@ -255,6 +255,12 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("train.micro_batch", &R::train, &TrainConfig::micro_batch, 8,
                     "sequences per forward/backward on one rank")
                     .at_least(1));
+    k.push_back(key("train.log_every", &R::train, &TrainConfig::log_every, 10,
+                    "a progress line and a trace row every this many steps")
+                    .at_least(1));
+    k.push_back(key("train.peak_gflops", &R::train, &TrainConfig::peak_gflops, 0.0,
+                    "peak GFLOP/s per rank that MFU divides by; 0: measure an fp32 matmul at start")
+                    .at_least(0));
     // [optim]
     k.push_back(key("optim.lr", &R::optim, &OptimConfig::lr, 3e-3, "peak learning rate").above(0));
     k.push_back(key("optim.weight_decay", &R::optim, &OptimConfig::weight_decay, 0.1,

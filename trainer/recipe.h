@@ -13,7 +13,15 @@
 #include <string>
 #include <vector>
 
+#include "models/config.h"
+#include "optim/config.h"
+
 namespace ladder {
+
+using models::ModelConfig;
+using optim::MupConfig;
+using optim::OptimConfig;
+using optim::ScheduleConfig;
 
 struct RunConfig {
   std::string name;
@@ -24,22 +32,6 @@ struct RunConfig {
 struct DataConfig {
   std::string path;
   int64_t seq_len = 0;
-};
-
-struct ModelConfig {
-  std::string arch;
-  int64_t d_model = 0;
-  int64_t n_layers = 0;
-  int64_t n_heads = 0;
-  int64_t n_kv_heads = 0;  // resolved: 0 in the file means n_heads
-  int64_t ffn_hidden = 0;  // 0: round_up(ffn_multiplier * d_model, ffn_multiple_of)
-  double ffn_multiplier = 0;
-  int64_t ffn_multiple_of = 0;
-  double norm_eps = 0;
-  double rope_theta = 0;
-  bool qk_norm = false;
-  bool tie_embeddings = false;
-  double z_loss = 0;
 };
 
 struct ParallelConfig {
@@ -56,24 +48,8 @@ struct TrainConfig {
   int64_t tokens = 0;  // resolved from steps when the recipe gives steps
   int64_t global_batch = 0;
   int64_t micro_batch = 0;
-};
-
-struct OptimConfig {
-  double lr = 0, weight_decay = 0, beta1 = 0, beta2 = 0, eps = 0, grad_clip = 0;
-  int64_t zero = 0;
-};
-
-struct ScheduleConfig {
-  std::string kind;
-  int64_t warmup = 0;
-  double final_lr_fraction = 0;
-  double decay_fraction = 0;
-  std::string decay_shape;
-};
-
-struct MupConfig {
-  std::string parametrization;
-  int64_t base_width = 0;
+  int64_t log_every = 0;
+  double peak_gflops = 0;  // 0: measure the matmul peak at start
 };
 
 // `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list.

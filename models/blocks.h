@@ -1,0 +1,36 @@
+// Building blocks shared by the architectures: RMSNorm, rotary embeddings, causal attention,
+// SwiGLU. Pure functions of tensors; parameters come from the model's ParamStore.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace ladder::models {
+
+// RMSNorm (Zhang and Sennrich 2019): x / sqrt(mean(x^2) + eps) * gain, over the last dimension,
+// computed in at least fp32.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps);
+
+// Rotary position embedding (Su et al. 2021, RoFormer), in the half-split layout of GPT-NeoX/LLaMA:
+// the dimension pairs are (i, i + head_dim/2), rotated by angle position * theta^(-2i/head_dim).
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding(int64_t head_dim, int64_t max_positions, double theta);
+  // x: [batch, seq, heads, head_dim], positions 0..seq-1.
+  torch::Tensor apply(const torch::Tensor& x) const;
+
+ private:
+  torch::Tensor cos_, sin_;  // [max_positions, head_dim / 2]
+};
+
+// Causal scaled-dot-product attention. q: [batch, heads, seq, head_dim]; k, v: [batch, kv_heads,
+// seq, head_dim] with heads a multiple of kv_heads (grouped-query attention, Ainslie et al. 2023).
+// Returns [batch, heads, seq, head_dim].
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v);
+
+// SwiGLU (Shazeer 2020): silu(gate) * up.
+inline torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {
+  return torch::silu(gate) * up;
+}
+
+}  // namespace ladder::models

@@ -1,0 +1,45 @@
+// The dense decoder-only transformer, LLaMA-style (Touvron et al. 2023): token embedding; pre-norm
+// blocks of RMSNorm -> grouped-query causal attention with rotary embeddings (and optional QK-norm,
+// Wortsman et al. 2023) -> residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; readout tied
+// or untied; optional z-loss.
+#pragma once
+
+#include <vector>
+
+#include "models/blocks.h"
+#include "models/model.h"
+#include "parallel/tensor_parallel.h"
+
+namespace ladder::models {
+
+class DenseTransformer final : public Model {
+ public:
+  DenseTransformer(const ModelConfig& config, int64_t vocab_size, int64_t max_seq_len);
+  torch::Tensor logits(const torch::Tensor& tokens) override;
+  ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) override;
+  SizeAccounting accounting(int64_t seq_len) const override;
+  ParamStore& params() override { return store_; }
+
+  // One block's residual update, exposed for tests: x [batch, seq, d_model] -> x + attn + mlp.
+  torch::Tensor block(size_t layer, const torch::Tensor& x) const;
+
+ private:
+  struct Block {
+    torch::Tensor attn_norm, mlp_norm, q_norm, k_norm;
+    parallel::ColumnParallelLinear wq, wk, wv, w_gate, w_up;
+    parallel::RowParallelLinear wo, w_down;
+  };
+  torch::Tensor hidden(const torch::Tensor& tokens) const;  // final-normed states [b, s, d]
+
+  ModelConfig config_;
+  int64_t vocab_size_;
+  int64_t head_dim_;
+  ParamStore store_;
+  parallel::VocabParallelEmbedding embedding_;
+  std::vector<Block> blocks_;
+  torch::Tensor final_norm_;
+  torch::Tensor readout_;  // [vocab, d_model]; the embedding matrix itself when tied
+  RotaryEmbedding rope_;
+};
+
+}  // namespace ladder::models

@@ -1,0 +1,57 @@
+// The parameter store: every trainable tensor of a model, under its canonical name, with its role
+// (DESIGN.md contract 1). Models create parameters here and never choose their initial values,
+// learning rates or weight decay: optim/ derives those from the role and the width multipliers.
+// Checkpoints store each parameter under its name at its full logical shape.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace ladder::models {
+
+enum class Role {
+  Embedding,  // token embedding: fan-out grows with width
+  Hidden,     // a matrix whose fan-in and fan-out both grow with width
+  Readout,    // the output projection to the vocabulary: fan-in grows with width
+  Vector,     // norm gains, biases, scalars
+};
+
+const char* role_name(Role role);
+Role role_from_name(const std::string& name);  // throws ladder::Error for an unknown name
+
+// How a parameter starts. Normal parameters get a standard deviation from optim/ (by role and
+// fan-in).
+enum class InitKind { Normal, Ones, Zeros };
+
+struct Param {
+  std::string name;  // canonical, e.g. "layers.3.attn.wq"
+  Role role;
+  InitKind init;
+  std::vector<int64_t> shape;   // full logical shape
+  std::vector<int> width_dims;  // dimensions that scale with d_model
+  int64_t fan_in;               // inputs per output unit, for fan-in-scaled init
+  double init_multiplier =
+      1.0;              // extra factor on the init std (e.g. depth-scaled output projections)
+  torch::Tensor value;  // this rank's tensor (the full tensor at tp = 1), requires_grad
+};
+
+class ParamStore {
+ public:
+  // Registers a parameter, allocated (uninitialised) at `shape`; returns a handle to its value.
+  torch::Tensor add(const std::string& name, Role role, InitKind init, std::vector<int64_t> shape,
+                    std::vector<int> width_dims, int64_t fan_in, double init_multiplier = 1.0);
+
+  std::vector<Param>& all() { return params_; }
+  const std::vector<Param>& all() const { return params_; }
+  const Param& get(const std::string& name) const;
+  int64_t numel() const;
+  int64_t numel(Role role) const;
+
+ private:
+  std::vector<Param> params_;
+};
+
+}  // namespace ladder::models

@@ -1,0 +1,15 @@
+// The architecture registry: the one place that maps model.arch to a class.
+#include "core/error.h"
+#include "models/dense.h"
+#include "models/model.h"
+
+namespace ladder::models {
+
+std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
+                                   int64_t max_seq_len) {
+  if (config.arch == "dense")
+    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len);
+  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
+}
+
+}  // namespace ladder::models

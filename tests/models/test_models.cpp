@@ -1,0 +1,217 @@
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "core/error.h"
+#include "models/blocks.h"
+#include "models/dense.h"
+#include "optim/parametrization.h"
+
+namespace ladder::models {
+namespace {
+
+// Central finite differences in double precision against autograd, at 12 coordinates of every leaf.
+// `f` computes from the leaves (double tensors that require grad); its output is reduced with fixed
+// random weights so that every output element matters.
+void expect_gradients_match(const std::function<torch::Tensor()>& f,
+                            const std::vector<torch::Tensor>& leaves) {
+  torch::manual_seed(0);
+  torch::Tensor weights;
+  {
+    torch::NoGradGuard no_grad;
+    weights = torch::randn_like(f());
+  }
+  auto objective = [&] { return (f() * weights).sum(); };
+  for (const auto& x : leaves)
+    if (x.grad().defined()) x.mutable_grad().zero_();
+  objective().backward();
+  const double eps = 1e-6;
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    const torch::Tensor grad = leaves[i].grad();
+    ASSERT_TRUE(grad.defined()) << "leaf " << i << " has no gradient";
+    const int64_t n = leaves[i].numel();
+    for (int trial = 0; trial < 12; ++trial) {
+      const int64_t k = (trial * 7919 + 13) % n;
+      torch::NoGradGuard no_grad;
+      torch::Tensor flat = leaves[i].view(-1);
+      const double original = flat[k].item<double>();
+      flat[k] = original + eps;
+      const double plus = objective().item<double>();
+      flat[k] = original - eps;
+      const double minus = objective().item<double>();
+      flat[k] = original;
+      const double numeric = (plus - minus) / (2 * eps);
+      EXPECT_NEAR(grad.view(-1)[k].item<double>(), numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
+          << "leaf " << i << " element " << k;
+    }
+  }
+}
+
+torch::Tensor leaf(const torch::Tensor& t) {
+  return t.to(torch::kFloat64).detach().requires_grad_(true);
+}
+
+TEST(Blocks, RmsNormGradients) {
+  const auto x = leaf(torch::randn({2, 3, 8})), g = leaf(torch::rand({8}) + 0.5);
+  expect_gradients_match([&] { return rms_norm(x, g, 1e-5); }, {x, g});
+}
+
+TEST(Blocks, RmsNormNormalises) {
+  const torch::Tensor x = torch::randn({4, 16}) * 5;
+  const torch::Tensor y = rms_norm(x, torch::ones({16}), 0.0);
+  EXPECT_TRUE(torch::allclose(y.square().mean(-1), torch::ones({4}), 1e-5, 1e-5));
+}
+
+TEST(Blocks, RopeGradients) {
+  RotaryEmbedding rope(8, 16, 10000.0);
+  const auto x = leaf(torch::randn({2, 5, 3, 8}));
+  expect_gradients_match([&] { return rope.apply(x); }, {x});
+}
+
+TEST(Blocks, RopeDependsOnlyOnRelativePosition) {
+  // <rope(q) at m, rope(k) at n> is a function of m - n: shifting both positions leaves it
+  // unchanged.
+  RotaryEmbedding rope(16, 64, 10000.0);
+  torch::manual_seed(1);
+  const torch::Tensor q = torch::randn({16}), k = torch::randn({16});
+  auto at_position = [&](const torch::Tensor& v, int64_t pos) {
+    torch::Tensor x = torch::zeros({1, pos + 1, 1, 16}, torch::kFloat64);
+    x[0][pos][0] = v.to(torch::kFloat64);
+    return rope.apply(x)[0][pos][0];
+  };
+  const double base = at_position(q, 9).dot(at_position(k, 4)).item<double>();
+  for (int64_t shift : {1, 7, 30}) {
+    const double moved = at_position(q, 9 + shift).dot(at_position(k, 4 + shift)).item<double>();
+    EXPECT_NEAR(moved, base, 1e-5) << "shift " << shift;
+  }
+  // And it does depend on the distance.
+  EXPECT_GT(std::abs(at_position(q, 10).dot(at_position(k, 4)).item<double>() - base), 1e-3);
+  // Position 0 is the identity.
+  EXPECT_TRUE(torch::allclose(at_position(q, 0).to(torch::kFloat32), q, 1e-6, 1e-6));
+}
+
+TEST(Blocks, AttentionGradients) {
+  const auto q = leaf(torch::randn({2, 4, 5, 8})), k = leaf(torch::randn({2, 2, 5, 8})),
+             v = leaf(torch::randn({2, 2, 5, 8}));
+  expect_gradients_match([&] { return causal_attention(q, k, v); }, {q, k, v});
+}
+
+TEST(Blocks, AttentionIsCausalAndMatchesReference) {
+  torch::manual_seed(2);
+  const torch::Tensor q = torch::randn({1, 2, 6, 4}), k = torch::randn({1, 2, 6, 4}),
+                      v = torch::randn({1, 2, 6, 4});
+  const torch::Tensor out = causal_attention(q, k, v);
+  // Reference: explicit loop over query positions.
+  for (int64_t t = 0; t < 6; ++t) {
+    const torch::Tensor scores =
+        torch::matmul(q.slice(2, t, t + 1), k.slice(2, 0, t + 1).transpose(-2, -1)) / 2.0;
+    const torch::Tensor expected = torch::matmul(torch::softmax(scores, -1), v.slice(2, 0, t + 1));
+    EXPECT_TRUE(torch::allclose(out.slice(2, t, t + 1), expected, 1e-5, 1e-6)) << t;
+  }
+  // Changing the future does not change the past.
+  torch::Tensor v2 = v.clone();
+  v2.slice(2, 4) += 1;
+  EXPECT_TRUE(torch::allclose(causal_attention(q, k, v2).slice(2, 0, 4), out.slice(2, 0, 4)));
+}
+
+TEST(Blocks, GroupedQueryAttentionEqualsRepeatedHeads) {
+  torch::manual_seed(3);
+  const torch::Tensor q = torch::randn({1, 4, 5, 8}), k = torch::randn({1, 2, 5, 8}),
+                      v = torch::randn({1, 2, 5, 8});
+  EXPECT_TRUE(
+      torch::allclose(causal_attention(q, k, v),
+                      causal_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))));
+}
+
+TEST(Blocks, SwigluGradients) {
+  const auto a = leaf(torch::randn({3, 7})), b = leaf(torch::randn({3, 7}));
+  expect_gradients_match([&] { return swiglu(a, b); }, {a, b});
+}
+
+ModelConfig small_config(bool qk_norm, bool tied) {
+  ModelConfig c;
+  c.arch = "dense";
+  c.d_model = 16, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.ffn_hidden = 24;
+  c.norm_eps = 1e-5, c.rope_theta = 10000, c.qk_norm = qk_norm, c.tie_embeddings = tied;
+  return c;
+}
+
+void to_double(ParamStore& store) {
+  for (auto& p : store.all()) {
+    torch::NoGradGuard no_grad;
+    p.value.set_data(p.value.to(torch::kFloat64));  // every handle to the tensor sees the change
+  }
+}
+
+TEST(Dense, BlockGradientsIncludingEveryParameter) {
+  for (bool qk_norm : {false, true}) {
+    DenseTransformer model(small_config(qk_norm, false), 11, 8);
+    optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+    to_double(model.params());
+    const torch::Tensor x = leaf(torch::randn({2, 5, 16}));
+    std::vector<torch::Tensor> leaves = {x};
+    for (auto& p : model.params().all())
+      if (p.name.rfind("layers.1.", 0) == 0) leaves.push_back(p.value);
+    EXPECT_EQ(leaves.size(), qk_norm ? 12u : 10u);
+    expect_gradients_match([&] { return model.block(1, x); }, leaves);
+  }
+}
+
+TEST(Dense, LossGradientsThroughTheWholeModel) {
+  for (bool tied : {false, true}) {
+    DenseTransformer model(small_config(true, tied), 11, 8);
+    optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+    to_double(model.params());
+    const torch::Tensor tokens = torch::randint(0, 11, {2, 6});
+    const torch::Tensor targets = torch::randint(0, 11, {2, 6});
+    std::vector<torch::Tensor> leaves;
+    for (auto& p : model.params().all())
+      leaves.push_back(p.value);
+    expect_gradients_match([&] { return model.loss(tokens, targets).loss.reshape({1}); }, leaves);
+  }
+}
+
+TEST(Dense, AccountingMatchesTheFormula) {
+  ModelConfig c = small_config(false, false);
+  DenseTransformer model(c, 11, 8);
+  const SizeAccounting a = model.accounting(8);
+  const int64_t d = 16, f = 24, kv = 2 * 4, L = 2, V = 11;
+  const int64_t per_layer = d * d * 2 + d * kv * 2 + 3 * d * f + 2 * d;
+  EXPECT_EQ(a.total_params, V * d + L * per_layer + d + V * d);
+  EXPECT_EQ(a.embedding_params, V * d);
+  EXPECT_EQ(a.non_embedding_params, a.total_params - V * d);
+  EXPECT_DOUBLE_EQ(a.flops_per_token, 6.0 * a.non_embedding_params + 12.0 * L * d * 8);
+  // Tied: no readout parameters, but the readout matmul still costs 2 d V per token forward.
+  DenseTransformer tied(small_config(false, true), 11, 8);
+  const SizeAccounting t = tied.accounting(8);
+  EXPECT_EQ(t.total_params, a.total_params - V * d);
+  EXPECT_DOUBLE_EQ(t.flops_per_token, a.flops_per_token);
+}
+
+TEST(Dense, InitialisationIsKeyedByNameAndSeed) {
+  DenseTransformer a(small_config(false, false), 11, 8), b(small_config(true, false), 11, 8);
+  optim::initialize(a.params(), optim::MupConfig{"sp", 16}, 5);
+  optim::initialize(b.params(), optim::MupConfig{"sp", 16}, 5);
+  // b has extra (QK-norm) parameters, yet every shared name starts identical.
+  for (const auto& p : a.params().all())
+    EXPECT_TRUE(torch::equal(p.value, b.params().get(p.name).value)) << p.name;
+  DenseTransformer c(small_config(false, false), 11, 8);
+  optim::initialize(c.params(), optim::MupConfig{"sp", 16}, 6);
+  EXPECT_FALSE(torch::equal(a.params().get("layers.0.attn.wq").value,
+                            c.params().get("layers.0.attn.wq").value));
+  // Fan-in scaling: hidden std ~ 1/sqrt(16); residual projections smaller by 1/sqrt(2L).
+  EXPECT_NEAR(a.params().get("layers.0.mlp.w_gate").value.std().item<double>(), 0.25, 0.03);
+  EXPECT_NEAR(a.params().get("layers.0.attn.wo").value.std().item<double>(), 0.125, 0.02);
+  EXPECT_TRUE(torch::equal(a.params().get("final_norm").value, torch::ones({16})));
+}
+
+TEST(Registry, UnbuiltArchitecturesAreRefused) {
+  ModelConfig c = small_config(false, false);
+  c.arch = "moe";
+  EXPECT_THROW(build_model(c, 11, 8), Error);
+  c.arch = "dense";
+  EXPECT_NE(build_model(c, 11, 8), nullptr);
+}
+
+}  // namespace
+}  // namespace ladder::models

@@ -1,0 +1,144 @@
+#include "trainer/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/error.h"
+#include "trainer/hdf5.h"
+
+namespace ladder {
+namespace fs = std::filesystem;
+
+constexpr int64_t kCheckpointVersion = 1;
+
+std::string checkpoint_path(const std::string& run_dir, int64_t step) {
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lld.h5", static_cast<long long>(step));
+  return (fs::path(run_dir) / "checkpoints" / name).string();
+}
+
+void write_checkpoint(const std::string& path, const models::ParamStore& params,
+                      optim::AdamW& optimizer, const CheckpointMeta& meta) {
+  fs::create_directories(fs::path(path).parent_path());
+  const std::string tmp = path + ".tmp";
+  try {
+    h5::File f = h5::File::create(tmp);
+    const auto& all = params.all();
+    for (size_t i = 0; i < all.size(); ++i) {
+      const auto& p = all[i];
+      const std::string name = "params/" + p.name;
+      h5::write_tensor(f, name, p.value);
+      h5::set_attr(f, name, "role", std::string(models::role_name(p.role)));
+      std::string dims;
+      for (int d : p.width_dims)
+        dims += (dims.empty() ? "" : ",") + std::to_string(d);
+      h5::set_attr(f, name, "width_dims", dims);
+      h5::write_tensor(f, "optim/exp_avg/" + p.name, optimizer.exp_avg()[i]);
+      h5::write_tensor(f, "optim/exp_avg_sq/" + p.name, optimizer.exp_avg_sq()[i]);
+    }
+    h5::write_tensor(f, "rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
+    h5::set_attr(f, "/", "format", std::string("ladder-checkpoint"));
+    h5::set_attr(f, "/", "version", kCheckpointVersion);
+    h5::set_attr(f, "/", "step", meta.step);
+    h5::set_attr(f, "/", "tokens", meta.tokens);
+    h5::set_attr(f, "/", "optimizer_steps", optimizer.steps_taken());
+    h5::set_attr(f, "/", "lr", meta.lr);
+    h5::set_attr(f, "/", "seed", static_cast<int64_t>(meta.seed));
+    h5::set_attr(f, "/", "intermediate", static_cast<int64_t>(meta.intermediate));
+    h5::set_attr(f, "/", "recipe", meta.recipe_toml);
+    h5::set_attr(f, "/", "arch", meta.arch);
+    h5::set_attr(f, "/", "N", meta.accounting.non_embedding_params);
+    h5::set_attr(f, "/", "total_params", meta.accounting.total_params);
+    h5::set_attr(f, "/", "embedding_params", meta.accounting.embedding_params);
+    h5::set_attr(f, "/", "active_params", meta.accounting.active_params);
+    h5::set_attr(f, "/", "flops_per_token", meta.accounting.flops_per_token);
+    f.close();
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path, "cannot rename the finished checkpoint into place");
+  }
+}
+
+CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
+                               optim::AdamW& optimizer) {
+  h5::File f = h5::File::open(path, /*writable=*/false);
+  if (!h5::has_attr(f, "/", "format") ||
+      h5::get_string_attr(f, "/", "format") != "ladder-checkpoint")
+    throw Error(path, "not a ladder checkpoint");
+  const int64_t version = h5::get_int_attr(f, "/", "version");
+  if (version != kCheckpointVersion)
+    throw Error(path, "unsupported checkpoint version " + std::to_string(version));
+
+  torch::NoGradGuard no_grad;
+  auto& all = params.all();
+  for (size_t i = 0; i < all.size(); ++i) {
+    auto& p = all[i];
+    const std::string name = "params/" + p.name;
+    if (!h5::exists(f, name))
+      throw Error(path, "has no parameter " + p.name + ": the recipe builds a different model");
+    const auto shape = h5::dataset_shape(f, name);
+    if (shape != p.shape) {
+      auto text = [](const std::vector<int64_t>& s) {
+        std::string t = "[";
+        for (size_t k = 0; k < s.size(); ++k)
+          t += (k ? ", " : "") + std::to_string(s[k]);
+        return t + "]";
+      };
+      throw Error(path, "parameter " + p.name + " has shape " + text(shape) +
+                            " but the recipe builds " + text(p.shape));
+    }
+    p.value.copy_(h5::read_tensor(f, name));
+    optimizer.exp_avg()[i].copy_(h5::read_tensor(f, "optim/exp_avg/" + p.name));
+    optimizer.exp_avg_sq()[i].copy_(h5::read_tensor(f, "optim/exp_avg_sq/" + p.name));
+  }
+  const auto stored = h5::list_group(f, "params");
+  if (stored.size() != all.size())
+    throw Error(path, "holds " + std::to_string(stored.size()) +
+                          " parameters but the recipe builds " + std::to_string(all.size()));
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));
+  optimizer.set_steps_taken(h5::get_int_attr(f, "/", "optimizer_steps"));
+
+  CheckpointMeta meta;
+  meta.step = h5::get_int_attr(f, "/", "step");
+  meta.tokens = h5::get_int_attr(f, "/", "tokens");
+  meta.lr = h5::get_double_attr(f, "/", "lr");
+  meta.seed = static_cast<uint64_t>(h5::get_int_attr(f, "/", "seed"));
+  meta.intermediate = h5::get_int_attr(f, "/", "intermediate") != 0;
+  meta.recipe_toml = h5::get_string_attr(f, "/", "recipe");
+  meta.arch = h5::get_string_attr(f, "/", "arch");
+  return meta;
+}
+
+std::vector<int64_t> checkpoint_steps(const std::string& run_dir) {
+  std::vector<int64_t> steps;
+  const fs::path dir = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return steps;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    long long step = 0;
+    char tail[8] = {0};
+    // Exactly step_XXXXXXXX.h5: temporary files (".h5.tmp") do not match.
+    if (std::sscanf(name.c_str(), "step_%lld.%7s", &step, tail) == 2 && std::string(tail) == "h5" &&
+        name.size() == std::string("step_00000000.h5").size())
+      steps.push_back(step);
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+std::optional<std::string> newest_checkpoint(const std::string& run_dir) {
+  const auto steps = checkpoint_steps(run_dir);
+  if (steps.empty()) return std::nullopt;
+  return checkpoint_path(run_dir, steps.back());
+}
+
+}  // namespace ladder

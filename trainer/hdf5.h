@@ -1,0 +1,59 @@
+// A thin RAII layer over the HDF5 C API for checkpoints and traces: files, tensors stored at their
+// full shape, scalar and string attributes, and extendible 1-D series. Errors become ladder::Error
+// naming the file. HDF5's own error stack printing is silenced: our messages say what went wrong.
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace ladder::h5 {
+
+class File {
+ public:
+  static File create(const std::string& path);  // truncates
+  static File open(const std::string& path, bool writable);
+  File(File&& other) noexcept : id_(other.id_), path_(std::move(other.path_)) { other.id_ = -1; }
+  File& operator=(File&&) = delete;
+  ~File();
+  void close();  // flushes and closes; throws on failure (destructor closes quietly)
+  hid_t id() const { return id_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  hid_t id_;
+  std::string path_;
+};
+
+bool exists(const File& f, const std::string& path);
+
+// Tensors: float32 / float64 / int64 / uint8, contiguous, at any shape. `path` may contain '/',
+// whose groups are created as needed.
+void write_tensor(const File& f, const std::string& path, const torch::Tensor& t);
+torch::Tensor read_tensor(const File& f, const std::string& path);
+std::vector<int64_t> dataset_shape(const File& f, const std::string& path);
+std::vector<std::string> list_group(const File& f, const std::string& group);
+
+// Attributes on the root ("/") or on a dataset or group.
+void set_attr(const File& f, const std::string& object, const std::string& name, int64_t value);
+void set_attr(const File& f, const std::string& object, const std::string& name, double value);
+void set_attr(const File& f, const std::string& object, const std::string& name,
+              const std::string& value);
+bool has_attr(const File& f, const std::string& object, const std::string& name);
+int64_t get_int_attr(const File& f, const std::string& object, const std::string& name);
+double get_double_attr(const File& f, const std::string& object, const std::string& name);
+std::string get_string_attr(const File& f, const std::string& object, const std::string& name);
+
+// Extendible 1-D series (chunked, unlimited): created empty, appended to, truncated.
+void create_series(const File& f, const std::string& path, hid_t type);  // H5T_NATIVE_DOUBLE/INT64
+void append_series(const File& f, const std::string& path, double value);
+void append_series(const File& f, const std::string& path, int64_t value);
+int64_t series_length(const File& f, const std::string& path);
+void truncate_series(const File& f, const std::string& path, int64_t length);
+
+}  // namespace ladder::h5

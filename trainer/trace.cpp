@@ -1,0 +1,96 @@
+#include "trainer/trace.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "trainer/hdf5.h"
+
+namespace ladder {
+namespace {
+
+constexpr int64_t kTraceVersion = 1;
+
+struct Column {
+  const char* name;
+  bool integer;
+};
+const std::vector<Column> kTrain = {
+    {"step", true},          {"tokens", true}, {"flops", false},
+    {"loss", false},         {"lr", false},    {"grad_norm", false},
+    {"tokens_per_s", false}, {"mfu", false},   {"elapsed_s", false}};
+const std::vector<Column> kEval = {
+    {"step", true}, {"tokens", true}, {"flops", false}, {"loss", false}};
+const std::vector<Column> kCheckpoints = {{"step", true}, {"tokens", true}, {"intermediate", true}};
+
+void create_group(const h5::File& f, const std::string& group, const std::vector<Column>& cols) {
+  for (const auto& c : cols)
+    h5::create_series(f, group + "/" + c.name, c.integer ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE);
+}
+
+// Drops the rows of `group` whose step is past `step`.
+void truncate_after(const h5::File& f, const std::string& group, const std::vector<Column>& cols,
+                    int64_t step) {
+  const torch::Tensor steps = h5::read_tensor(f, group + "/step");
+  int64_t keep = 0;
+  const int64_t* s = steps.data_ptr<int64_t>();
+  while (keep < steps.numel() && s[keep] <= step)
+    ++keep;
+  for (const auto& c : cols)
+    h5::truncate_series(f, group + "/" + c.name, keep);
+}
+
+}  // namespace
+
+Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
+             int64_t resume_step)
+    : path_(std::move(path)) {
+  const bool reuse = resume_step >= 0 && std::filesystem::exists(path_);
+  h5::File f = reuse ? h5::File::open(path_, true) : h5::File::create(path_);
+  if (reuse) {
+    truncate_after(f, "train", kTrain, resume_step);
+    truncate_after(f, "eval", kEval, resume_step);
+    truncate_after(f, "checkpoints", kCheckpoints, resume_step);
+  } else {
+    create_group(f, "train", kTrain);
+    create_group(f, "eval", kEval);
+    create_group(f, "checkpoints", kCheckpoints);
+  }
+  h5::set_attr(f, "/", "format", std::string("ladder-trace"));
+  h5::set_attr(f, "/", "version", kTraceVersion);
+  for (const auto& [name, value] : attributes)
+    std::visit([&](const auto& v) { h5::set_attr(f, "/", name, v); }, value);
+  f.close();
+}
+
+void Trace::append(const TrainRecord& r) {
+  h5::File f = h5::File::open(path_, true);
+  h5::append_series(f, "train/step", r.step);
+  h5::append_series(f, "train/tokens", r.tokens);
+  h5::append_series(f, "train/flops", r.flops);
+  h5::append_series(f, "train/loss", r.loss);
+  h5::append_series(f, "train/lr", r.lr);
+  h5::append_series(f, "train/grad_norm", r.grad_norm);
+  h5::append_series(f, "train/tokens_per_s", r.tokens_per_s);
+  h5::append_series(f, "train/mfu", r.mfu);
+  h5::append_series(f, "train/elapsed_s", r.elapsed_s);
+  f.close();
+}
+
+void Trace::append(const EvalRecord& r) {
+  h5::File f = h5::File::open(path_, true);
+  h5::append_series(f, "eval/step", r.step);
+  h5::append_series(f, "eval/tokens", r.tokens);
+  h5::append_series(f, "eval/flops", r.flops);
+  h5::append_series(f, "eval/loss", r.loss);
+  f.close();
+}
+
+void Trace::append_checkpoint(int64_t step, int64_t tokens, bool intermediate) {
+  h5::File f = h5::File::open(path_, true);
+  h5::append_series(f, "checkpoints/step", step);
+  h5::append_series(f, "checkpoints/tokens", tokens);
+  h5::append_series(f, "checkpoints/intermediate", static_cast<int64_t>(intermediate));
+  f.close();
+}
+
+}  // namespace ladder

@@ -1,0 +1,48 @@
+// The loss trace (DESIGN.md contract 6): runs/NAME/trace.h5, the fitter's only input.
+//
+//   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s}   one row per
+//   log /eval/{step, tokens, flops, loss}                                                   one row
+//   per eval /checkpoints/{step, tokens, intermediate} one row per save attributes on /: format,
+//   version, arch, N, total_params, active_params, embedding_params,
+//     flops_per_token, width, depth, n_heads, streams, experts, seq_len, global_batch,
+//     batch_tokens, lr, weight_decay, seed, parametrization, total_steps, recipe
+//
+// Every append opens the file, writes and closes it, so a reader (h5py) sees a complete file
+// whenever the trainer is not in the middle of a write. On resume, rows past the resumed step are
+// dropped: they belong to the part of the run that the checkpoint does not contain.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+
+namespace ladder {
+
+using TraceAttribute = std::variant<int64_t, double, std::string>;
+
+struct TrainRecord {
+  int64_t step, tokens;
+  double flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s;
+};
+
+struct EvalRecord {
+  int64_t step, tokens;
+  double flops, loss;
+};
+
+class Trace {
+ public:
+  // Creates the trace, or (resume_step >= 0) reopens it and drops rows with step > resume_step.
+  Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
+        int64_t resume_step);
+  void append(const TrainRecord& r);
+  void append(const EvalRecord& r);
+  void append_checkpoint(int64_t step, int64_t tokens, bool intermediate);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace ladder

@@ -1,0 +1,286 @@
+// The training loop, top to bottom: data, run folder, model, optimizer, resume, then for every step
+// micro-batches forward/backward -> clip -> learning rate -> AdamW -> log, evaluate, checkpoint.
+#include "trainer/train.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "models/model.h"
+#include "optim/adamw.h"
+#include "optim/parametrization.h"
+#include "optim/schedule.h"
+#include "trainer/checkpoint.h"
+#include "trainer/trace.h"
+
+namespace ladder {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// fp32 matmul GFLOP/s on this process's threads: the peak MFU is stated against on CPU.
+double measure_matmul_gflops() {
+  torch::NoGradGuard no_grad;
+  const int64_t n = 1024;
+  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  torch::Tensor c = torch::mm(a, b);  // warm-up
+  const int reps = 8;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i)
+    c = torch::mm(a, b);
+  const double s = seconds_between(t0, Clock::now());
+  return 2.0 * n * n * n * reps / s / 1e9;
+}
+
+std::string human(double v) {
+  char buf[32];
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fK", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  return buf;
+}
+
+std::string duration(double s) {
+  char buf[32];
+  const auto t = static_cast<long long>(s);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, t / 60 % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
+  return buf;
+}
+
+// Whether the checkpoint after `step` completed steps is kept for law fitting.
+bool is_intermediate(int64_t step, int64_t tokens_per_step, const CheckpointConfig& c) {
+  const auto& rule = c.intermediate;
+  if (rule.rule == "none") return false;
+  if (rule.rule == "log2") return step > 0 && (step & (step - 1)) == 0;
+  for (int64_t point : rule.points) {
+    if (c.intermediate_unit == "steps" && point == step) return true;
+    // A token count is reached by the first step whose tokens cover it.
+    if (c.intermediate_unit == "tokens" && (step - 1) * tokens_per_step < point &&
+        point <= step * tokens_per_step)
+      return true;
+  }
+  return false;
+}
+
+// Keeps the newest `keep` periodic checkpoints; intermediate ones always stay.
+void prune_periodic(const std::string& run_dir, int64_t tokens_per_step,
+                    const CheckpointConfig& c) {
+  std::vector<int64_t> periodic;
+  for (int64_t s : checkpoint_steps(run_dir))
+    if (!is_intermediate(s, tokens_per_step, c)) periodic.push_back(s);
+  for (size_t i = 0; i + c.keep < periodic.size(); ++i) {
+    fs::remove(checkpoint_path(run_dir, periodic[i]));
+    spdlog::debug("removed periodic checkpoint at step {}", periodic[i]);
+  }
+}
+
+// Mean loss over the first eval.tokens of the validation split, in order.
+double evaluate(models::Model& model, const data::TokenDataset& val, const Recipe& r) {
+  torch::NoGradGuard no_grad;
+  const int64_t seq = r.data.seq_len;
+  const int64_t windows = std::min(r.eval.tokens / seq, data::sequential_window_count(val, seq));
+  double sum = 0;
+  for (int64_t first = 0; first < windows; first += r.train.micro_batch) {
+    const int64_t n = std::min(r.train.micro_batch, windows - first);
+    const torch::Tensor batch = data::sequential_windows(val, seq, first, n);
+    const auto out = model.loss(batch.slice(1, 0, seq), batch.slice(1, 1));
+    sum += out.loss.item<double>() * static_cast<double>(n);
+  }
+  return sum / static_cast<double>(windows);
+}
+
+void require_finite(double value, const std::string& what, int64_t step) {
+  if (!std::isfinite(value))
+    throw Error("train", "step " + std::to_string(step + 1) + ": " + what + " is " +
+                             std::to_string(value) +
+                             "; stopping without writing a checkpoint of this state (lower "
+                             "optim.lr, or resume from the last checkpoint)");
+}
+
+}  // namespace
+
+int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
+  // ----- Everything that can be refused is checked before any work. -----
+  optim::check_parametrization(r.mup);
+  if (world.size() > 1)
+    throw Error("train",
+                "this build trains on one process; data, tensor and pipeline parallelism "
+                "are not built yet (run without mpirun)");
+  auto train_data = std::make_shared<data::TokenDataset>(r.data.path, "train");
+  std::unique_ptr<data::TokenDataset> val_data;
+  if (r.eval.every_steps > 0) {
+    val_data = std::make_unique<data::TokenDataset>(r.data.path, "val");
+    if (data::sequential_window_count(*val_data, r.data.seq_len) == 0)
+      throw Error(r.data.path, "the validation split is shorter than one sequence of data.seq_len");
+  }
+  data::DataLoader loader(train_data, r.data.seq_len, r.train.global_batch, r.run.seed);
+  const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
+  std::optional<std::string> resume_from;
+  if (options.resume == "auto") {
+    resume_from = newest_checkpoint(run_dir);
+  } else if (!options.resume.empty()) {
+    if (!fs::exists(options.resume)) throw Error(options.resume, "no such checkpoint");
+    resume_from = options.resume;
+  } else if (fs::exists(fs::path(run_dir) / "trace.h5")) {
+    throw Error(run_dir,
+                "already holds a run; continue it with --resume auto, or choose another "
+                "run.name");
+  }
+
+  // ----- The run folder. -----
+  fs::create_directories(run_dir);
+  write_resolved_recipe(r, (fs::path(run_dir) / "recipe.toml").string());
+  log_to_file((fs::path(run_dir) / "log.txt").string());
+
+  // ----- Model and optimizer. -----
+  const int64_t vocab = train_data->meta().vocab_size;
+  auto model = models::build_model(r.model, vocab, r.data.seq_len);
+  models::ParamStore& params = model->params();
+  optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));
+  optim::AdamW optimizer(params, r.optim, optim::param_settings(params, r.optim, r.mup));
+  const models::SizeAccounting acc = model->accounting(r.data.seq_len);
+  const int64_t tokens_per_step = r.train.global_batch * r.data.seq_len;
+  spdlog::info(
+      "model: {} d_model={} layers={} heads={}/{} ffn={} vocab={}: {} parameters, N={}, "
+      "{} FLOPs/token",
+      r.model.arch, r.model.d_model, r.model.n_layers, r.model.n_heads, r.model.n_kv_heads,
+      r.model.ffn_hidden, vocab, human(acc.total_params), human(acc.non_embedding_params),
+      human(acc.flops_per_token));
+
+  int64_t start_step = 0;
+  if (resume_from) {
+    const CheckpointMeta meta = read_checkpoint(*resume_from, params, optimizer);
+    start_step = meta.step;
+    spdlog::info("resumed from {} at step {} ({} tokens)", *resume_from, meta.step, meta.tokens);
+  } else if (options.resume == "auto") {
+    spdlog::info("no checkpoint in {}; starting fresh", run_dir);
+  }
+  if (start_step >= r.train.steps) {
+    spdlog::info("the run is already complete at step {}", start_step);
+    return 0;
+  }
+
+  const std::string recipe_text = resolved_recipe_toml(r);
+  Trace trace((fs::path(run_dir) / "trace.h5").string(),
+              {{"arch", r.model.arch},
+               {"N", acc.non_embedding_params},
+               {"total_params", acc.total_params},
+               {"active_params", acc.active_params},
+               {"embedding_params", acc.embedding_params},
+               {"flops_per_token", acc.flops_per_token},
+               {"width", acc.width},
+               {"depth", acc.depth},
+               {"n_heads", r.model.n_heads},
+               {"streams", int64_t{1}},
+               {"experts", int64_t{0}},
+               {"vocab_size", vocab},
+               {"seq_len", r.data.seq_len},
+               {"global_batch", r.train.global_batch},
+               {"batch_tokens", tokens_per_step},
+               {"lr", r.optim.lr},
+               {"weight_decay", r.optim.weight_decay},
+               {"seed", r.run.seed},
+               {"parametrization", r.mup.parametrization},
+               {"total_steps", r.train.steps},
+               {"recipe", recipe_text}},
+              resume_from ? start_step : -1);
+
+  const double peak_gflops =
+      r.train.peak_gflops > 0 ? r.train.peak_gflops : measure_matmul_gflops();
+  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({}), {} threads", peak_gflops,
+               r.train.peak_gflops > 0 ? "train.peak_gflops" : "measured fp32 matmul",
+               at::get_num_threads());
+
+  // ----- The loop. -----
+  const int64_t micro = r.parallel.microbatches;
+  const int64_t seq = r.data.seq_len;
+  const auto loop_start = Clock::now();
+  auto interval_start = loop_start;
+  double interval_busy = 0;  // seconds of training (not eval or checkpoint) since the last log
+  int64_t interval_tokens = 0;
+  for (int64_t step = start_step; step < r.train.steps; ++step) {
+    const auto step_start = Clock::now();
+    for (auto& p : params.all())
+      if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+
+    // Forward and backward over the micro-batches; their gradients sum to the global batch's mean.
+    double loss_sum = 0;
+    for (int64_t m = 0; m < micro; ++m) {
+      const torch::Tensor batch = loader.rows(step, m * r.train.micro_batch, r.train.micro_batch);
+      const models::ModelOutput out = model->loss(batch.slice(1, 0, seq), batch.slice(1, 1));
+      const double loss = out.loss.item<double>();
+      require_finite(loss, "the training loss (micro-batch " + std::to_string(m) + ")", step);
+      (out.objective / static_cast<double>(micro)).backward();
+      loss_sum += loss;
+    }
+    const double loss = loss_sum / static_cast<double>(micro);
+    const double grad_norm = optim::global_grad_norm(params);
+    require_finite(grad_norm, "the gradient norm", step);
+    optim::clip_grad_norm(params, grad_norm, r.optim.grad_clip);
+    const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
+    optimizer.step(lr);
+
+    const int64_t done = step + 1;
+    const int64_t tokens = done * tokens_per_step;
+    interval_busy += seconds_between(step_start, Clock::now());
+    interval_tokens += tokens_per_step;
+
+    if (done % r.train.log_every == 0 || done == r.train.steps) {
+      const double tokens_per_s = static_cast<double>(interval_tokens) / interval_busy;
+      const double mfu = acc.flops_per_token * tokens_per_s / (peak_gflops * 1e9);
+      const double elapsed = seconds_between(loop_start, Clock::now());
+      const double eta = elapsed / static_cast<double>(done - start_step) *
+                         static_cast<double>(r.train.steps - done);
+      spdlog::info(
+          "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
+          "MFU {:.1f}% | elapsed {} | ETA {}",
+          done, r.train.steps, human(tokens), loss, lr, grad_norm, human(tokens_per_s), 100 * mfu,
+          duration(elapsed), duration(eta));
+      trace.append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
+                               tokens_per_s, mfu, elapsed});
+      interval_busy = 0, interval_tokens = 0;
+    }
+    if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
+      const double val_loss = evaluate(*model, *val_data, r);
+      require_finite(val_loss, "the validation loss", step);
+      spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human(tokens), val_loss);
+      trace.append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});
+    }
+    const bool intermediate = is_intermediate(done, tokens_per_step, r.checkpoint);
+    const bool periodic = r.checkpoint.every_steps > 0 && done % r.checkpoint.every_steps == 0;
+    if (intermediate || periodic || done == r.train.steps) {
+      const std::string path = checkpoint_path(run_dir, done);
+      write_checkpoint(path, params, optimizer,
+                       CheckpointMeta{done, tokens, lr, static_cast<uint64_t>(r.run.seed),
+                                      intermediate, recipe_text, r.model.arch, acc});
+      trace.append_checkpoint(done, tokens, intermediate);
+      prune_periodic(run_dir, tokens_per_step, r.checkpoint);
+      spdlog::info("checkpoint {}{}", path, intermediate ? " (intermediate)" : "");
+    }
+  }
+  spdlog::info("done: {} steps, {} tokens in {}", r.train.steps,
+               human(static_cast<double>(r.train.steps * tokens_per_step)),
+               duration(seconds_between(loop_start, Clock::now())));
+  return 0;
+}
+
+}  // namespace ladder
