@@ -14,6 +14,7 @@ packages=(
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
   libtomlplusplus-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libsentencepiece-dev libgtest-dev zlib1g-dev
+  python3-h5py                           # tests read traces and checkpoints as users do
 )
 
 missing=()

@@ -197,12 +197,12 @@ void set_attr(const File& f, const std::string& object, const std::string& name,
 
 void set_attr(const File& f, const std::string& object, const std::string& name,
               const std::string& value) {
-  // A fixed-length UTF-8 string: h5py reads it as str.
+  // A variable-length UTF-8 string: h5py reads it as str.
   Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(type.id, std::max<size_t>(1, value.size()));
+  H5Tset_size(type.id, H5T_VARIABLE);
   H5Tset_cset(type.id, H5T_CSET_UTF8);
-  H5Tset_strpad(type.id, H5T_STR_NULLPAD);
-  write_attr(f, object, name, type.id, value.data());
+  const char* data = value.c_str();
+  write_attr(f, object, name, type.id, &data);
 }
 
 bool has_attr(const File& f, const std::string& object, const std::string& name) {
@@ -228,10 +228,8 @@ std::string get_string_attr(const File& f, const std::string& object, const std:
   Handle type{H5Aget_type(attr.id), H5Tclose};
   if (H5Tget_class(type.id) != H5T_STRING) fail(f, "attribute " + name + " is not a string");
   if (H5Tis_variable_str(type.id) > 0) {
-    char* s = nullptr;
-    Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
-    H5Tset_size(mem.id, H5T_VARIABLE);
-    if (H5Aread(attr.id, mem.id, &s) < 0) fail(f, "cannot read attribute " + name);
+    char* s = nullptr;  // read with the file's own type: HDF5 converts no ASCII <-> UTF-8
+    if (H5Aread(attr.id, type.id, &s) < 0) fail(f, "cannot read attribute " + name);
     std::string out = s ? s : "";
     H5free_memory(s);
     return out;

@@ -1,0 +1,246 @@
+// Trains tiny models with the `ladder` binary on the bundled corpus, as a user would, and checks
+// what lands on disk: loss traces, checkpoints, bitwise resume, NaN handling.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+
+#include "core/error.h"
+#include "models/dense.h"
+#include "optim/adamw.h"
+#include "optim/parametrization.h"
+#include "test_util.h"
+#include "trainer/checkpoint.h"
+#include "trainer/hdf5.h"
+
+namespace ladder {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_command;
+
+class Training : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir;
+    const auto r = run_command(testing::ladder_binary() + " prep --input " + LADDER_SOURCE_DIR +
+                               "/data/corpus/brown.txt.gz --out " + dir_->path("ds"));
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  // A recipe for a tiny model; `extra` is appended (sections not used in the base).
+  std::string recipe(const std::string& name, const std::string& extra = "",
+                     const std::string& schedule = "kind = \"cosine\"\nwarmup = 2\n") {
+    const std::string path = dir_->path(name + ".toml");
+    testing::write_file(path, "[run]\nname = \"" + name + "\"\nout_dir = \"" + dir_->path("runs") +
+                                  "\"\nseed = 1\n[data]\npath = \"" + dir_->path("ds") +
+                                  "\"\nseq_len = 32\n[model]\nd_model = 32\nn_layers = 2\n"
+                                  "n_heads = 2\nqk_norm = true\n[schedule]\n" +
+                                  schedule + extra);
+    return path;
+  }
+  std::string run_dir(const std::string& name) { return dir_->path("runs/" + name); }
+
+  testing::CommandResult train(const std::string& recipe_path, const std::string& flags = "") {
+    return run_command(testing::ladder_binary() + " train " + recipe_path +
+                       " --threads 1 --set train.peak_gflops=100 " + flags);
+  }
+
+  static std::vector<double> series(const std::string& trace, const std::string& name) {
+    h5::File f = h5::File::open(trace, false);
+    const torch::Tensor t = h5::read_tensor(f, name).to(torch::kFloat64);
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  }
+
+  static testing::TempDir* dir_;
+};
+testing::TempDir* Training::dir_ = nullptr;
+
+const char* kTrain12 =
+    "[train]\nsteps = 12\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 1\n"
+    "[checkpoint]\nevery_steps = 6\nkeep = 1\n[eval]\nevery_steps = 6\n"
+    "tokens = 256\n";
+
+TEST_F(Training, LossDecreases) {
+  const auto r = train(recipe("learn",
+                              "[train]\nsteps = 40\nglobal_batch = 8\nmicro_batch = 4\n"
+                              "log_every = 1\n[optim]\nlr = 1e-2\n[eval]\nevery_steps = 0\n"
+                              "[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto loss = series(run_dir("learn") + "/trace.h5", "train/loss");
+  ASSERT_EQ(loss.size(), 40u);
+  const double first = (loss[0] + loss[1] + loss[2]) / 3,
+               last = (loss[37] + loss[38] + loss[39]) / 3;
+  EXPECT_GT(first, 5.0);  // about ln(257) = 5.55 at init
+  EXPECT_LT(last, first - 1.5) << "first " << first << " last " << last;
+}
+
+TEST_F(Training, TraceIsCompleteAndCheckpointsFollowTheSchedule) {
+  const auto r = train(recipe("schema", kTrain12));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string trace = run_dir("schema") + "/trace.h5";
+  h5::File f = h5::File::open(trace, false);
+  for (const char* col :
+       {"step", "tokens", "flops", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "elapsed_s"})
+    EXPECT_EQ(h5::series_length(f, std::string("train/") + col), 12) << col;
+  for (const char* col : {"step", "tokens", "flops", "loss"})
+    EXPECT_EQ(h5::series_length(f, std::string("eval/") + col), 2) << col;
+  for (const char* a :
+       {"N", "total_params", "active_params", "embedding_params", "width", "depth", "seq_len",
+        "global_batch", "batch_tokens", "total_steps", "seed", "streams", "experts"})
+    EXPECT_TRUE(h5::has_attr(f, "/", a)) << a;
+  EXPECT_EQ(h5::get_string_attr(f, "/", "arch"), "dense");
+  EXPECT_EQ(h5::get_int_attr(f, "/", "width"), 32);
+  EXPECT_EQ(h5::get_int_attr(f, "/", "batch_tokens"), 4 * 32);
+  EXPECT_NE(h5::get_string_attr(f, "/", "recipe").find("d_model = 32"), std::string::npos);
+  f.close();
+  EXPECT_EQ(series(trace, "train/step"),
+            (std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(series(trace, "train/tokens")[11], 12.0 * 4 * 32);
+  EXPECT_EQ(series(trace, "eval/step"), (std::vector<double>{6, 12}));
+  // log2 intermediates 1, 2, 4, 8; periodic 6 and 12, of which keep = 1 leaves 12.
+  EXPECT_EQ(series(trace, "checkpoints/step"), (std::vector<double>{1, 2, 4, 6, 8, 12}));
+  EXPECT_EQ(series(trace, "checkpoints/intermediate"), (std::vector<double>{1, 1, 1, 0, 1, 0}));
+  EXPECT_EQ(checkpoint_steps(run_dir("schema")), (std::vector<int64_t>{1, 2, 4, 8, 12}));
+  EXPECT_TRUE(fs::exists(run_dir("schema") + "/recipe.toml"));
+  EXPECT_NE(testing::read_file(run_dir("schema") + "/log.txt").find("[rank 0] info: step 12/12"),
+            std::string::npos);
+}
+
+TEST_F(Training, ResumeAfterMoreStepsIsBitwiseIdentical) {
+  // A run of 12 steps against a run of 6 steps resumed for 6 more (constant learning rate, so the
+  // two runs' schedules agree).
+  const std::string constant = "kind = \"constant\"\nwarmup = 2\n";
+  ASSERT_EQ(train(recipe("whole", kTrain12, constant)).status, 0);
+  const std::string half = recipe("half", kTrain12, constant);
+  ASSERT_EQ(train(half, "--set train.steps=6").status, 0);
+  const auto resumed = train(half, "--resume auto");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const auto a = series(run_dir("whole") + "/trace.h5", "train/loss");
+  const auto b = series(run_dir("half") + "/trace.h5", "train/loss");
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < 12; ++i)
+    EXPECT_EQ(a[i], b[i]) << "step " << i + 1;  // bitwise
+  EXPECT_EQ(series(run_dir("whole") + "/trace.h5", "eval/loss"),
+            series(run_dir("half") + "/trace.h5", "eval/loss"));
+}
+
+TEST_F(Training, ResumeMidScheduleDropsTheLostTailAndIsBitwiseIdentical) {
+  ASSERT_EQ(train(recipe("full", kTrain12)).status, 0);
+  // Simulate a crash after step 6: a copy of the run without the checkpoints after it.
+  fs::copy(run_dir("full"), run_dir("crashed"), fs::copy_options::recursive);
+  for (int64_t s : checkpoint_steps(run_dir("crashed")))
+    if (s > 6) fs::remove(checkpoint_path(run_dir("crashed"), s));
+  const std::string again = recipe("crashed", kTrain12);
+  // Without --resume, an existing run is not overwritten.
+  const auto refused = train(again);
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_NE(refused.output.find("already holds a run; continue it with --resume auto"),
+            std::string::npos)
+      << refused.output;
+  const auto r = train(again, "--resume auto");
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* s : {"train/step", "train/loss", "train/lr", "train/grad_norm", "eval/loss"})
+    EXPECT_EQ(series(run_dir("full") + "/trace.h5", s), series(run_dir("crashed") + "/trace.h5", s))
+        << s;
+}
+
+TEST_F(Training, NonFiniteLossStopsWithoutCheckpointingIt) {
+  const auto r =
+      train(recipe("diverge", kTrain12 + std::string("[optim]\nlr = 1e30\ngrad_clip = 0.0\n")));
+  EXPECT_EQ(r.status, 2) << r.output;
+  std::smatch m;
+  ASSERT_TRUE(
+      std::regex_search(r.output, m,
+                        std::regex("ladder: error: train: step ([0-9]+): (the training loss|"
+                                   "the gradient norm)[^\n]* is (nan|inf|-nan)")))
+      << r.output;
+  const int64_t failed = std::stoll(m[1]);
+  EXPECT_NE(r.output.find("stopping without writing a checkpoint"), std::string::npos);
+  for (int64_t s : checkpoint_steps(run_dir("diverge")))
+    EXPECT_LT(s, failed);
+}
+
+TEST_F(Training, InspectSummarisesCheckpointTraceAndDataset) {
+  ASSERT_EQ(train(recipe("inspected", kTrain12)).status, 0);
+  auto r = run_command(testing::ladder_binary() + " inspect " +
+                       checkpoint_path(run_dir("inspected"), 12));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("layers.1.attn.wq"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("hidden"), std::string::npos) << r.output;
+  r = run_command(testing::ladder_binary() + " inspect " + run_dir("inspected") + "/trace.h5");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("train              12 rows"), std::string::npos) << r.output;
+  r = run_command(testing::ladder_binary() + " inspect " + dir_->path("ds"));
+  EXPECT_NE(r.output.find("bytes-v1"), std::string::npos) << r.output;
+  r = run_command(testing::ladder_binary() + " inspect " + dir_->path("ds.toml"));
+  EXPECT_EQ(r.status, 2);
+}
+
+// Trace and checkpoint are readable with h5py, as users (and the fitter's Python users) read them.
+TEST_F(Training, ReadableWithH5py) {
+  if (run_command("/usr/bin/python3 -c 'import h5py'").status != 0)
+    GTEST_SKIP() << "python3-h5py is not installed";
+  ASSERT_EQ(train(recipe("py", kTrain12)).status, 0);
+  const auto r = run_command("/usr/bin/python3 " + std::string(LADDER_SOURCE_DIR) +
+                             "/tests/trainer/read_run.py " + run_dir("py"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("train rows 12, eval rows 2, checkpoints [1, 2, 4, 6, 8, 12]"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("checkpoint step 12: 25 parameters, roles"), std::string::npos)
+      << r.output;
+}
+
+TEST(Checkpoint, RoundTripsParametersMomentsAndMetadata) {
+  models::ModelConfig c;
+  c.arch = "dense", c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 2;
+  c.ffn_hidden = 32, c.norm_eps = 1e-5, c.rope_theta = 1e4;
+  optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
+  const optim::MupConfig mup{"sp", 16};
+  models::DenseTransformer a(c, 7, 8), b(c, 7, 8);
+  optim::initialize(a.params(), mup, 1);
+  optim::initialize(b.params(), mup, 2);
+  optim::AdamW oa(a.params(), oc, optim::param_settings(a.params(), oc, mup));
+  optim::AdamW ob(b.params(), oc, optim::param_settings(b.params(), oc, mup));
+  a.loss(torch::randint(0, 7, {2, 8}), torch::randint(0, 7, {2, 8})).objective.backward();
+  oa.step(1e-3);
+  testing::TempDir dir;
+  CheckpointMeta meta;
+  meta.step = 1, meta.tokens = 16, meta.lr = 1e-3, meta.seed = 1, meta.recipe_toml = "x = 1";
+  meta.arch = "dense";
+  write_checkpoint(dir.path("c.h5"), a.params(), oa, meta);
+  EXPECT_FALSE(fs::exists(dir.path("c.h5.tmp")));
+  const CheckpointMeta back = read_checkpoint(dir.path("c.h5"), b.params(), ob);
+  EXPECT_EQ(back.step, 1);
+  EXPECT_EQ(back.tokens, 16);
+  EXPECT_EQ(back.recipe_toml, "x = 1");
+  EXPECT_EQ(ob.steps_taken(), 1);
+  for (size_t i = 0; i < a.params().all().size(); ++i) {
+    EXPECT_TRUE(torch::equal(a.params().all()[i].value, b.params().all()[i].value));
+    EXPECT_TRUE(torch::equal(oa.exp_avg()[i], ob.exp_avg()[i]));
+    EXPECT_TRUE(torch::equal(oa.exp_avg_sq()[i], ob.exp_avg_sq()[i]));
+  }
+  // A model of another shape is refused with the parameter's name.
+  models::ModelConfig wider = c;
+  wider.d_model = 32, wider.ffn_hidden = 64;
+  models::DenseTransformer w(wider, 7, 8);
+  optim::AdamW ow(w.params(), oc, optim::param_settings(w.params(), oc, mup));
+  try {
+    read_checkpoint(dir.path("c.h5"), w.params(), ow);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("parameter embedding has shape [7, 16] but the recipe "
+                                         "builds [7, 32]"),
+              std::string::npos)
+        << e.what();
+  }
+  // A damaged file is an error, not a crash.
+  testing::write_file(dir.path("bad.h5"), "not hdf5");
+  EXPECT_THROW(read_checkpoint(dir.path("bad.h5"), b.params(), ob), Error);
+}
+
+}  // namespace
+}  // namespace ladder
