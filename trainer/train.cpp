@@ -219,8 +219,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   int64_t interval_tokens = 0;
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
+    // Undefined rather than zeroed: the first backward then writes the gradient instead of adding
+    // it.
     for (auto& p : params.all())
-      if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+      p.value.mutable_grad().reset();
 
     // Forward and backward over the micro-batches; their gradients sum to the global batch's mean.
     double loss_sum = 0;
