@@ -15,6 +15,7 @@
 #include "models/model.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
+#include "trainer/train.h"
 
 namespace {
 
@@ -22,17 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::time_point a) {
   return std::chrono::duration<double>(Clock::now() - a).count();
-}
-
-double matmul_gflops(int64_t n) {
-  torch::NoGradGuard no_grad;
-  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  torch::Tensor c = torch::mm(a, b);
-  const int reps = 10;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < reps; ++i)
-    c = torch::mm(a, b);
-  return 2.0 * n * n * n * reps / seconds(t0) / 1e9;
 }
 
 }  // namespace
@@ -105,7 +95,7 @@ int main(int argc, char** argv) {
   const double s = seconds(t0);
   const double tokens_per_s = static_cast<double>(steps * batch * seq) / s;
   const double model_gflops = acc.flops_per_token * tokens_per_s / 1e9;
-  const double peak = matmul_gflops(1024);
+  const double peak = ladder::measure_matmul_gflops(1024);
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   std::printf(

@@ -29,20 +29,6 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// fp32 matmul GFLOP/s on this process's threads: the peak MFU is stated against on CPU.
-double measure_matmul_gflops() {
-  torch::NoGradGuard no_grad;
-  const int64_t n = 1024;
-  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  torch::Tensor c = torch::mm(a, b);  // warm-up
-  const int reps = 8;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < reps; ++i)
-    c = torch::mm(a, b);
-  const double s = seconds_between(t0, Clock::now());
-  return 2.0 * n * n * n * reps / s / 1e9;
-}
-
 std::string human(double v) {
   char buf[32];
   if (v >= 1e9)
@@ -117,6 +103,17 @@ void require_finite(double value, const std::string& what, int64_t step) {
 }
 
 }  // namespace
+
+double measure_matmul_gflops(int64_t n) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  torch::Tensor c = torch::mm(a, b);  // warm-up
+  const int reps = 8;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i)
+    c = torch::mm(a, b);
+  return 2.0 * n * n * n * reps / seconds_between(t0, Clock::now()) / 1e9;
+}
 
 int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
   // ----- Everything that can be refused is checked before any work. -----
