@@ -2,7 +2,12 @@
 
 #include <mpi.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <string>
+
+#include "core/error.h"
 
 namespace ladder::parallel {
 
@@ -31,6 +36,24 @@ int MpiWorld::count_failures(bool failed) const {
 void MpiWorld::abort(int code) const {
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);  // MPI_Abort does not return; this is for the compiler
+}
+
+int run_or_abort(const MpiWorld& world, const std::function<int()>& body) {
+  std::string message;
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    message = format_error(e);
+  } catch (...) {
+    message = "ladder: error: unknown exception";
+  }
+  if (world.size() == 1) {
+    std::fprintf(stderr, "%s\n", message.c_str());
+    return kExitUserError;
+  }
+  std::fprintf(stderr, "%s [rank %d]\n", message.c_str(), world.rank());
+  std::fflush(stderr);
+  world.abort(kExitUserError);
 }
 
 }  // namespace ladder::parallel

@@ -3,6 +3,8 @@
 // ProcessMesh build on it.
 #pragma once
 
+#include <functional>
+
 namespace ladder::parallel {
 
 class MpiWorld {
@@ -29,5 +31,11 @@ class MpiWorld {
   int rank_ = 0;
   int size_ = 1;
 };
+
+// Runs `body` and returns its status. An exception on any rank ends the whole job within seconds:
+// in a job of several ranks the failing rank prints "ladder: error: <message> [rank r]" and calls
+// MPI_Abort (the others may be waiting in a collective and would hang); alone, it prints and
+// returns 2.
+int run_or_abort(const MpiWorld& world, const std::function<int()>& body);
 
 }  // namespace ladder::parallel

@@ -148,7 +148,8 @@ struct TrainCommand {
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
     at::set_num_threads(threads > 0 ? threads : default_threads());
-    return ladder::train(recipe, {resume}, world);
+    return ladder::parallel::run_or_abort(world,
+                                          [&] { return ladder::train(recipe, {resume}, world); });
   }
 
   // The node's cores shared among the ranks on it.

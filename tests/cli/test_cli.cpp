@@ -2,6 +2,8 @@
 // multi-rank start-up under mpirun.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "test_util.h"
 
 namespace ladder {
@@ -126,6 +128,38 @@ TEST(CliMpi, WorldSizeMismatchEndsEveryRankWithOneMessage) {
         std::to_string(ranks) + " ranks";
     EXPECT_EQ(count(r.output, message), 1u) << r.output;
   }
+}
+
+}  // namespace
+}  // namespace ladder
+
+namespace ladder {
+namespace {
+
+// A rank that throws ends the whole job: non-zero status, its message, well within 30 s.
+TEST(CliMpi, ARankThatThrowsEndsTheJob) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto r =
+      testing::run_command("timeout 60 " + testing::mpirun(2) + " " + LADDER_FAULT_JOB + " throw");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.status, 124) << "timed out: the job hung\n" << r.output;
+  EXPECT_NE(r.output.find("ladder: error: rank 1 failed on purpose [rank 1]"), std::string::npos)
+      << r.output;
+  EXPECT_LT(seconds, 30);
+}
+
+// A collective that never completes names itself and aborts after the timeout (2 s here).
+TEST(CliMpi, AStalledCollectiveNamesItselfAndAborts) {
+  const auto r =
+      testing::run_command("timeout 60 " + testing::mpirun(2) + " " + LADDER_FAULT_JOB + " stall");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.status, 124) << "timed out: the job hung\n" << r.output;
+  EXPECT_NE(r.output.find("ladder: error: all_reduce on group world (world ranks 0,1) stalled for "
+                          "more than 2 s; aborting the job [rank 0]"),
+            std::string::npos)
+      << r.output;
 }
 
 }  // namespace

@@ -1,0 +1,243 @@
+#include "parallel/communicator.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "core/error.h"
+
+namespace ladder::parallel {
+namespace {
+
+std::string describe(const torch::Tensor& t) {
+  std::string s = std::string(c10::toString(t.scalar_type())) + " [";
+  for (int64_t i = 0; i < t.dim(); ++i)
+    s += (i ? ", " : "") + std::to_string(t.size(i));
+  s += "] strides [";
+  for (int64_t i = 0; i < t.dim(); ++i)
+    s += (i ? ", " : "") + std::to_string(t.stride(i));
+  return s + "]";
+}
+
+void check_tensor(const torch::Tensor& t, const char* operation) {
+  if (!t.defined()) throw std::invalid_argument(std::string(operation) + ": undefined tensor");
+  if (t.is_cuda())
+    throw Error(operation, "CUDA tensors need the NCCL backend, which this build does not have");
+  if (!t.is_contiguous())
+    throw std::invalid_argument(
+        std::string(operation) +
+        ": non-contiguous tensor refused (call .contiguous()): " + describe(t));
+}
+
+// The MPI type that moves the tensor's elements unchanged.
+MPI_Datatype wire_type(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32:
+      return MPI_FLOAT;
+    case torch::kFloat64:
+      return MPI_DOUBLE;
+    case torch::kInt64:
+      return MPI_INT64_T;
+    case torch::kInt32:
+      return MPI_INT32_T;
+    case torch::kBFloat16:
+    case torch::kFloat16:
+      return MPI_UINT16_T;
+    case torch::kUInt8:
+      return MPI_UINT8_T;
+    default:
+      throw std::invalid_argument("collective: unsupported dtype " + std::string(c10::toString(t)));
+  }
+}
+
+bool reduces_in_fp32(torch::ScalarType t) {
+  return t == torch::kBFloat16 || t == torch::kFloat16;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  return op == ReduceOp::Max ? MPI_MAX : MPI_SUM;
+}
+
+}  // namespace
+
+Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s)
+    : comm_(comm), name_(std::move(name)), timeout_s_(timeout_s) {
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  world_ranks_.resize(size_);
+  MPI_Allgather(&world_rank, 1, MPI_INT, world_ranks_.data(), 1, MPI_INT, comm_);
+}
+
+Communicator::~Communicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+Communicator Communicator::world(double timeout_s) {
+  return Communicator(MPI_COMM_WORLD, "world", timeout_s);
+}
+
+void Communicator::wait(std::vector<MPI_Request>& requests, const char* operation) const {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  int done = 0;
+  // Spin briefly (most collectives finish in microseconds), then back off to 100 us naps.
+  for (int spins = 0;; ++spins) {
+    MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (done) return;
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (spins % 1000 == 0 &&
+        std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_) {
+      std::string ranks;
+      for (int r : world_ranks_)
+        ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+      int me = 0;
+      MPI_Comm_rank(MPI_COMM_WORLD, &me);
+      const std::string message = "ladder: error: " + std::string(operation) + " on group " +
+                                  name_ + " (world ranks " + ranks + ") stalled for more than " +
+                                  std::to_string(static_cast<int>(timeout_s_)) +
+                                  " s; aborting the job [rank " + std::to_string(me) + "]";
+      std::fprintf(stderr, "%s\n", message.c_str());
+      spdlog::error("{}", message);
+      MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+  }
+}
+
+void Communicator::all_reduce(torch::Tensor& tensor, ReduceOp op) const {
+  check_tensor(tensor, "all_reduce");
+  torch::Tensor work = reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
+  std::vector<MPI_Request> req(1);
+  MPI_Iallreduce(MPI_IN_PLACE, work.data_ptr(), static_cast<int>(work.numel()),
+                 wire_type(work.scalar_type()), mpi_op(op), comm_, req.data());
+  wait(req, "all_reduce");
+  if (op == ReduceOp::Avg) {
+    if (work.is_floating_point())
+      work.div_(size_);
+    else
+      work.div_(size_, "trunc");
+  }
+  if (!work.is_same(tensor)) tensor.copy_(work);
+}
+
+torch::Tensor Communicator::all_gather(const torch::Tensor& tensor) const {
+  check_tensor(tensor, "all_gather");
+  std::vector<int64_t> shape = tensor.sizes().vec();
+  if (shape.empty()) shape.push_back(1);
+  shape[0] *= size_;
+  torch::Tensor out = torch::empty(shape, tensor.options());
+  std::vector<MPI_Request> req(1);
+  MPI_Iallgather(tensor.data_ptr(), static_cast<int>(tensor.numel()),
+                 wire_type(tensor.scalar_type()), out.data_ptr(), static_cast<int>(tensor.numel()),
+                 wire_type(tensor.scalar_type()), comm_, req.data());
+  wait(req, "all_gather");
+  return out;
+}
+
+torch::Tensor Communicator::reduce_scatter(const torch::Tensor& tensor, ReduceOp op) const {
+  check_tensor(tensor, "reduce_scatter");
+  if (tensor.dim() == 0 || tensor.size(0) % size_ != 0)
+    throw std::invalid_argument("reduce_scatter: dim 0 (" + std::to_string(tensor.size(0)) +
+                                ") must be a multiple of the group size " + std::to_string(size_));
+  const torch::Tensor in =
+      reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
+  std::vector<int64_t> shape = tensor.sizes().vec();
+  shape[0] /= size_;
+  torch::Tensor out = torch::empty(shape, in.options());
+  std::vector<MPI_Request> req(1);
+  MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()),
+                            wire_type(in.scalar_type()), mpi_op(op), comm_, req.data());
+  wait(req, "reduce_scatter");
+  if (op == ReduceOp::Avg) {
+    if (out.is_floating_point())
+      out.div_(size_);
+    else
+      out.div_(size_, "trunc");
+  }
+  return out.to(tensor.scalar_type());
+}
+
+void Communicator::broadcast(torch::Tensor& tensor, int root) const {
+  check_tensor(tensor, "broadcast");
+  std::vector<MPI_Request> req(1);
+  MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), wire_type(tensor.scalar_type()),
+             root, comm_, req.data());
+  wait(req, "broadcast");
+}
+
+void Communicator::send(const torch::Tensor& tensor, int peer, int tag) const {
+  std::vector<P2POp> ops{{P2POp::Send, tensor, peer, tag}};
+  batch_isend_irecv(ops);
+}
+
+void Communicator::recv(torch::Tensor& tensor, int peer, int tag) const {
+  std::vector<P2POp> ops{{P2POp::Recv, tensor, peer, tag}};
+  batch_isend_irecv(ops);
+}
+
+void Communicator::batch_isend_irecv(std::vector<P2POp>& ops) const {
+  std::vector<MPI_Request> req(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto& op = ops[i];
+    check_tensor(op.tensor, op.kind == P2POp::Send ? "send" : "recv");
+    const int n = static_cast<int>(op.tensor.numel());
+    const MPI_Datatype type = wire_type(op.tensor.scalar_type());
+    if (op.kind == P2POp::Send)
+      MPI_Isend(op.tensor.data_ptr(), n, type, op.peer, op.tag, comm_, &req[i]);
+    else
+      MPI_Irecv(op.tensor.data_ptr(), n, type, op.peer, op.tag, comm_, &req[i]);
+  }
+  wait(req, "send/recv");
+}
+
+torch::Tensor Communicator::all_to_all(const torch::Tensor& tensor,
+                                       const std::vector<int64_t>& send_counts,
+                                       const std::vector<int64_t>& recv_counts) const {
+  check_tensor(tensor, "all_to_all");
+  if (static_cast<int>(send_counts.size()) != size_ ||
+      static_cast<int>(recv_counts.size()) != size_)
+    throw std::invalid_argument("all_to_all: one send and one receive count per rank");
+  int64_t sent = 0, received = 0;
+  for (int r = 0; r < size_; ++r)
+    sent += send_counts[r], received += recv_counts[r];
+  if (tensor.dim() == 0 || sent != tensor.size(0))
+    throw std::invalid_argument("all_to_all: send counts sum to " + std::to_string(sent) +
+                                " rows but the tensor has " + std::to_string(tensor.size(0)));
+  const int64_t row = tensor.numel() / std::max<int64_t>(1, tensor.size(0));
+  std::vector<int> scounts(size_), sdispls(size_), rcounts(size_), rdispls(size_);
+  int64_t s_off = 0, r_off = 0;
+  for (int r = 0; r < size_; ++r) {
+    scounts[r] = static_cast<int>(send_counts[r] * row), sdispls[r] = static_cast<int>(s_off);
+    rcounts[r] = static_cast<int>(recv_counts[r] * row), rdispls[r] = static_cast<int>(r_off);
+    s_off += scounts[r], r_off += rcounts[r];
+  }
+  std::vector<int64_t> shape = tensor.sizes().vec();
+  shape[0] = received;
+  torch::Tensor out = torch::empty(shape, tensor.options());
+  const MPI_Datatype type = wire_type(tensor.scalar_type());
+  std::vector<MPI_Request> req(1);
+  MPI_Ialltoallv(tensor.data_ptr(), scounts.data(), sdispls.data(), type, out.data_ptr(),
+                 rcounts.data(), rdispls.data(), type, comm_, req.data());
+  wait(req, "all_to_all");
+  return out;
+}
+
+void Communicator::barrier() const {
+  std::vector<MPI_Request> req(1);
+  MPI_Ibarrier(comm_, req.data());
+  wait(req, "barrier");
+}
+
+std::unique_ptr<Communicator> Communicator::split(int color, int key,
+                                                  const std::string& name) const {
+  MPI_Comm sub = MPI_COMM_NULL;
+  MPI_Comm_split(comm_, color, key, &sub);
+  return std::make_unique<Communicator>(sub, name, timeout_s_);
+}
+
+}  // namespace ladder::parallel

@@ -1,0 +1,81 @@
+// Collectives over a group of ranks on LibTorch tensors (DESIGN.md "Process mesh").
+//
+// The MPI backend serves CPU tensors and is always built. fp32, fp64 and int64 map to MPI types;
+// bf16 and fp16 move as 16-bit words and are reduced in fp32 (upcast, reduce, round once), which is
+// also the more accurate sum. Inputs must be contiguous: a non-contiguous tensor is refused with
+// its shape and strides rather than copied behind the caller's back. CUDA tensors need the NCCL
+// backend, which this build does not have yet: they are refused with that message.
+//
+// Every blocking operation is non-blocking MPI underneath, polled against a deadline: a collective
+// that does not finish within the timeout logs which operation, group and ranks stalled, then
+// aborts the job (DESIGN contract 7: nothing hangs silently).
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace ladder::parallel {
+
+enum class ReduceOp { Sum, Avg, Max };
+
+// One point-to-point transfer of a batch (batch_isend_irecv).
+struct P2POp {
+  enum Kind { Send, Recv } kind;
+  torch::Tensor tensor;  // the data to send, or the buffer to receive into
+  int peer;              // rank within the group
+  int tag = 0;
+};
+
+class Communicator {
+ public:
+  // Wraps `comm` (owned: freed on destruction unless it is MPI_COMM_WORLD). `name` names the group
+  // in messages ("world", "tp", "dp", ...).
+  Communicator(MPI_Comm comm, std::string name, double timeout_s = 300);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  static Communicator world(double timeout_s = 300);
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+  const std::vector<int>& world_ranks() const { return world_ranks_; }  // member i's world rank
+  double timeout() const { return timeout_s_; }
+  void set_timeout(double seconds) { timeout_s_ = seconds; }
+
+  void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) const;
+  // Concatenates every rank's tensor along dim 0, in rank order.
+  torch::Tensor all_gather(const torch::Tensor& tensor) const;
+  // Reduces across ranks and keeps this rank's block of size(0) / size() rows.
+  torch::Tensor reduce_scatter(const torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) const;
+  void broadcast(torch::Tensor& tensor, int root) const;
+  void send(const torch::Tensor& tensor, int peer, int tag = 0) const;
+  void recv(torch::Tensor& tensor, int peer, int tag = 0) const;
+  // Posts every send and receive at once and waits for all (no ordering deadlocks in rings).
+  void batch_isend_irecv(std::vector<P2POp>& ops) const;
+  // Rows send_counts[r] of `tensor` (dim 0, in rank order) go to rank r; returns the rows received,
+  // recv_counts[r] from rank r, in rank order. Uneven counts are the point (expert parallelism).
+  torch::Tensor all_to_all(const torch::Tensor& tensor, const std::vector<int64_t>& send_counts,
+                           const std::vector<int64_t>& recv_counts) const;
+  void barrier() const;
+
+  // A sub-group of this one: ranks with the same color, ordered by key (MPI_Comm_split).
+  std::unique_ptr<Communicator> split(int color, int key, const std::string& name) const;
+
+ private:
+  // Waits for the requests, aborting the job with a message after the timeout.
+  void wait(std::vector<MPI_Request>& requests, const char* operation) const;
+
+  MPI_Comm comm_;
+  std::string name_;
+  int rank_ = 0, size_ = 1;
+  std::vector<int> world_ranks_;
+  double timeout_s_;
+};
+
+}  // namespace ladder::parallel
