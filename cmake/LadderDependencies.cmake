@@ -56,6 +56,26 @@ target_include_directories(ladder::hdf5 INTERFACE ${HDF5_INCLUDE_DIRS})
 target_link_libraries(ladder::hdf5 INTERFACE ${HDF5_C_LIBRARIES} MPI::MPI_C)
 target_compile_definitions(ladder::hdf5 INTERFACE ${HDF5_DEFINITIONS})
 
+# --- NCCL (optional) ------------------------------------------------------------------------------
+# -DLADDER_NCCL=ON builds the NCCL backend of the Communicator for CUDA tensors. It needs the CUDA runtime
+# and NCCL (both ship with the CUDA toolkit here); with Debian's CPU LibTorch it compiles and links but has
+# no CUDA tensors to serve, so pair it with a CUDA LibTorch (Torch_DIR) to use it.
+option(LADDER_NCCL "Build the NCCL backend for CUDA tensors" ${LADDER_CUDA})
+if(LADDER_NCCL)
+  find_package(CUDAToolkit REQUIRED)
+  find_path(LADDER_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME
+            PATH_SUFFIXES include)
+  find_library(LADDER_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib
+               ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+  if(NOT LADDER_NCCL_INCLUDE OR NOT LADDER_NCCL_LIB)
+    message(FATAL_ERROR "LADDER_NCCL=ON but NCCL was not found; set NCCL_HOME")
+  endif()
+  add_library(ladder::nccl INTERFACE IMPORTED)
+  target_include_directories(ladder::nccl INTERFACE ${LADDER_NCCL_INCLUDE})
+  target_link_libraries(ladder::nccl INTERFACE ${LADDER_NCCL_LIB} CUDA::cudart)
+  message(STATUS "ladder: NCCL backend with ${LADDER_NCCL_LIB}")
+endif()
+
 # --- Header and small libraries -------------------------------------------------------------------
 find_package(tomlplusplus REQUIRED CONFIG)
 find_package(spdlog REQUIRED CONFIG)

@@ -7,6 +7,9 @@
 #include <thread>
 
 #include "core/error.h"
+#ifdef LADDER_HAVE_NCCL
+#include "parallel/nccl_backend.h"
+#endif
 
 namespace ladder::parallel {
 namespace {
@@ -23,8 +26,10 @@ std::string describe(const torch::Tensor& t) {
 
 void check_tensor(const torch::Tensor& t, const char* operation) {
   if (!t.defined()) throw std::invalid_argument(std::string(operation) + ": undefined tensor");
+#ifndef LADDER_HAVE_NCCL
   if (t.is_cuda())
-    throw Error(operation, "CUDA tensors need the NCCL backend, which this build does not have");
+    throw Error(operation, "CUDA tensors need the NCCL backend; rebuild with -DLADDER_NCCL=ON");
+#endif
   if (!t.is_contiguous())
     throw std::invalid_argument(
         std::string(operation) +
@@ -72,6 +77,16 @@ Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s)
   MPI_Allgather(&world_rank, 1, MPI_INT, world_ranks_.data(), 1, MPI_INT, comm_);
 }
 
+#ifdef LADDER_HAVE_NCCL
+NcclComm& Communicator::nccl() const {
+  if (!nccl_)
+    nccl_ = std::make_unique<NcclComm>(comm_, rank_, size_, name_, world_ranks_, timeout_s_);
+  return *nccl_;
+}
+#else
+class NcclComm {};  // never created without NCCL; complete only so that nccl_ can be destroyed
+#endif
+
 Communicator::~Communicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -111,6 +126,9 @@ void Communicator::wait(std::vector<MPI_Request>& requests, const char* operatio
 
 void Communicator::all_reduce(torch::Tensor& tensor, ReduceOp op) const {
   check_tensor(tensor, "all_reduce");
+#ifdef LADDER_HAVE_NCCL
+  if (tensor.is_cuda()) return nccl().all_reduce(tensor, op);
+#endif
   torch::Tensor work = reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
   std::vector<MPI_Request> req(1);
   MPI_Iallreduce(MPI_IN_PLACE, work.data_ptr(), static_cast<int>(work.numel()),
@@ -127,6 +145,9 @@ void Communicator::all_reduce(torch::Tensor& tensor, ReduceOp op) const {
 
 torch::Tensor Communicator::all_gather(const torch::Tensor& tensor) const {
   check_tensor(tensor, "all_gather");
+#ifdef LADDER_HAVE_NCCL
+  if (tensor.is_cuda()) return nccl().all_gather(tensor);
+#endif
   std::vector<int64_t> shape = tensor.sizes().vec();
   if (shape.empty()) shape.push_back(1);
   shape[0] *= size_;
@@ -144,6 +165,9 @@ torch::Tensor Communicator::reduce_scatter(const torch::Tensor& tensor, ReduceOp
   if (tensor.dim() == 0 || tensor.size(0) % size_ != 0)
     throw std::invalid_argument("reduce_scatter: dim 0 (" + std::to_string(tensor.size(0)) +
                                 ") must be a multiple of the group size " + std::to_string(size_));
+#ifdef LADDER_HAVE_NCCL
+  if (tensor.is_cuda()) return nccl().reduce_scatter(tensor, op);
+#endif
   const torch::Tensor in =
       reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
   std::vector<int64_t> shape = tensor.sizes().vec();
@@ -164,6 +188,9 @@ torch::Tensor Communicator::reduce_scatter(const torch::Tensor& tensor, ReduceOp
 
 void Communicator::broadcast(torch::Tensor& tensor, int root) const {
   check_tensor(tensor, "broadcast");
+#ifdef LADDER_HAVE_NCCL
+  if (tensor.is_cuda()) return nccl().broadcast(tensor, root);
+#endif
   std::vector<MPI_Request> req(1);
   MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), wire_type(tensor.scalar_type()),
              root, comm_, req.data());
@@ -181,6 +208,10 @@ void Communicator::recv(torch::Tensor& tensor, int peer, int tag) const {
 }
 
 void Communicator::batch_isend_irecv(std::vector<P2POp>& ops) const {
+#ifdef LADDER_HAVE_NCCL
+  if (!ops.empty() && ops[0].tensor.defined() && ops[0].tensor.is_cuda())
+    return nccl().batch_isend_irecv(ops);
+#endif
   std::vector<MPI_Request> req(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     auto& op = ops[i];
@@ -208,6 +239,9 @@ torch::Tensor Communicator::all_to_all(const torch::Tensor& tensor,
   if (tensor.dim() == 0 || sent != tensor.size(0))
     throw std::invalid_argument("all_to_all: send counts sum to " + std::to_string(sent) +
                                 " rows but the tensor has " + std::to_string(tensor.size(0)));
+#ifdef LADDER_HAVE_NCCL
+  if (tensor.is_cuda()) return nccl().all_to_all(tensor, send_counts, recv_counts);
+#endif
   const int64_t row = tensor.numel() / std::max<int64_t>(1, tensor.size(0));
   std::vector<int> scounts(size_), sdispls(size_), rcounts(size_), rdispls(size_);
   int64_t s_off = 0, r_off = 0;

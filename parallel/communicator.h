@@ -13,12 +13,15 @@
 
 #include <mpi.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
 namespace ladder::parallel {
+
+class NcclComm;
 
 enum class ReduceOp { Sum, Avg, Max };
 
@@ -70,12 +73,15 @@ class Communicator {
  private:
   // Waits for the requests, aborting the job with a message after the timeout.
   void wait(std::vector<MPI_Request>& requests, const char* operation) const;
+  // The group's NCCL communicator, created on its first CUDA collective (NCCL builds only).
+  NcclComm& nccl() const;
 
   MPI_Comm comm_;
   std::string name_;
   int rank_ = 0, size_ = 1;
   std::vector<int> world_ranks_;
   double timeout_s_;
+  mutable std::unique_ptr<NcclComm> nccl_;
 };
 
 }  // namespace ladder::parallel
