@@ -13,7 +13,27 @@
 # that the CPU build never picks up the CUDA toolkit installed on the machine by accident.
 add_library(ladder::torch INTERFACE IMPORTED)
 if(Torch_DIR OR LADDER_CUDA)
+  # TorchConfig.cmake looks for libtorch/libc10 with PATHS, which CMake searches after the system
+  # folders: with Debian's libtorch-dev installed it would silently mix in /usr/lib's 1.13 libraries.
+  # The LibTorch's own prefix goes first, and a mixed result is refused below.
+  if(Torch_DIR)
+    get_filename_component(_ladder_torch_prefix "${Torch_DIR}/../../.." ABSOLUTE)
+    list(PREPEND CMAKE_PREFIX_PATH "${_ladder_torch_prefix}")
+  endif()
+  if(LADDER_CUDA)
+    # CUDA 12.9+ ships NVTX 3 as headers only, without the nvToolsExt library that older
+    # TorchConfig.cmake files link: an empty target stands in for it.
+    find_package(CUDAToolkit REQUIRED)
+    if(NOT TARGET CUDA::nvToolsExt)
+      add_library(CUDA::nvToolsExt INTERFACE IMPORTED)
+    endif()
+  endif()
   find_package(Torch REQUIRED CONFIG)
+  foreach(_lib ${TORCH_LIBRARY} ${C10_LIBRARY})
+    if(_ladder_torch_prefix AND NOT _lib MATCHES "^${_ladder_torch_prefix}")
+      message(FATAL_ERROR "LibTorch library ${_lib} is not from ${_ladder_torch_prefix}")
+    endif()
+  endforeach()
   target_link_libraries(ladder::torch INTERFACE ${TORCH_LIBRARIES})
   target_include_directories(ladder::torch INTERFACE ${TORCH_INCLUDE_DIRS})
   # TORCH_CXX_FLAGS carries -D_GLIBCXX_USE_CXX11_ABI=0/1, which must match the wheel.
