@@ -61,6 +61,14 @@ bool reduces_in_fp32(torch::ScalarType t) {
   return t == torch::kBFloat16 || t == torch::kFloat16;
 }
 
+// Avg is a sum divided by the group size, truncating for integer tensors.
+void divide_for_average(torch::Tensor& t, int size) {
+  if (t.is_floating_point())
+    t.div_(size);
+  else
+    t.div_(size, "trunc");
+}
+
 MPI_Op mpi_op(ReduceOp op) {
   return op == ReduceOp::Max ? MPI_MAX : MPI_SUM;
 }
@@ -134,12 +142,7 @@ void Communicator::all_reduce(torch::Tensor& tensor, ReduceOp op) const {
   MPI_Iallreduce(MPI_IN_PLACE, work.data_ptr(), static_cast<int>(work.numel()),
                  wire_type(work.scalar_type()), mpi_op(op), comm_, req.data());
   wait(req, "all_reduce");
-  if (op == ReduceOp::Avg) {
-    if (work.is_floating_point())
-      work.div_(size_);
-    else
-      work.div_(size_, "trunc");
-  }
+  if (op == ReduceOp::Avg) divide_for_average(work, size_);
   if (!work.is_same(tensor)) tensor.copy_(work);
 }
 
@@ -177,12 +180,7 @@ torch::Tensor Communicator::reduce_scatter(const torch::Tensor& tensor, ReduceOp
   MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()),
                             wire_type(in.scalar_type()), mpi_op(op), comm_, req.data());
   wait(req, "reduce_scatter");
-  if (op == ReduceOp::Avg) {
-    if (out.is_floating_point())
-      out.div_(size_);
-    else
-      out.div_(size_, "trunc");
-  }
+  if (op == ReduceOp::Avg) divide_for_average(out, size_);
   return out.to(tensor.scalar_type());
 }
 
