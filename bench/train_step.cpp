@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -80,8 +81,9 @@ int main(int argc, char** argv) {
     t_forward += seconds(t), t = Clock::now();
     out.objective.backward();
     t_backward += seconds(t), t = Clock::now();
-    const double norm = ladder::optim::global_grad_norm(model->params());
-    ladder::optim::clip_grad_norm(model->params(), norm, 1.0);
+    const auto& segments = adamw.segments();
+    const double norm = std::sqrt(ladder::optim::grad_square_sum(model->params(), segments));
+    ladder::optim::clip_grads(model->params(), segments, norm, 1.0);
     adamw.step(1e-3);
     t_optimizer += seconds(t);
     return out.loss.item<double>();

@@ -4,12 +4,34 @@
 
 namespace ladder::optim {
 
+std::vector<ParamSegment> whole_params(const models::ParamStore& store) {
+  std::vector<ParamSegment> segments;
+  for (size_t i = 0; i < store.all().size(); ++i)
+    segments.push_back(ParamSegment{i, 0, store.all()[i].value.numel()});
+  return segments;
+}
+
+torch::Tensor segment_of(const torch::Tensor& tensor, const ParamSegment& segment) {
+  return tensor.detach().view(-1).narrow(0, segment.offset, segment.length);
+}
+
 AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
              std::vector<ParamSettings> settings)
-    : store_(store), config_(config), settings_(std::move(settings)) {
-  for (const auto& p : store_.all()) {
-    m_.push_back(torch::zeros_like(p.value, torch::MemoryFormat::Contiguous));
-    v_.push_back(torch::zeros_like(p.value, torch::MemoryFormat::Contiguous));
+    : AdamW(store, config, std::move(settings), whole_params(store)) {}
+
+AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
+             std::vector<ParamSettings> settings, std::vector<ParamSegment> segments)
+    : store_(store),
+      config_(config),
+      settings_(std::move(settings)),
+      segments_(std::move(segments)) {
+  for (const auto& s : segments_) {
+    const auto& p = store_.all().at(s.param).value;
+    if (s.offset < 0 || s.length < 0 || s.offset + s.length > p.numel())
+      throw std::invalid_argument("AdamW: segment outside parameter " +
+                                  store_.all()[s.param].name);
+    m_.push_back(torch::zeros({s.length}, p.options().requires_grad(false)));
+    v_.push_back(torch::zeros({s.length}, p.options().requires_grad(false)));
   }
 }
 
@@ -20,38 +42,43 @@ void AdamW::step(double lr) {
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t_));
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(t_)));
   auto& params = store_.all();
-  for (size_t i = 0; i < params.size(); ++i) {
-    torch::Tensor& p = params[i].value;
-    const torch::Tensor& g = p.grad();
-    if (!g.defined()) continue;
-    const double step_lr = lr * settings_[i].lr_multiplier;
-    m_[i].mul_(b1).add_(g, 1.0 - b1);
-    v_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
-    if (settings_[i].weight_decay > 0) p.mul_(1.0 - step_lr * settings_[i].weight_decay);
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const ParamSegment& s = segments_[k];
+    const torch::Tensor& value = params[s.param].value;
+    if (!value.grad().defined()) continue;
+    torch::Tensor p = segment_of(value, s);
+    const torch::Tensor g = segment_of(value.grad(), s);
+    const double step_lr = lr * settings_[s.param].lr_multiplier;
+    m_[k].mul_(b1).add_(g, 1.0 - b1);
+    v_[k].mul_(b2).addcmul_(g, g, 1.0 - b2);
+    if (settings_[s.param].weight_decay > 0) p.mul_(1.0 - step_lr * settings_[s.param].weight_decay);
     // denominator = sqrt(v) / sqrt(1 - b2^t) + eps, then p -= lr / (1 - b1^t) * m / denominator
-    torch::Tensor denom = v_[i].sqrt().div_(bias2_sqrt).add_(config_.eps);
-    p.addcdiv_(m_[i], denom, -step_lr / bias1);
+    torch::Tensor denom = v_[k].sqrt().div_(bias2_sqrt).add_(config_.eps);
+    p.addcdiv_(m_[k], denom, -step_lr / bias1);
   }
 }
 
-double global_grad_norm(const models::ParamStore& store) {
+double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments) {
   torch::NoGradGuard no_grad;
   double sum = 0;
-  for (const auto& p : store.all()) {
-    if (p.value.grad().defined()) {
-      const double n = p.value.grad().norm().item<double>();
-      sum += n * n;
-    }
+  for (const auto& s : segments) {
+    const torch::Tensor& g = store.all()[s.param].value.grad();
+    if (!g.defined()) continue;
+    const double n = segment_of(g, s).norm().item<double>();
+    sum += n * n;
   }
-  return std::sqrt(sum);
+  return sum;
 }
 
-void clip_grad_norm(models::ParamStore& store, double norm, double max_norm) {
+void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segments, double norm,
+                double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return;
   torch::NoGradGuard no_grad;
   const double scale = max_norm / (norm + 1e-6);
-  for (auto& p : store.all())
-    if (p.value.grad().defined()) p.value.mutable_grad().mul_(scale);
+  for (const auto& s : segments) {
+    const torch::Tensor& g = store.all()[s.param].value.grad();
+    if (g.defined()) segment_of(g, s).mul_(scale);
+  }
 }
 
 }  // namespace ladder::optim

@@ -17,31 +17,56 @@
 
 namespace ladder::optim {
 
+// A contiguous piece of one parameter: elements [offset, offset + length) of its row-major
+// flattening. An optimizer updates a list of them: every parameter whole, or, under ZeRO-1, the
+// shard its data-parallel rank owns.
+struct ParamSegment {
+  size_t param = 0;  // index in the ParamStore
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
+std::vector<ParamSegment> whole_params(const models::ParamStore& store);
+
 class AdamW {
  public:
+  // Updates every parameter.
   AdamW(models::ParamStore& store, const OptimConfig& config, std::vector<ParamSettings> settings);
+  // Updates only `segments`; the moments exist only for them.
+  AdamW(models::ParamStore& store, const OptimConfig& config, std::vector<ParamSettings> settings,
+        std::vector<ParamSegment> segments);
 
-  // One update of every parameter with its .grad(), at learning rate `lr` (the schedule's value).
+  // One update of the segments with their parameters' .grad(), at learning rate `lr` (the
+  // schedule's value).
   void step(double lr);
   int64_t steps_taken() const { return t_; }
-
-  // State for checkpoints: moments in ParamStore order.
-  std::vector<torch::Tensor>& exp_avg() { return m_; }
-  std::vector<torch::Tensor>& exp_avg_sq() { return v_; }
   void set_steps_taken(int64_t t) { t_ = t; }
+
+  // State for checkpoints: the moments of segment k, flat, of its length.
+  const std::vector<ParamSegment>& segments() const { return segments_; }
+  torch::Tensor& exp_avg(size_t k) { return m_[k]; }
+  torch::Tensor& exp_avg_sq(size_t k) { return v_[k]; }
 
  private:
   models::ParamStore& store_;
   OptimConfig config_;
   std::vector<ParamSettings> settings_;
+  std::vector<ParamSegment> segments_;
   std::vector<torch::Tensor> m_, v_;
   int64_t t_ = 0;
 };
 
-// The global L2 norm of all gradients, computed in fp64 partial sums.
-double global_grad_norm(const models::ParamStore& store);
+// The segment of a parameter's value or gradient as a flat tensor sharing its storage.
+torch::Tensor segment_of(const torch::Tensor& tensor, const ParamSegment& segment);
 
-// Scales every gradient by max_norm / norm when norm > max_norm (max_norm 0: no clipping).
-void clip_grad_norm(models::ParamStore& store, double norm, double max_norm);
+// The sum of squared gradient elements over the segments, from one fp32 norm per segment added in
+// fp64: the square of the global gradient norm when the segments cover every parameter, one rank's
+// share of it under ZeRO-1 (the trainer sums the shares over the data-parallel ranks).
+double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments);
+
+// Scales the segments' gradients by max_norm / norm when norm > max_norm (max_norm 0: no
+// clipping).
+void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segments, double norm,
+                double max_norm);
 
 }  // namespace ladder::optim

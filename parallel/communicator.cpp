@@ -132,18 +132,76 @@ void Communicator::wait(std::vector<MPI_Request>& requests, const char* operatio
   }
 }
 
+PendingCollective& PendingCollective::operator=(PendingCollective&& other) noexcept {
+  if (this != &other) {
+    if (!done()) wait();
+    comm_ = other.comm_;
+    request_ = other.request_;
+    operation_ = other.operation_;
+    finish_ = std::move(other.finish_);
+    other.request_ = MPI_REQUEST_NULL;
+    other.finish_ = nullptr;
+  }
+  return *this;
+}
+
+PendingCollective::~PendingCollective() {
+  if (!done()) wait();
+}
+
+void PendingCollective::complete() {
+  if (finish_) {
+    auto finish = std::move(finish_);
+    finish_ = nullptr;
+    finish();
+  }
+}
+
+bool PendingCollective::test() {
+  if (request_ != MPI_REQUEST_NULL) {
+    int flag = 0;
+    MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+    if (!flag) return false;
+  }
+  complete();
+  return true;
+}
+
+void PendingCollective::wait() {
+  if (request_ != MPI_REQUEST_NULL) comm_->wait(request_, operation_);
+  complete();
+}
+
+void Communicator::wait(MPI_Request& request, const char* operation) const {
+  std::vector<MPI_Request> requests{request};
+  wait(requests, operation);
+  request = MPI_REQUEST_NULL;
+}
+
 void Communicator::all_reduce(torch::Tensor& tensor, ReduceOp op) const {
+  all_reduce_start(tensor, op).wait();
+}
+
+PendingCollective Communicator::all_reduce_start(torch::Tensor tensor, ReduceOp op) const {
   check_tensor(tensor, "all_reduce");
+  PendingCollective pending;
 #ifdef LADDER_HAVE_NCCL
-  if (tensor.is_cuda()) return nccl().all_reduce(tensor, op);
+  if (tensor.is_cuda()) {
+    nccl().all_reduce(tensor, op);  // ordered on the tensor's stream: complete for the caller
+    return pending;
+  }
 #endif
   torch::Tensor work = reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
-  std::vector<MPI_Request> req(1);
+  pending.comm_ = this;
+  pending.operation_ = "all_reduce";
   MPI_Iallreduce(MPI_IN_PLACE, work.data_ptr(), static_cast<int>(work.numel()),
-                 wire_type(work.scalar_type()), mpi_op(op), comm_, req.data());
-  wait(req, "all_reduce");
-  if (op == ReduceOp::Avg) divide_for_average(work, size_);
-  if (!work.is_same(tensor)) tensor.copy_(work);
+                 wire_type(work.scalar_type()), mpi_op(op), comm_, &pending.request_);
+  const int size = size_;
+  pending.finish_ = [work, tensor, op, size]() mutable {
+    if (op == ReduceOp::Avg) divide_for_average(work, size);
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  };
+  return pending;
 }
 
 torch::Tensor Communicator::all_gather(const torch::Tensor& tensor) const {
@@ -163,25 +221,74 @@ torch::Tensor Communicator::all_gather(const torch::Tensor& tensor) const {
   return out;
 }
 
+void Communicator::all_gather_in_place(torch::Tensor& buffer) const {
+  all_gather_in_place_start(buffer).wait();
+}
+
+PendingCollective Communicator::all_gather_in_place_start(torch::Tensor buffer) const {
+  check_tensor(buffer, "all_gather");
+  if (buffer.dim() == 0 || buffer.size(0) % size_ != 0)
+    throw std::invalid_argument("all_gather: dim 0 (" + std::to_string(buffer.size(0)) +
+                                ") must be a multiple of the group size " + std::to_string(size_));
+  PendingCollective pending;
+  const int64_t block = buffer.numel() / size_;
+#ifdef LADDER_HAVE_NCCL
+  if (buffer.is_cuda()) {
+    buffer.copy_(nccl().all_gather(buffer.narrow(0, buffer.size(0) / size_ * rank_,
+                                                 buffer.size(0) / size_)));
+    return pending;
+  }
+#endif
+  pending.comm_ = this;
+  pending.operation_ = "all_gather";
+  const MPI_Datatype type = wire_type(buffer.scalar_type());
+  MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer.data_ptr(), static_cast<int>(block),
+                 type, comm_, &pending.request_);
+  pending.finish_ = [buffer] {};  // keeps the buffer alive while in flight
+  return pending;
+}
+
 torch::Tensor Communicator::reduce_scatter(const torch::Tensor& tensor, ReduceOp op) const {
-  check_tensor(tensor, "reduce_scatter");
   if (tensor.dim() == 0 || tensor.size(0) % size_ != 0)
     throw std::invalid_argument("reduce_scatter: dim 0 (" + std::to_string(tensor.size(0)) +
                                 ") must be a multiple of the group size " + std::to_string(size_));
-#ifdef LADDER_HAVE_NCCL
-  if (tensor.is_cuda()) return nccl().reduce_scatter(tensor, op);
-#endif
-  const torch::Tensor in =
-      reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
   std::vector<int64_t> shape = tensor.sizes().vec();
   shape[0] /= size_;
-  torch::Tensor out = torch::empty(shape, in.options());
-  std::vector<MPI_Request> req(1);
-  MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()),
-                            wire_type(in.scalar_type()), mpi_op(op), comm_, req.data());
-  wait(req, "reduce_scatter");
-  if (op == ReduceOp::Avg) divide_for_average(out, size_);
-  return out.to(tensor.scalar_type());
+  torch::Tensor out = torch::empty(shape, tensor.options());
+  reduce_scatter_start(tensor, out, op).wait();
+  return out;
+}
+
+PendingCollective Communicator::reduce_scatter_start(torch::Tensor tensor, torch::Tensor out,
+                                                     ReduceOp op) const {
+  check_tensor(tensor, "reduce_scatter");
+  check_tensor(out, "reduce_scatter");
+  if (tensor.dim() == 0 || tensor.size(0) % size_ != 0)
+    throw std::invalid_argument("reduce_scatter: dim 0 (" + std::to_string(tensor.size(0)) +
+                                ") must be a multiple of the group size " + std::to_string(size_));
+  if (out.numel() * size_ != tensor.numel() || out.scalar_type() != tensor.scalar_type())
+    throw std::invalid_argument("reduce_scatter: the output must hold 1/" +
+                                std::to_string(size_) + " of the input, in its dtype");
+  PendingCollective pending;
+#ifdef LADDER_HAVE_NCCL
+  if (tensor.is_cuda()) {
+    out.copy_(nccl().reduce_scatter(tensor, op).view_as(out));
+    return pending;
+  }
+#endif
+  const bool upcast = reduces_in_fp32(tensor.scalar_type());
+  const torch::Tensor in = upcast ? tensor.to(torch::kFloat32) : tensor;
+  torch::Tensor work = upcast ? torch::empty(out.sizes(), in.options()) : out;
+  pending.comm_ = this;
+  pending.operation_ = "reduce_scatter";
+  MPI_Ireduce_scatter_block(in.data_ptr(), work.data_ptr(), static_cast<int>(work.numel()),
+                            wire_type(in.scalar_type()), mpi_op(op), comm_, &pending.request_);
+  const int size = size_;
+  pending.finish_ = [in, work, out, op, size]() mutable {
+    if (op == ReduceOp::Avg) divide_for_average(work, size);
+    if (!work.is_same(out)) out.copy_(work);
+  };
+  return pending;
 }
 
 void Communicator::broadcast(torch::Tensor& tensor, int root) const {

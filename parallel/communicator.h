@@ -13,6 +13,7 @@
 
 #include <mpi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,36 @@ struct P2POp {
   int tag = 0;
 };
 
+class Communicator;
+
+// A collective in flight, returned by the *_start operations, which data parallelism uses to overlap
+// gradient reduction with the backward pass. test() lets MPI progress it without blocking (Open MPI
+// advances non-blocking collectives only inside MPI calls); wait() completes it under the
+// communicator's timeout. The tensors involved stay alive until then; destroying an unfinished one
+// waits for it.
+class PendingCollective {
+ public:
+  PendingCollective() = default;  // already complete
+  PendingCollective(PendingCollective&& other) noexcept { *this = std::move(other); }
+  PendingCollective& operator=(PendingCollective&& other) noexcept;
+  PendingCollective(const PendingCollective&) = delete;
+  PendingCollective& operator=(const PendingCollective&) = delete;
+  ~PendingCollective();
+
+  bool test();  // true once complete (and finished)
+  void wait();
+  bool done() const { return request_ == MPI_REQUEST_NULL && !finish_; }
+
+ private:
+  friend class Communicator;
+  void complete();  // runs finish_ once the request is done
+
+  const Communicator* comm_ = nullptr;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  const char* operation_ = "";
+  std::function<void()> finish_;  // after completion: the average's division, a copy back
+};
+
 class Communicator {
  public:
   // Wraps `comm` (owned: freed on destruction unless it is MPI_COMM_WORLD). `name` names the group
@@ -49,13 +80,22 @@ class Communicator {
   const std::string& name() const { return name_; }
   const std::vector<int>& world_ranks() const { return world_ranks_; }  // member i's world rank
   double timeout() const { return timeout_s_; }
+  MPI_Comm handle() const { return comm_; }  // for MPI-IO (parallel HDF5)
   void set_timeout(double seconds) { timeout_s_ = seconds; }
 
   void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) const;
+  PendingCollective all_reduce_start(torch::Tensor tensor, ReduceOp op = ReduceOp::Sum) const;
   // Concatenates every rank's tensor along dim 0, in rank order.
   torch::Tensor all_gather(const torch::Tensor& tensor) const;
   // Reduces across ranks and keeps this rank's block of size(0) / size() rows.
   torch::Tensor reduce_scatter(const torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) const;
+  // The same into `out` (size(0) / size() rows of `tensor`, same dtype), without blocking.
+  PendingCollective reduce_scatter_start(torch::Tensor tensor, torch::Tensor out,
+                                         ReduceOp op = ReduceOp::Sum) const;
+  // `buffer` holds size() blocks of rows; this rank's block is its contribution, and the others
+  // are filled with the other ranks' blocks (MPI_IN_PLACE: no extra copy).
+  void all_gather_in_place(torch::Tensor& buffer) const;
+  PendingCollective all_gather_in_place_start(torch::Tensor buffer) const;
   void broadcast(torch::Tensor& tensor, int root) const;
   void send(const torch::Tensor& tensor, int peer, int tag = 0) const;
   void recv(torch::Tensor& tensor, int peer, int tag = 0) const;
@@ -71,8 +111,10 @@ class Communicator {
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) const;
 
  private:
+  friend class PendingCollective;
   // Waits for the requests, aborting the job with a message after the timeout.
   void wait(std::vector<MPI_Request>& requests, const char* operation) const;
+  void wait(MPI_Request& request, const char* operation) const;
   // The group's NCCL communicator, created on its first CUDA collective (NCCL builds only).
   NcclComm& nccl() const;
 

@@ -38,6 +38,24 @@ void MpiWorld::abort(int code) const {
   std::_Exit(code);  // MPI_Abort does not return; this is for the compiler
 }
 
+int check_on_every_rank(const MpiWorld& world, const std::function<void()>& checks) {
+  std::string failure;
+  try {
+    checks();
+  } catch (const Error& e) {
+    failure = format_error(e);
+  }
+  const int failures = world.count_failures(!failure.empty());
+  if (failures == 0) return 0;
+  if (!failure.empty() && (world.rank() == 0 || failures < world.size())) {
+    const std::string rank =
+        failures < world.size() ? " [rank " + std::to_string(world.rank()) + "]" : "";
+    std::fprintf(stderr, "%s%s\n", failure.c_str(), rank.c_str());
+    std::fflush(stderr);
+  }
+  return kExitUserError;
+}
+
 int run_or_abort(const MpiWorld& world, const std::function<int()>& body) {
   std::string message;
   try {

@@ -32,6 +32,12 @@ class MpiWorld {
   int size_ = 1;
 };
 
+// Runs `checks` on every rank and agrees on the outcome (start-up validation: a recipe, data, a run
+// folder). Returns 0 when no rank threw ladder::Error; otherwise every rank returns
+// kExitUserError, after one message from rank 0 when all ranks failed alike, or a message from each
+// failing rank, with its number, when only some did (a file missing on one node). Collective.
+int check_on_every_rank(const MpiWorld& world, const std::function<void()>& checks);
+
 // Runs `body` and returns its status. An exception on any rank ends the whole job within seconds:
 // in a job of several ranks the failing rank prints "ladder: error: <message> [rank r]" and calls
 // MPI_Abort (the others may be waiting in a collective and would hang); alone, it prints and

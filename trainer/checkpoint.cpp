@@ -20,24 +20,59 @@ std::string checkpoint_path(const std::string& run_dir, int64_t step) {
   return (fs::path(run_dir) / "checkpoints" / name).string();
 }
 
+namespace {
+
+MPI_Comm file_comm(const CheckpointLayout& layout) {
+  return layout.comm ? layout.comm->handle() : MPI_COMM_NULL;
+}
+
+// The flat piece of a moment that holds `piece` of its parameter.
+torch::Tensor covering(optim::AdamW& optimizer, bool second, const optim::ParamSegment& piece) {
+  const auto& segments = optimizer.segments();
+  for (size_t k = 0; k < segments.size(); ++k) {
+    const auto& s = segments[k];
+    if (s.param == piece.param && s.offset <= piece.offset &&
+        piece.offset + piece.length <= s.offset + s.length) {
+      torch::Tensor& moment = second ? optimizer.exp_avg_sq(k) : optimizer.exp_avg(k);
+      return moment.narrow(0, piece.offset - s.offset, piece.length);
+    }
+  }
+  throw std::logic_error("write_checkpoint: the optimizer does not hold the moments of a piece "
+                         "of this rank's shard");
+}
+
+}  // namespace
+
 void write_checkpoint(const std::string& path, const models::ParamStore& params,
-                      optim::AdamW& optimizer, const CheckpointMeta& meta) {
-  fs::create_directories(fs::path(path).parent_path());
+                      optim::AdamW& optimizer, const CheckpointMeta& meta,
+                      const CheckpointLayout& layout) {
+  const bool leader = !layout.comm || layout.comm->rank() == 0;
+  if (leader) fs::create_directories(fs::path(path).parent_path());
+  if (layout.comm) layout.comm->barrier();  // the folder exists before anyone opens the file
   const std::string tmp = path + ".tmp";
+  const auto shard = layout.comm ? layout.shard : optim::whole_params(params);
   try {
-    h5::File f = h5::File::create(tmp);
-    const auto& all = params.all();
-    for (size_t i = 0; i < all.size(); ++i) {
-      const auto& p = all[i];
+    h5::File f = h5::File::create(tmp, file_comm(layout));
+    // Collective: every rank creates every dataset and attribute with the same arguments.
+    for (const auto& p : params.all()) {
       const std::string name = "params/" + p.name;
-      h5::write_tensor(f, name, p.value);
+      h5::create_dataset(f, name, torch::kFloat32, p.shape);
       h5::set_attr(f, name, "role", std::string(models::role_name(p.role)));
       std::string dims;
       for (int d : p.width_dims)
         dims += (dims.empty() ? "" : ",") + std::to_string(d);
       h5::set_attr(f, name, "width_dims", dims);
-      h5::write_tensor(f, "optim/exp_avg/" + p.name, optimizer.exp_avg()[i]);
-      h5::write_tensor(f, "optim/exp_avg_sq/" + p.name, optimizer.exp_avg_sq()[i]);
+      h5::create_dataset(f, "optim/exp_avg/" + p.name, torch::kFloat32, p.shape);
+      h5::create_dataset(f, "optim/exp_avg_sq/" + p.name, torch::kFloat32, p.shape);
+    }
+    // Independent: this rank's pieces.
+    for (const auto& piece : shard) {
+      const auto& p = params.all()[piece.param];
+      h5::write_range(f, "params/" + p.name, optim::segment_of(p.value, piece), piece.offset);
+      h5::write_range(f, "optim/exp_avg/" + p.name, covering(optimizer, false, piece),
+                      piece.offset);
+      h5::write_range(f, "optim/exp_avg_sq/" + p.name, covering(optimizer, true, piece),
+                      piece.offset);
     }
     h5::write_tensor(f, "rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
     h5::set_attr(f, "/", "format", std::string("ladder-checkpoint"));
@@ -57,18 +92,21 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     h5::set_attr(f, "/", "flops_per_token", meta.accounting.flops_per_token);
     f.close();
   } catch (...) {
-    std::remove(tmp.c_str());
+    if (leader) std::remove(tmp.c_str());
     throw;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  // Only a complete file gets the final name: after every rank has closed it.
+  if (layout.comm) layout.comm->barrier();
+  if (leader && std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
     throw Error(path, "cannot rename the finished checkpoint into place");
   }
+  if (layout.comm) layout.comm->barrier();  // nobody looks for the file before it is there
 }
 
 CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
-                               optim::AdamW& optimizer) {
-  h5::File f = h5::File::open(path, /*writable=*/false);
+                               optim::AdamW& optimizer, const CheckpointLayout& layout) {
+  h5::File f = h5::File::open(path, /*writable=*/false, file_comm(layout));
   if (!h5::has_attr(f, "/", "format") ||
       h5::get_string_attr(f, "/", "format") != "ladder-checkpoint")
     throw Error(path, "not a ladder checkpoint");
@@ -78,30 +116,28 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
 
   torch::NoGradGuard no_grad;
   auto& all = params.all();
-  for (size_t i = 0; i < all.size(); ++i) {
-    auto& p = all[i];
+  for (auto& p : all) {
     const std::string name = "params/" + p.name;
     if (!h5::exists(f, name))
       throw Error(path, "has no parameter " + p.name + ": the recipe builds a different model");
     const auto shape = h5::dataset_shape(f, name);
-    if (shape != p.shape) {
-      auto text = [](const std::vector<int64_t>& s) {
-        std::string t = "[";
-        for (size_t k = 0; k < s.size(); ++k)
-          t += (k ? ", " : "") + std::to_string(s[k]);
-        return t + "]";
-      };
-      throw Error(path, "parameter " + p.name + " has shape " + text(shape) +
-                            " but the recipe builds " + text(p.shape));
-    }
+    if (shape != p.shape)
+      throw Error(path, "parameter " + p.name + " has shape " + h5::shape_text(shape) +
+                            " but the recipe builds " + h5::shape_text(p.shape));
     p.value.copy_(h5::read_tensor(f, name));
-    optimizer.exp_avg()[i].copy_(h5::read_tensor(f, "optim/exp_avg/" + p.name));
-    optimizer.exp_avg_sq()[i].copy_(h5::read_tensor(f, "optim/exp_avg_sq/" + p.name));
   }
   const auto stored = h5::list_group(f, "params");
   if (stored.size() != all.size())
     throw Error(path, "holds " + std::to_string(stored.size()) +
                           " parameters but the recipe builds " + std::to_string(all.size()));
+  const auto& segments = optimizer.segments();
+  for (size_t k = 0; k < segments.size(); ++k) {
+    const auto& s = segments[k];
+    const std::string& name = all[s.param].name;
+    optimizer.exp_avg(k).copy_(h5::read_range(f, "optim/exp_avg/" + name, s.offset, s.length));
+    optimizer.exp_avg_sq(k).copy_(
+        h5::read_range(f, "optim/exp_avg_sq/" + name, s.offset, s.length));
+  }
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));
   optimizer.set_steps_taken(h5::get_int_attr(f, "/", "optimizer_steps"));
@@ -114,6 +150,7 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
   meta.intermediate = h5::get_int_attr(f, "/", "intermediate") != 0;
   meta.recipe_toml = h5::get_string_attr(f, "/", "recipe");
   meta.arch = h5::get_string_attr(f, "/", "arch");
+  f.close();
   return meta;
 }
 

@@ -1,17 +1,23 @@
 // Checkpoints (DESIGN.md contract 5): one HDF5 file per checkpoint,
 // runs/NAME/checkpoints/step_XXXXXXXX.h5.
 //
-//   /params/<name>              every parameter at its full logical shape, attributes role,
-//   width_dims /optim/exp_avg/<name>       AdamW moments, same names and shapes
+//   /params/<name>            every parameter at its full logical shape; attributes role and
+//                             width_dims
+//   /optim/exp_avg/<name>     AdamW moments, same names and shapes
 //   /optim/exp_avg_sq/<name>
-//   /rng/torch_cpu              LibTorch's default CPU generator state
-//   attributes on /             format, version, step, tokens, optimizer_steps, lr, seed,
-//   intermediate,
-//                               recipe (the resolved TOML), arch, N, total/embedding params,
-//                               FLOPs/token
+//   /rng/torch_cpu            LibTorch's default CPU generator state
+//   attributes on /           format, version, step, tokens, optimizer_steps, lr, seed,
+//                             intermediate, recipe (the resolved TOML), arch, N, total, embedding
+//                             and active params, FLOPs/token
 //
 // Written to "<name>.tmp" and renamed, so a crash mid-write never damages an existing checkpoint
 // and a file with the final name is complete. Readable with h5py.
+//
+// Every tensor is stored at its full logical shape whatever the layout (DESIGN.md contract 5). In a
+// job of several ranks the file is shared through parallel HDF5: each rank writes only its shard
+// (a partition of every parameter's elements across the data-parallel ranks) of the parameters and
+// of the moments, and reads back the full parameters and the moments of the segments its optimizer
+// updates. So a checkpoint taken at one dp size, with or without ZeRO-1, resumes at any other.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +26,7 @@
 
 #include "models/model.h"
 #include "optim/adamw.h"
+#include "parallel/communicator.h"
 
 namespace ladder {
 
@@ -36,13 +43,22 @@ struct CheckpointMeta {
 
 std::string checkpoint_path(const std::string& run_dir, int64_t step);
 
-void write_checkpoint(const std::string& path, const models::ParamStore& params,
-                      optim::AdamW& optimizer, const CheckpointMeta& meta);
+// Who shares a checkpoint file and which pieces this rank writes.
+struct CheckpointLayout {
+  const parallel::Communicator* comm = nullptr;  // every rank of the job; nullptr: this process
+  std::vector<optim::ParamSegment> shard;        // this rank's pieces; with comm nullptr: ignored
+};
 
-// Restores parameters, moments and RNG state; checks every name and shape against the model.
-// Returns the checkpoint's metadata (recipe text included).
+// Collective over layout.comm. The optimizer's segments must cover this rank's shard.
+void write_checkpoint(const std::string& path, const models::ParamStore& params,
+                      optim::AdamW& optimizer, const CheckpointMeta& meta,
+                      const CheckpointLayout& layout = {});
+
+// Restores parameters, the moments of the optimizer's segments and RNG state; checks every name and
+// shape against the model. Returns the checkpoint's metadata (recipe text included). Collective
+// over layout.comm.
 CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
-                               optim::AdamW& optimizer);
+                               optim::AdamW& optimizer, const CheckpointLayout& layout = {});
 
 // The complete checkpoint with the highest step in run_dir/checkpoints, if any. Leftover temporary
 // files from an interrupted write are ignored.

@@ -1,6 +1,7 @@
 #include "trainer/hdf5.h"
 
 #include <cstring>
+#include <functional>
 #include <mutex>
 
 #include "core/error.h"
@@ -54,19 +55,43 @@ hid_t link_creation_with_parents() {
 
 }  // namespace
 
-File File::create(const std::string& path) {
-  silence_hdf5();
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (id < 0) throw Error(path, "cannot create HDF5 file");
-  return File(id, path);
+namespace {
+
+// File access through MPI-IO for a shared file, with metadata reads and writes collective (every
+// rank takes part in them anyway, and then one rank reads the metadata and broadcasts it).
+Handle file_access(MPI_Comm comm) {
+  Handle fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
+  if (comm != MPI_COMM_NULL) {
+    H5Pset_fapl_mpio(fapl.id, comm, MPI_INFO_NULL);
+    H5Pset_all_coll_metadata_ops(fapl.id, 1);
+    H5Pset_coll_metadata_write(fapl.id, 1);
+  }
+  return fapl;
 }
 
-File File::open(const std::string& path, bool writable) {
+int rank_in(MPI_Comm comm) {
+  int rank = 0;
+  if (comm != MPI_COMM_NULL) MPI_Comm_rank(comm, &rank);
+  return rank;
+}
+
+}  // namespace
+
+File File::create(const std::string& path, MPI_Comm comm) {
+  silence_hdf5();
+  Handle fapl = file_access(comm);
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id);
+  if (id < 0) throw Error(path, "cannot create HDF5 file");
+  return File(id, rank_in(comm), path);
+}
+
+File File::open(const std::string& path, bool writable, MPI_Comm comm) {
   silence_hdf5();
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path, "not an HDF5 file (missing or damaged)");
-  hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+  Handle fapl = file_access(comm);
+  hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.id);
   if (id < 0) throw Error(path, "cannot open HDF5 file");
-  return File(id, path);
+  return File(id, rank_in(comm), path);
 }
 
 File::~File() {
@@ -92,20 +117,133 @@ bool exists(const File& f, const std::string& path) {
   }
 }
 
-void write_tensor(const File& f, const std::string& path, const torch::Tensor& tensor) {
-  const torch::Tensor t = tensor.detach().contiguous();
-  std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
+namespace {
+
+// The tensor dtype a dataset reads into.
+torch::ScalarType dtype_of(const File& f, const std::string& path) {
+  if (!exists(f, path)) fail(f, "missing dataset " + path);
+  Handle dset{check(H5Dopen2(f.id(), path.c_str(), H5P_DEFAULT), f, "cannot open " + path),
+              H5Dclose};
+  Handle ftype{H5Dget_type(dset.id), H5Tclose};
+  if (H5Tget_class(ftype.id) == H5T_FLOAT)
+    return H5Tget_size(ftype.id) == 4 ? torch::kFloat32 : torch::kFloat64;
+  if (H5Tget_class(ftype.id) == H5T_INTEGER)
+    return H5Tget_size(ftype.id) == 1 ? torch::kUInt8 : torch::kInt64;
+  fail(f, "dataset " + path + " is not numeric");
+}
+
+}  // namespace
+
+void create_dataset(const File& f, const std::string& path, torch::ScalarType dtype,
+                    const std::vector<int64_t>& shape) {
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
   Handle space{check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), f,
                      "dataspace for " + path),
                H5Sclose};
   Handle lcpl{link_creation_with_parents(), H5Pclose};
-  const hid_t type = type_of(t.scalar_type());
-  Handle dset{
-      check(H5Dcreate2(f.id(), path.c_str(), type, space.id, lcpl.id, H5P_DEFAULT, H5P_DEFAULT), f,
-            "cannot create dataset " + path),
-      H5Dclose};
-  if (t.numel() > 0 && H5Dwrite(dset.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
-    fail(f, "cannot write dataset " + path);
+  Handle dset{check(H5Dcreate2(f.id(), path.c_str(), type_of(dtype), space.id, lcpl.id,
+                               H5P_DEFAULT, H5P_DEFAULT),
+                    f, "cannot create dataset " + path),
+              H5Dclose};
+}
+
+namespace {
+
+// Selects elements [offset, offset + length) of the row-major flattening of `dims` in `space`: a
+// partial row, whole rows, a partial row at each dimension, so at most 2 x rank + 1 hyperslabs.
+void select_flat_range(hid_t space, const std::vector<hsize_t>& dims, int64_t offset,
+                       int64_t length) {
+  H5Sselect_none(space);
+  const size_t n = dims.size();
+  if (n == 0) {
+    if (length > 0) H5Sselect_all(space);
+    return;
+  }
+  // Adds the range [a, b) of the sub-array dims[k:], whose leading coordinates are `prefix`.
+  std::vector<hsize_t> prefix;
+  std::function<void(size_t, hsize_t, hsize_t)> add = [&](size_t k, hsize_t a, hsize_t b) {
+    if (a >= b) return;
+    hsize_t inner = 1;
+    for (size_t j = k + 1; j < n; ++j)
+      inner *= dims[j];
+    auto block = [&](hsize_t first, hsize_t count) {  // dims[k] in [first, first + count), rest all
+      std::vector<hsize_t> start(prefix), extent(prefix.size(), 1);
+      start.push_back(first), extent.push_back(count);
+      for (size_t j = k + 1; j < n; ++j)
+        start.push_back(0), extent.push_back(dims[j]);
+      H5Sselect_hyperslab(space, H5S_SELECT_OR, start.data(), nullptr, extent.data(), nullptr);
+    };
+    if (k + 1 == n) return block(a, b - a);
+    hsize_t first = a / inner, last = b / inner;  // rows touched: [first, last] (last partial)
+    const hsize_t head = a % inner, tail = b % inner;
+    if (first == last) {  // inside one row
+      prefix.push_back(first);
+      add(k + 1, head, tail);
+      prefix.pop_back();
+      return;
+    }
+    if (head != 0) {
+      prefix.push_back(first);
+      add(k + 1, head, inner);
+      prefix.pop_back();
+      ++first;
+    }
+    if (last > first) block(first, last - first);
+    if (tail != 0) {
+      prefix.push_back(last);
+      add(k + 1, 0, tail);
+      prefix.pop_back();
+    }
+  };
+  add(0, static_cast<hsize_t>(offset), static_cast<hsize_t>(offset + length));
+}
+
+// Runs `io(dataset, memory space, file space)` with the range selected in the file and a flat
+// memory space of its length.
+template <class IO>
+void with_range(const File& f, const std::string& path, int64_t offset, int64_t length, IO io) {
+  const auto shape = dataset_shape(f, path);
+  int64_t numel = 1;
+  for (int64_t d : shape)
+    numel *= d;
+  if (offset < 0 || length < 0 || offset + length > numel)
+    fail(f, "range [" + std::to_string(offset) + ", " + std::to_string(offset + length) +
+                ") is outside dataset " + path + " of " + std::to_string(numel) + " elements");
+  Handle dset{H5Dopen2(f.id(), path.c_str(), H5P_DEFAULT), H5Dclose};
+  Handle file_space{H5Dget_space(dset.id), H5Sclose};
+  select_flat_range(file_space.id, std::vector<hsize_t>(shape.begin(), shape.end()), offset,
+                    length);
+  const hsize_t n = static_cast<hsize_t>(length);
+  Handle mem_space{H5Screate_simple(1, &n, nullptr), H5Sclose};
+  io(dset.id, mem_space.id, file_space.id);
+}
+
+}  // namespace
+
+void write_range(const File& f, const std::string& path, const torch::Tensor& flat,
+                 int64_t offset) {
+  const torch::Tensor t = flat.detach().contiguous();
+  if (t.numel() == 0) return;
+  with_range(f, path, offset, t.numel(), [&](hid_t dset, hid_t mem, hid_t file) {
+    if (H5Dwrite(dset, type_of(t.scalar_type()), mem, file, H5P_DEFAULT, t.data_ptr()) < 0)
+      fail(f, "cannot write dataset " + path);
+  });
+}
+
+torch::Tensor read_range(const File& f, const std::string& path, int64_t offset, int64_t length) {
+  torch::Tensor t = torch::empty({length}, dtype_of(f, path));
+  if (length == 0) return t;
+  with_range(f, path, offset, length, [&](hid_t dset, hid_t mem, hid_t file) {
+    if (H5Dread(dset, type_of(t.scalar_type()), mem, file, H5P_DEFAULT, t.data_ptr()) < 0)
+      fail(f, "cannot read dataset " + path + " (damaged file?)");
+  });
+  return t;
+}
+
+void write_tensor(const File& f, const std::string& path, const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.detach().contiguous();
+  create_dataset(f, path, t.scalar_type(), t.sizes().vec());
+  if (f.rank() == 0) write_range(f, path, t.view(-1), 0);
 }
 
 std::vector<int64_t> dataset_shape(const File& f, const std::string& path) {
@@ -119,23 +257,19 @@ std::vector<int64_t> dataset_shape(const File& f, const std::string& path) {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string t = "[";
+  for (size_t k = 0; k < shape.size(); ++k)
+    t += (k ? ", " : "") + std::to_string(shape[k]);
+  return t + "]";
+}
+
 torch::Tensor read_tensor(const File& f, const std::string& path) {
   const auto shape = dataset_shape(f, path);
-  Handle dset{H5Dopen2(f.id(), path.c_str(), H5P_DEFAULT), H5Dclose};
-  Handle ftype{H5Dget_type(dset.id), H5Tclose};
-  torch::ScalarType st;
-  if (H5Tget_class(ftype.id) == H5T_FLOAT) {
-    st = H5Tget_size(ftype.id) == 4 ? torch::kFloat32 : torch::kFloat64;
-  } else if (H5Tget_class(ftype.id) == H5T_INTEGER) {
-    st = H5Tget_size(ftype.id) == 1 ? torch::kUInt8 : torch::kInt64;
-  } else {
-    fail(f, "dataset " + path + " is not numeric");
-  }
-  torch::Tensor t = torch::empty(shape, st);
-  if (t.numel() > 0 &&
-      H5Dread(dset.id, type_of(st), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
-    fail(f, "cannot read dataset " + path + " (damaged file?)");
-  return t;
+  int64_t numel = 1;
+  for (int64_t d : shape)
+    numel *= d;
+  return read_range(f, path, 0, numel).view(shape);
 }
 
 std::vector<std::string> list_group(const File& f, const std::string& group) {

@@ -1,9 +1,14 @@
 // A thin RAII layer over the HDF5 C API for checkpoints and traces: files, tensors stored at their
 // full shape, scalar and string attributes, and extendible 1-D series. Errors become ladder::Error
 // naming the file. HDF5's own error stack printing is silenced: our messages say what went wrong.
+//
+// A file opened with a communicator is shared by its ranks through MPI-IO (parallel HDF5): opening,
+// closing, creating datasets and setting attributes are collective (every rank, same arguments),
+// while reads and writes of elements are independent, so each rank moves only its own pieces.
 #pragma once
 
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -15,28 +20,44 @@ namespace ladder::h5 {
 
 class File {
  public:
-  static File create(const std::string& path);  // truncates
-  static File open(const std::string& path, bool writable);
-  File(File&& other) noexcept : id_(other.id_), path_(std::move(other.path_)) { other.id_ = -1; }
+  // `comm`: the ranks that share the file (collective); MPI_COMM_NULL: this process alone.
+  static File create(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);  // truncates
+  static File open(const std::string& path, bool writable, MPI_Comm comm = MPI_COMM_NULL);
+  File(File&& other) noexcept : id_(other.id_), rank_(other.rank_), path_(std::move(other.path_)) {
+    other.id_ = -1;
+  }
   File& operator=(File&&) = delete;
   ~File();
   void close();  // flushes and closes; throws on failure (destructor closes quietly)
   hid_t id() const { return id_; }
   const std::string& path() const { return path_; }
+  int rank() const { return rank_; }  // in the communicator the file was opened with; 0 alone
 
  private:
-  File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  File(hid_t id, int rank, std::string path) : id_(id), rank_(rank), path_(std::move(path)) {}
   hid_t id_;
+  int rank_;
   std::string path_;
 };
 
 bool exists(const File& f, const std::string& path);
 
 // Tensors: float32 / float64 / int64 / uint8, contiguous, at any shape. `path` may contain '/',
-// whose groups are created as needed.
+// whose groups are created as needed. In a shared file, write_tensor creates the dataset on every
+// rank and rank 0 writes the data.
 void write_tensor(const File& f, const std::string& path, const torch::Tensor& t);
 torch::Tensor read_tensor(const File& f, const std::string& path);
+
+// Pieces of a dataset: elements [offset, offset + n) of its row-major flattening, selected as the
+// few rectangular hyperslabs that make up the range, so each rank writes or reads only the part of
+// the full logical tensor it owns. create_dataset is collective in a shared file; write_range and
+// read_range are not.
+void create_dataset(const File& f, const std::string& path, torch::ScalarType dtype,
+                    const std::vector<int64_t>& shape);
+void write_range(const File& f, const std::string& path, const torch::Tensor& flat, int64_t offset);
+torch::Tensor read_range(const File& f, const std::string& path, int64_t offset, int64_t length);
 std::vector<int64_t> dataset_shape(const File& f, const std::string& path);
+std::string shape_text(const std::vector<int64_t>& shape);  // "[4, 32]", for messages
 std::vector<std::string> list_group(const File& f, const std::string& group);
 
 // Attributes on the root ("/") or on a dataset or group.

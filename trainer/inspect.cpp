@@ -11,13 +11,6 @@ namespace ladder {
 namespace fs = std::filesystem;
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t k = 0; k < s.size(); ++k)
-    t += (k ? ", " : "") + std::to_string(s[k]);
-  return t + "]";
-}
-
 void print_attrs(const h5::File& f, const std::vector<std::string>& ints,
                  const std::vector<std::string>& doubles, const std::vector<std::string>& strings) {
   for (const auto& a : ints)
@@ -41,7 +34,7 @@ void inspect_checkpoint(const h5::File& f) {
   for (const auto& name : h5::list_group(f, "params")) {
     const std::string path = "params/" + name;
     std::printf("%-32s %-10s %s\n", name.c_str(), h5::get_string_attr(f, path, "role").c_str(),
-                shape_text(h5::dataset_shape(f, path)).c_str());
+                h5::shape_text(h5::dataset_shape(f, path)).c_str());
   }
 }
 

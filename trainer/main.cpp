@@ -129,22 +129,10 @@ struct TrainCommand {
 
     // Every rank validates; then all agree, so a bad recipe ends every rank with status 2 and one
     // message, and a failure on some ranks only (a file missing on one node) still ends them all.
-    std::optional<std::string> failure;
     ladder::Recipe recipe;
-    try {
-      recipe = ladder::load_recipe(recipe_path, {overrides, world.size()});
-    } catch (const Error& e) {
-      failure = ladder::format_error(e);
-    }
-    const int failures = world.count_failures(failure.has_value());
-    if (failures > 0) {
-      if (failure && (world.rank() == 0 || failures < world.size())) {
-        const std::string rank =
-            failures < world.size() ? " [rank " + std::to_string(world.rank()) + "]" : "";
-        std::fprintf(stderr, "%s%s\n", failure->c_str(), rank.c_str());
-      }
-      return ladder::kExitUserError;
-    }
+    if (const int status = ladder::parallel::check_on_every_rank(
+            world, [&] { recipe = ladder::load_recipe(recipe_path, {overrides, world.size()}); }))
+      return status;
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
     at::set_num_threads(threads > 0 ? threads : default_threads());

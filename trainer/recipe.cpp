@@ -242,6 +242,13 @@ const std::vector<KeySpec>& schema() {
                     "micro-batches per step and rank; 0: global_batch / (dp x micro_batch), the "
                     "only value allowed")
                     .at_least(0));
+    k.push_back(key("parallel.bucket_mb", &R::parallel, &ParallelConfig::bucket_mb, 25.0,
+                    "MiB of gradients per data-parallel all-reduce (or reduce-scatter) bucket")
+                    .above(0));
+    k.push_back(key("parallel.overlap_grad_reduce", &R::parallel,
+                    &ParallelConfig::overlap_grad_reduce, true,
+                    "start reducing a bucket during the backward pass as soon as its gradients are "
+                    "complete"));
     // [train]
     k.push_back(key("train.steps", &R::train, &TrainConfig::steps, 0,
                     "optimizer steps; give steps or tokens")

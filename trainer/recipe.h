@@ -41,6 +41,8 @@ struct ParallelConfig {
   bool sequence_parallel = false;
   std::string schedule;
   int64_t microbatches = 0;  // resolved: global_batch / (dp * micro_batch)
+  double bucket_mb = 0;      // gradient bucket size for the data-parallel reduction
+  bool overlap_grad_reduce = false;
 };
 
 struct TrainConfig {

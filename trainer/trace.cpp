@@ -1,6 +1,7 @@
 #include "trainer/trace.h"
 
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include "trainer/hdf5.h"
@@ -15,9 +16,10 @@ struct Column {
   bool integer;
 };
 const std::vector<Column> kTrain = {
-    {"step", true},          {"tokens", true}, {"flops", false},
-    {"loss", false},         {"lr", false},    {"grad_norm", false},
-    {"tokens_per_s", false}, {"mfu", false},   {"elapsed_s", false}};
+    {"step", true},       {"tokens", true},      {"flops", false},        {"loss", false},
+    {"lr", false},        {"grad_norm", false},  {"tokens_per_s", false}, {"mfu", false},
+    {"elapsed_s", false}, {"step_s", false},     {"compute_s", false},    {"comm_s", false},
+    {"comm_bytes", false}};
 const std::vector<Column> kEval = {
     {"step", true}, {"tokens", true}, {"flops", false}, {"loss", false}};
 const std::vector<Column> kCheckpoints = {{"step", true}, {"tokens", true}, {"intermediate", true}};
@@ -25,6 +27,19 @@ const std::vector<Column> kCheckpoints = {{"step", true}, {"tokens", true}, {"in
 void create_group(const h5::File& f, const std::string& group, const std::vector<Column>& cols) {
   for (const auto& c : cols)
     h5::create_series(f, group + "/" + c.name, c.integer ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE);
+}
+
+// Adds the columns an older trace lacks, NaN (or 0 for integers) in its existing rows.
+void add_missing(const h5::File& f, const std::string& group, const std::vector<Column>& cols) {
+  const int64_t rows = h5::series_length(f, group + "/step");
+  for (const auto& c : cols) {
+    const std::string path = group + "/" + c.name;
+    if (h5::exists(f, path)) continue;
+    h5::create_series(f, path, c.integer ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE);
+    for (int64_t i = 0; i < rows; ++i)
+      c.integer ? h5::append_series(f, path, int64_t{0})
+                : h5::append_series(f, path, std::numeric_limits<double>::quiet_NaN());
+  }
 }
 
 // Drops the rows of `group` whose step is past `step`.
@@ -47,6 +62,9 @@ Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attr
   const bool reuse = resume_step >= 0 && std::filesystem::exists(path_);
   h5::File f = reuse ? h5::File::open(path_, true) : h5::File::create(path_);
   if (reuse) {
+    add_missing(f, "train", kTrain);
+    add_missing(f, "eval", kEval);
+    add_missing(f, "checkpoints", kCheckpoints);
     truncate_after(f, "train", kTrain, resume_step);
     truncate_after(f, "eval", kEval, resume_step);
     truncate_after(f, "checkpoints", kCheckpoints, resume_step);
@@ -73,6 +91,10 @@ void Trace::append(const TrainRecord& r) {
   h5::append_series(f, "train/tokens_per_s", r.tokens_per_s);
   h5::append_series(f, "train/mfu", r.mfu);
   h5::append_series(f, "train/elapsed_s", r.elapsed_s);
+  h5::append_series(f, "train/step_s", r.step_s);
+  h5::append_series(f, "train/compute_s", r.compute_s);
+  h5::append_series(f, "train/comm_s", r.comm_s);
+  h5::append_series(f, "train/comm_bytes", r.comm_bytes);
   f.close();
 }
 

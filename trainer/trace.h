@@ -1,11 +1,17 @@
 // The loss trace (DESIGN.md contract 6): runs/NAME/trace.h5, the fitter's only input.
 //
-//   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s}   one row per
-//   log /eval/{step, tokens, flops, loss}                                                   one row
-//   per eval /checkpoints/{step, tokens, intermediate} one row per save attributes on /: format,
-//   version, arch, N, total_params, active_params, embedding_params,
+//   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
+//           step_s, compute_s, comm_s, comm_bytes}                        one row per log
+//   /eval/{step, tokens, flops, loss}                                     one row per eval
+//   /checkpoints/{step, tokens, intermediate}                             one row per save
+//   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
 //     flops_per_token, width, depth, n_heads, streams, experts, seq_len, global_batch,
-//     batch_tokens, lr, weight_decay, seed, parametrization, total_steps, recipe
+//     batch_tokens, lr, weight_decay, seed, parametrization, total_steps, dp, zero, recipe
+//
+// step_s, compute_s and comm_s are seconds per step on rank 0, averaged over the steps since the
+// previous row: comm_s is the time spent inside communication calls (what the backward pass did not
+// hide), compute_s the rest of the step. comm_bytes is the payload of the step's collectives per
+// rank (an all-reduce of S bytes counts S).
 //
 // Every append opens the file, writes and closes it, so a reader (h5py) sees a complete file
 // whenever the trainer is not in the middle of a write. On resume, rows past the resumed step are
@@ -24,6 +30,7 @@ using TraceAttribute = std::variant<int64_t, double, std::string>;
 struct TrainRecord {
   int64_t step, tokens;
   double flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s;
+  double step_s, compute_s, comm_s, comm_bytes;
 };
 
 struct EvalRecord {
@@ -34,6 +41,7 @@ struct EvalRecord {
 class Trace {
  public:
   // Creates the trace, or (resume_step >= 0) reopens it and drops rows with step > resume_step.
+  // Columns an older trace lacks are added, NaN for its existing rows.
   Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
         int64_t resume_step);
   void append(const TrainRecord& r);

@@ -1,5 +1,7 @@
-// The training loop, top to bottom: data, run folder, model, optimizer, resume, then for every step
-// micro-batches forward/backward -> clip -> learning rate -> AdamW -> log, evaluate, checkpoint.
+// The training loop, top to bottom: checks, data, run folder, model, data parallelism, optimizer,
+// resume, then for every step: this rank's micro-batches forward/backward -> gradient reduction over
+// dp -> clip -> learning rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter
+// all-gather (ZeRO) -> log, evaluate, checkpoint.
 #include "trainer/train.h"
 
 #include <spdlog/spdlog.h>
@@ -16,6 +18,8 @@
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
 #include "optim/schedule.h"
+#include "parallel/data_parallel.h"
+#include "parallel/mesh.h"
 #include "trainer/checkpoint.h"
 #include "trainer/trace.h"
 
@@ -79,19 +83,41 @@ void prune_periodic(const std::string& run_dir, int64_t tokens_per_step,
   }
 }
 
-// Mean loss over the first eval.tokens of the validation split, in order.
-double evaluate(models::Model& model, const data::TokenDataset& val, const Recipe& r) {
+// Mean loss over the first eval.tokens of the validation split, in order. The dp ranks take
+// alternate micro-batches of it and sum.
+double evaluate(models::Model& model, const data::TokenDataset& val, const Recipe& r,
+                const parallel::Communicator& dp) {
   torch::NoGradGuard no_grad;
-  const int64_t seq = r.data.seq_len;
+  const int64_t seq = r.data.seq_len, micro = r.train.micro_batch;
   const int64_t windows = std::min(r.eval.tokens / seq, data::sequential_window_count(val, seq));
-  double sum = 0;
-  for (int64_t first = 0; first < windows; first += r.train.micro_batch) {
-    const int64_t n = std::min(r.train.micro_batch, windows - first);
+  torch::Tensor sum = torch::zeros({1}, torch::kFloat64);
+  for (int64_t first = dp.rank() * micro; first < windows; first += dp.size() * micro) {
+    const int64_t n = std::min(micro, windows - first);
     const torch::Tensor batch = data::sequential_windows(val, seq, first, n);
     const auto out = model.loss(batch.slice(1, 0, seq), batch.slice(1, 1));
     sum += out.loss.item<double>() * static_cast<double>(n);
   }
-  return sum / static_cast<double>(windows);
+  dp.all_reduce(sum);
+  return sum.item<double>() / static_cast<double>(windows);
+}
+
+// The layouts this trainer builds so far: data parallelism (with ZeRO-1) only.
+void check_layout_is_built(const ParallelConfig& p) {
+  auto refuse = [](const std::string& key, int64_t value, const std::string& what) {
+    throw Error(key + " = " + std::to_string(value),
+                what + " is not built yet; train with " + key + " = 1 (data parallelism scales "
+                "over the remaining ranks)");
+  };
+  if (p.tp > 1) refuse("parallel.tp", p.tp, "tensor parallelism");
+  if (p.pp > 1) refuse("parallel.pp", p.pp, "pipeline parallelism");
+  if (p.islands > 1) refuse("parallel.islands", p.islands, "DiLoCo");
+}
+
+std::vector<optim::ParamSegment> segments_of(const std::vector<parallel::FlatRange>& ranges) {
+  std::vector<optim::ParamSegment> out;
+  for (const auto& r : ranges)
+    out.push_back(optim::ParamSegment{r.tensor, r.offset, r.length});
+  return out;
 }
 
 void require_finite(double value, const std::string& what, int64_t step) {
@@ -116,44 +142,65 @@ double measure_matmul_gflops(int64_t n) {
 }
 
 int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
-  // ----- Everything that can be refused is checked before any work. -----
-  optim::check_parametrization(r.mup);
-  if (world.size() > 1)
-    throw Error("train",
-                "this build trains on one process; data, tensor and pipeline parallelism "
-                "are not built yet (run without mpirun)");
-  auto train_data = std::make_shared<data::TokenDataset>(r.data.path, "train");
+  // ----- Everything that can be refused is checked on every rank before any work. -----
+  std::shared_ptr<data::TokenDataset> train_data;
   std::unique_ptr<data::TokenDataset> val_data;
-  if (r.eval.every_steps > 0) {
-    val_data = std::make_unique<data::TokenDataset>(r.data.path, "val");
-    if (data::sequential_window_count(*val_data, r.data.seq_len) == 0)
-      throw Error(r.data.path, "the validation split is shorter than one sequence of data.seq_len");
-  }
-  data::DataLoader loader(train_data, r.data.seq_len, r.train.global_batch, r.run.seed);
-  const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
   std::optional<std::string> resume_from;
-  if (options.resume == "auto") {
-    resume_from = newest_checkpoint(run_dir);
-  } else if (!options.resume.empty()) {
-    if (!fs::exists(options.resume)) throw Error(options.resume, "no such checkpoint");
-    resume_from = options.resume;
-  } else if (fs::exists(fs::path(run_dir) / "trace.h5")) {
-    throw Error(run_dir,
-                "already holds a run; continue it with --resume auto, or choose another "
-                "run.name");
-  }
+  const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
+  const int refused = parallel::check_on_every_rank(world, [&] {
+    optim::check_parametrization(r.mup);
+    check_layout_is_built(r.parallel);
+    train_data = std::make_shared<data::TokenDataset>(r.data.path, "train");
+    if (r.eval.every_steps > 0) {
+      val_data = std::make_unique<data::TokenDataset>(r.data.path, "val");
+      if (data::sequential_window_count(*val_data, r.data.seq_len) == 0)
+        throw Error(r.data.path,
+                    "the validation split is shorter than one sequence of data.seq_len");
+    }
+    if (options.resume == "auto") {
+      resume_from = newest_checkpoint(run_dir);
+    } else if (!options.resume.empty()) {
+      if (!fs::exists(options.resume)) throw Error(options.resume, "no such checkpoint");
+      resume_from = options.resume;
+    } else if (fs::exists(fs::path(run_dir) / "trace.h5")) {
+      throw Error(run_dir,
+                  "already holds a run; continue it with --resume auto, or choose another "
+                  "run.name");
+    }
+  });
+  if (refused) return refused;
+  data::DataLoader loader(train_data, r.data.seq_len, r.train.global_batch, r.run.seed);
 
-  // ----- The run folder. -----
-  fs::create_directories(run_dir);
-  write_resolved_recipe(r, (fs::path(run_dir) / "recipe.toml").string());
+  // ----- The process mesh and the run folder (rank 0 writes it; every rank logs into it). -----
+  const parallel::Communicator world_comm = parallel::Communicator::world();
+  const parallel::ProcessMesh mesh(
+      world_comm, parallel::MeshShape{static_cast<int>(r.parallel.tp),
+                                      static_cast<int>(r.parallel.pp),
+                                      static_cast<int>(r.parallel.dp),
+                                      static_cast<int>(r.parallel.islands)});
+  const bool leader = world.rank() == 0;
+  if (leader) {
+    fs::create_directories(run_dir);
+    write_resolved_recipe(r, (fs::path(run_dir) / "recipe.toml").string());
+  }
+  world_comm.barrier();
   log_to_file((fs::path(run_dir) / "log.txt").string());
 
-  // ----- Model and optimizer. -----
+  // ----- Model, data parallelism, optimizer. -----
   const int64_t vocab = train_data->meta().vocab_size;
   auto model = models::build_model(r.model, vocab, r.data.seq_len);
   models::ParamStore& params = model->params();
-  optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));
-  optim::AdamW optimizer(params, r.optim, optim::param_settings(params, r.optim, r.mup));
+  optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));  // identical on every rank
+  std::vector<torch::Tensor> values;
+  for (const auto& p : params.all())
+    values.push_back(p.value);
+  parallel::DataParallel dp(
+      values, mesh.dp(),
+      parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
+                                    r.parallel.overlap_grad_reduce, r.optim.zero == 1});
+  optim::AdamW optimizer(params, r.optim, optim::param_settings(params, r.optim, r.mup),
+                         segments_of(dp.owned()));
+  const CheckpointLayout checkpoint_layout{&world_comm, segments_of(dp.shard())};
   const models::SizeAccounting acc = model->accounting(r.data.seq_len);
   const int64_t tokens_per_step = r.train.global_batch * r.data.seq_len;
   spdlog::info(
@@ -162,10 +209,16 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       r.model.arch, r.model.d_model, r.model.n_layers, r.model.n_heads, r.model.n_kv_heads,
       r.model.ffn_hidden, vocab, human(acc.total_params), human(acc.non_embedding_params),
       human(acc.flops_per_token));
+  spdlog::info(
+      "data parallel: dp={}, {} micro-batches of {} per rank and step, {} gradient buckets of "
+      "<= {} MiB{}{}",
+      mesh.dp().size(), r.parallel.microbatches, r.train.micro_batch, dp.bucket_count(),
+      r.parallel.bucket_mb, r.parallel.overlap_grad_reduce ? ", overlapped with backward" : "",
+      dp.sharded_optimizer() ? ", ZeRO-1 (optimizer state sharded)" : "");
 
   int64_t start_step = 0;
   if (resume_from) {
-    const CheckpointMeta meta = read_checkpoint(*resume_from, params, optimizer);
+    const CheckpointMeta meta = read_checkpoint(*resume_from, params, optimizer, checkpoint_layout);
     start_step = meta.step;
     spdlog::info("resumed from {} at step {} ({} tokens)", *resume_from, meta.step, meta.tokens);
   } else if (options.resume == "auto") {
@@ -177,71 +230,87 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   }
 
   const std::string recipe_text = resolved_recipe_toml(r);
-  Trace trace((fs::path(run_dir) / "trace.h5").string(),
-              {{"arch", r.model.arch},
-               {"N", acc.non_embedding_params},
-               {"total_params", acc.total_params},
-               {"active_params", acc.active_params},
-               {"embedding_params", acc.embedding_params},
-               {"flops_per_token", acc.flops_per_token},
-               {"width", acc.width},
-               {"depth", acc.depth},
-               {"n_heads", r.model.n_heads},
-               {"streams", int64_t{1}},
-               {"experts", int64_t{0}},
-               {"vocab_size", vocab},
-               {"seq_len", r.data.seq_len},
-               {"global_batch", r.train.global_batch},
-               {"batch_tokens", tokens_per_step},
-               {"lr", r.optim.lr},
-               {"weight_decay", r.optim.weight_decay},
-               {"seed", r.run.seed},
-               {"parametrization", r.mup.parametrization},
-               {"total_steps", r.train.steps},
-               {"recipe", recipe_text}},
-              resume_from ? start_step : -1);
+  std::optional<Trace> trace;
+  if (leader)
+    trace.emplace((fs::path(run_dir) / "trace.h5").string(),
+                  std::map<std::string, TraceAttribute>{
+                      {"arch", r.model.arch},
+                      {"N", acc.non_embedding_params},
+                      {"total_params", acc.total_params},
+                      {"active_params", acc.active_params},
+                      {"embedding_params", acc.embedding_params},
+                      {"flops_per_token", acc.flops_per_token},
+                      {"width", acc.width},
+                      {"depth", acc.depth},
+                      {"n_heads", r.model.n_heads},
+                      {"streams", int64_t{1}},
+                      {"experts", int64_t{0}},
+                      {"vocab_size", vocab},
+                      {"seq_len", r.data.seq_len},
+                      {"global_batch", r.train.global_batch},
+                      {"batch_tokens", tokens_per_step},
+                      {"lr", r.optim.lr},
+                      {"weight_decay", r.optim.weight_decay},
+                      {"seed", r.run.seed},
+                      {"parametrization", r.mup.parametrization},
+                      {"total_steps", r.train.steps},
+                      {"dp", r.parallel.dp},
+                      {"zero", r.optim.zero},
+                      {"recipe", recipe_text}},
+                  resume_from ? start_step : -1);
 
-  const double peak_gflops =
-      r.train.peak_gflops > 0 ? r.train.peak_gflops : measure_matmul_gflops();
-  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({}), {} threads", peak_gflops,
+  // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine).
+  const double rank_peak = r.train.peak_gflops > 0 ? r.train.peak_gflops : measure_matmul_gflops();
+  const double peak_gflops = dp.sum(rank_peak);
+  dp.take_stats();
+  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {}), {} threads per rank", peak_gflops,
+               mesh.dp().size(),
                r.train.peak_gflops > 0 ? "train.peak_gflops" : "measured fp32 matmul",
                at::get_num_threads());
 
   // ----- The loop. -----
   const int64_t micro = r.parallel.microbatches;
+  const int64_t step_micro = micro * mesh.dp().size();  // micro-batches in the step, all ranks
   const int64_t seq = r.data.seq_len;
   const auto loop_start = Clock::now();
-  auto interval_start = loop_start;
   double interval_busy = 0;  // seconds of training (not eval or checkpoint) since the last log
-  int64_t interval_tokens = 0;
+  int64_t interval_tokens = 0, interval_steps = 0;
+  parallel::CommStats interval_comm;
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
-    // Undefined rather than zeroed: the first backward then writes the gradient instead of adding
-    // it.
-    for (auto& p : params.all())
-      p.value.mutable_grad().reset();
+    dp.zero_grad();
 
-    // Forward and backward over the micro-batches; their gradients sum to the global batch's mean.
+    // Forward and backward over this rank's micro-batches; each loss is scaled by 1/step_micro, so
+    // the gradients summed over the ranks are the global batch's mean.
     double loss_sum = 0;
     for (int64_t m = 0; m < micro; ++m) {
-      const torch::Tensor batch = loader.rows(step, m * r.train.micro_batch, r.train.micro_batch);
+      const int64_t first_row = (mesh.coord().dp * micro + m) * r.train.micro_batch;
+      const torch::Tensor batch = loader.rows(step, first_row, r.train.micro_batch);
       const models::ModelOutput out = model->loss(batch.slice(1, 0, seq), batch.slice(1, 1));
-      const double loss = out.loss.item<double>();
-      require_finite(loss, "the training loss (micro-batch " + std::to_string(m) + ")", step);
-      (out.objective / static_cast<double>(micro)).backward();
-      loss_sum += loss;
+      loss_sum += out.loss.item<double>();
+      dp.before_backward(/*last=*/m == micro - 1);
+      (out.objective / static_cast<double>(step_micro)).backward();
     }
-    const double loss = loss_sum / static_cast<double>(micro);
-    const double grad_norm = optim::global_grad_norm(params);
+    dp.finish_grad_sync();
+    const double loss = dp.sum(loss_sum) / static_cast<double>(step_micro);
+    require_finite(loss, "the training loss", step);
+    // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only.
+    double grad_square = optim::grad_square_sum(params, optimizer.segments());
+    if (dp.sharded_optimizer()) grad_square = dp.sum(grad_square);
+    const double grad_norm = std::sqrt(grad_square);
     require_finite(grad_norm, "the gradient norm", step);
-    optim::clip_grad_norm(params, grad_norm, r.optim.grad_clip);
+    optim::clip_grads(params, optimizer.segments(), grad_norm, r.optim.grad_clip);
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
     optimizer.step(lr);
+    dp.gather_params();
 
     const int64_t done = step + 1;
     const int64_t tokens = done * tokens_per_step;
     interval_busy += seconds_between(step_start, Clock::now());
     interval_tokens += tokens_per_step;
+    ++interval_steps;
+    const parallel::CommStats comm = dp.take_stats();
+    interval_comm.seconds += comm.seconds, interval_comm.bytes += comm.bytes;
 
     if (done % r.train.log_every == 0 || done == r.train.steps) {
       const double tokens_per_s = static_cast<double>(interval_tokens) / interval_busy;
@@ -249,20 +318,27 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       const double elapsed = seconds_between(loop_start, Clock::now());
       const double eta = elapsed / static_cast<double>(done - start_step) *
                          static_cast<double>(r.train.steps - done);
+      const double n = static_cast<double>(interval_steps);
+      const double step_s = interval_busy / n, comm_s = interval_comm.seconds / n;
+      const double comm_bytes = static_cast<double>(interval_comm.bytes) / n;
       spdlog::info(
           "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
-          "MFU {:.1f}% | elapsed {} | ETA {}",
+          "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B) | elapsed {} | ETA {}",
           done, r.train.steps, human(tokens), loss, lr, grad_norm, human(tokens_per_s), 100 * mfu,
+          1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes),
           duration(elapsed), duration(eta));
-      trace.append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
-                               tokens_per_s, mfu, elapsed});
-      interval_busy = 0, interval_tokens = 0;
+      if (trace)
+        trace->append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
+                                  tokens_per_s, mfu, elapsed, step_s, step_s - comm_s, comm_s,
+                                  comm_bytes});
+      interval_busy = 0, interval_tokens = 0, interval_steps = 0;
+      interval_comm = parallel::CommStats{};
     }
     if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
-      const double val_loss = evaluate(*model, *val_data, r);
+      const double val_loss = evaluate(*model, *val_data, r, mesh.dp());
       require_finite(val_loss, "the validation loss", step);
       spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human(tokens), val_loss);
-      trace.append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});
+      if (trace) trace->append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});
     }
     const bool intermediate = is_intermediate(done, tokens_per_step, r.checkpoint);
     const bool periodic = r.checkpoint.every_steps > 0 && done % r.checkpoint.every_steps == 0;
@@ -270,9 +346,12 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       const std::string path = checkpoint_path(run_dir, done);
       write_checkpoint(path, params, optimizer,
                        CheckpointMeta{done, tokens, lr, static_cast<uint64_t>(r.run.seed),
-                                      intermediate, recipe_text, r.model.arch, acc});
-      trace.append_checkpoint(done, tokens, intermediate);
-      prune_periodic(run_dir, tokens_per_step, r.checkpoint);
+                                      intermediate, recipe_text, r.model.arch, acc},
+                       checkpoint_layout);
+      if (trace) {
+        trace->append_checkpoint(done, tokens, intermediate);
+        prune_periodic(run_dir, tokens_per_step, r.checkpoint);
+      }
       spdlog::info("checkpoint {}{}", path, intermediate ? " (intermediate)" : "");
     }
   }

@@ -73,12 +73,54 @@ TEST(Clipping, ScalesToTheMaximumNorm) {
   store.add("b", Role::Vector, InitKind::Zeros, {1}, {}, 1);
   store.all()[0].value.mutable_grad() = torch::tensor({3.0f, 0.0f});
   store.all()[1].value.mutable_grad() = torch::tensor({4.0f});
-  const double norm = global_grad_norm(store);
+  const auto all = whole_params(store);
+  const double norm = std::sqrt(grad_square_sum(store, all));
   EXPECT_DOUBLE_EQ(norm, 5.0);
-  clip_grad_norm(store, norm, 1.0);
-  EXPECT_NEAR(global_grad_norm(store), 1.0, 1e-6);
-  clip_grad_norm(store, 1.0, 2.0);  // under the limit: unchanged
-  EXPECT_NEAR(global_grad_norm(store), 1.0, 1e-6);
+  clip_grads(store, all, norm, 1.0);
+  EXPECT_NEAR(std::sqrt(grad_square_sum(store, all)), 1.0, 1e-6);
+  clip_grads(store, all, 1.0, 2.0);  // under the limit: unchanged
+  EXPECT_NEAR(std::sqrt(grad_square_sum(store, all)), 1.0, 1e-6);
+  // Shards: the squares of disjoint pieces add up to the whole; clipping touches only the pieces.
+  const std::vector<ParamSegment> first{{0, 0, 1}}, rest{{0, 1, 1}, {1, 0, 1}};
+  EXPECT_NEAR(grad_square_sum(store, first) + grad_square_sum(store, rest),
+              grad_square_sum(store, all), 1e-12);
+  store.all()[0].value.mutable_grad() = torch::tensor({3.0f, 0.0f});
+  store.all()[1].value.mutable_grad() = torch::tensor({4.0f});
+  clip_grads(store, rest, 5.0, 1.0);
+  EXPECT_FLOAT_EQ(store.all()[0].value.grad()[0].item<float>(), 3.0f);
+  EXPECT_NEAR(store.all()[1].value.grad()[0].item<float>(), 0.8f, 1e-6);
+}
+
+TEST(AdamW, SegmentsUpdateExactlyLikeTheWholeParameter) {
+  // ZeRO-1 splits parameters into pieces; the update of each element must not depend on the cut.
+  models::ParamStore whole_store, cut_store;
+  for (auto* store : {&whole_store, &cut_store}) {
+    store->add("w", Role::Hidden, InitKind::Normal, {5, 3}, {0, 1}, 3);
+    store->add("b", Role::Vector, InitKind::Ones, {4}, {0}, 1);
+    initialize(*store, MupConfig{"sp", 4}, 7);
+  }
+  OptimConfig config{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
+  const auto settings = param_settings(whole_store, config, MupConfig{"sp", 4});
+  AdamW whole(whole_store, config, settings);
+  // Two pieces of w (one crossing a row), b whole; w's middle element left to another rank.
+  AdamW cut(cut_store, config, settings, {{0, 0, 7}, {0, 8, 7}, {1, 0, 4}});
+  torch::manual_seed(5);
+  for (int step = 0; step < 3; ++step) {
+    const torch::Tensor gw = torch::randn({5, 3}), gb = torch::randn({4});
+    for (auto* store : {&whole_store, &cut_store}) {
+      store->all()[0].value.mutable_grad() = gw.clone();
+      store->all()[1].value.mutable_grad() = gb.clone();
+    }
+    whole.step(1e-2);
+    cut.step(1e-2);
+  }
+  const torch::Tensor a = whole_store.get("w").value.view(-1), b = cut_store.get("w").value.view(-1);
+  EXPECT_TRUE(torch::equal(a.narrow(0, 0, 7), b.narrow(0, 0, 7)));
+  EXPECT_TRUE(torch::equal(a.narrow(0, 8, 7), b.narrow(0, 8, 7)));
+  EXPECT_FALSE(torch::equal(a.narrow(0, 7, 1), b.narrow(0, 7, 1)));  // not this optimizer's
+  EXPECT_TRUE(torch::equal(whole_store.get("b").value, cut_store.get("b").value));
+  EXPECT_TRUE(torch::equal(whole.exp_avg(0).narrow(0, 8, 7), cut.exp_avg(1)));
+  EXPECT_THROW(AdamW(cut_store, config, settings, {{1, 2, 3}}), std::invalid_argument);
 }
 
 ScheduleConfig schedule(const std::string& kind, int64_t warmup) {
