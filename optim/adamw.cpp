@@ -28,8 +28,7 @@ AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
   for (const auto& s : segments_) {
     const auto& p = store_.all().at(s.param).value;
     if (s.offset < 0 || s.length < 0 || s.offset + s.length > p.numel())
-      throw std::invalid_argument("AdamW: segment outside parameter " +
-                                  store_.all()[s.param].name);
+      throw std::invalid_argument("AdamW: segment outside parameter " + store_.all()[s.param].name);
     m_.push_back(torch::zeros({s.length}, p.options().requires_grad(false)));
     v_.push_back(torch::zeros({s.length}, p.options().requires_grad(false)));
   }
@@ -51,7 +50,8 @@ void AdamW::step(double lr) {
     const double step_lr = lr * settings_[s.param].lr_multiplier;
     m_[k].mul_(b1).add_(g, 1.0 - b1);
     v_[k].mul_(b2).addcmul_(g, g, 1.0 - b2);
-    if (settings_[s.param].weight_decay > 0) p.mul_(1.0 - step_lr * settings_[s.param].weight_decay);
+    if (settings_[s.param].weight_decay > 0)
+      p.mul_(1.0 - step_lr * settings_[s.param].weight_decay);
     // denominator = sqrt(v) / sqrt(1 - b2^t) + eps, then p -= lr / (1 - b1^t) * m / denominator
     torch::Tensor denom = v_[k].sqrt().div_(bias2_sqrt).add_(config_.eps);
     p.addcdiv_(m_[k], denom, -step_lr / bias1);

@@ -234,8 +234,8 @@ PendingCollective Communicator::all_gather_in_place_start(torch::Tensor buffer) 
   const int64_t block = buffer.numel() / size_;
 #ifdef LADDER_HAVE_NCCL
   if (buffer.is_cuda()) {
-    buffer.copy_(nccl().all_gather(buffer.narrow(0, buffer.size(0) / size_ * rank_,
-                                                 buffer.size(0) / size_)));
+    buffer.copy_(nccl().all_gather(
+        buffer.narrow(0, buffer.size(0) / size_ * rank_, buffer.size(0) / size_)));
     return pending;
   }
 #endif
@@ -267,8 +267,8 @@ PendingCollective Communicator::reduce_scatter_start(torch::Tensor tensor, torch
     throw std::invalid_argument("reduce_scatter: dim 0 (" + std::to_string(tensor.size(0)) +
                                 ") must be a multiple of the group size " + std::to_string(size_));
   if (out.numel() * size_ != tensor.numel() || out.scalar_type() != tensor.scalar_type())
-    throw std::invalid_argument("reduce_scatter: the output must hold 1/" +
-                                std::to_string(size_) + " of the input, in its dtype");
+    throw std::invalid_argument("reduce_scatter: the output must hold 1/" + std::to_string(size_) +
+                                " of the input, in its dtype");
   PendingCollective pending;
 #ifdef LADDER_HAVE_NCCL
   if (tensor.is_cuda()) {

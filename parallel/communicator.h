@@ -36,9 +36,9 @@ struct P2POp {
 
 class Communicator;
 
-// A collective in flight, returned by the *_start operations, which data parallelism uses to overlap
-// gradient reduction with the backward pass. test() lets MPI progress it without blocking (Open MPI
-// advances non-blocking collectives only inside MPI calls); wait() completes it under the
+// A collective in flight, returned by the *_start operations, which data parallelism uses to
+// overlap gradient reduction with the backward pass. test() lets MPI progress it without blocking
+// (Open MPI advances non-blocking collectives only inside MPI calls); wait() completes it under the
 // communicator's timeout. The tensors involved stay alive until then; destroying an unfinished one
 // waits for it.
 class PendingCollective {

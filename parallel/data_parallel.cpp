@@ -44,11 +44,20 @@ struct DataParallel::State {
   torch::Tensor param_flat, grad_flat;
   std::vector<FlatRange> whole, shard;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep the hooks alive
-  bool armed = false;      // the last micro-batch's backward is running: buckets reduce as they fill
+  bool armed = false;  // the last micro-batch's backward is running: buckets reduce as they fill
   size_t next_launch = 0;  // buckets start in index order, the same on every rank
   CommStats stats;
 
   int64_t chunk(const Bucket& b) const { return b.size / dp.size(); }
+
+  // Bytes each rank sends for a collective over `bytes` with ring algorithms (the bus-bandwidth
+  // model of nccl-tests): 2 (n - 1) / n for an all-reduce, (n - 1) / n for a reduce-scatter or an
+  // all-gather, so ZeRO-1's pair costs what the all-reduce it replaces does.
+  void count(int64_t bytes, bool all_reduce) {
+    const int64_t n = dp.size();
+    stats.bytes += (all_reduce ? 2 : 1) * (n - 1) * bytes / n;
+    ++stats.collectives;
+  }
 
   void launch(Bucket& b) {
     CommTimer timer{stats.seconds};
@@ -56,8 +65,7 @@ struct DataParallel::State {
     b.work = options.shard_optimizer ? dp.reduce_scatter_start(grads, b.reduced)
                                      : dp.all_reduce_start(grads);
     b.launched = true;
-    stats.bytes += b.size * static_cast<int64_t>(sizeof(float));
-    ++stats.collectives;
+    count(b.size * static_cast<int64_t>(sizeof(float)), !options.shard_optimizer);
   }
 
   // Starts every bucket that is ready, in index order.
@@ -153,9 +161,9 @@ DataParallel::DataParallel(const std::vector<torch::Tensor>& params, const Commu
 
   // Move the parameters into the flat buffer and point their gradients into the other one.
   torch::NoGradGuard no_grad;
-  const auto options_flat =
-      torch::TensorOptions().dtype(torch::kFloat32).device(params.empty() ? torch::kCPU
-                                                                          : params[0].device());
+  const auto options_flat = torch::TensorOptions()
+                                .dtype(torch::kFloat32)
+                                .device(params.empty() ? torch::kCPU : params[0].device());
   s.param_flat = torch::zeros({cursor}, options_flat);
   s.grad_flat = torch::zeros({cursor}, options_flat);
   for (size_t k = 0; k < params.size(); ++k) {
@@ -171,7 +179,8 @@ DataParallel::DataParallel(const std::vector<torch::Tensor>& params, const Commu
   for (Bucket& b : s.buckets) {
     const int64_t lo = b.start + dp.rank() * s.chunk(b), hi = lo + s.chunk(b);
     for (size_t k : b.tensors) {
-      const int64_t a = std::max(lo, s.offset[k]), e = std::min(hi, s.offset[k] + params[k].numel());
+      const int64_t a = std::max(lo, s.offset[k]),
+                    e = std::min(hi, s.offset[k] + params[k].numel());
       if (e > a) s.shard.push_back(FlatRange{k, a - s.offset[k], e - a});
     }
     if (options.shard_optimizer && ranks > 1) b.reduced = torch::empty({s.chunk(b)}, options_flat);
@@ -231,8 +240,7 @@ void DataParallel::gather_params() {
   std::vector<PendingCollective> works;
   for (Bucket& b : s.buckets) {
     works.push_back(s.dp.all_gather_in_place_start(s.param_flat.narrow(0, b.start, b.size)));
-    s.stats.bytes += b.size * static_cast<int64_t>(sizeof(float));
-    ++s.stats.collectives;
+    s.count(b.size * static_cast<int64_t>(sizeof(float)), /*all_reduce=*/false);
   }
   for (auto& w : works)
     w.wait();
@@ -256,8 +264,7 @@ double DataParallel::sum(double value) const {
   CommTimer timer{s.stats.seconds};
   torch::Tensor t = torch::tensor({value}, torch::kFloat64);
   s.dp.all_reduce(t, ReduceOp::Sum);
-  s.stats.bytes += static_cast<int64_t>(sizeof(double));
-  ++s.stats.collectives;
+  s.count(static_cast<int64_t>(sizeof(double)), /*all_reduce=*/true);
   return t.item<double>();
 }
 

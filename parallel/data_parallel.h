@@ -48,8 +48,9 @@ struct DataParallelOptions {
 };
 
 // Communication of one interval: time this rank spent inside communication calls (what the
-// backward pass did not hide) and the payload bytes of the collectives it took part in (an
-// all-reduce of S bytes counts S; ring algorithms move about 2 (dp - 1) / dp x S per rank).
+// backward pass did not hide) and the bytes it sent under the ring model of nccl-tests' bus
+// bandwidth (an all-reduce of S bytes over n ranks: 2 (n - 1) / n x S; a reduce-scatter or an
+// all-gather: (n - 1) / n x S). MPI may pick other algorithms for small messages.
 struct CommStats {
   double seconds = 0;
   int64_t bytes = 0;

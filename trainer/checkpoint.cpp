@@ -37,8 +37,9 @@ torch::Tensor covering(optim::AdamW& optimizer, bool second, const optim::ParamS
       return moment.narrow(0, piece.offset - s.offset, piece.length);
     }
   }
-  throw std::logic_error("write_checkpoint: the optimizer does not hold the moments of a piece "
-                         "of this rank's shard");
+  throw std::logic_error(
+      "write_checkpoint: the optimizer does not hold the moments of a piece "
+      "of this rank's shard");
 }
 
 }  // namespace

@@ -141,8 +141,8 @@ void create_dataset(const File& f, const std::string& path, torch::ScalarType dt
                      "dataspace for " + path),
                H5Sclose};
   Handle lcpl{link_creation_with_parents(), H5Pclose};
-  Handle dset{check(H5Dcreate2(f.id(), path.c_str(), type_of(dtype), space.id, lcpl.id,
-                               H5P_DEFAULT, H5P_DEFAULT),
+  Handle dset{check(H5Dcreate2(f.id(), path.c_str(), type_of(dtype), space.id, lcpl.id, H5P_DEFAULT,
+                               H5P_DEFAULT),
                     f, "cannot create dataset " + path),
               H5Dclose};
 }

@@ -130,8 +130,9 @@ struct TrainCommand {
     // Every rank validates; then all agree, so a bad recipe ends every rank with status 2 and one
     // message, and a failure on some ranks only (a file missing on one node) still ends them all.
     ladder::Recipe recipe;
-    if (const int status = ladder::parallel::check_on_every_rank(
-            world, [&] { recipe = ladder::load_recipe(recipe_path, {overrides, world.size()}); }))
+    if (const int status = ladder::parallel::check_on_every_rank(world, [&] {
+          recipe = ladder::load_recipe(recipe_path, {overrides, world.size()});
+        }))
       return status;
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;

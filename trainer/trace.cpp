@@ -16,9 +16,9 @@ struct Column {
   bool integer;
 };
 const std::vector<Column> kTrain = {
-    {"step", true},       {"tokens", true},      {"flops", false},        {"loss", false},
-    {"lr", false},        {"grad_norm", false},  {"tokens_per_s", false}, {"mfu", false},
-    {"elapsed_s", false}, {"step_s", false},     {"compute_s", false},    {"comm_s", false},
+    {"step", true},       {"tokens", true},     {"flops", false},        {"loss", false},
+    {"lr", false},        {"grad_norm", false}, {"tokens_per_s", false}, {"mfu", false},
+    {"elapsed_s", false}, {"step_s", false},    {"compute_s", false},    {"comm_s", false},
     {"comm_bytes", false}};
 const std::vector<Column> kEval = {
     {"step", true}, {"tokens", true}, {"flops", false}, {"loss", false}};

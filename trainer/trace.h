@@ -10,8 +10,8 @@
 //
 // step_s, compute_s and comm_s are seconds per step on rank 0, averaged over the steps since the
 // previous row: comm_s is the time spent inside communication calls (what the backward pass did not
-// hide), compute_s the rest of the step. comm_bytes is the payload of the step's collectives per
-// rank (an all-reduce of S bytes counts S).
+// hide), compute_s the rest of the step. comm_bytes is what rank 0 sent per step under the ring
+// model of bus bandwidth (parallel/data_parallel.h).
 //
 // Every append opens the file, writes and closes it, so a reader (h5py) sees a complete file
 // whenever the trainer is not in the middle of a write. On resume, rows past the resumed step are

@@ -1,6 +1,6 @@
 // The training loop, top to bottom: checks, data, run folder, model, data parallelism, optimizer,
-// resume, then for every step: this rank's micro-batches forward/backward -> gradient reduction over
-// dp -> clip -> learning rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter
+// resume, then for every step: this rank's micro-batches forward/backward -> gradient reduction
+// over dp -> clip -> learning rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter
 // all-gather (ZeRO) -> log, evaluate, checkpoint.
 #include "trainer/train.h"
 
@@ -104,10 +104,10 @@ double evaluate(models::Model& model, const data::TokenDataset& val, const Recip
 // The layouts this trainer builds so far: data parallelism (with ZeRO-1) only.
 void check_layout_is_built(const ParallelConfig& p) {
   auto refuse = [](const std::string& key, int64_t value, const std::string& what) {
-    throw Error(key + " = " + std::to_string(value),
-                what + " is not built yet; train with " + key + " = 1 (data parallelism scales "
-                "over the remaining ranks)");
+    const std::string hint = "train with " + key + " = 1 (dp takes the remaining ranks)";
+    throw Error(key + " = " + std::to_string(value), what + " is not built yet; " + hint);
   };
+
   if (p.tp > 1) refuse("parallel.tp", p.tp, "tensor parallelism");
   if (p.pp > 1) refuse("parallel.pp", p.pp, "pipeline parallelism");
   if (p.islands > 1) refuse("parallel.islands", p.islands, "DiLoCo");
@@ -174,10 +174,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   // ----- The process mesh and the run folder (rank 0 writes it; every rank logs into it). -----
   const parallel::Communicator world_comm = parallel::Communicator::world();
   const parallel::ProcessMesh mesh(
-      world_comm, parallel::MeshShape{static_cast<int>(r.parallel.tp),
-                                      static_cast<int>(r.parallel.pp),
-                                      static_cast<int>(r.parallel.dp),
-                                      static_cast<int>(r.parallel.islands)});
+      world_comm,
+      parallel::MeshShape{static_cast<int>(r.parallel.tp), static_cast<int>(r.parallel.pp),
+                          static_cast<int>(r.parallel.dp), static_cast<int>(r.parallel.islands)});
   const bool leader = world.rank() == 0;
   if (leader) {
     fs::create_directories(run_dir);
@@ -233,30 +232,29 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   std::optional<Trace> trace;
   if (leader)
     trace.emplace((fs::path(run_dir) / "trace.h5").string(),
-                  std::map<std::string, TraceAttribute>{
-                      {"arch", r.model.arch},
-                      {"N", acc.non_embedding_params},
-                      {"total_params", acc.total_params},
-                      {"active_params", acc.active_params},
-                      {"embedding_params", acc.embedding_params},
-                      {"flops_per_token", acc.flops_per_token},
-                      {"width", acc.width},
-                      {"depth", acc.depth},
-                      {"n_heads", r.model.n_heads},
-                      {"streams", int64_t{1}},
-                      {"experts", int64_t{0}},
-                      {"vocab_size", vocab},
-                      {"seq_len", r.data.seq_len},
-                      {"global_batch", r.train.global_batch},
-                      {"batch_tokens", tokens_per_step},
-                      {"lr", r.optim.lr},
-                      {"weight_decay", r.optim.weight_decay},
-                      {"seed", r.run.seed},
-                      {"parametrization", r.mup.parametrization},
-                      {"total_steps", r.train.steps},
-                      {"dp", r.parallel.dp},
-                      {"zero", r.optim.zero},
-                      {"recipe", recipe_text}},
+                  std::map<std::string, TraceAttribute>{{"arch", r.model.arch},
+                                                        {"N", acc.non_embedding_params},
+                                                        {"total_params", acc.total_params},
+                                                        {"active_params", acc.active_params},
+                                                        {"embedding_params", acc.embedding_params},
+                                                        {"flops_per_token", acc.flops_per_token},
+                                                        {"width", acc.width},
+                                                        {"depth", acc.depth},
+                                                        {"n_heads", r.model.n_heads},
+                                                        {"streams", int64_t{1}},
+                                                        {"experts", int64_t{0}},
+                                                        {"vocab_size", vocab},
+                                                        {"seq_len", r.data.seq_len},
+                                                        {"global_batch", r.train.global_batch},
+                                                        {"batch_tokens", tokens_per_step},
+                                                        {"lr", r.optim.lr},
+                                                        {"weight_decay", r.optim.weight_decay},
+                                                        {"seed", r.run.seed},
+                                                        {"parametrization", r.mup.parametrization},
+                                                        {"total_steps", r.train.steps},
+                                                        {"dp", r.parallel.dp},
+                                                        {"zero", r.optim.zero},
+                                                        {"recipe", recipe_text}},
                   resume_from ? start_step : -1);
 
   // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine).
@@ -325,8 +323,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
           "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
           "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B) | elapsed {} | ETA {}",
           done, r.train.steps, human(tokens), loss, lr, grad_norm, human(tokens_per_s), 100 * mfu,
-          1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes),
-          duration(elapsed), duration(eta));
+          1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes), duration(elapsed),
+          duration(eta));
       if (trace)
         trace->append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
                                   tokens_per_s, mfu, elapsed, step_s, step_s - comm_s, comm_s,

@@ -114,7 +114,8 @@ TEST(AdamW, SegmentsUpdateExactlyLikeTheWholeParameter) {
     whole.step(1e-2);
     cut.step(1e-2);
   }
-  const torch::Tensor a = whole_store.get("w").value.view(-1), b = cut_store.get("w").value.view(-1);
+  const torch::Tensor a = whole_store.get("w").value.view(-1),
+                      b = cut_store.get("w").value.view(-1);
   EXPECT_TRUE(torch::equal(a.narrow(0, 0, 7), b.narrow(0, 0, 7)));
   EXPECT_TRUE(torch::equal(a.narrow(0, 8, 7), b.narrow(0, 8, 7)));
   EXPECT_FALSE(torch::equal(a.narrow(0, 7, 1), b.narrow(0, 7, 1)));  // not this optimizer's

@@ -12,6 +12,7 @@
 #include "test_util.h"
 #include "trainer/checkpoint.h"
 #include "trainer/hdf5.h"
+#include "trainer/training_fixture.h"
 
 namespace ladder {
 namespace {
@@ -19,43 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_command;
 
-class Training : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir;
-    const auto r = run_command(testing::ladder_binary() + " prep --input " + LADDER_SOURCE_DIR +
-                               "/data/corpus/brown.txt.gz --out " + dir_->path("ds"));
-    ASSERT_EQ(r.status, 0) << r.output;
-  }
-  static void TearDownTestSuite() { delete dir_; }
-
-  // A recipe for a tiny model; `extra` is appended (sections not used in the base).
-  std::string recipe(const std::string& name, const std::string& extra = "",
-                     const std::string& schedule = "kind = \"cosine\"\nwarmup = 2\n") {
-    const std::string path = dir_->path(name + ".toml");
-    testing::write_file(path, "[run]\nname = \"" + name + "\"\nout_dir = \"" + dir_->path("runs") +
-                                  "\"\nseed = 1\n[data]\npath = \"" + dir_->path("ds") +
-                                  "\"\nseq_len = 32\n[model]\nd_model = 32\nn_layers = 2\n"
-                                  "n_heads = 2\nqk_norm = true\n[schedule]\n" +
-                                  schedule + extra);
-    return path;
-  }
-  std::string run_dir(const std::string& name) { return dir_->path("runs/" + name); }
-
-  testing::CommandResult train(const std::string& recipe_path, const std::string& flags = "") {
-    return run_command(testing::ladder_binary() + " train " + recipe_path +
-                       " --threads 1 --set train.peak_gflops=100 " + flags);
-  }
-
-  static std::vector<double> series(const std::string& trace, const std::string& name) {
-    h5::File f = h5::File::open(trace, false);
-    const torch::Tensor t = h5::read_tensor(f, name).to(torch::kFloat64);
-    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
-  }
-
-  static testing::TempDir* dir_;
-};
-testing::TempDir* Training::dir_ = nullptr;
+class Training : public TrainingFixture {};
 
 const char* kTrain12 =
     "[train]\nsteps = 12\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 1\n"

@@ -1,0 +1,56 @@
+// Shared by the training suites: the bundled corpus prepared once per suite, tiny recipes, the
+// `ladder` binary run as a user would (alone or under mpirun), and trace series read back.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+#include "trainer/hdf5.h"
+
+namespace ladder {
+
+class TrainingFixture : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir;
+    const auto r =
+        testing::run_command(testing::ladder_binary() + " prep --input " + LADDER_SOURCE_DIR +
+                             "/data/corpus/brown.txt.gz --out " + dir_->path("ds"));
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  // A recipe for a tiny model; `extra` is appended (sections not used in the base).
+  static std::string recipe(const std::string& name, const std::string& extra = "",
+                            const std::string& schedule = "kind = \"cosine\"\nwarmup = 2\n") {
+    const std::string path = dir_->path(name + ".toml");
+    testing::write_file(path, "[run]\nname = \"" + name + "\"\nout_dir = \"" + dir_->path("runs") +
+                                  "\"\nseed = 1\n[data]\npath = \"" + dir_->path("ds") +
+                                  "\"\nseq_len = 32\n[model]\nd_model = 32\nn_layers = 2\n"
+                                  "n_heads = 2\nqk_norm = true\n[schedule]\n" +
+                                  schedule + extra);
+    return path;
+  }
+  static std::string run_dir(const std::string& name) { return dir_->path("runs/" + name); }
+
+  // `ladder train` with one thread per rank; ranks > 0: under mpirun with that many ranks.
+  static testing::CommandResult train(const std::string& recipe_path, const std::string& flags = "",
+                                      int ranks = 0) {
+    return testing::run_command((ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) +
+                                testing::ladder_binary() + " train " + recipe_path +
+                                " --threads 1 --set train.peak_gflops=100 " + flags);
+  }
+
+  static std::vector<double> series(const std::string& trace, const std::string& name) {
+    h5::File f = h5::File::open(trace, false);
+    const torch::Tensor t = h5::read_tensor(f, name).to(torch::kFloat64);
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  }
+
+  static inline testing::TempDir* dir_ = nullptr;
+};
+
+}  // namespace ladder
