@@ -15,6 +15,7 @@ packages=(
   libtomlplusplus-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libsentencepiece-dev libgtest-dev zlib1g-dev
   python3-h5py                           # tests read traces and checkpoints as users do
+  gnuplot-nox                            # `ladder fit` plots (optional: without it, data files only)
 )
 
 missing=()

@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "trainer/hdf5.h"
+#include "core/hdf5.h"
 
 namespace ladder {
 namespace fs = std::filesystem;

@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "data/dataset.h"
-#include "trainer/hdf5.h"
+#include "core/hdf5.h"
 
 namespace ladder {
 namespace fs = std::filesystem;

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "data/prep.h"
 #include "parallel/world.h"
+#include "scaling/fit_command.h"
 #include "trainer/inspect.h"
 #include "trainer/recipe.h"
 #include "trainer/train.h"
@@ -166,6 +167,45 @@ struct InspectCommand {
 
 // Subcommands whose work lands in later issues: they parse their own --help and say they are not
 // built.
+// ----- ladder fit -------------------------------------------------------------------------------
+
+struct FitCommand {
+  ladder::scaling::FitCommand c;
+  void add(CLI::App& app) {
+    c.fit.bootstrap = 200;
+    auto* cmd = app.add_subcommand(
+        "fit", "Fit scaling laws to run traces or CSV points (law, intervals, fit.json, plots)");
+    cmd->add_option("inputs", c.inputs,
+                    "Run folders (searched recursively for trace.h5), trace.h5 or CSV files")
+        ->required();
+    cmd->add_option("--law", c.law,
+                    "chinchilla | parscale | kaplan-n | kaplan-c | routed | isoflop")
+        ->capture_default_str();
+    cmd->add_option("--out", c.out_dir, "Folder for fit.json and the plots")->capture_default_str();
+    cmd->add_option("--bootstrap", c.fit.bootstrap, "Bootstrap resamples for 95% intervals")
+        ->capture_default_str();
+    cmd->add_option("--seed", c.fit.seed, "Seed of the bootstrap resampling")->capture_default_str();
+    cmd->add_option("--starts", c.fit.starts,
+                    "L-BFGS runs from the best grid points (0: from every grid point)")
+        ->capture_default_str();
+    cmd->add_option("--delta", c.fit.huber_delta, "Huber delta on log-loss residuals")
+        ->capture_default_str();
+    cmd->add_option("--holdout", c.holdout,
+                    "Keep the K largest model sizes out of the fit and report the prediction error")
+        ->capture_default_str();
+    cmd->add_option("--drop-first", c.points.drop_first,
+                    "Drop each run's points before this fraction of its tokens")
+        ->capture_default_str();
+    cmd->add_flag("--final-only", c.points.final_only, "Use only the last point of each run");
+    cmd->add_option("--filter", c.points.filters,
+                    "Keep points whose attribute matches: key=value (repeatable)");
+    cmd->add_flag("--lr-transfer", c.lr_transfer,
+                  "Optimal learning rate per width (a parabola in log lr) instead of a law");
+    cmd->add_flag("--no-plots", [this](int64_t) { c.plots = false; }, "Write no plots");
+  }
+  int run() { return ladder::scaling::run_fit(c); }
+};
+
 void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
                  std::optional<std::string>& chosen) {
   auto* cmd = app.add_subcommand(name, description + " (not built yet)");
@@ -194,9 +234,10 @@ int main(int argc, char** argv) {
   train.add(app);
   InspectCommand inspect;
   inspect.add(app);
+  FitCommand fit;
+  fit.add(app);
   std::optional<std::string> unbuilt;
   add_unbuilt(app, "sweep", "Run a sweep of recipes, resumably", unbuilt);
-  add_unbuilt(app, "fit", "Fit scaling laws to the traces of finished runs", unbuilt);
   add_unbuilt(app, "coordcheck", "muP coordinate check across widths", unbuilt);
 
   try {
@@ -219,6 +260,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("prep")) return prep.run(global);
     if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
     if (app.got_subcommand("inspect")) return inspect.run(global);
+    if (app.got_subcommand("fit")) return fit.run();
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", ladder::format_error(e).c_str());
     return ladder::kExitUserError;

@@ -4,7 +4,7 @@
 #include <limits>
 #include <vector>
 
-#include "trainer/hdf5.h"
+#include "core/hdf5.h"
 
 namespace ladder {
 namespace {

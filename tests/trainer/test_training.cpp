@@ -11,7 +11,7 @@
 #include "optim/parametrization.h"
 #include "test_util.h"
 #include "trainer/checkpoint.h"
-#include "trainer/hdf5.h"
+#include "core/hdf5.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "test_util.h"
-#include "trainer/hdf5.h"
+#include "core/hdf5.h"
 
 namespace ladder {
 

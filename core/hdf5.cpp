@@ -1,5 +1,7 @@
-#include "trainer/hdf5.h"
+#include "core/hdf5.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -341,6 +343,44 @@ void set_attr(const File& f, const std::string& object, const std::string& name,
 
 bool has_attr(const File& f, const std::string& object, const std::string& name) {
   return H5Aexists_by_name(f.id(), object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+std::vector<std::string> list_attrs(const File& f, const std::string& object) {
+  Handle obj{check(H5Oopen(f.id(), object.c_str(), H5P_DEFAULT), f, "cannot open " + object),
+             H5Oclose};
+  H5O_info_t info;
+#if H5_VERSION_GE(1, 12, 0)
+  H5Oget_info3(obj.id, &info, H5O_INFO_NUM_ATTRS);
+#else
+  H5Oget_info2(obj.id, &info, H5O_INFO_NUM_ATTRS);
+#endif
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.num_attrs; ++i) {
+    const ssize_t n = H5Aget_name_by_idx(obj.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
+                                         H5P_DEFAULT);
+    std::string name(static_cast<size_t>(std::max<ssize_t>(n, 0)), '\0');
+    H5Aget_name_by_idx(obj.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), n + 1,
+                       H5P_DEFAULT);
+    names.push_back(name);
+  }
+  return names;
+}
+
+std::string attr_text(const File& f, const std::string& object, const std::string& name) {
+  H5T_class_t cls;
+  {
+    Handle attr = open_attr(f, object, name);
+    Handle type{H5Aget_type(attr.id), H5Tclose};
+    cls = H5Tget_class(type.id);
+  }
+  if (cls == H5T_INTEGER) return std::to_string(get_int_attr(f, object, name));
+  if (cls == H5T_FLOAT) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", get_double_attr(f, object, name));
+    return buf;
+  }
+  if (cls == H5T_STRING) return get_string_attr(f, object, name);
+  fail(f, "attribute " + name + " on " + object + " is not a number or a string");
 }
 
 int64_t get_int_attr(const File& f, const std::string& object, const std::string& name) {

@@ -66,6 +66,9 @@ void set_attr(const File& f, const std::string& object, const std::string& name,
 void set_attr(const File& f, const std::string& object, const std::string& name,
               const std::string& value);
 bool has_attr(const File& f, const std::string& object, const std::string& name);
+std::vector<std::string> list_attrs(const File& f, const std::string& object);
+// Any scalar attribute as text: integers in decimal, floats with 17 significant digits, strings.
+std::string attr_text(const File& f, const std::string& object, const std::string& name);
 int64_t get_int_attr(const File& f, const std::string& object, const std::string& name);
 double get_double_attr(const File& f, const std::string& object, const std::string& name);
 std::string get_string_attr(const File& f, const std::string& object, const std::string& name);

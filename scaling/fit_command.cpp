@@ -1,0 +1,412 @@
+#include "scaling/fit_command.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace ladder::scaling {
+namespace fs = std::filesystem;
+namespace {
+
+using json = nlohmann::ordered_json;  // keys in the order written: readable and deterministic
+
+std::string num(double v, const char* format = "%.4g") {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+json interval_json(const FitResult& r, const std::string& name) {
+  const auto it = r.intervals.find(name);
+  if (it == r.intervals.end()) return nullptr;
+  return json::array({it->second.low, it->second.high});
+}
+
+std::string interval_text(const FitResult& r, const std::string& name) {
+  const auto it = r.intervals.find(name);
+  if (it == r.intervals.end()) return "";
+  return "[" + num(it->second.low) + ", " + num(it->second.high) + "]";
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  if (!out) throw Error(path.string(), "cannot write the file");
+}
+
+bool gnuplot_installed() {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');)
+    if (!dir.empty() && ::access((fs::path(dir) / "gnuplot").c_str(), X_OK) == 0) return true;
+  return false;
+}
+
+// Writes NAME.gp into the output folder and runs gnuplot there; the data files are already beside
+// it. Returns the PNG's name, or "" (with a warning) when gnuplot failed.
+std::string plot(const fs::path& dir, const std::string& name, const std::string& body,
+                 std::vector<std::string>& warnings) {
+  write_text(dir / (name + ".gp"),
+             "set terminal pngcairo size 900,600 font 'sans,11'\nset output '" + name +
+                 ".png'\nset grid\nset key outside right\n" + body);
+  const std::string command =
+      "cd '" + dir.string() + "' && gnuplot '" + name + ".gp' > '" + name + ".gnuplot.log' 2>&1";
+  if (std::system(command.c_str()) != 0) {
+    warnings.push_back("gnuplot failed on " + (dir / (name + ".gp")).string() + " (see " +
+                       (dir / (name + ".gnuplot.log")).string() + ")");
+    return "";
+  }
+  fs::remove(dir / (name + ".gnuplot.log"));
+  return name + ".png";
+}
+
+size_t run_count(const std::vector<Point>& points) {
+  std::set<std::string> runs;
+  for (const auto& p : points)
+    runs.insert(p.run);
+  return runs.size();
+}
+
+// ----- A law of laws.h -----
+
+void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
+               std::vector<std::string>& warnings, std::vector<std::string>& pngs) {
+  const Law& law = law_named(c.law);
+  // --holdout K: the K largest model sizes stay out of the fit and test its extrapolation.
+  std::vector<Point> fitted, held;
+  std::set<double> sizes;
+  if (c.holdout > 0) {
+    for (const auto& p : points) {
+      if (std::isnan(p.N)) throw Error(p.run, "--holdout needs N for every point");
+      sizes.insert(p.N);
+    }
+    if (static_cast<int64_t>(sizes.size()) <= c.holdout)
+      throw Error("--holdout " + std::to_string(c.holdout),
+                  "the points have only " + std::to_string(sizes.size()) +
+                      " model sizes; at least one must stay in the fit");
+  }
+  std::set<double> held_sizes;
+  for (auto it = sizes.rbegin(); static_cast<int64_t>(held_sizes.size()) < c.holdout; ++it)
+    held_sizes.insert(*it);
+  for (const auto& p : points)
+    (held_sizes.count(p.N) ? held : fitted).push_back(p);
+
+  const Features x = features(fitted, law);
+  const FitResult r = fit_law(law, x, c.fit);
+
+  std::printf("ladder fit: %s   %s\n", law.name.c_str(), law.formula.c_str());
+  std::printf(
+      "%lld points from %zu runs; Huber delta %g on log-loss residuals (summed); L-BFGS from the "
+      "best %lld of %lld grid points; %lld bootstrap resamples%s\n\n",
+      static_cast<long long>(r.points), run_count(fitted), c.fit.huber_delta,
+      static_cast<long long>(r.starts), static_cast<long long>(r.grid_points),
+      static_cast<long long>(c.fit.bootstrap),
+      r.bootstrap_failed ? (" (" + std::to_string(r.bootstrap_failed) + " failed)").c_str() : "");
+  std::printf("%-12s %14s   %s\n", "parameter", "value", c.fit.bootstrap > 0 ? "95% interval" : "");
+  json params = json::object();
+  for (const auto& [name, value] : r.parameters) {
+    std::printf("%-12s %14s   %s\n", name.c_str(), num(value, "%.6g").c_str(),
+                interval_text(r, name).c_str());
+    params[name] = {{"value", value}, {"ci95", interval_json(r, name)}};
+  }
+  std::printf("%-12s %14s\n", "objective", num(r.objective, "%.6g").c_str());
+  out["law"] = law.name;
+  out["formula"] = law.formula;
+  out["parameters"] = params;
+  out["objective"] = r.objective;
+  out["points"] = r.points;
+  out["runs"] = run_count(fitted);
+  out["settings"] = {{"inputs", c.inputs},
+                     {"huber_delta", c.fit.huber_delta},
+                     {"grid_points", r.grid_points},
+                     {"starts", r.starts},
+                     {"bootstrap", c.fit.bootstrap},
+                     {"bootstrap_failed", r.bootstrap_failed},
+                     {"seed", c.fit.seed},
+                     {"drop_first", c.points.drop_first},
+                     {"final_only", c.points.final_only},
+                     {"filters", c.points.filters},
+                     {"holdout", c.holdout}};
+
+  double c_min = INFINITY, c_max = 0;
+  for (double log_c : x.log_C)
+    if (std::isfinite(log_c)) c_min = std::min(c_min, std::exp(log_c)), c_max = std::max(c_max, std::exp(log_c));
+
+  if (law.name == "chinchilla") {
+    // Compute-optimal allocation (Hoffmann et al. 2022, eq. 4), with bootstrap intervals on the
+    // exponents.
+    const Allocation a = chinchilla_allocation(r.theta);
+    std::vector<double> as, bs;
+    for (const auto& t : r.bootstrap_theta) {
+      const Allocation b = chinchilla_allocation(t);
+      as.push_back(b.a), bs.push_back(b.b);
+    }
+    json allocation = {{"formula", "N_opt = G (C/6)^a, D_opt = (C/6)^b / G, C = 6 N D"},
+                       {"a", a.a},
+                       {"a_ci95", as.empty() ? json(nullptr) : json::array({percentile_interval(as).low, percentile_interval(as).high})},
+                       {"b", a.b},
+                       {"b_ci95", bs.empty() ? json(nullptr) : json::array({percentile_interval(bs).low, percentile_interval(bs).high})},
+                       {"G", a.G}};
+    std::printf("\ncompute-optimal allocation (C = 6 N D): N_opt ~ C^%s, D_opt ~ C^%s\n",
+                num(a.a).c_str(), num(a.b).c_str());
+    std::printf("%12s %14s %14s %10s %10s\n", "C (FLOPs)", "N_opt", "D_opt", "D/N", "loss");
+    json table = json::array();
+    const int first = static_cast<int>(std::floor(std::log10(c_min)));
+    const int last = static_cast<int>(std::ceil(std::log10(c_max))) + 2;
+    for (int e = first; e <= last; ++e) {
+      const double C = std::pow(10.0, e), N = a.N_opt(C), D = a.D_opt(C);
+      const double loss = r.parameters[0].second + r.parameters[1].second / std::pow(N, r.theta[3]) +
+                          r.parameters[2].second / std::pow(D, r.theta[4]);
+      std::printf("%12s %14s %14s %10s %10s\n", num(C, "%.0e").c_str(), num(N, "%.4g").c_str(),
+                  num(D, "%.4g").c_str(), num(D / N, "%.3g").c_str(), num(loss, "%.4f").c_str());
+      table.push_back({{"C", C}, {"N_opt", N}, {"D_opt", D}, {"tokens_per_parameter", D / N},
+                       {"loss", loss}});
+    }
+    allocation["table"] = table;
+    out["allocation"] = allocation;
+  }
+  if (law.name == "parscale") {
+    // What P streams are worth in parameters: N_eff = N (k ln P + 1).
+    json multiplier = json::object();
+    std::printf("\nstreams are worth N x (k ln P + 1):");
+    for (int P : {2, 4, 8}) {
+      const double m = r.parameters[3].second * std::log(P) + 1;
+      std::printf("  P=%d: %.3fx", P, m);
+      multiplier[std::to_string(P)] = m;
+    }
+    std::printf("\n");
+    out["stream_multiplier"] = multiplier;
+  }
+
+  auto predict = [&](const Features& f, int64_t i) {
+    return std::exp(law.log_loss(r.theta.data(), f, i, nullptr));
+  };
+  if (!held.empty()) {
+    const Features xh = features(held, law);
+    json rows = json::array();
+    double sum = 0, worst = 0;
+    for (int64_t i = 0; i < xh.size(); ++i) {
+      const double predicted = predict(xh, i), actual = held[i].loss;
+      const double error = std::abs(predicted - actual) / actual;
+      sum += error, worst = std::max(worst, error);
+      rows.push_back({{"run", held[i].run}, {"N", held[i].N}, {"D", held[i].D},
+                      {"loss", actual}, {"predicted", predicted}, {"abs_rel_error", error}});
+    }
+    const double mean = sum / static_cast<double>(xh.size());
+    std::printf("\nholdout: the %lld largest model size%s (%zu points) predicted with mean absolute "
+                "relative error %.2f%%, max %.2f%%\n",
+                static_cast<long long>(c.holdout), c.holdout > 1 ? "s" : "", held.size(),
+                100 * mean, 100 * worst);
+    out["holdout"] = {{"sizes", std::vector<double>(held_sizes.begin(), held_sizes.end())},
+                      {"mean_abs_rel_error", mean},
+                      {"max_abs_rel_error", worst},
+                      {"points", rows}};
+  }
+
+  if (!c.plots) return;
+  const fs::path dir = c.out_dir;
+  std::ostringstream pts, res;
+  for (int64_t i = 0; i < x.size(); ++i) {
+    const double C = std::exp(x.log_C[i]), predicted = predict(x, i);
+    if (!std::isfinite(C)) continue;
+    pts << num(C, "%.10g") << ' ' << num(std::exp(x.log_loss[i]), "%.10g") << ' '
+        << num(predicted, "%.10g") << '\n';
+    res << num(C, "%.10g") << ' ' << num(x.log_loss[i] - std::log(predicted), "%.6g") << '\n';
+  }
+  if (pts.str().empty()) {
+    warnings.push_back("no plots: the points have no compute C (nor N and D for 6 N D)");
+    return;
+  }
+  write_text(dir / "points.dat", "# C loss predicted\n" + pts.str());
+  write_text(dir / "residuals.dat", "# C log(loss) - log(predicted)\n" + res.str());
+  std::string frontier;
+  if (law.name == "chinchilla") {
+    const Allocation a = chinchilla_allocation(r.theta);
+    std::ostringstream f;
+    for (int i = 0; i <= 60; ++i) {
+      const double C = c_min * std::pow(c_max * 100 / c_min, i / 60.0);
+      const double loss = r.parameters[0].second +
+                          r.parameters[1].second / std::pow(a.N_opt(C), r.theta[3]) +
+                          r.parameters[2].second / std::pow(a.D_opt(C), r.theta[4]);
+      f << num(C, "%.10g") << ' ' << num(loss, "%.10g") << '\n';
+    }
+    write_text(dir / "frontier.dat", "# C loss at the compute-optimal N and D\n" + f.str());
+    frontier = ", 'frontier.dat' using 1:2 with lines lw 2 title 'compute-optimal frontier'";
+  }
+  pngs.push_back(plot(dir, "loss_vs_compute",
+                      "set logscale xy\nset xlabel 'compute C (FLOPs)'\nset ylabel 'loss'\n"
+                      "set title '" + law.name + ": " + law.formula + "'\n"
+                      "plot 'points.dat' using 1:2 with points pt 7 ps 0.6 title 'points', "
+                      "'points.dat' using 1:3 with points pt 6 ps 0.6 title 'fitted'" +
+                          frontier + "\n",
+                      warnings));
+  pngs.push_back(plot(dir, "residuals",
+                      "set logscale x\nset xlabel 'compute C (FLOPs)'\n"
+                      "set ylabel 'log(loss) - log(fitted)'\n"
+                      "plot 'residuals.dat' using 1:2 with points pt 7 ps 0.6 title 'residual', "
+                      "0 with lines dt 2 notitle\n",
+                      warnings));
+}
+
+// ----- isoFLOP profiles (Approach 2) -----
+
+void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& out,
+                 std::vector<std::string>& warnings, std::vector<std::string>& pngs) {
+  const IsoflopResult iso = isoflop_profiles(points, warnings);
+  std::printf("ladder fit: isoflop   (Hoffmann et al. 2022, Approach 2)\n");
+  std::printf("%zu budgets with a minimum inside their model sizes (%s)\n\n", iso.budgets.size(),
+              iso.interpolated ? "loss curves interpolated in log C" : "points grouped by C");
+  std::printf("%12s %8s %14s %14s %10s\n", "C (FLOPs)", "models", "N_opt", "D_opt", "loss");
+  json budgets = json::array();
+  for (const auto& b : iso.budgets) {
+    std::printf("%12s %8zu %14s %14s %10s\n", num(b.C, "%.3e").c_str(), b.N.size(),
+                num(b.N_opt).c_str(), num(b.D_opt).c_str(), num(b.loss_opt, "%.4f").c_str());
+    budgets.push_back({{"C", b.C}, {"models", b.N.size()}, {"N_opt", b.N_opt}, {"D_opt", b.D_opt},
+                       {"loss_opt", b.loss_opt}, {"parabola_in_ln_N", {b.c0, b.c1, b.c2}}});
+  }
+  std::printf("\nN_opt ~ C^a with a = %s;  D_opt ~ C^b with b = %s\n", num(iso.a).c_str(),
+              num(iso.b).c_str());
+  out["law"] = "isoflop";
+  out["formula"] = "N_opt = exp(log_N_coeff) C^a, D_opt = exp(log_D_coeff) C^b";
+  out["parameters"] = {{"a", {{"value", iso.a}}},
+                       {"log_N_coeff", {{"value", iso.log_N_coeff}}},
+                       {"b", {{"value", iso.b}}},
+                       {"log_D_coeff", {{"value", iso.log_D_coeff}}}};
+  out["interpolated"] = iso.interpolated;
+  out["budgets"] = budgets;
+  out["settings"] = {{"inputs", c.inputs}, {"drop_first", c.points.drop_first},
+                     {"final_only", c.points.final_only}, {"filters", c.points.filters}};
+  if (!c.plots) return;
+  std::ostringstream data, curves;
+  std::string plots;
+  for (size_t k = 0; k < iso.budgets.size(); ++k) {
+    const auto& b = iso.budgets[k];
+    for (size_t i = 0; i < b.N.size(); ++i)
+      data << num(b.N[i], "%.10g") << ' ' << num(b.loss[i], "%.10g") << '\n';
+    data << "\n\n";
+    const double lo = *std::min_element(b.N.begin(), b.N.end());
+    const double hi = *std::max_element(b.N.begin(), b.N.end());
+    for (int i = 0; i <= 40; ++i) {
+      const double N = lo * std::pow(hi / lo, i / 40.0), u = std::log(N);
+      curves << num(N, "%.10g") << ' ' << num(b.c0 + b.c1 * u + b.c2 * u * u, "%.10g") << '\n';
+    }
+    curves << "\n\n";
+    plots += std::string(k ? ", " : "") + "'isoflop.dat' index " + std::to_string(k) +
+             " with points pt 7 lc " + std::to_string(k + 1) + " title 'C = " + num(b.C, "%.2e") +
+             "', 'isoflop_fit.dat' index " + std::to_string(k) + " with lines lc " +
+             std::to_string(k + 1) + " notitle";
+  }
+  write_text(fs::path(c.out_dir) / "isoflop.dat", "# N loss, one block per budget\n" + data.str());
+  write_text(fs::path(c.out_dir) / "isoflop_fit.dat",
+             "# N parabola, one block per budget\n" + curves.str());
+  pngs.push_back(plot(c.out_dir, "isoflop",
+                      "set logscale x\nset xlabel 'parameters N'\nset ylabel 'loss'\nplot " +
+                          plots + "\n",
+                      warnings));
+}
+
+// ----- Learning-rate transfer -----
+
+void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json& out,
+                     std::vector<std::string>& warnings, std::vector<std::string>& pngs) {
+  const LrTransfer t = lr_transfer(points, warnings);
+  std::printf("ladder fit --lr-transfer: loss against log learning rate, a parabola per width\n\n");
+  std::printf("%10s %6s %12s %10s\n", "width", "runs", "lr_opt", "loss");
+  json widths = json::array();
+  for (const auto& curve : t.curves) {
+    std::printf("%10s %6zu %12s %10s\n", num(curve.width, "%.0f").c_str(), curve.lr.size(),
+                num(curve.lr_opt).c_str(), num(curve.loss_opt, "%.4f").c_str());
+    widths.push_back({{"width", curve.width}, {"runs", curve.lr.size()},
+                      {"lr_opt", curve.lr_opt}, {"loss_opt", curve.loss_opt},
+                      {"parabola_in_ln_lr", {curve.c0, curve.c1, curve.c2}}});
+  }
+  std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)\n",
+              t.spread);
+  out["lr_transfer"] = {{"widths", widths}, {"spread", t.spread}};
+  out["settings"] = {{"inputs", c.inputs}, {"filters", c.points.filters}};
+  if (!c.plots) return;
+  std::ostringstream data, curves;
+  std::string plots;
+  for (size_t k = 0; k < t.curves.size(); ++k) {
+    const auto& cv = t.curves[k];
+    for (size_t i = 0; i < cv.lr.size(); ++i)
+      data << num(cv.lr[i], "%.10g") << ' ' << num(cv.loss[i], "%.10g") << '\n';
+    data << "\n\n";
+    const double lo = *std::min_element(cv.lr.begin(), cv.lr.end());
+    const double hi = *std::max_element(cv.lr.begin(), cv.lr.end());
+    for (int i = 0; i <= 40; ++i) {
+      const double lr = lo * std::pow(hi / lo, i / 40.0), u = std::log(lr);
+      curves << num(lr, "%.10g") << ' ' << num(cv.c0 + cv.c1 * u + cv.c2 * u * u, "%.10g") << '\n';
+    }
+    curves << "\n\n";
+    plots += std::string(k ? ", " : "") + "'lr_transfer.dat' index " + std::to_string(k) +
+             " with points pt 7 lc " + std::to_string(k + 1) + " title 'width " +
+             num(cv.width, "%.0f") + "', 'lr_transfer_fit.dat' index " + std::to_string(k) +
+             " with lines lc " + std::to_string(k + 1) + " notitle";
+  }
+  write_text(fs::path(c.out_dir) / "lr_transfer.dat", "# lr loss, one block per width\n" + data.str());
+  write_text(fs::path(c.out_dir) / "lr_transfer_fit.dat",
+             "# lr parabola, one block per width\n" + curves.str());
+  pngs.push_back(plot(c.out_dir, "lr_transfer",
+                      "set logscale x\nset xlabel 'learning rate'\nset ylabel 'final loss'\nplot " +
+                          plots + "\n",
+                      warnings));
+}
+
+}  // namespace
+
+int run_fit(const FitCommand& c) {
+  if (c.inputs.empty()) throw Error("ladder fit", "give run folders, trace.h5 or CSV files");
+  if (c.law != "isoflop" && !c.lr_transfer) law_named(c.law);  // an unknown law fails first
+  if (c.holdout < 0) throw Error("--holdout", "must be >= 0");
+  if (c.fit.bootstrap < 0) throw Error("--bootstrap", "must be >= 0");
+  if (!(c.fit.huber_delta > 0)) throw Error("--delta", "must be > 0");
+  PointOptions options = c.points;
+  if (c.lr_transfer) options.final_only = true;
+  std::vector<std::string> warnings;
+  const std::vector<Point> points = load_points(c.inputs, options, warnings);
+  for (const auto& w : warnings)
+    std::fprintf(stderr, "ladder: warning: %s\n", w.c_str());
+  const size_t loaded_warnings = warnings.size();
+  if (points.empty())
+    throw Error("ladder fit", "no points left after reading and filtering the inputs");
+
+  std::error_code ec;
+  fs::create_directories(c.out_dir, ec);
+  if (!fs::is_directory(c.out_dir)) throw Error(c.out_dir, "cannot create the output folder");
+  const bool plots = c.plots && gnuplot_installed();
+  FitCommand command = c;
+  command.plots = plots;
+  json out;
+  out["ladder_fit"] = 1;
+  std::vector<std::string> pngs;
+  if (c.lr_transfer)
+    fit_lr_transfer(command, points, out, warnings, pngs);
+  else if (c.law == "isoflop")
+    fit_isoflop(command, points, out, warnings, pngs);
+  else
+    fit_a_law(command, points, out, warnings, pngs);
+  for (size_t i = loaded_warnings; i < warnings.size(); ++i)
+    std::fprintf(stderr, "ladder: warning: %s\n", warnings[i].c_str());
+  out["warnings"] = warnings;
+  const fs::path json_path = fs::path(c.out_dir) / "fit.json";
+  write_text(json_path, out.dump(2) + "\n");
+  std::printf("\nwrote %s", json_path.string().c_str());
+  for (const auto& png : pngs)
+    if (!png.empty()) std::printf(", %s", (fs::path(c.out_dir) / png).string().c_str());
+  if (c.plots && !plots) std::printf(" (no plots: gnuplot is not installed)");
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace ladder::scaling

@@ -1,0 +1,182 @@
+#include "scaling/laws.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace ladder::scaling {
+namespace {
+
+// log(exp(t0) + exp(t1) [+ exp(t2)]) and its softmax weights, the derivative in each term.
+double log_sum_exp(const double* t, int count, double* weights) {
+  double top = t[0];
+  for (int i = 1; i < count; ++i)
+    top = std::max(top, t[i]);
+  double sum = 0;
+  for (int i = 0; i < count; ++i)
+    sum += (weights[i] = std::exp(t[i] - top));
+  for (int i = 0; i < count; ++i)
+    weights[i] /= sum;
+  return top + std::log(sum);
+}
+
+std::vector<double> steps(double first, double last, double step) {
+  std::vector<double> v;
+  for (double x = first; x <= last + 1e-9; x += step)
+    v.push_back(x);
+  return v;
+}
+
+std::vector<Law> make_laws() {
+  std::vector<Law> laws;
+  // Hoffmann et al. 2022, Approach 3 (Appendix D.2): the grid of initialisations of the replication
+  // by Besiroglu et al. 2024: alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
+  // a, b in {0, 5, ..., 25}.
+  laws.push_back(Law{
+      "chinchilla",
+      "L = E + A / N^alpha + B / D^beta",
+      {"N", "D"},
+      {"a", "b", "e", "alpha", "beta"},
+      {steps(0, 25, 5), steps(0, 25, 5), steps(-1, 1, 0.5), steps(0, 2, 0.5), steps(0, 2, 0.5)},
+      [](const double* t, const Features& x, int64_t i, double* grad) {
+        const double terms[3] = {t[0] - t[3] * x.log_N[i], t[1] - t[4] * x.log_D[i], t[2]};
+        double w[3];
+        const double out = log_sum_exp(terms, 3, w);
+        if (grad) {
+          grad[0] = w[0], grad[1] = w[1], grad[2] = w[2];
+          grad[3] = -w[0] * x.log_N[i], grad[4] = -w[1] * x.log_D[i];
+        }
+        return out;
+      },
+      [](const std::vector<double>& t) {
+        return std::vector<std::pair<std::string, double>>{{"E", std::exp(t[2])},
+                                                           {"A", std::exp(t[0])},
+                                                           {"B", std::exp(t[1])},
+                                                           {"alpha", t[3]},
+                                                           {"beta", t[4]}};
+      }});
+  laws.push_back(Law{
+      "parscale",
+      "L = E + (A * 1e9 / (N * (k * ln P + 1)))^alpha",
+      {"N", "P"},
+      {"a", "e", "alpha", "kappa"},
+      {steps(-2, 3, 1), steps(-1, 1, 0.5), {0.1, 0.3, 0.5, 1.0}, steps(-3, 1, 1)},
+      [](const double* t, const Features& x, int64_t i, double* grad) {
+        const double k_ln_P = std::exp(t[3]) * x.log_P[i];  // k ln P, with k = e^kappa
+        const double inner = t[0] + std::log(1e9) - x.log_N[i] - std::log(k_ln_P + 1.0);
+        const double terms[2] = {t[2] * inner, t[1]};
+        double w[2];
+        const double out = log_sum_exp(terms, 2, w);
+        if (grad) {
+          grad[0] = w[0] * t[2], grad[1] = w[1], grad[2] = w[0] * inner;
+          grad[3] = -w[0] * t[2] * k_ln_P / (k_ln_P + 1.0);
+        }
+        return out;
+      },
+      [](const std::vector<double>& t) {
+        return std::vector<std::pair<std::string, double>>{{"E", std::exp(t[1])},
+                                                           {"A", std::exp(t[0])},
+                                                           {"alpha", t[2]},
+                                                           {"k", std::exp(t[3])}};
+      }});
+  laws.push_back(Law{"kaplan-n",
+                     "L = (N_c / N)^alpha_N",
+                     {"N"},
+                     {"log_N_c", "alpha_N"},
+                     {steps(5, 40, 5), {0.02, 0.05, 0.1, 0.2, 0.5}},
+                     [](const double* t, const Features& x, int64_t i, double* grad) {
+                       if (grad) grad[0] = t[1], grad[1] = t[0] - x.log_N[i];
+                       return t[1] * (t[0] - x.log_N[i]);
+                     },
+                     [](const std::vector<double>& t) {
+                       return std::vector<std::pair<std::string, double>>{{"N_c", std::exp(t[0])},
+                                                                          {"alpha_N", t[1]}};
+                     }});
+  laws.push_back(Law{"kaplan-c",
+                     "L = (C_c / C)^alpha_C",
+                     {"C"},
+                     {"log_C_c", "alpha_C"},
+                     {steps(10, 80, 10), {0.02, 0.05, 0.1, 0.2, 0.5}},
+                     [](const double* t, const Features& x, int64_t i, double* grad) {
+                       if (grad) grad[0] = t[1], grad[1] = t[0] - x.log_C[i];
+                       return t[1] * (t[0] - x.log_C[i]);
+                     },
+                     [](const std::vector<double>& t) {
+                       return std::vector<std::pair<std::string, double>>{{"C_c", std::exp(t[0])},
+                                                                          {"alpha_C", t[1]}};
+                     }});
+  laws.push_back(Law{
+      "routed",
+      "log L = a * log N + b * log E + c * log N * log E + d",
+      {"N", "E"},
+      {"a", "b", "c", "d"},
+      {{-0.2, -0.1, -0.05, 0.0}, {-0.1, -0.05, 0.0}, {-0.01, 0.0, 0.01}, steps(0, 4, 1)},
+      [](const double* t, const Features& x, int64_t i, double* grad) {
+        const double n = x.log_N[i], e = x.log_E[i];
+        if (grad) grad[0] = n, grad[1] = e, grad[2] = n * e, grad[3] = 1;
+        return t[0] * n + t[1] * e + t[2] * n * e + t[3];
+      },
+      [](const std::vector<double>& t) {
+        return std::vector<std::pair<std::string, double>>{
+            {"a", t[0]}, {"b", t[1]}, {"c", t[2]}, {"d", t[3]}};
+      }});
+  return laws;
+}
+
+const std::vector<Law>& all_laws() {
+  static const std::vector<Law> laws = make_laws();
+  return laws;
+}
+
+}  // namespace
+
+Features Features::select(const std::vector<int64_t>& rows) const {
+  Features out;
+  for (int64_t r : rows) {
+    out.log_N.push_back(log_N[r]), out.log_D.push_back(log_D[r]), out.log_C.push_back(log_C[r]);
+    out.log_P.push_back(log_P[r]), out.log_E.push_back(log_E[r]);
+    out.log_loss.push_back(log_loss[r]);
+  }
+  return out;
+}
+
+std::vector<std::string> law_names() {
+  std::vector<std::string> names;
+  for (const auto& l : all_laws())
+    names.push_back(l.name);
+  return names;
+}
+
+const Law& law_named(const std::string& name) {
+  std::string known;
+  for (const auto& l : all_laws()) {
+    if (l.name == name) return l;
+    known += (known.empty() ? "" : ", ") + l.name;
+  }
+  throw Error("--law " + name, "unknown law; known: " + known + ", isoflop");
+}
+
+Features features(const std::vector<Point>& points, const Law& law) {
+  const int64_t n = static_cast<int64_t>(points.size());
+  auto column = [&](const std::string& q) {
+    std::vector<double> out(static_cast<size_t>(n));
+    const bool needed =
+        q == "loss" || std::find(law.needs.begin(), law.needs.end(), q) != law.needs.end();
+    for (int64_t i = 0; i < n; ++i) {
+      const Point& p = points[i];
+      double v = field(p, q);
+      if (q == "C" && std::isnan(v)) v = 6.0 * p.N * p.D;
+      if (needed && !(v > 0 && std::isfinite(v)))
+        throw Error(p.run, "law " + law.name + " needs " + q + " > 0 for every point; this one has " +
+                               q + " = " + std::to_string(v) +
+                               (q == "C" ? " (and no N and D to take it as 6 N D)" : ""));
+      out[i] = std::log(v);
+    }
+    return out;
+  };
+  Features x{column("N"), column("D"), column("C"), column("P"), column("E"), column("loss")};
+  return x;
+}
+
+}  // namespace ladder::scaling

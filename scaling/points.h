@@ -1,0 +1,51 @@
+// The fitter's input: points (N, D, C, P, E, loss, ...) from run traces (DESIGN.md contract 6) or
+// from CSV files of published data.
+//
+// From a trace, every evaluation row is a point: N = the run's non-embedding parameters, D = tokens
+// seen, C = FLOPs so far, loss = validation loss, with the run's attributes (streams P, experts E,
+// learning rate, width, ...). A trace without evaluation rows falls back to its training losses,
+// with a warning. From a CSV (header row, '#' comments), the columns N, D, C, P, E, loss, lr, width
+// and run are recognised; any other column is an attribute usable by --filter.
+//
+// Bad input never crashes: an unreadable or foreign HDF5 file, a CSV with a missing column or a
+// malformed number is a ladder::Error naming the file (and line); non-finite losses and empty runs
+// are skipped with a warning.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ladder::scaling {
+
+constexpr double kMissing = std::numeric_limits<double>::quiet_NaN();
+
+struct Point {
+  std::string run;  // the run folder; for CSV rows without a run column, "file.csv:line"
+  double N = kMissing, D = kMissing, C = kMissing;
+  double P = 1;  // parallel streams (ParScale)
+  double E = 1;  // experts (1: dense)
+  double loss = kMissing, lr = kMissing, width = kMissing;
+  std::map<std::string, std::string> attributes;  // every run attribute / extra column, as text
+};
+
+struct PointOptions {
+  double drop_first = 0.1;  // per run, drop points with D <= drop_first x the run's last D
+  bool final_only = false;  // per run, keep only the point with the most tokens
+  std::vector<std::string> filters;  // "key=value": keep points whose attribute matches
+};
+
+// Reads every input (a directory, searched recursively for trace.h5; a trace.h5; a .csv file),
+// then applies the options. Warnings go to `warnings`.
+std::vector<Point> load_points(const std::vector<std::string>& inputs, const PointOptions& options,
+                               std::vector<std::string>& warnings);
+
+std::vector<Point> read_trace(const std::string& path, std::vector<std::string>& warnings);
+std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& warnings);
+
+// The value of a named quantity of a point: N, D, C, P, E, loss, lr, width.
+double field(const Point& p, const std::string& name);
+
+}  // namespace ladder::scaling
