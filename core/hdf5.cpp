@@ -356,11 +356,10 @@ std::vector<std::string> list_attrs(const File& f, const std::string& object) {
 #endif
   std::vector<std::string> names;
   for (hsize_t i = 0; i < info.num_attrs; ++i) {
-    const ssize_t n = H5Aget_name_by_idx(obj.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
-                                         H5P_DEFAULT);
+    const ssize_t n =
+        H5Aget_name_by_idx(obj.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     std::string name(static_cast<size_t>(std::max<ssize_t>(n, 0)), '\0');
-    H5Aget_name_by_idx(obj.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), n + 1,
-                       H5P_DEFAULT);
+    H5Aget_name_by_idx(obj.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), n + 1, H5P_DEFAULT);
     names.push_back(name);
   }
   return names;

@@ -168,8 +168,8 @@ Allocation chinchilla_allocation(const std::vector<double>& theta) {
   return out;
 }
 
-bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0, double& c1,
-                  double& c2) {
+bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0,
+                  double& c1, double& c2) {
   std::vector<double> distinct = x;
   std::sort(distinct.begin(), distinct.end());
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
@@ -238,7 +238,8 @@ bool locate_minimum(IsoflopBudget& b, std::vector<std::string>& warnings) {
                        " has fewer than 3 model sizes; skipped");
     return false;
   }
-  const double lo = *std::min_element(x.begin(), x.end()), hi = *std::max_element(x.begin(), x.end());
+  const double lo = *std::min_element(x.begin(), x.end()),
+               hi = *std::max_element(x.begin(), x.end());
   const double at = -b.c1 / (2 * b.c2);
   if (!(b.c2 > 0) || at < lo || at > hi) {
     warnings.push_back("isoflop: budget C = " + number(b.C) +
@@ -302,7 +303,8 @@ IsoflopResult isoflop_profiles(const std::vector<Point>& points,
     for (auto& [name, c] : runs) {
       std::vector<size_t> idx(c.log_C.size());
       std::iota(idx.begin(), idx.end(), 0);
-      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return c.log_C[a] < c.log_C[b]; });
+      std::stable_sort(idx.begin(), idx.end(),
+                       [&](size_t a, size_t b) { return c.log_C[a] < c.log_C[b]; });
       Curve s{c.N, {}, {}, {}};
       for (size_t i : idx)
         s.log_C.push_back(c.log_C[i]), s.log_D.push_back(c.log_D[i]), s.loss.push_back(c.loss[i]);
@@ -318,8 +320,7 @@ IsoflopResult isoflop_profiles(const std::vector<Point>& points,
         if (at < c.log_C.front() || at > c.log_C.back()) continue;
         const size_t j = std::upper_bound(c.log_C.begin(), c.log_C.end(), at) - c.log_C.begin();
         const size_t i0 = j == 0 ? 0 : j - 1, i1 = std::min(j, c.log_C.size() - 1);
-        const double w =
-            i1 == i0 ? 0 : (at - c.log_C[i0]) / (c.log_C[i1] - c.log_C[i0]);
+        const double w = i1 == i0 ? 0 : (at - c.log_C[i0]) / (c.log_C[i1] - c.log_C[i0]);
         b.N.push_back(c.N);
         b.D.push_back(std::exp(c.log_D[i0] + w * (c.log_D[i1] - c.log_D[i0])));
         b.loss.push_back(c.loss[i0] + w * (c.loss[i1] - c.loss[i0]));
@@ -332,7 +333,8 @@ IsoflopResult isoflop_profiles(const std::vector<Point>& points,
   if (result.budgets.size() < 2)
     throw Error("ladder fit --law isoflop",
                 "needs at least 2 compute budgets with a loss minimum inside their model sizes; "
-                "found " + std::to_string(result.budgets.size()));
+                "found " +
+                    std::to_string(result.budgets.size()));
   std::vector<double> log_C, log_N, log_D;
   for (const auto& b : result.budgets)
     log_C.push_back(std::log(b.C)), log_N.push_back(std::log(b.N_opt)),
@@ -368,7 +370,8 @@ LrTransfer lr_transfer(const std::vector<Point>& points, std::vector<std::string
       continue;
     }
     const double at = -c.c1 / (2 * c.c2);
-    const double lo = *std::min_element(x.begin(), x.end()), hi = *std::max_element(x.begin(), x.end());
+    const double lo = *std::min_element(x.begin(), x.end()),
+                 hi = *std::max_element(x.begin(), x.end());
     if (!(c.c2 > 0) || at < lo || at > hi) {
       warnings.push_back("lr transfer: width " + number(width) +
                          " has no loss minimum inside its learning rates; skipped");

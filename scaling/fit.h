@@ -28,9 +28,9 @@ namespace ladder::scaling {
 
 struct FitOptions {
   double huber_delta = 1e-3;
-  int64_t starts = 64;     // L-BFGS runs from the best grid points; 0: all of them
-  int64_t bootstrap = 0;   // resamples
-  uint64_t seed = 0;       // of the resampling
+  int64_t starts = 64;    // L-BFGS runs from the best grid points; 0: all of them
+  int64_t bootstrap = 0;  // resamples
+  uint64_t seed = 0;      // of the resampling
 };
 
 struct Interval {
@@ -38,8 +38,8 @@ struct Interval {
 };
 
 struct FitResult {
-  std::vector<double> theta;  // the law's variables at the optimum
-  double objective = 0;       // summed Huber loss there
+  std::vector<double> theta;                               // the law's variables at the optimum
+  double objective = 0;                                    // summed Huber loss there
   std::vector<std::pair<std::string, double>> parameters;  // in the formula's names
   int64_t points = 0, grid_points = 0, starts = 0;
   std::vector<std::vector<double>> bootstrap_theta;  // one per successful resample
@@ -64,8 +64,8 @@ Allocation chinchilla_allocation(const std::vector<double>& theta);
 
 struct IsoflopBudget {
   double C = 0;
-  std::vector<double> N, D, loss;   // the models at this budget
-  double c0 = 0, c1 = 0, c2 = 0;    // loss = c0 + c1 x + c2 x^2, x = ln N
+  std::vector<double> N, D, loss;  // the models at this budget
+  double c0 = 0, c1 = 0, c2 = 0;   // loss = c0 + c1 x + c2 x^2, x = ln N
   double N_opt = 0, D_opt = 0, loss_opt = 0;
 };
 
@@ -79,7 +79,8 @@ struct IsoflopResult {
 // Budgets are the distinct C of the points (within 2%) when every run has one point (published
 // isoFLOP data, --final-only); otherwise 8 log-spaced budgets at which each run's loss is
 // interpolated linearly in log C, where at least 3 model sizes reach them.
-IsoflopResult isoflop_profiles(const std::vector<Point>& points, std::vector<std::string>& warnings);
+IsoflopResult isoflop_profiles(const std::vector<Point>& points,
+                               std::vector<std::string>& warnings);
 
 struct LrCurve {
   double width = 0;
@@ -97,7 +98,7 @@ struct LrTransfer {
 LrTransfer lr_transfer(const std::vector<Point>& points, std::vector<std::string>& warnings);
 
 // Least-squares parabola y = c0 + c1 x + c2 x^2; false with fewer than 3 distinct x.
-bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0, double& c1,
-                  double& c2);
+bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0,
+                  double& c1, double& c2);
 
 }  // namespace ladder::scaling

@@ -57,8 +57,11 @@ bool gnuplot_installed() {
 std::string plot(const fs::path& dir, const std::string& name, const std::string& body,
                  std::vector<std::string>& warnings) {
   write_text(dir / (name + ".gp"),
-             "set terminal pngcairo size 900,600 font 'sans,11'\nset output '" + name +
-                 ".png'\nset grid\nset key outside right\n" + body);
+             "set terminal pngcairo noenhanced size 900,600 font 'sans,11'\nset output '" + name +
+                 ".png'\nset grid\nset key top right\nset autoscale fix\n"
+                 "set offsets graph 0.02, graph 0.02, graph 0.05, graph 0.05\n"
+                 "set format x '%.0e'\n" +
+                 body);
   const std::string command =
       "cd '" + dir.string() + "' && gnuplot '" + name + ".gp' > '" + name + ".gnuplot.log' 2>&1";
   if (std::system(command.c_str()) != 0) {
@@ -140,7 +143,8 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
 
   double c_min = INFINITY, c_max = 0;
   for (double log_c : x.log_C)
-    if (std::isfinite(log_c)) c_min = std::min(c_min, std::exp(log_c)), c_max = std::max(c_max, std::exp(log_c));
+    if (std::isfinite(log_c))
+      c_min = std::min(c_min, std::exp(log_c)), c_max = std::max(c_max, std::exp(log_c));
 
   if (law.name == "chinchilla") {
     // Compute-optimal allocation (Hoffmann et al. 2022, eq. 4), with bootstrap intervals on the
@@ -151,12 +155,17 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
       const Allocation b = chinchilla_allocation(t);
       as.push_back(b.a), bs.push_back(b.b);
     }
-    json allocation = {{"formula", "N_opt = G (C/6)^a, D_opt = (C/6)^b / G, C = 6 N D"},
-                       {"a", a.a},
-                       {"a_ci95", as.empty() ? json(nullptr) : json::array({percentile_interval(as).low, percentile_interval(as).high})},
-                       {"b", a.b},
-                       {"b_ci95", bs.empty() ? json(nullptr) : json::array({percentile_interval(bs).low, percentile_interval(bs).high})},
-                       {"G", a.G}};
+    json allocation = {
+        {"formula", "N_opt = G (C/6)^a, D_opt = (C/6)^b / G, C = 6 N D"},
+        {"a", a.a},
+        {"a_ci95", as.empty()
+                       ? json(nullptr)
+                       : json::array({percentile_interval(as).low, percentile_interval(as).high})},
+        {"b", a.b},
+        {"b_ci95", bs.empty()
+                       ? json(nullptr)
+                       : json::array({percentile_interval(bs).low, percentile_interval(bs).high})},
+        {"G", a.G}};
     std::printf("\ncompute-optimal allocation (C = 6 N D): N_opt ~ C^%s, D_opt ~ C^%s\n",
                 num(a.a).c_str(), num(a.b).c_str());
     std::printf("%12s %14s %14s %10s %10s\n", "C (FLOPs)", "N_opt", "D_opt", "D/N", "loss");
@@ -165,12 +174,13 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
     const int last = static_cast<int>(std::ceil(std::log10(c_max))) + 2;
     for (int e = first; e <= last; ++e) {
       const double C = std::pow(10.0, e), N = a.N_opt(C), D = a.D_opt(C);
-      const double loss = r.parameters[0].second + r.parameters[1].second / std::pow(N, r.theta[3]) +
+      const double loss = r.parameters[0].second +
+                          r.parameters[1].second / std::pow(N, r.theta[3]) +
                           r.parameters[2].second / std::pow(D, r.theta[4]);
       std::printf("%12s %14s %14s %10s %10s\n", num(C, "%.0e").c_str(), num(N, "%.4g").c_str(),
                   num(D, "%.4g").c_str(), num(D / N, "%.3g").c_str(), num(loss, "%.4f").c_str());
-      table.push_back({{"C", C}, {"N_opt", N}, {"D_opt", D}, {"tokens_per_parameter", D / N},
-                       {"loss", loss}});
+      table.push_back(
+          {{"C", C}, {"N_opt", N}, {"D_opt", D}, {"tokens_per_parameter", D / N}, {"loss", loss}});
     }
     allocation["table"] = table;
     out["allocation"] = allocation;
@@ -199,14 +209,19 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
       const double predicted = predict(xh, i), actual = held[i].loss;
       const double error = std::abs(predicted - actual) / actual;
       sum += error, worst = std::max(worst, error);
-      rows.push_back({{"run", held[i].run}, {"N", held[i].N}, {"D", held[i].D},
-                      {"loss", actual}, {"predicted", predicted}, {"abs_rel_error", error}});
+      rows.push_back({{"run", held[i].run},
+                      {"N", held[i].N},
+                      {"D", held[i].D},
+                      {"loss", actual},
+                      {"predicted", predicted},
+                      {"abs_rel_error", error}});
     }
     const double mean = sum / static_cast<double>(xh.size());
-    std::printf("\nholdout: the %lld largest model size%s (%zu points) predicted with mean absolute "
-                "relative error %.2f%%, max %.2f%%\n",
-                static_cast<long long>(c.holdout), c.holdout > 1 ? "s" : "", held.size(),
-                100 * mean, 100 * worst);
+    std::printf(
+        "\nholdout: the %lld largest model size%s (%zu points) predicted with mean absolute "
+        "relative error %.2f%%, max %.2f%%\n",
+        static_cast<long long>(c.holdout), c.holdout > 1 ? "s" : "", held.size(), 100 * mean,
+        100 * worst);
     out["holdout"] = {{"sizes", std::vector<double>(held_sizes.begin(), held_sizes.end())},
                       {"mean_abs_rel_error", mean},
                       {"max_abs_rel_error", worst},
@@ -244,10 +259,12 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
     frontier = ", 'frontier.dat' using 1:2 with lines lw 2 title 'compute-optimal frontier'";
   }
   pngs.push_back(plot(dir, "loss_vs_compute",
-                      "set logscale xy\nset xlabel 'compute C (FLOPs)'\nset ylabel 'loss'\n"
-                      "set title '" + law.name + ": " + law.formula + "'\n"
-                      "plot 'points.dat' using 1:2 with points pt 7 ps 0.6 title 'points', "
-                      "'points.dat' using 1:3 with points pt 6 ps 0.6 title 'fitted'" +
+                      "set logscale x\nset xlabel 'compute C (FLOPs)'\nset ylabel 'loss'\n"
+                      "set title '" +
+                          law.name + ": " + law.formula +
+                          "'\n"
+                          "plot 'points.dat' using 1:2 with points pt 7 ps 0.6 title 'points', "
+                          "'points.dat' using 1:3 with points pt 6 ps 0.6 title 'fitted'" +
                           frontier + "\n",
                       warnings));
   pngs.push_back(plot(dir, "residuals",
@@ -271,8 +288,12 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
   for (const auto& b : iso.budgets) {
     std::printf("%12s %8zu %14s %14s %10s\n", num(b.C, "%.3e").c_str(), b.N.size(),
                 num(b.N_opt).c_str(), num(b.D_opt).c_str(), num(b.loss_opt, "%.4f").c_str());
-    budgets.push_back({{"C", b.C}, {"models", b.N.size()}, {"N_opt", b.N_opt}, {"D_opt", b.D_opt},
-                       {"loss_opt", b.loss_opt}, {"parabola_in_ln_N", {b.c0, b.c1, b.c2}}});
+    budgets.push_back({{"C", b.C},
+                       {"models", b.N.size()},
+                       {"N_opt", b.N_opt},
+                       {"D_opt", b.D_opt},
+                       {"loss_opt", b.loss_opt},
+                       {"parabola_in_ln_N", {b.c0, b.c1, b.c2}}});
   }
   std::printf("\nN_opt ~ C^a with a = %s;  D_opt ~ C^b with b = %s\n", num(iso.a).c_str(),
               num(iso.b).c_str());
@@ -284,8 +305,10 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
                        {"log_D_coeff", {{"value", iso.log_D_coeff}}}};
   out["interpolated"] = iso.interpolated;
   out["budgets"] = budgets;
-  out["settings"] = {{"inputs", c.inputs}, {"drop_first", c.points.drop_first},
-                     {"final_only", c.points.final_only}, {"filters", c.points.filters}};
+  out["settings"] = {{"inputs", c.inputs},
+                     {"drop_first", c.points.drop_first},
+                     {"final_only", c.points.final_only},
+                     {"filters", c.points.filters}};
   if (!c.plots) return;
   std::ostringstream data, curves;
   std::string plots;
@@ -309,10 +332,10 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
   write_text(fs::path(c.out_dir) / "isoflop.dat", "# N loss, one block per budget\n" + data.str());
   write_text(fs::path(c.out_dir) / "isoflop_fit.dat",
              "# N parabola, one block per budget\n" + curves.str());
-  pngs.push_back(plot(c.out_dir, "isoflop",
-                      "set logscale x\nset xlabel 'parameters N'\nset ylabel 'loss'\nplot " +
-                          plots + "\n",
-                      warnings));
+  pngs.push_back(
+      plot(c.out_dir, "isoflop",
+           "set logscale x\nset xlabel 'parameters N'\nset ylabel 'loss'\nplot " + plots + "\n",
+           warnings));
 }
 
 // ----- Learning-rate transfer -----
@@ -326,12 +349,13 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
   for (const auto& curve : t.curves) {
     std::printf("%10s %6zu %12s %10s\n", num(curve.width, "%.0f").c_str(), curve.lr.size(),
                 num(curve.lr_opt).c_str(), num(curve.loss_opt, "%.4f").c_str());
-    widths.push_back({{"width", curve.width}, {"runs", curve.lr.size()},
-                      {"lr_opt", curve.lr_opt}, {"loss_opt", curve.loss_opt},
+    widths.push_back({{"width", curve.width},
+                      {"runs", curve.lr.size()},
+                      {"lr_opt", curve.lr_opt},
+                      {"loss_opt", curve.loss_opt},
                       {"parabola_in_ln_lr", {curve.c0, curve.c1, curve.c2}}});
   }
-  std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)\n",
-              t.spread);
+  std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)\n", t.spread);
   out["lr_transfer"] = {{"widths", widths}, {"spread", t.spread}};
   out["settings"] = {{"inputs", c.inputs}, {"filters", c.points.filters}};
   if (!c.plots) return;
@@ -354,13 +378,14 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
              num(cv.width, "%.0f") + "', 'lr_transfer_fit.dat' index " + std::to_string(k) +
              " with lines lc " + std::to_string(k + 1) + " notitle";
   }
-  write_text(fs::path(c.out_dir) / "lr_transfer.dat", "# lr loss, one block per width\n" + data.str());
+  write_text(fs::path(c.out_dir) / "lr_transfer.dat",
+             "# lr loss, one block per width\n" + data.str());
   write_text(fs::path(c.out_dir) / "lr_transfer_fit.dat",
              "# lr parabola, one block per width\n" + curves.str());
-  pngs.push_back(plot(c.out_dir, "lr_transfer",
-                      "set logscale x\nset xlabel 'learning rate'\nset ylabel 'final loss'\nplot " +
-                          plots + "\n",
-                      warnings));
+  pngs.push_back(plot(
+      c.out_dir, "lr_transfer",
+      "set logscale x\nset xlabel 'learning rate'\nset ylabel 'final loss'\nplot " + plots + "\n",
+      warnings));
 }
 
 }  // namespace

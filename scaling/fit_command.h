@@ -1,5 +1,5 @@
-// `ladder fit`: points in, a law (or isoFLOP profiles, or learning-rate transfer) fitted, a table on
-// stdout, fit.json and plots in the output folder.
+// `ladder fit`: points in, a law (or isoFLOP profiles, or learning-rate transfer) fitted, a table
+// on stdout, fit.json and plots in the output folder.
 //
 //   fit.json   every parameter under its name in the law's formula, with its 95% bootstrap
 //              interval; the settings; the compute-optimal allocation (chinchilla); the holdout

@@ -33,29 +33,29 @@ std::vector<Law> make_laws() {
   // Hoffmann et al. 2022, Approach 3 (Appendix D.2): the grid of initialisations of the replication
   // by Besiroglu et al. 2024: alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
   // a, b in {0, 5, ..., 25}.
-  laws.push_back(Law{
-      "chinchilla",
-      "L = E + A / N^alpha + B / D^beta",
-      {"N", "D"},
-      {"a", "b", "e", "alpha", "beta"},
-      {steps(0, 25, 5), steps(0, 25, 5), steps(-1, 1, 0.5), steps(0, 2, 0.5), steps(0, 2, 0.5)},
-      [](const double* t, const Features& x, int64_t i, double* grad) {
-        const double terms[3] = {t[0] - t[3] * x.log_N[i], t[1] - t[4] * x.log_D[i], t[2]};
-        double w[3];
-        const double out = log_sum_exp(terms, 3, w);
-        if (grad) {
-          grad[0] = w[0], grad[1] = w[1], grad[2] = w[2];
-          grad[3] = -w[0] * x.log_N[i], grad[4] = -w[1] * x.log_D[i];
-        }
-        return out;
-      },
-      [](const std::vector<double>& t) {
-        return std::vector<std::pair<std::string, double>>{{"E", std::exp(t[2])},
-                                                           {"A", std::exp(t[0])},
-                                                           {"B", std::exp(t[1])},
-                                                           {"alpha", t[3]},
-                                                           {"beta", t[4]}};
-      }});
+  laws.push_back(
+      Law{"chinchilla",
+          "L = E + A / N^alpha + B / D^beta",
+          {"N", "D"},
+          {"a", "b", "e", "alpha", "beta"},
+          {steps(0, 25, 5), steps(0, 25, 5), steps(-1, 1, 0.5), steps(0, 2, 0.5), steps(0, 2, 0.5)},
+          [](const double* t, const Features& x, int64_t i, double* grad) {
+            const double terms[3] = {t[0] - t[3] * x.log_N[i], t[1] - t[4] * x.log_D[i], t[2]};
+            double w[3];
+            const double out = log_sum_exp(terms, 3, w);
+            if (grad) {
+              grad[0] = w[0], grad[1] = w[1], grad[2] = w[2];
+              grad[3] = -w[0] * x.log_N[i], grad[4] = -w[1] * x.log_D[i];
+            }
+            return out;
+          },
+          [](const std::vector<double>& t) {
+            return std::vector<std::pair<std::string, double>>{{"E", std::exp(t[2])},
+                                                               {"A", std::exp(t[0])},
+                                                               {"B", std::exp(t[1])},
+                                                               {"alpha", t[3]},
+                                                               {"beta", t[4]}};
+          }});
   laws.push_back(Law{
       "parscale",
       "L = E + (A * 1e9 / (N * (k * ln P + 1)))^alpha",
@@ -75,10 +75,8 @@ std::vector<Law> make_laws() {
         return out;
       },
       [](const std::vector<double>& t) {
-        return std::vector<std::pair<std::string, double>>{{"E", std::exp(t[1])},
-                                                           {"A", std::exp(t[0])},
-                                                           {"alpha", t[2]},
-                                                           {"k", std::exp(t[3])}};
+        return std::vector<std::pair<std::string, double>>{
+            {"E", std::exp(t[1])}, {"A", std::exp(t[0])}, {"alpha", t[2]}, {"k", std::exp(t[3])}};
       }});
   laws.push_back(Law{"kaplan-n",
                      "L = (N_c / N)^alpha_N",
@@ -106,21 +104,21 @@ std::vector<Law> make_laws() {
                        return std::vector<std::pair<std::string, double>>{{"C_c", std::exp(t[0])},
                                                                           {"alpha_C", t[1]}};
                      }});
-  laws.push_back(Law{
-      "routed",
-      "log L = a * log N + b * log E + c * log N * log E + d",
-      {"N", "E"},
-      {"a", "b", "c", "d"},
-      {{-0.2, -0.1, -0.05, 0.0}, {-0.1, -0.05, 0.0}, {-0.01, 0.0, 0.01}, steps(0, 4, 1)},
-      [](const double* t, const Features& x, int64_t i, double* grad) {
-        const double n = x.log_N[i], e = x.log_E[i];
-        if (grad) grad[0] = n, grad[1] = e, grad[2] = n * e, grad[3] = 1;
-        return t[0] * n + t[1] * e + t[2] * n * e + t[3];
-      },
-      [](const std::vector<double>& t) {
-        return std::vector<std::pair<std::string, double>>{
-            {"a", t[0]}, {"b", t[1]}, {"c", t[2]}, {"d", t[3]}};
-      }});
+  laws.push_back(
+      Law{"routed",
+          "log L = a * log N + b * log E + c * log N * log E + d",
+          {"N", "E"},
+          {"a", "b", "c", "d"},
+          {{-0.2, -0.1, -0.05, 0.0}, {-0.1, -0.05, 0.0}, {-0.01, 0.0, 0.01}, steps(0, 4, 1)},
+          [](const double* t, const Features& x, int64_t i, double* grad) {
+            const double n = x.log_N[i], e = x.log_E[i];
+            if (grad) grad[0] = n, grad[1] = e, grad[2] = n * e, grad[3] = 1;
+            return t[0] * n + t[1] * e + t[2] * n * e + t[3];
+          },
+          [](const std::vector<double>& t) {
+            return std::vector<std::pair<std::string, double>>{
+                {"a", t[0]}, {"b", t[1]}, {"c", t[2]}, {"d", t[3]}};
+          }});
   return laws;
 }
 
@@ -168,8 +166,9 @@ Features features(const std::vector<Point>& points, const Law& law) {
       double v = field(p, q);
       if (q == "C" && std::isnan(v)) v = 6.0 * p.N * p.D;
       if (needed && !(v > 0 && std::isfinite(v)))
-        throw Error(p.run, "law " + law.name + " needs " + q + " > 0 for every point; this one has " +
-                               q + " = " + std::to_string(v) +
+        throw Error(p.run, "law " + law.name + " needs " + q +
+                               " > 0 for every point; this one has " + q + " = " +
+                               std::to_string(v) +
                                (q == "C" ? " (and no N and D to take it as 6 N D)" : ""));
       out[i] = std::log(v);
     }

@@ -3,8 +3,10 @@
 // law's formula.
 //
 //   chinchilla  L = E + A / N^alpha + B / D^beta                         (Hoffmann et al. 2022)
-//               fitted as log L = LSE(a - alpha log N, b - beta log D, e), A = e^a, B = e^b, E = e^e
-//   parscale    L = E + (A 1e9 / (N (k ln P + 1)))^alpha                 (Chen et al. 2025, ParScale)
+//               fitted as log L = LSE(a - alpha log N, b - beta log D, e), A = e^a, B = e^b, E =
+//               e^e
+//   parscale    L = E + (A 1e9 / (N (k ln P + 1)))^alpha                 (Chen et al. 2025,
+//   ParScale)
 //               fitted as log L = LSE(alpha (a + ln 1e9 - log N - log(k ln P + 1)), e), k = e^kappa
 //   kaplan-n    L = (N_c / N)^alpha_N                                     (Kaplan et al. 2020)
 //   kaplan-c    L = (C_c / C)^alpha_C                                     (Kaplan et al. 2020)

@@ -155,9 +155,9 @@ std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& w
       continue;
     }
     if (cells.size() != header.size())
-      throw Error(path + ":" + std::to_string(line_no),
-                  "has " + std::to_string(cells.size()) + " cells but the header has " +
-                      std::to_string(header.size()));
+      throw Error(path + ":" + std::to_string(line_no), "has " + std::to_string(cells.size()) +
+                                                            " cells but the header has " +
+                                                            std::to_string(header.size()));
     Point p;
     p.run = path + ":" + std::to_string(line_no);  // without a run column each row is its own run
     for (size_t c = 0; c < header.size(); ++c) {

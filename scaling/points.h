@@ -32,8 +32,8 @@ struct Point {
 };
 
 struct PointOptions {
-  double drop_first = 0.1;  // per run, drop points with D <= drop_first x the run's last D
-  bool final_only = false;  // per run, keep only the point with the most tokens
+  double drop_first = 0.1;           // per run, drop points with D <= drop_first x the run's last D
+  bool final_only = false;           // per run, keep only the point with the most tokens
   std::vector<std::string> filters;  // "key=value": keep points whose attribute matches
 };
 

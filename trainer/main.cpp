@@ -184,7 +184,8 @@ struct FitCommand {
     cmd->add_option("--out", c.out_dir, "Folder for fit.json and the plots")->capture_default_str();
     cmd->add_option("--bootstrap", c.fit.bootstrap, "Bootstrap resamples for 95% intervals")
         ->capture_default_str();
-    cmd->add_option("--seed", c.fit.seed, "Seed of the bootstrap resampling")->capture_default_str();
+    cmd->add_option("--seed", c.fit.seed, "Seed of the bootstrap resampling")
+        ->capture_default_str();
     cmd->add_option("--starts", c.fit.starts,
                     "L-BFGS runs from the best grid points (0: from every grid point)")
         ->capture_default_str();
@@ -201,7 +202,8 @@ struct FitCommand {
                     "Keep points whose attribute matches: key=value (repeatable)");
     cmd->add_flag("--lr-transfer", c.lr_transfer,
                   "Optimal learning rate per width (a parabola in log lr) instead of a law");
-    cmd->add_flag("--no-plots", [this](int64_t) { c.plots = false; }, "Write no plots");
+    cmd->add_flag(
+        "--no-plots", [this](int64_t) { c.plots = false; }, "Write no plots");
   }
   int run() { return ladder::scaling::run_fit(c); }
 };

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 
 #include "test_util.h"
 
@@ -67,6 +69,66 @@ TEST(Cli, UnbuiltSubcommandsSaySo) {
     const auto r = run_command(ladder_binary() + " " + sub + " anything");
     EXPECT_EQ(r.status, 2) << sub;
     EXPECT_EQ(r.output, std::string("ladder: error: ") + sub + ": not built yet\n");
+  }
+}
+
+// Points from the Chinchilla law (Hoffmann et al. 2022's fit), exactly: 6 sizes x 6 token counts.
+std::string chinchilla_csv() {
+  std::string csv = "N,D,loss\n";
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 6; ++j) {
+      const double N = 1e7 * std::pow(10.0, i * 0.5), D = 1e9 * std::pow(10.0, j * 0.5);
+      char row[96];
+      std::snprintf(row, sizeof row, "%.17g,%.17g,%.17g\n", N, D,
+                    1.69 + 406.4 / std::pow(N, 0.34) + 410.7 / std::pow(D, 0.28));
+      csv += row;
+    }
+  return csv;
+}
+
+TEST(Cli, FitWritesTheLawsParametersDeterministically) {
+  TempDir dir;
+  testing::write_file(dir.path("points.csv"), chinchilla_csv());
+  const std::string fit =
+      ladder_binary() + " fit " + dir.path("points.csv") + " --bootstrap 20 --holdout 1 --out ";
+  const auto a = run_command(fit + dir.path("a"));
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("compute-optimal allocation"), std::string::npos) << a.output;
+  EXPECT_NE(a.output.find("holdout: the 1 largest model size (6 points)"), std::string::npos);
+  const std::string json = testing::read_file(dir.path("a/fit.json"));
+  for (const char* key :
+       {"\"E\"", "\"A\"", "\"B\"", "\"alpha\"", "\"beta\"", "\"ci95\"", "\"allocation\"",
+        "\"tokens_per_parameter\"", "\"mean_abs_rel_error\"", "\"huber_delta\": 0.001"})
+    EXPECT_NE(json.find(key), std::string::npos) << key;
+  const auto b = run_command(fit + dir.path("b"));
+  ASSERT_EQ(b.status, 0) << b.output;
+  EXPECT_EQ(json, testing::read_file(dir.path("b/fit.json")));  // same input, same bytes
+  if (run_command("command -v gnuplot").status == 0) {
+    EXPECT_TRUE(std::filesystem::exists(dir.path("a/loss_vs_compute.png")));
+    EXPECT_TRUE(std::filesystem::exists(dir.path("a/residuals.png")));
+    EXPECT_TRUE(std::filesystem::exists(dir.path("a/points.dat")));
+  }
+}
+
+TEST(Cli, FitMistakesAreOneLineAndExitTwo) {
+  TempDir dir;
+  testing::write_file(dir.path("points.csv"), chinchilla_csv());
+  testing::write_file(dir.path("nod.csv"), "N,loss\n1e8,3\n2e8,2.9\n");
+  const std::string fit = ladder_binary() + " fit --no-plots --out " + dir.path("o") + " ";
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {dir.path("points.csv") + " --law chinchila",
+            "ladder: error: --law chinchila: unknown law; known: chinchilla, parscale"},
+           {dir.path("missing.csv"),
+            "ladder: error: " + dir.path("missing.csv") + ": no such file or folder"},
+           {dir.path("nod.csv"), "law chinchilla needs D > 0 for every point"},
+           {dir.path("points.csv") + " --holdout 6",
+            "ladder: error: --holdout 6: the points have only 6 model sizes"},
+           {dir.path("points.csv") + " --filter arch=moe",
+            "ladder: error: ladder fit: no points left after reading and filtering"}}) {
+    const auto r = run_command(fit + args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_EQ(count(r.output, "\n"), 1u) << r.output;
   }
 }
 
