@@ -9,7 +9,7 @@
 namespace ladder {
 namespace {
 
-constexpr int64_t kTraceVersion = 1;
+constexpr int64_t kTraceVersion = 2;  // 2: step_s, compute_s, comm_s, comm_bytes
 
 struct Column {
   const char* name;
