@@ -24,6 +24,14 @@ class Error : public std::runtime_error {
   std::string detail_;
 };
 
+// A user-facing error that every rank of the job throws at the same point, because they decided it
+// on the same all-reduced values (a diverged loss): the job ends with one message from rank 0 and
+// exit status 2 on every rank, without MPI_Abort (parallel::run_or_abort).
+class AgreedError : public Error {
+ public:
+  using Error::Error;
+};
+
 // "ladder: error: <where>: <what>" for an Error, "ladder: error: <what>" for anything else.
 std::string format_error(const std::exception& e);
 

@@ -60,6 +60,10 @@ int run_or_abort(const MpiWorld& world, const std::function<int()>& body) {
   std::string message;
   try {
     return body();
+  } catch (const AgreedError& e) {
+    // Every rank is here: no one waits in a collective, so no abort, and one message.
+    if (world.rank() == 0) std::fprintf(stderr, "%s\n", format_error(e).c_str());
+    return kExitUserError;
   } catch (const std::exception& e) {
     message = format_error(e);
   } catch (...) {

@@ -38,10 +38,11 @@ class MpiWorld {
 // failing rank, with its number, when only some did (a file missing on one node). Collective.
 int check_on_every_rank(const MpiWorld& world, const std::function<void()>& checks);
 
-// Runs `body` and returns its status. An exception on any rank ends the whole job within seconds:
-// in a job of several ranks the failing rank prints "ladder: error: <message> [rank r]" and calls
-// MPI_Abort (the others may be waiting in a collective and would hang); alone, it prints and
-// returns 2.
+// Runs `body` and returns its status. An AgreedError (thrown by every rank alike) prints once from
+// rank 0 and returns kExitUserError everywhere. Any other exception ends the whole job within
+// seconds: in a job of several ranks the failing rank prints "ladder: error: <message> [rank r]"
+// and calls MPI_Abort (the others may be waiting in a collective and would hang); alone, it prints
+// and returns 2.
 int run_or_abort(const MpiWorld& world, const std::function<int()>& body);
 
 }  // namespace ladder::parallel

@@ -120,12 +120,13 @@ std::vector<optim::ParamSegment> segments_of(const std::vector<parallel::FlatRan
   return out;
 }
 
+// `value` is the same on every rank (reduced over dp), so every rank stops here alike.
 void require_finite(double value, const std::string& what, int64_t step) {
   if (!std::isfinite(value))
-    throw Error("train", "step " + std::to_string(step + 1) + ": " + what + " is " +
-                             std::to_string(value) +
-                             "; stopping without writing a checkpoint of this state (lower "
-                             "optim.lr, or resume from the last checkpoint)");
+    throw AgreedError("train", "step " + std::to_string(step + 1) + ": " + what + " is " +
+                                   std::to_string(value) +
+                                   "; stopping without writing a checkpoint of this state (lower "
+                                   "optim.lr, or resume from the last checkpoint)");
 }
 
 }  // namespace

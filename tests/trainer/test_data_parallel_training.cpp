@@ -107,6 +107,19 @@ TEST_F(DataParallelTraining, ResumeAtFixedLayoutIsBitwiseIdentical) {
   }
 }
 
+TEST_F(DataParallelTraining, DivergenceStopsEveryRankWithOneMessage) {
+  const auto r =
+      train(recipe("diverge", kTrain20 + std::string("[optim]\nlr = 1e30\ngrad_clip = 0.0\n")),
+            "--set optim.zero=1", 2);
+  EXPECT_EQ(r.status, 2) << r.output;
+  size_t count = 0;
+  for (size_t at = r.output.find("ladder: error: train: step "); at != std::string::npos;
+       at = r.output.find("ladder: error: train: step ", at + 1))
+    ++count;
+  EXPECT_EQ(count, 1u) << r.output;
+  EXPECT_EQ(r.output.find("MPI_ABORT"), std::string::npos) << r.output;
+}
+
 TEST_F(DataParallelTraining, UnbuiltLayoutsAreRefusedOnEveryRankWithOneMessage) {
   const auto r = train(recipe("tp", kTrain20), "--set parallel.tp=2", 2);
   EXPECT_EQ(r.status, 2) << r.output;

@@ -6,12 +6,12 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/hdf5.h"
 #include "models/dense.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
 #include "test_util.h"
 #include "trainer/checkpoint.h"
-#include "core/hdf5.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {
@@ -145,6 +145,25 @@ TEST_F(Training, InspectSummarisesCheckpointTraceAndDataset) {
 }
 
 // Trace and checkpoint are readable with h5py, as users (and the fitter's Python users) read them.
+TEST_F(Training, FitReadsTheTracesOfRealRuns) {
+  // Two widths, an evaluation every 2 steps: 6 points each, none in the first 10% of tokens.
+  const std::string runs = dir_->path("fit_runs");
+  for (const char* width : {"32", "48"})
+    ASSERT_EQ(train(recipe(std::string("w") + width, kTrain12),
+                    "--set eval.every_steps=2 --set model.d_model=" + std::string(width) +
+                        " --set run.out_dir=" + runs)
+                  .status,
+              0);
+  const auto r =
+      run_command(testing::ladder_binary() + " fit " + runs +
+                  " --law kaplan-c --bootstrap 5 --no-plots --out " + dir_->path("fit_out"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("12 points from 2 runs"), std::string::npos) << r.output;
+  const std::string json = testing::read_file(dir_->path("fit_out/fit.json"));
+  EXPECT_NE(json.find("\"alpha_C\""), std::string::npos);
+  EXPECT_NE(json.find("\"points\": 12"), std::string::npos) << json;
+}
+
 TEST_F(Training, ReadableWithH5py) {
   if (run_command("/usr/bin/python3 -c 'import h5py'").status != 0)
     GTEST_SKIP() << "python3-h5py is not installed";
