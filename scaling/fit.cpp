@@ -168,6 +168,25 @@ Allocation chinchilla_allocation(const std::vector<double>& theta) {
   return out;
 }
 
+std::vector<Point> resample_runs(const std::vector<Point>& points, uint64_t& state) {
+  std::vector<std::string> runs;
+  std::map<std::string, std::vector<const Point*>> by_run;
+  for (const Point& p : points) {
+    auto& list = by_run[p.run];
+    if (list.empty()) runs.push_back(p.run);
+    list.push_back(&p);
+  }
+  std::vector<Point> out;
+  for (size_t draw = 0; draw < runs.size(); ++draw) {
+    const std::string& run = runs[(state = splitmix64(state)) % runs.size()];
+    for (const Point* p : by_run[run]) {
+      out.push_back(*p);
+      out.back().run = run + "#" + std::to_string(draw);
+    }
+  }
+  return out;
+}
+
 bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0,
                   double& c1, double& c2) {
   std::vector<double> distinct = x;

@@ -97,6 +97,11 @@ struct LrTransfer {
 // Uses the last point of each run; points need a width and a learning rate.
 LrTransfer lr_transfer(const std::vector<Point>& points, std::vector<std::string>& warnings);
 
+// A bootstrap resample of whole runs (with replacement; a run drawn twice appears under two names),
+// for procedures whose unit is a run or a loss curve rather than a point: isoFLOP profiles and
+// learning-rate transfer. `state` advances.
+std::vector<Point> resample_runs(const std::vector<Point>& points, uint64_t& state);
+
 // Least-squares parabola y = c0 + c1 x + c2 x^2; false with fewer than 3 distinct x.
 bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0,
                   double& c1, double& c2);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -295,13 +296,41 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
                        {"loss_opt", b.loss_opt},
                        {"parabola_in_ln_N", {b.c0, b.c1, b.c2}}});
   }
-  std::printf("\nN_opt ~ C^a with a = %s;  D_opt ~ C^b with b = %s\n", num(iso.a).c_str(),
-              num(iso.b).c_str());
+  // Bootstrap over runs (a run is a point of published data, or a loss curve).
+  std::vector<double> as, bs;
+  int64_t failed = 0;
+  uint64_t state = c.fit.seed ^ 0x69736f666c6f70ULL;  // "isoflop"
+  for (int64_t k = 0; k < c.fit.bootstrap; ++k) {
+    std::vector<std::string> ignored;
+    try {
+      const IsoflopResult b = isoflop_profiles(resample_runs(points, state), ignored);
+      as.push_back(b.a), bs.push_back(b.b);
+    } catch (const Error&) {
+      ++failed;  // too few budgets with a minimum in this resample
+    }
+  }
+  auto ci = [&](const std::vector<double>& v) -> json {
+    if (v.empty()) return nullptr;
+    const Interval i = percentile_interval(v);
+    return json::array({i.low, i.high});
+  };
+  auto ci_text = [&](const std::vector<double>& v) -> std::string {
+    if (v.empty()) return "";
+    const Interval i = percentile_interval(v);
+    return " [" + num(i.low) + ", " + num(i.high) + "]";
+  };
+  std::printf("\nN_opt ~ C^a with a = %s%s;  D_opt ~ C^b with b = %s%s\n", num(iso.a).c_str(),
+              ci_text(as).c_str(), num(iso.b).c_str(), ci_text(bs).c_str());
+  if (c.fit.bootstrap > 0)
+    std::printf(
+        "95%% intervals from %lld bootstrap resamples of the runs%s\n",
+        static_cast<long long>(c.fit.bootstrap),
+        failed ? (" (" + std::to_string(failed) + " without 2 usable budgets)").c_str() : "");
   out["law"] = "isoflop";
   out["formula"] = "N_opt = exp(log_N_coeff) C^a, D_opt = exp(log_D_coeff) C^b";
-  out["parameters"] = {{"a", {{"value", iso.a}}},
+  out["parameters"] = {{"a", {{"value", iso.a}, {"ci95", ci(as)}}},
                        {"log_N_coeff", {{"value", iso.log_N_coeff}}},
-                       {"b", {{"value", iso.b}}},
+                       {"b", {{"value", iso.b}, {"ci95", ci(bs)}}},
                        {"log_D_coeff", {{"value", iso.log_D_coeff}}}};
   out["interpolated"] = iso.interpolated;
   out["budgets"] = budgets;
@@ -355,9 +384,43 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
                       {"loss_opt", curve.loss_opt},
                       {"parabola_in_ln_lr", {curve.c0, curve.c1, curve.c2}}});
   }
-  std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)\n", t.spread);
-  out["lr_transfer"] = {{"widths", widths}, {"spread", t.spread}};
-  out["settings"] = {{"inputs", c.inputs}, {"filters", c.points.filters}};
+  // Bootstrap over runs: intervals for each width's optimum and for the spread.
+  std::map<double, std::vector<double>> optima;
+  std::vector<double> spreads;
+  uint64_t state = c.fit.seed ^ 0x6c727472616e73ULL;  // "lrtrans"
+  for (int64_t k = 0; k < c.fit.bootstrap; ++k) {
+    std::vector<std::string> ignored;
+    try {
+      const LrTransfer b = lr_transfer(resample_runs(points, state), ignored);
+      for (const auto& curve : b.curves)
+        optima[curve.width].push_back(curve.lr_opt);
+      if (b.curves.size() == t.curves.size()) spreads.push_back(b.spread);
+    } catch (const Error&) {
+      // no width with a usable sweep in this resample
+    }
+  }
+  for (size_t k = 0; k < t.curves.size(); ++k) {
+    const auto& v = optima[t.curves[k].width];
+    if (v.empty()) continue;
+    const Interval i = percentile_interval(v);
+    widths[k]["lr_opt_ci95"] = {i.low, i.high};
+    std::printf("  width %s: lr_opt 95%% interval [%s, %s] (%zu of %lld resamples)\n",
+                num(t.curves[k].width, "%.0f").c_str(), num(i.low).c_str(), num(i.high).c_str(),
+                v.size(), static_cast<long long>(c.fit.bootstrap));
+  }
+  std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)", t.spread);
+  json spread_ci = nullptr;
+  if (!spreads.empty()) {
+    const Interval i = percentile_interval(spreads);
+    spread_ci = {i.low, i.high};
+    std::printf(", 95%% interval [%.3g, %.3g]", i.low, i.high);
+  }
+  std::printf("\n");
+  out["lr_transfer"] = {{"widths", widths}, {"spread", t.spread}, {"spread_ci95", spread_ci}};
+  out["settings"] = {{"inputs", c.inputs},
+                     {"bootstrap", c.fit.bootstrap},
+                     {"seed", c.fit.seed},
+                     {"filters", c.points.filters}};
   if (!c.plots) return;
   std::ostringstream data, curves;
   std::string plots;

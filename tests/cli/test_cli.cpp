@@ -110,6 +110,52 @@ TEST(Cli, FitWritesTheLawsParametersDeterministically) {
   }
 }
 
+TEST(Cli, FitIsoflopAndLearningRateTransferWithIntervals) {
+  TempDir dir;
+  // isoFLOP points: 4 budgets x 7 sizes on N D = C / 6, from the Chinchilla law.
+  std::string iso = "N,D,C,loss\n", lr = "width,lr,loss,run\n";
+  for (double C : {1e18, 1e19, 1e20, 1e21})
+    for (int i = -3; i <= 3; ++i) {
+      const double centre = 0.29 * std::pow(C / 6, 0.4516), N = centre * std::pow(1.6, i);
+      const double D = C / 6 / N;
+      char row[128];
+      std::snprintf(row, sizeof row, "%.10g,%.10g,%.10g,%.10g\n", N, D, C,
+                    1.69 + 406.4 / std::pow(N, 0.34) + 410.7 / std::pow(D, 0.28));
+      iso += row;
+    }
+  for (int width : {128, 256})
+    for (int i = -3; i <= 3; ++i) {
+      const double best = width == 128 ? 0.01 : 0.012, rate = best * std::pow(2.0, i);
+      char row[128];
+      std::snprintf(row, sizeof row, "%d,%.10g,%.10g,w%d_%d\n", width, rate,
+                    3 + 0.05 * std::pow(std::log(rate / best), 2), width, i);
+      lr += row;
+    }
+  testing::write_file(dir.path("iso.csv"), iso);
+  testing::write_file(dir.path("lr.csv"), lr);
+  const auto a = run_command(ladder_binary() + " fit " + dir.path("iso.csv") +
+                             " --law isoflop --bootstrap 20 --out " + dir.path("iso"));
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("4 budgets with a minimum inside their model sizes"), std::string::npos)
+      << a.output;
+  const std::string iso_json = testing::read_file(dir.path("iso/fit.json"));
+  for (const char* key : {"\"law\": \"isoflop\"", "\"a\"", "\"b\"", "\"ci95\"", "\"budgets\""})
+    EXPECT_NE(iso_json.find(key), std::string::npos) << key;
+  const auto b = run_command(ladder_binary() + " fit " + dir.path("lr.csv") +
+                             " --lr-transfer --bootstrap 20 --out " + dir.path("lr"));
+  ASSERT_EQ(b.status, 0) << b.output;
+  EXPECT_NE(b.output.find("spread of the optimal learning rate across widths: 1.2x"),
+            std::string::npos)
+      << b.output;
+  const std::string lr_json = testing::read_file(dir.path("lr/fit.json"));
+  for (const char* key : {"\"lr_transfer\"", "\"lr_opt\"", "\"lr_opt_ci95\"", "\"spread_ci95\""})
+    EXPECT_NE(lr_json.find(key), std::string::npos) << key;
+  if (run_command("command -v gnuplot").status == 0) {
+    EXPECT_TRUE(std::filesystem::exists(dir.path("iso/isoflop.png")));
+    EXPECT_TRUE(std::filesystem::exists(dir.path("lr/lr_transfer.png")));
+  }
+}
+
 TEST(Cli, FitMistakesAreOneLineAndExitTwo) {
   TempDir dir;
   testing::write_file(dir.path("points.csv"), chinchilla_csv());
