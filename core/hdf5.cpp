@@ -59,13 +59,13 @@ hid_t link_creation_with_parents() {
 
 namespace {
 
-// File access through MPI-IO for a shared file, with metadata reads and writes collective (every
-// rank takes part in them anyway, and then one rank reads the metadata and broadcasts it).
+// File access through MPI-IO for a shared file. Metadata writes are collective (every rank creates
+// every dataset anyway); metadata reads stay independent, because ranks open different datasets to
+// move their own pieces (collective reads would require the same opens on every rank).
 Handle file_access(MPI_Comm comm) {
   Handle fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
   if (comm != MPI_COMM_NULL) {
     H5Pset_fapl_mpio(fapl.id, comm, MPI_INFO_NULL);
-    H5Pset_all_coll_metadata_ops(fapl.id, 1);
     H5Pset_coll_metadata_write(fapl.id, 1);
   }
   return fapl;

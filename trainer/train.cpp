@@ -210,7 +210,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       r.model.ffn_hidden, vocab, human(acc.total_params), human(acc.non_embedding_params),
       human(acc.flops_per_token));
   spdlog::info(
-      "data parallel: dp={}, {} micro-batches of {} per rank and step, {} gradient buckets of "
+      "data parallel: dp={}, micro-batches of {} x {} sequences per rank and step, {} gradient "
+      "buckets of "
       "<= {} MiB{}{}",
       mesh.dp().size(), r.parallel.microbatches, r.train.micro_batch, dp.bucket_count(),
       r.parallel.bucket_mb, r.parallel.overlap_grad_reduce ? ", overlapped with backward" : "",
