@@ -81,6 +81,50 @@ size_t run_count(const std::vector<Point>& points) {
   return runs.size();
 }
 
+// One group of points with its least-squares parabola in ln x: an isoFLOP budget, or one width's
+// learning-rate sweep.
+struct ParabolaGroup {
+  std::string title;
+  const std::vector<double>& x;
+  const std::vector<double>& y;
+  double c0, c1, c2;
+};
+
+// Writes NAME.dat (the points) and NAME_fit.dat (the parabolas), one block per group, and plots
+// them against a logarithmic x axis. Returns the PNG's name, or "".
+std::string plot_parabolas(const fs::path& dir, const std::string& name, const std::string& x_label,
+                           const std::string& y_label, const std::vector<ParabolaGroup>& groups,
+                           std::vector<std::string>& warnings) {
+  std::ostringstream data, curves;
+  std::string plots;
+  for (size_t k = 0; k < groups.size(); ++k) {
+    const ParabolaGroup& g = groups[k];
+    for (size_t i = 0; i < g.x.size(); ++i)
+      data << num(g.x[i], "%.10g") << ' ' << num(g.y[i], "%.10g") << '\n';
+    data << "\n\n";
+    const double lo = *std::min_element(g.x.begin(), g.x.end());
+    const double hi = *std::max_element(g.x.begin(), g.x.end());
+    for (int i = 0; i <= 40; ++i) {
+      const double x = lo * std::pow(hi / lo, i / 40.0), u = std::log(x);
+      curves << num(x, "%.10g") << ' ' << num(g.c0 + g.c1 * u + g.c2 * u * u, "%.10g") << '\n';
+    }
+    curves << "\n\n";
+    const std::string block = " index " + std::to_string(k),
+                      colour = " lc " + std::to_string(k + 1);
+    plots += std::string(k ? ", " : "") + "'" + name + ".dat'" + block + " with points pt 7" +
+             colour + " title '" + g.title + "', '" + name + "_fit.dat'" + block + " with lines" +
+             colour + " notitle";
+  }
+  write_text(dir / (name + ".dat"),
+             "# " + x_label + ", " + y_label + "; one block per group\n" + data.str());
+  write_text(dir / (name + "_fit.dat"),
+             "# " + x_label + ", fitted parabola in ln x; one block per group\n" + curves.str());
+  return plot(dir, name,
+              "set logscale x\nset xlabel '" + x_label + "'\nset ylabel '" + y_label + "'\nplot " +
+                  plots + "\n",
+              warnings);
+}
+
 // ----- A law of laws.h -----
 
 void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
@@ -339,32 +383,10 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
                      {"final_only", c.points.final_only},
                      {"filters", c.points.filters}};
   if (!c.plots) return;
-  std::ostringstream data, curves;
-  std::string plots;
-  for (size_t k = 0; k < iso.budgets.size(); ++k) {
-    const auto& b = iso.budgets[k];
-    for (size_t i = 0; i < b.N.size(); ++i)
-      data << num(b.N[i], "%.10g") << ' ' << num(b.loss[i], "%.10g") << '\n';
-    data << "\n\n";
-    const double lo = *std::min_element(b.N.begin(), b.N.end());
-    const double hi = *std::max_element(b.N.begin(), b.N.end());
-    for (int i = 0; i <= 40; ++i) {
-      const double N = lo * std::pow(hi / lo, i / 40.0), u = std::log(N);
-      curves << num(N, "%.10g") << ' ' << num(b.c0 + b.c1 * u + b.c2 * u * u, "%.10g") << '\n';
-    }
-    curves << "\n\n";
-    plots += std::string(k ? ", " : "") + "'isoflop.dat' index " + std::to_string(k) +
-             " with points pt 7 lc " + std::to_string(k + 1) + " title 'C = " + num(b.C, "%.2e") +
-             "', 'isoflop_fit.dat' index " + std::to_string(k) + " with lines lc " +
-             std::to_string(k + 1) + " notitle";
-  }
-  write_text(fs::path(c.out_dir) / "isoflop.dat", "# N loss, one block per budget\n" + data.str());
-  write_text(fs::path(c.out_dir) / "isoflop_fit.dat",
-             "# N parabola, one block per budget\n" + curves.str());
-  pngs.push_back(
-      plot(c.out_dir, "isoflop",
-           "set logscale x\nset xlabel 'parameters N'\nset ylabel 'loss'\nplot " + plots + "\n",
-           warnings));
+  std::vector<ParabolaGroup> groups;
+  for (const auto& b : iso.budgets)
+    groups.push_back({"C = " + num(b.C, "%.2e"), b.N, b.loss, b.c0, b.c1, b.c2});
+  pngs.push_back(plot_parabolas(c.out_dir, "isoflop", "parameters N", "loss", groups, warnings));
 }
 
 // ----- Learning-rate transfer -----
@@ -422,33 +444,11 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
                      {"seed", c.fit.seed},
                      {"filters", c.points.filters}};
   if (!c.plots) return;
-  std::ostringstream data, curves;
-  std::string plots;
-  for (size_t k = 0; k < t.curves.size(); ++k) {
-    const auto& cv = t.curves[k];
-    for (size_t i = 0; i < cv.lr.size(); ++i)
-      data << num(cv.lr[i], "%.10g") << ' ' << num(cv.loss[i], "%.10g") << '\n';
-    data << "\n\n";
-    const double lo = *std::min_element(cv.lr.begin(), cv.lr.end());
-    const double hi = *std::max_element(cv.lr.begin(), cv.lr.end());
-    for (int i = 0; i <= 40; ++i) {
-      const double lr = lo * std::pow(hi / lo, i / 40.0), u = std::log(lr);
-      curves << num(lr, "%.10g") << ' ' << num(cv.c0 + cv.c1 * u + cv.c2 * u * u, "%.10g") << '\n';
-    }
-    curves << "\n\n";
-    plots += std::string(k ? ", " : "") + "'lr_transfer.dat' index " + std::to_string(k) +
-             " with points pt 7 lc " + std::to_string(k + 1) + " title 'width " +
-             num(cv.width, "%.0f") + "', 'lr_transfer_fit.dat' index " + std::to_string(k) +
-             " with lines lc " + std::to_string(k + 1) + " notitle";
-  }
-  write_text(fs::path(c.out_dir) / "lr_transfer.dat",
-             "# lr loss, one block per width\n" + data.str());
-  write_text(fs::path(c.out_dir) / "lr_transfer_fit.dat",
-             "# lr parabola, one block per width\n" + curves.str());
-  pngs.push_back(plot(
-      c.out_dir, "lr_transfer",
-      "set logscale x\nset xlabel 'learning rate'\nset ylabel 'final loss'\nplot " + plots + "\n",
-      warnings));
+  std::vector<ParabolaGroup> groups;
+  for (const auto& cv : t.curves)
+    groups.push_back({"width " + num(cv.width, "%.0f"), cv.lr, cv.loss, cv.c0, cv.c1, cv.c2});
+  pngs.push_back(
+      plot_parabolas(c.out_dir, "lr_transfer", "learning rate", "final loss", groups, warnings));
 }
 
 }  // namespace

@@ -28,6 +28,26 @@ std::vector<double> steps(double first, double last, double step) {
   return v;
 }
 
+// Kaplan et al. 2020's single-variable power laws L = (X_c / X)^alpha_X, fitted as
+// log L = alpha_X (log X_c - log X); X is N or C.
+Law kaplan_law(const std::string& name, const std::string& X, std::vector<double> Features::*log_X,
+               std::vector<double> log_X_c_grid) {
+  return Law{name,
+             "L = (" + X + "_c / " + X + ")^alpha_" + X,
+             {X},
+             {"log_" + X + "_c", "alpha_" + X},
+             {std::move(log_X_c_grid), {0.02, 0.05, 0.1, 0.2, 0.5}},
+             [log_X](const double* t, const Features& x, int64_t i, double* grad) {
+               const double log_x = (x.*log_X)[i];
+               if (grad) grad[0] = t[1], grad[1] = t[0] - log_x;
+               return t[1] * (t[0] - log_x);
+             },
+             [X](const std::vector<double>& t) {
+               return std::vector<std::pair<std::string, double>>{{X + "_c", std::exp(t[0])},
+                                                                  {"alpha_" + X, t[1]}};
+             }};
+}
+
 std::vector<Law> make_laws() {
   std::vector<Law> laws;
   // Hoffmann et al. 2022, Approach 3 (Appendix D.2): the grid of initialisations of the replication
@@ -78,32 +98,8 @@ std::vector<Law> make_laws() {
         return std::vector<std::pair<std::string, double>>{
             {"E", std::exp(t[1])}, {"A", std::exp(t[0])}, {"alpha", t[2]}, {"k", std::exp(t[3])}};
       }});
-  laws.push_back(Law{"kaplan-n",
-                     "L = (N_c / N)^alpha_N",
-                     {"N"},
-                     {"log_N_c", "alpha_N"},
-                     {steps(5, 40, 5), {0.02, 0.05, 0.1, 0.2, 0.5}},
-                     [](const double* t, const Features& x, int64_t i, double* grad) {
-                       if (grad) grad[0] = t[1], grad[1] = t[0] - x.log_N[i];
-                       return t[1] * (t[0] - x.log_N[i]);
-                     },
-                     [](const std::vector<double>& t) {
-                       return std::vector<std::pair<std::string, double>>{{"N_c", std::exp(t[0])},
-                                                                          {"alpha_N", t[1]}};
-                     }});
-  laws.push_back(Law{"kaplan-c",
-                     "L = (C_c / C)^alpha_C",
-                     {"C"},
-                     {"log_C_c", "alpha_C"},
-                     {steps(10, 80, 10), {0.02, 0.05, 0.1, 0.2, 0.5}},
-                     [](const double* t, const Features& x, int64_t i, double* grad) {
-                       if (grad) grad[0] = t[1], grad[1] = t[0] - x.log_C[i];
-                       return t[1] * (t[0] - x.log_C[i]);
-                     },
-                     [](const std::vector<double>& t) {
-                       return std::vector<std::pair<std::string, double>>{{"C_c", std::exp(t[0])},
-                                                                          {"alpha_C", t[1]}};
-                     }});
+  laws.push_back(kaplan_law("kaplan-n", "N", &Features::log_N, steps(5, 40, 5)));
+  laws.push_back(kaplan_law("kaplan-c", "C", &Features::log_C, steps(10, 80, 10)));
   laws.push_back(
       Law{"routed",
           "log L = a * log N + b * log E + c * log N * log E + d",
