@@ -27,6 +27,13 @@ std::string num(double v, const char* format = "%.4g") {
   return buf;
 }
 
+// The 95% interval of bootstrap values as [low, high], or null without any.
+json ci95_json(const std::vector<double>& values) {
+  if (values.empty()) return nullptr;
+  const Interval i = percentile_interval(values);
+  return json::array({i.low, i.high});
+}
+
 json interval_json(const FitResult& r, const std::string& name) {
   const auto it = r.intervals.find(name);
   if (it == r.intervals.end()) return nullptr;
@@ -200,17 +207,12 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
       const Allocation b = chinchilla_allocation(t);
       as.push_back(b.a), bs.push_back(b.b);
     }
-    json allocation = {
-        {"formula", "N_opt = G (C/6)^a, D_opt = (C/6)^b / G, C = 6 N D"},
-        {"a", a.a},
-        {"a_ci95", as.empty()
-                       ? json(nullptr)
-                       : json::array({percentile_interval(as).low, percentile_interval(as).high})},
-        {"b", a.b},
-        {"b_ci95", bs.empty()
-                       ? json(nullptr)
-                       : json::array({percentile_interval(bs).low, percentile_interval(bs).high})},
-        {"G", a.G}};
+    json allocation = {{"formula", "N_opt = G (C/6)^a, D_opt = (C/6)^b / G, C = 6 N D"},
+                       {"a", a.a},
+                       {"a_ci95", ci95_json(as)},
+                       {"b", a.b},
+                       {"b_ci95", ci95_json(bs)},
+                       {"G", a.G}};
     std::printf("\ncompute-optimal allocation (C = 6 N D): N_opt ~ C^%s, D_opt ~ C^%s\n",
                 num(a.a).c_str(), num(a.b).c_str());
     std::printf("%12s %14s %14s %10s %10s\n", "C (FLOPs)", "N_opt", "D_opt", "D/N", "loss");
@@ -353,11 +355,6 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
       ++failed;  // too few budgets with a minimum in this resample
     }
   }
-  auto ci = [&](const std::vector<double>& v) -> json {
-    if (v.empty()) return nullptr;
-    const Interval i = percentile_interval(v);
-    return json::array({i.low, i.high});
-  };
   auto ci_text = [&](const std::vector<double>& v) -> std::string {
     if (v.empty()) return "";
     const Interval i = percentile_interval(v);
@@ -372,13 +369,16 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
         failed ? (" (" + std::to_string(failed) + " without 2 usable budgets)").c_str() : "");
   out["law"] = "isoflop";
   out["formula"] = "N_opt = exp(log_N_coeff) C^a, D_opt = exp(log_D_coeff) C^b";
-  out["parameters"] = {{"a", {{"value", iso.a}, {"ci95", ci(as)}}},
+  out["parameters"] = {{"a", {{"value", iso.a}, {"ci95", ci95_json(as)}}},
                        {"log_N_coeff", {{"value", iso.log_N_coeff}}},
-                       {"b", {{"value", iso.b}, {"ci95", ci(bs)}}},
+                       {"b", {{"value", iso.b}, {"ci95", ci95_json(bs)}}},
                        {"log_D_coeff", {{"value", iso.log_D_coeff}}}};
   out["interpolated"] = iso.interpolated;
   out["budgets"] = budgets;
   out["settings"] = {{"inputs", c.inputs},
+                     {"bootstrap", c.fit.bootstrap},
+                     {"bootstrap_failed", failed},
+                     {"seed", c.fit.seed},
                      {"drop_first", c.points.drop_first},
                      {"final_only", c.points.final_only},
                      {"filters", c.points.filters}};
@@ -425,20 +425,19 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
     const auto& v = optima[t.curves[k].width];
     if (v.empty()) continue;
     const Interval i = percentile_interval(v);
-    widths[k]["lr_opt_ci95"] = {i.low, i.high};
+    widths[k]["lr_opt_ci95"] = ci95_json(v);
     std::printf("  width %s: lr_opt 95%% interval [%s, %s] (%zu of %lld resamples)\n",
                 num(t.curves[k].width, "%.0f").c_str(), num(i.low).c_str(), num(i.high).c_str(),
                 v.size(), static_cast<long long>(c.fit.bootstrap));
   }
   std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)", t.spread);
-  json spread_ci = nullptr;
   if (!spreads.empty()) {
     const Interval i = percentile_interval(spreads);
-    spread_ci = {i.low, i.high};
     std::printf(", 95%% interval [%.3g, %.3g]", i.low, i.high);
   }
   std::printf("\n");
-  out["lr_transfer"] = {{"widths", widths}, {"spread", t.spread}, {"spread_ci95", spread_ci}};
+  out["lr_transfer"] = {
+      {"widths", widths}, {"spread", t.spread}, {"spread_ci95", ci95_json(spreads)}};
   out["settings"] = {{"inputs", c.inputs},
                      {"bootstrap", c.fit.bootstrap},
                      {"seed", c.fit.seed},

@@ -4,8 +4,8 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "data/dataset.h"
 #include "core/hdf5.h"
+#include "data/dataset.h"
 
 namespace ladder {
 namespace fs = std::filesystem;

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "test_util.h"
 #include "core/hdf5.h"
+#include "test_util.h"
 
 namespace ladder {
 
