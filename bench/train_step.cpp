@@ -16,7 +16,7 @@
 #include "models/model.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
-#include "trainer/train.h"
+#include "trainer/hardware.h"
 
 namespace {
 

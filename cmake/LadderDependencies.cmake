@@ -1,5 +1,6 @@
 # Finds every third-party dependency once and exposes it as a target:
-#   ladder::torch   LibTorch (Debian's libtorch-dev layout, or a TorchConfig.cmake via Torch_DIR/CMAKE_PREFIX_PATH)
+#   ladder::torch   LibTorch 2.15 from PyPI's torch wheel (launch/setup.sh installs it in LADDER_VENV)
+#   ladder::nccl    the wheel's NCCL and CUDA runtime (the Communicator's CUDA backend)
 #   MPI::MPI_CXX    Open MPI
 #   ladder::hdf5    parallel HDF5 (the Open MPI flavour)
 #   tomlplusplus::tomlplusplus, spdlog::spdlog, CLI11::CLI11, nlohmann_json::nlohmann_json
@@ -7,58 +8,72 @@
 #   GTest::gtest, GTest::gtest_main (tests only)
 
 # --- LibTorch -------------------------------------------------------------------------------------
-# A CUDA LibTorch (PyPI's torch wheel) ships TorchConfig.cmake and is found through Torch_DIR or
-# CMAKE_PREFIX_PATH. Debian's libtorch-dev ships no TorchConfig.cmake, so for the default CPU build we look
-# for its headers and libraries directly. We only call find_package(Torch) when the user points at one, so
-# that the CPU build never picks up the CUDA toolkit installed on the machine by accident.
-add_library(ladder::torch INTERFACE IMPORTED)
-if(Torch_DIR OR LADDER_CUDA)
-  # TorchConfig.cmake looks for libtorch/libc10 with PATHS, which CMake searches after the system
-  # folders: with Debian's libtorch-dev installed it would silently mix in /usr/lib's 1.13 libraries.
-  # The LibTorch's own prefix goes first, and a mixed result is refused below.
-  if(Torch_DIR)
-    get_filename_component(_ladder_torch_prefix "${Torch_DIR}/../../.." ABSOLUTE)
-    list(PREPEND CMAKE_PREFIX_PATH "${_ladder_torch_prefix}")
-  endif()
-  if(LADDER_CUDA)
-    # CUDA 12.9+ ships NVTX 3 as headers only, without the nvToolsExt library that older
-    # TorchConfig.cmake files link: an empty target stands in for it.
-    find_package(CUDAToolkit REQUIRED)
-    if(NOT TARGET CUDA::nvToolsExt)
-      add_library(CUDA::nvToolsExt INTERFACE IMPORTED)
-    endif()
-  endif()
-  find_package(Torch REQUIRED CONFIG)
-  foreach(_lib ${TORCH_LIBRARY} ${C10_LIBRARY})
-    if(_ladder_torch_prefix AND NOT _lib MATCHES "^${_ladder_torch_prefix}")
-      message(FATAL_ERROR "LibTorch library ${_lib} is not from ${_ladder_torch_prefix}")
-    endif()
-  endforeach()
-  target_link_libraries(ladder::torch INTERFACE ${TORCH_LIBRARIES})
-  target_include_directories(ladder::torch INTERFACE ${TORCH_INCLUDE_DIRS})
-  # TORCH_CXX_FLAGS carries -D_GLIBCXX_USE_CXX11_ABI=0/1, which must match the wheel.
-  separate_arguments(_ladder_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
-  target_compile_options(ladder::torch INTERFACE ${_ladder_torch_flags})
-  set(LADDER_TORCH_SOURCE "TorchConfig.cmake (${Torch_DIR})")
-else()
-  find_path(LADDER_TORCH_INCLUDE torch/torch.h PATHS /usr/include/torch/csrc/api/include
-            NO_DEFAULT_PATH)
-  find_path(LADDER_ATEN_INCLUDE ATen/ATen.h PATHS /usr/include)
-  find_library(LADDER_TORCH_LIB torch)
-  find_library(LADDER_TORCH_CPU_LIB torch_cpu)
-  find_library(LADDER_C10_LIB c10)
-  if(NOT LADDER_TORCH_INCLUDE OR NOT LADDER_ATEN_INCLUDE OR NOT LADDER_TORCH_LIB
-     OR NOT LADDER_TORCH_CPU_LIB OR NOT LADDER_C10_LIB)
+# One LibTorch: PyPI's torch==2.15.0 wheel (CUDA 13 build; it runs on machines without a GPU too),
+# installed by launch/setup.sh into a virtual environment outside the clone, LADDER_VENV. Torch_DIR
+# may point at another copy of the same wheel. Its headers need C++20.
+set(LADDER_TORCH_VERSION 2.15.0)
+set(LADDER_VENV "$ENV{HOME}/.cache/ladder/torch-${LADDER_TORCH_VERSION}" CACHE PATH
+    "Virtual environment holding the pinned torch wheel (launch/setup.sh creates it)")
+if(NOT Torch_DIR)
+  file(GLOB _ladder_torch_dirs "${LADDER_VENV}/lib/python3*/site-packages/torch/share/cmake/Torch")
+  if(NOT _ladder_torch_dirs)
     message(FATAL_ERROR
-      "LibTorch not found. Install Debian's libtorch-dev (launch/setup.sh does), or point Torch_DIR at a "
-      "LibTorch that ships TorchConfig.cmake.")
+      "LibTorch ${LADDER_TORCH_VERSION} not found in ${LADDER_VENV}. Run launch/setup.sh (it installs "
+      "the pinned torch wheel there), or pass -DTorch_DIR=<site-packages>/torch/share/cmake/Torch.")
   endif()
-  target_include_directories(ladder::torch INTERFACE ${LADDER_ATEN_INCLUDE} ${LADDER_TORCH_INCLUDE})
-  target_link_libraries(ladder::torch INTERFACE ${LADDER_TORCH_LIB} ${LADDER_TORCH_CPU_LIB}
-                                                ${LADDER_C10_LIB})
-  set(LADDER_TORCH_SOURCE "Debian layout (${LADDER_TORCH_CPU_LIB})")
+  list(GET _ladder_torch_dirs 0 _ladder_torch_dir)
+  set(Torch_DIR "${_ladder_torch_dir}" CACHE PATH "TorchConfig.cmake of the pinned wheel" FORCE)
 endif()
-message(STATUS "ladder: LibTorch from ${LADDER_TORCH_SOURCE}")
+get_filename_component(LADDER_TORCH_PREFIX "${Torch_DIR}/../../.." ABSOLUTE)  # site-packages/torch
+get_filename_component(LADDER_SITE_PACKAGES "${LADDER_TORCH_PREFIX}/.." ABSOLUTE)
+set(LADDER_NVIDIA "${LADDER_SITE_PACKAGES}/nvidia")  # the wheel's CUDA runtime, cuDNN, NCCL
+# Caffe2Config.cmake beside it, not a system copy.
+set(Caffe2_DIR "${LADDER_TORCH_PREFIX}/share/cmake/Caffe2" CACHE PATH "" FORCE)
+list(PREPEND CMAKE_PREFIX_PATH "${LADDER_TORCH_PREFIX}")
+
+# The wheel's CUDA runtime (13.2) and NCCL (2.30) are what libtorch_cuda was built against; the
+# toolkit's older libcudart/libnccl lack symbols it needs, so the toolkit is never used. Defining
+# torch::cudart as the wheel's runtime makes torch's CUDA set-up (cuda.cmake) stand down, with its
+# toolkit search and its GPU-architecture try_run that fails on a machine without a GPU.
+find_path(LADDER_CUDA_INCLUDE cuda_runtime.h PATHS ${LADDER_NVIDIA}/cu13/include NO_DEFAULT_PATH
+          REQUIRED)
+find_library(LADDER_CUDART_LIB NAMES libcudart.so.13 PATHS ${LADDER_NVIDIA}/cu13/lib NO_DEFAULT_PATH
+             REQUIRED)
+add_library(torch::cudart INTERFACE IMPORTED)
+set_property(TARGET torch::cudart PROPERTY INTERFACE_LINK_LIBRARIES ${LADDER_CUDART_LIB})
+find_package(Torch REQUIRED CONFIG)
+if(NOT Torch_VERSION VERSION_EQUAL LADDER_TORCH_VERSION)
+  message(FATAL_ERROR "LibTorch ${Torch_VERSION} at ${Torch_DIR}; ladder pins ${LADDER_TORCH_VERSION}")
+endif()
+foreach(_lib ${TORCH_LIBRARY} ${C10_LIBRARY})
+  if(NOT _lib MATCHES "^${LADDER_TORCH_PREFIX}")
+    message(FATAL_ERROR "LibTorch library ${_lib} is not from ${LADDER_TORCH_PREFIX}")
+  endif()
+endforeach()
+
+# The wheel's library folders (CUDA runtime, cuDNN, NCCL) go in the run path, so that one copy of each
+# library is loaded per process, the one LibTorch expects.
+file(GLOB LADDER_NVIDIA_LIB_DIRS LIST_DIRECTORIES true "${LADDER_NVIDIA}/*/lib")
+add_library(ladder::torch INTERFACE IMPORTED)
+target_link_libraries(ladder::torch INTERFACE ${TORCH_LIBRARIES})
+target_include_directories(ladder::torch INTERFACE ${TORCH_INCLUDE_DIRS})
+foreach(_dir ${LADDER_NVIDIA_LIB_DIRS})
+  target_link_options(ladder::torch INTERFACE "LINKER:-rpath,${_dir}")
+endforeach()
+# TORCH_CXX_FLAGS carries -D_GLIBCXX_USE_CXX11_ABI=1, which must match the wheel.
+separate_arguments(_ladder_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+target_compile_options(ladder::torch INTERFACE ${_ladder_torch_flags})
+message(STATUS "ladder: LibTorch ${Torch_VERSION} from ${LADDER_TORCH_PREFIX}")
+
+# torch's include folder carries fmt 12 headers; Debian's spdlog is built against Debian's fmt 9. A
+# folder of our own in which `fmt` is Debian's goes before torch's, so that spdlog (and we) compile
+# against the fmt it links. fmt versions live in distinct inline namespaces (fmt::v9, fmt::v12):
+# the two never clash inside LibTorch's libraries.
+find_path(LADDER_SYSTEM_FMT_INCLUDE fmt/core.h PATHS /usr/include NO_DEFAULT_PATH REQUIRED)
+set(LADDER_FMT_SHIM "${CMAKE_BINARY_DIR}/fmt_shim")
+file(MAKE_DIRECTORY "${LADDER_FMT_SHIM}")
+file(CREATE_LINK "${LADDER_SYSTEM_FMT_INCLUDE}/fmt" "${LADDER_FMT_SHIM}/fmt" SYMBOLIC)
+include_directories(BEFORE SYSTEM "${LADDER_FMT_SHIM}")
 
 # --- MPI and parallel HDF5 ------------------------------------------------------------------------
 find_package(MPI REQUIRED COMPONENTS C)
@@ -76,25 +91,21 @@ target_include_directories(ladder::hdf5 INTERFACE ${HDF5_INCLUDE_DIRS})
 target_link_libraries(ladder::hdf5 INTERFACE ${HDF5_C_LIBRARIES} MPI::MPI_C)
 target_compile_definitions(ladder::hdf5 INTERFACE ${HDF5_DEFINITIONS})
 
-# --- NCCL (optional) ------------------------------------------------------------------------------
-# -DLADDER_NCCL=ON builds the NCCL backend of the Communicator for CUDA tensors. It needs the CUDA runtime
-# and NCCL (both ship with the CUDA toolkit here); with Debian's CPU LibTorch it compiles and links but has
-# no CUDA tensors to serve, so pair it with a CUDA LibTorch (Torch_DIR) to use it.
-option(LADDER_NCCL "Build the NCCL backend for CUDA tensors" ${LADDER_CUDA})
-if(LADDER_NCCL)
-  find_package(CUDAToolkit REQUIRED)
-  find_path(LADDER_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME
-            PATH_SUFFIXES include)
-  find_library(LADDER_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib
-               ENV NCCL_HOME PATH_SUFFIXES lib lib64)
-  if(NOT LADDER_NCCL_INCLUDE OR NOT LADDER_NCCL_LIB)
-    message(FATAL_ERROR "LADDER_NCCL=ON but NCCL was not found; set NCCL_HOME")
-  endif()
-  add_library(ladder::nccl INTERFACE IMPORTED)
-  target_include_directories(ladder::nccl INTERFACE ${LADDER_NCCL_INCLUDE})
-  target_link_libraries(ladder::nccl INTERFACE ${LADDER_NCCL_LIB} CUDA::cudart)
-  message(STATUS "ladder: NCCL backend with ${LADDER_NCCL_LIB}")
-endif()
+# --- NCCL ----------------------------------------------------------------------------------------
+# The Communicator's backend for CUDA tensors, always built: the wheel's NCCL (headers and library),
+# the same libnccl.so.2 that libtorch_cuda loads, with the wheel's CUDA runtime.
+find_path(LADDER_NCCL_INCLUDE nccl.h PATHS ${LADDER_NVIDIA}/nccl/include NO_DEFAULT_PATH REQUIRED)
+find_library(LADDER_NCCL_LIB NAMES libnccl.so.2 nccl PATHS ${LADDER_NVIDIA}/nccl/lib NO_DEFAULT_PATH
+             REQUIRED)
+add_library(ladder::nccl INTERFACE IMPORTED)
+target_include_directories(ladder::nccl INTERFACE ${LADDER_NCCL_INCLUDE} ${LADDER_CUDA_INCLUDE})
+target_link_libraries(ladder::nccl INTERFACE ${LADDER_NCCL_LIB} ${LADDER_CUDART_LIB})
+message(STATUS "ladder: NCCL backend with ${LADDER_NCCL_LIB}")
+
+# The Python side (benchmarks against PyTorch, tests that read outputs with h5py) uses the same
+# virtual environment.
+get_filename_component(_ladder_venv_root "${LADDER_SITE_PACKAGES}/../../.." ABSOLUTE)
+set(LADDER_PYTHON "${_ladder_venv_root}/bin/python3" CACHE FILEPATH "Python with torch, h5py, numpy")
 
 # --- Header and small libraries -------------------------------------------------------------------
 find_package(tomlplusplus REQUIRED CONFIG)

@@ -224,7 +224,7 @@ void with_range(const File& f, const std::string& path, int64_t offset, int64_t 
 
 void write_range(const File& f, const std::string& path, const torch::Tensor& flat,
                  int64_t offset) {
-  const torch::Tensor t = flat.detach().contiguous();
+  const torch::Tensor t = flat.detach().cpu().contiguous();  // a device tensor is copied
   if (t.numel() == 0) return;
   with_range(f, path, offset, t.numel(), [&](hid_t dset, hid_t mem, hid_t file) {
     if (H5Dwrite(dset, type_of(t.scalar_type()), mem, file, H5P_DEFAULT, t.data_ptr()) < 0)
@@ -243,7 +243,7 @@ torch::Tensor read_range(const File& f, const std::string& path, int64_t offset,
 }
 
 void write_tensor(const File& f, const std::string& path, const torch::Tensor& tensor) {
-  const torch::Tensor t = tensor.detach().contiguous();
+  const torch::Tensor t = tensor.detach().cpu().contiguous();
   create_dataset(f, path, t.scalar_type(), t.sizes().vec());
   if (f.rank() == 0) write_range(f, path, t.view(-1), 0);
 }

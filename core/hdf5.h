@@ -42,7 +42,8 @@ class File {
 
 bool exists(const File& f, const std::string& path);
 
-// Tensors: float32 / float64 / int64 / uint8, contiguous, at any shape. `path` may contain '/',
+// Tensors: float32 / float64 / int64 / uint8, on any device (written from a CPU copy; read to the
+// CPU), at any shape. `path` may contain '/',
 // whose groups are created as needed. In a shared file, write_tensor creates the dataset on every
 // rank and rank 0 writes the data.
 void write_tensor(const File& f, const std::string& path, const torch::Tensor& t);

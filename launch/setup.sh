@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages ladder needs (only those missing), then configures and builds it into
+# Installs the Debian 12 packages ladder needs (only those missing) and the pinned LibTorch (PyPI's
+# torch wheel, in a virtual environment outside the clone), then configures and builds ladder into
 # build/. Idempotent: a second run installs nothing and rebuilds only what changed.
 #
 #   launch/setup.sh              packages + build
 #   launch/setup.sh --no-build   packages only
-# Environment: BUILD_DIR (default build), LADDER_JOBS (default 2), CMAKE_ARGS (extra configure flags).
+# Environment: BUILD_DIR (default build), LADDER_JOBS (default 2), CMAKE_ARGS (extra configure flags),
+# LADDER_VENV (default ~/.cache/ladder/torch-2.15.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libtorch-dev libopenblas0-openmp       # LibTorch 1.13 (CPU); OpenBLAS, or matmuls run ~30x slower
+  python3-venv                           # the virtual environment that holds the pinned LibTorch
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
   libtomlplusplus-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libsentencepiece-dev libgtest-dev zlib1g-dev
-  python3-h5py                           # tests read traces and checkpoints as users do
   gnuplot-nox                            # `ladder fit` plots (optional: without it, data files only)
 )
 
@@ -30,20 +31,24 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# libopenblas0-openmp registers itself as the preferred BLAS; say which one is active.
-blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
-case "$blas" in
-  *openblas*) ;;
-  *) echo "setup: warning: the active BLAS is $blas, not OpenBLAS; LibTorch matmuls will be slow." \
-       "Fix: update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2 ;;
-esac
+# The one LibTorch: PyPI's torch wheel, pinned, in a virtual environment outside the clone (keyed by
+# the version, reused when present). It also holds the Python side: PyTorch for the comparison
+# benchmarks, h5py and numpy to read outputs as users do.
+torch_version=2.15.0
+venv=${LADDER_VENV:-$HOME/.cache/ladder/torch-$torch_version}
+if ! "$venv/bin/python3" -c "import torch, h5py, numpy
+assert torch.__version__.split('+')[0] == '$torch_version'" 2>/dev/null; then
+  echo "setup: installing torch==$torch_version, h5py and numpy into $venv (about 5 GB, once)"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "torch==$torch_version" h5py numpy
+fi
 
 [[ "${1:-}" == "--no-build" ]] && exit 0
 
 build_dir=${BUILD_DIR:-build}
 if [[ ! -f "$build_dir/build.ninja" ]]; then
   # shellcheck disable=SC2086
-  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-}
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLADDER_VENV="$venv" ${CMAKE_ARGS:-}
 fi
 cmake --build "$build_dir" -j "${LADDER_JOBS:-2}"
 echo "setup: built $build_dir/ladder"

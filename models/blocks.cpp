@@ -1,7 +1,5 @@
 #include "models/blocks.h"
 
-#include <torch/version.h>
-
 #include <cmath>
 
 namespace ladder::models {
@@ -27,36 +25,24 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, int64_t max_positions, double
 torch::Tensor RotaryEmbedding::apply(const torch::Tensor& x) const {
   const int64_t seq = x.size(1), half = x.size(3) / 2;
   // [seq, 1, half] broadcasts over batch and heads.
-  const torch::Tensor cos = cos_.slice(0, 0, seq).unsqueeze(1).to(x.scalar_type());
-  const torch::Tensor sin = sin_.slice(0, 0, seq).unsqueeze(1).to(x.scalar_type());
+  if (!cos_cast_.defined() || cos_cast_.device() != x.device() ||
+      cos_cast_.scalar_type() != x.scalar_type()) {
+    cos_cast_ = cos_.to(x.device(), x.scalar_type());
+    sin_cast_ = sin_.to(x.device(), x.scalar_type());
+  }
+  const torch::Tensor cos = cos_cast_.slice(0, 0, seq).unsqueeze(1);
+  const torch::Tensor sin = sin_cast_.slice(0, 0, seq).unsqueeze(1);
   const torch::Tensor x1 = x.slice(-1, 0, half), x2 = x.slice(-1, half);
   return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v) {
-  const int64_t heads = q.size(1), kv_heads = k.size(1);
-  torch::Tensor kk = k, vv = v;
-  if (kv_heads != heads) {  // each key/value head serves heads / kv_heads query heads
-    kk = k.repeat_interleave(heads / kv_heads, 1);
-    vv = v.repeat_interleave(heads / kv_heads, 1);
-  }
-#if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true);
-#else
-  // LibTorch 1.13 has no fused attention on CPU. Batched 3-D GEMMs run about twice as fast as 4-D
-  // matmul here (which copies its transposed operand); baddbmm applies the 1/sqrt(d) scale and the
-  // additive causal mask inside the GEMM instead of in separate passes over the scores.
-  const int64_t batch = q.size(0), seq = q.size(2), dim = q.size(3);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
-  const torch::Tensor q3 = q.reshape({batch * heads, seq, dim});
-  const torch::Tensor k3 = kk.reshape({batch * heads, seq, dim});
-  const torch::Tensor v3 = vv.reshape({batch * heads, seq, dim});
-  const torch::Tensor mask =
-      torch::full({seq, seq}, -std::numeric_limits<double>::infinity(), q.options()).triu(1);
-  const torch::Tensor scores = torch::baddbmm(mask, q3, k3.transpose(1, 2), 1.0, scale);
-  return torch::bmm(torch::softmax(scores, -1), v3).view({batch, heads, seq, dim});
-#endif
+  // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
+  // key/value head serve heads / kv_heads query heads without materialising the repeats.
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                          /*is_causal=*/true, /*scale=*/std::nullopt,
+                                          /*enable_gqa=*/k.size(1) != q.size(1));
 }
 
 }  // namespace ladder::models

@@ -19,12 +19,15 @@ class RotaryEmbedding {
   torch::Tensor apply(const torch::Tensor& x) const;
 
  private:
-  torch::Tensor cos_, sin_;  // [max_positions, head_dim / 2]
+  torch::Tensor cos_, sin_;  // [max_positions, head_dim / 2], fp32 on the CPU
+  // The tables in the dtype and on the device of the last input, made once rather than per call.
+  mutable torch::Tensor cos_cast_, sin_cast_;
 };
 
-// Causal scaled-dot-product attention. q: [batch, heads, seq, head_dim]; k, v: [batch, kv_heads,
-// seq, head_dim] with heads a multiple of kv_heads (grouped-query attention, Ainslie et al. 2023).
-// Returns [batch, heads, seq, head_dim].
+// Causal scaled-dot-product attention (at::scaled_dot_product_attention: the fused kernel of the
+// device). q: [batch, heads, seq, head_dim]; k, v: [batch, kv_heads, seq, head_dim] with heads a
+// multiple of kv_heads (grouped-query attention, Ainslie et al. 2023). Returns [batch, heads, seq,
+// head_dim].
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v);
 

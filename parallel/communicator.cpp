@@ -7,9 +7,7 @@
 #include <thread>
 
 #include "core/error.h"
-#ifdef LADDER_HAVE_NCCL
 #include "parallel/nccl_backend.h"
-#endif
 
 namespace ladder::parallel {
 namespace {
@@ -26,10 +24,6 @@ std::string describe(const torch::Tensor& t) {
 
 void check_tensor(const torch::Tensor& t, const char* operation) {
   if (!t.defined()) throw std::invalid_argument(std::string(operation) + ": undefined tensor");
-#ifndef LADDER_HAVE_NCCL
-  if (t.is_cuda())
-    throw Error(operation, "CUDA tensors need the NCCL backend; rebuild with -DLADDER_NCCL=ON");
-#endif
   if (!t.is_contiguous())
     throw std::invalid_argument(
         std::string(operation) +
@@ -85,15 +79,11 @@ Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s)
   MPI_Allgather(&world_rank, 1, MPI_INT, world_ranks_.data(), 1, MPI_INT, comm_);
 }
 
-#ifdef LADDER_HAVE_NCCL
 NcclComm& Communicator::nccl() const {
   if (!nccl_)
     nccl_ = std::make_unique<NcclComm>(comm_, rank_, size_, name_, world_ranks_, timeout_s_);
   return *nccl_;
 }
-#else
-class NcclComm {};  // never created without NCCL; complete only so that nccl_ can be destroyed
-#endif
 
 Communicator::~Communicator() {
   int finalized = 0;
@@ -132,11 +122,18 @@ void Communicator::wait(std::vector<MPI_Request>& requests, const char* operatio
   }
 }
 
+PendingCollective::PendingCollective() = default;
+
+PendingCollective::PendingCollective(PendingCollective&& other) noexcept {
+  *this = std::move(other);
+}
+
 PendingCollective& PendingCollective::operator=(PendingCollective&& other) noexcept {
   if (this != &other) {
     if (!done()) wait();
     comm_ = other.comm_;
     request_ = other.request_;
+    device_ = std::move(other.device_);
     operation_ = other.operation_;
     finish_ = std::move(other.finish_);
     other.request_ = MPI_REQUEST_NULL;
@@ -158,6 +155,10 @@ void PendingCollective::complete() {
 }
 
 bool PendingCollective::test() {
+  if (device_) {
+    if (!device_->test()) return false;
+    device_.reset();
+  }
   if (request_ != MPI_REQUEST_NULL) {
     int flag = 0;
     MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
@@ -168,6 +169,10 @@ bool PendingCollective::test() {
 }
 
 void PendingCollective::wait() {
+  if (device_) {
+    device_->wait();
+    device_.reset();
+  }
   if (request_ != MPI_REQUEST_NULL) comm_->wait(request_, operation_);
   complete();
 }
@@ -185,12 +190,10 @@ void Communicator::all_reduce(torch::Tensor& tensor, ReduceOp op) const {
 PendingCollective Communicator::all_reduce_start(torch::Tensor tensor, ReduceOp op) const {
   check_tensor(tensor, "all_reduce");
   PendingCollective pending;
-#ifdef LADDER_HAVE_NCCL
   if (tensor.is_cuda()) {
-    nccl().all_reduce(tensor, op);  // ordered on the tensor's stream: complete for the caller
+    pending.device_ = nccl().all_reduce(tensor, op);
     return pending;
   }
-#endif
   torch::Tensor work = reduces_in_fp32(tensor.scalar_type()) ? tensor.to(torch::kFloat32) : tensor;
   pending.comm_ = this;
   pending.operation_ = "all_reduce";
@@ -206,13 +209,14 @@ PendingCollective Communicator::all_reduce_start(torch::Tensor tensor, ReduceOp 
 
 torch::Tensor Communicator::all_gather(const torch::Tensor& tensor) const {
   check_tensor(tensor, "all_gather");
-#ifdef LADDER_HAVE_NCCL
-  if (tensor.is_cuda()) return nccl().all_gather(tensor);
-#endif
   std::vector<int64_t> shape = tensor.sizes().vec();
   if (shape.empty()) shape.push_back(1);
   shape[0] *= size_;
   torch::Tensor out = torch::empty(shape, tensor.options());
+  if (tensor.is_cuda()) {
+    nccl().all_gather(tensor, out)->wait();
+    return out;
+  }
   std::vector<MPI_Request> req(1);
   MPI_Iallgather(tensor.data_ptr(), static_cast<int>(tensor.numel()),
                  wire_type(tensor.scalar_type()), out.data_ptr(), static_cast<int>(tensor.numel()),
@@ -232,13 +236,11 @@ PendingCollective Communicator::all_gather_in_place_start(torch::Tensor buffer) 
                                 ") must be a multiple of the group size " + std::to_string(size_));
   PendingCollective pending;
   const int64_t block = buffer.numel() / size_;
-#ifdef LADDER_HAVE_NCCL
-  if (buffer.is_cuda()) {
-    buffer.copy_(nccl().all_gather(
-        buffer.narrow(0, buffer.size(0) / size_ * rank_, buffer.size(0) / size_)));
+  if (buffer.is_cuda()) {  // NCCL gathers in place when the input is the rank's block
+    pending.device_ = nccl().all_gather(
+        buffer.narrow(0, buffer.size(0) / size_ * rank_, buffer.size(0) / size_), buffer);
     return pending;
   }
-#endif
   pending.comm_ = this;
   pending.operation_ = "all_gather";
   const MPI_Datatype type = wire_type(buffer.scalar_type());
@@ -270,12 +272,10 @@ PendingCollective Communicator::reduce_scatter_start(torch::Tensor tensor, torch
     throw std::invalid_argument("reduce_scatter: the output must hold 1/" + std::to_string(size_) +
                                 " of the input, in its dtype");
   PendingCollective pending;
-#ifdef LADDER_HAVE_NCCL
   if (tensor.is_cuda()) {
-    out.copy_(nccl().reduce_scatter(tensor, op).view_as(out));
+    pending.device_ = nccl().reduce_scatter(tensor, out, op);
     return pending;
   }
-#endif
   const bool upcast = reduces_in_fp32(tensor.scalar_type());
   const torch::Tensor in = upcast ? tensor.to(torch::kFloat32) : tensor;
   torch::Tensor work = upcast ? torch::empty(out.sizes(), in.options()) : out;
@@ -293,9 +293,7 @@ PendingCollective Communicator::reduce_scatter_start(torch::Tensor tensor, torch
 
 void Communicator::broadcast(torch::Tensor& tensor, int root) const {
   check_tensor(tensor, "broadcast");
-#ifdef LADDER_HAVE_NCCL
-  if (tensor.is_cuda()) return nccl().broadcast(tensor, root);
-#endif
+  if (tensor.is_cuda()) return nccl().broadcast(tensor, root)->wait();
   std::vector<MPI_Request> req(1);
   MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), wire_type(tensor.scalar_type()),
              root, comm_, req.data());
@@ -313,10 +311,8 @@ void Communicator::recv(torch::Tensor& tensor, int peer, int tag) const {
 }
 
 void Communicator::batch_isend_irecv(std::vector<P2POp>& ops) const {
-#ifdef LADDER_HAVE_NCCL
   if (!ops.empty() && ops[0].tensor.defined() && ops[0].tensor.is_cuda())
-    return nccl().batch_isend_irecv(ops);
-#endif
+    return nccl().batch_isend_irecv(ops)->wait();
   std::vector<MPI_Request> req(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     auto& op = ops[i];
@@ -344,9 +340,6 @@ torch::Tensor Communicator::all_to_all(const torch::Tensor& tensor,
   if (tensor.dim() == 0 || sent != tensor.size(0))
     throw std::invalid_argument("all_to_all: send counts sum to " + std::to_string(sent) +
                                 " rows but the tensor has " + std::to_string(tensor.size(0)));
-#ifdef LADDER_HAVE_NCCL
-  if (tensor.is_cuda()) return nccl().all_to_all(tensor, send_counts, recv_counts);
-#endif
   const int64_t row = tensor.numel() / std::max<int64_t>(1, tensor.size(0));
   std::vector<int> scounts(size_), sdispls(size_), rcounts(size_), rdispls(size_);
   int64_t s_off = 0, r_off = 0;
@@ -358,6 +351,10 @@ torch::Tensor Communicator::all_to_all(const torch::Tensor& tensor,
   std::vector<int64_t> shape = tensor.sizes().vec();
   shape[0] = received;
   torch::Tensor out = torch::empty(shape, tensor.options());
+  if (tensor.is_cuda()) {
+    nccl().all_to_all(tensor, out, send_counts, recv_counts)->wait();
+    return out;
+  }
   const MPI_Datatype type = wire_type(tensor.scalar_type());
   std::vector<MPI_Request> req(1);
   MPI_Ialltoallv(tensor.data_ptr(), scounts.data(), sdispls.data(), type, out.data_ptr(),

@@ -3,8 +3,8 @@
 // The MPI backend serves CPU tensors and is always built. fp32, fp64 and int64 map to MPI types;
 // bf16 and fp16 move as 16-bit words and are reduced in fp32 (upcast, reduce, round once), which is
 // also the more accurate sum. Inputs must be contiguous: a non-contiguous tensor is refused with
-// its shape and strides rather than copied behind the caller's back. CUDA tensors need the NCCL
-// backend, which this build does not have yet: they are refused with that message.
+// its shape and strides rather than copied behind the caller's back. CUDA tensors go to the NCCL
+// backend (nccl_backend.h), on its own stream; the *_start operations return at once for both.
 //
 // Every blocking operation is non-blocking MPI underneath, polled against a deadline: a collective
 // that does not finish within the timeout logs which operation, group and ranks stalled, then
@@ -23,6 +23,7 @@
 namespace ladder::parallel {
 
 class NcclComm;
+class NcclWork;
 
 enum class ReduceOp { Sum, Avg, Max };
 
@@ -43,8 +44,8 @@ class Communicator;
 // waits for it.
 class PendingCollective {
  public:
-  PendingCollective() = default;  // already complete
-  PendingCollective(PendingCollective&& other) noexcept { *this = std::move(other); }
+  PendingCollective();  // already complete
+  PendingCollective(PendingCollective&& other) noexcept;
   PendingCollective& operator=(PendingCollective&& other) noexcept;
   PendingCollective(const PendingCollective&) = delete;
   PendingCollective& operator=(const PendingCollective&) = delete;
@@ -52,14 +53,15 @@ class PendingCollective {
 
   bool test();  // true once complete (and finished)
   void wait();
-  bool done() const { return request_ == MPI_REQUEST_NULL && !finish_; }
+  bool done() const { return request_ == MPI_REQUEST_NULL && !device_ && !finish_; }
 
  private:
   friend class Communicator;
   void complete();  // runs finish_ once the request is done
 
   const Communicator* comm_ = nullptr;
-  MPI_Request request_ = MPI_REQUEST_NULL;
+  MPI_Request request_ = MPI_REQUEST_NULL;  // CPU tensors: the MPI request
+  std::unique_ptr<NcclWork> device_;        // CUDA tensors: the NCCL work on its stream
   const char* operation_ = "";
   std::function<void()> finish_;  // after completion: the average's division, a copy back
 };

@@ -43,7 +43,7 @@ struct DataParallel::State {
   std::vector<Bucket> buckets;
   torch::Tensor param_flat, grad_flat;
   std::vector<FlatRange> whole, shard;
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep the hooks alive
+  std::vector<c10::intrusive_ptr<torch::autograd::Node>> accumulators;  // keep the hooks alive
   bool armed = false;  // the last micro-batch's backward is running: buckets reduce as they fill
   size_t next_launch = 0;  // buckets start in index order, the same on every rank
   CommStats stats;

@@ -18,6 +18,8 @@ class MpiWorld {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  int local_rank() const { return local_rank_; }  // this rank's index among the ranks on its node
+  int local_size() const { return local_size_; }  // ranks on this node
 
   // Collective: how many ranks report `failed`. Every rank must call it at the same point; ranks
   // use it to agree that a start-up check (a recipe, a data folder) failed everywhere or somewhere,
@@ -30,6 +32,8 @@ class MpiWorld {
  private:
   int rank_ = 0;
   int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
 };
 
 // Runs `checks` on every rank and agrees on the outcome (start-up validation: a recipe, data, a run

@@ -86,6 +86,7 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     h5::set_attr(f, "/", "intermediate", static_cast<int64_t>(meta.intermediate));
     h5::set_attr(f, "/", "recipe", meta.recipe_toml);
     h5::set_attr(f, "/", "arch", meta.arch);
+    h5::set_attr(f, "/", "precision", meta.precision);
     h5::set_attr(f, "/", "N", meta.accounting.non_embedding_params);
     h5::set_attr(f, "/", "total_params", meta.accounting.total_params);
     h5::set_attr(f, "/", "embedding_params", meta.accounting.embedding_params);

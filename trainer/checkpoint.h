@@ -38,6 +38,7 @@ struct CheckpointMeta {
   bool intermediate = false;  // kept for law fitting
   std::string recipe_toml;
   std::string arch;
+  std::string precision;  // the resolved train.precision the state was trained in
   models::SizeAccounting accounting;
 };
 

@@ -15,15 +15,10 @@
 #include "data/prep.h"
 #include "parallel/world.h"
 #include "scaling/fit_command.h"
+#include "trainer/hardware.h"
 #include "trainer/inspect.h"
 #include "trainer/recipe.h"
 #include "trainer/train.h"
-
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <cstdlib>
-#include <thread>
 
 namespace {
 
@@ -119,7 +114,8 @@ struct TrainCommand {
                     "auto: continue from the run's newest checkpoint (or start fresh); or a "
                     "checkpoint path");
     cmd->add_option("--threads", threads,
-                    "LibTorch threads per rank (default: cores / ranks on this node)");
+                    "LibTorch threads per rank: the same as --set train.threads=N (default: the "
+                    "cores of this node / ranks on it)");
     cmd->add_flag("--check", check,
                   "Validate the recipe for this world size, print it resolved, and exit");
   }
@@ -130,24 +126,19 @@ struct TrainCommand {
 
     // Every rank validates; then all agree, so a bad recipe ends every rank with status 2 and one
     // message, and a failure on some ranks only (a file missing on one node) still ends them all.
+    // Threads, device and precision are resolved here, so that the printed recipe says what runs.
+    if (threads > 0) overrides.push_back("train.threads=" + std::to_string(threads));
     ladder::Recipe recipe;
     if (const int status = ladder::parallel::check_on_every_rank(world, [&] {
           recipe = ladder::load_recipe(recipe_path, {overrides, world.size()});
+          ladder::resolve_threads_and_device(recipe, world);
         }))
       return status;
+    ladder::resolve_precision(recipe, world);
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
-    at::set_num_threads(threads > 0 ? threads : default_threads());
     return ladder::parallel::run_or_abort(world,
                                           [&] { return ladder::train(recipe, {resume}, world); });
-  }
-
-  // The node's cores shared among the ranks on it.
-  static int default_threads() {
-    int local_ranks = 1;
-    if (const char* n = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::atoi(n);
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
-    return std::max(1, cores / std::max(1, local_ranks));
   }
 };
 

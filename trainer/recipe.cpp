@@ -266,7 +266,19 @@ const std::vector<KeySpec>& schema() {
                     "a progress line and a trace row every this many steps")
                     .at_least(1));
     k.push_back(key("train.peak_gflops", &R::train, &TrainConfig::peak_gflops, 0.0,
-                    "peak GFLOP/s per rank that MFU divides by; 0: measure an fp32 matmul at start")
+                    "peak GFLOP/s per rank that MFU divides by; 0: measure a matmul in the run's "
+                    "precision at start")
+                    .at_least(0));
+    k.push_back(key("train.precision", &R::train, &TrainConfig::precision, "auto",
+                    "fp32, bf16 (matmuls and attention in bf16, fp32 master weights), or auto: "
+                    "resolved at start to bf16 on CUDA and on CPUs whose bf16 matmul is at least "
+                    "twice as fast as fp32, else fp32")
+                    .one_of({"fp32", "bf16", "auto"}));
+    k.push_back(key("train.device", &R::train, &TrainConfig::device, "cpu",
+                    "cpu, or cuda (one GPU per rank, chosen by the rank's index on its node)")
+                    .one_of({"cpu", "cuda"}));
+    k.push_back(key("train.threads", &R::train, &TrainConfig::threads, 0,
+                    "LibTorch intra-op threads per rank; 0: the node's cores / ranks on the node")
                     .at_least(0));
     // [optim]
     k.push_back(key("optim.lr", &R::optim, &OptimConfig::lr, 3e-3, "peak learning rate").above(0));
@@ -855,8 +867,9 @@ std::string resolved_recipe_toml(const Recipe& recipe) {
   std::ostringstream out;
   out << "# Resolved by ladder from " << (recipe.source.empty() ? "text" : recipe.source)
       << ": every key, defaults included.\n"
-      << "# Keys marked 'derived' are 0 here and computed at load time, so the recipe stays valid\n"
-      << "# for any world size.\n";
+      << "# Keys marked 'derived' are 0 (or \"auto\") here and computed at load or start time, so "
+         "the\n"
+      << "# recipe stays valid for any world size and machine.\n";
   std::string section;
   for (const auto& k : schema()) {
     const std::string s = k.key.substr(0, k.key.find('.'));
@@ -866,7 +879,8 @@ std::string resolved_recipe_toml(const Recipe& recipe) {
     }
     const std::string name = k.key.substr(s.size() + 1);
     if (recipe.is_derived(k.key)) {
-      out << name << " = 0  # derived: " << value_text(k.load(recipe)) << "\n";
+      const char* unresolved = k.key == "train.precision" ? "\"auto\"" : "0";
+      out << name << " = " << unresolved << "  # derived: " << value_text(k.load(recipe)) << "\n";
     } else {
       out << name << " = " << value_text(k.load(recipe)) << "\n";
     }

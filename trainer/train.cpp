@@ -1,6 +1,7 @@
-// The training loop, top to bottom: checks, data, run folder, model, data parallelism, optimizer,
-// resume, then for every step: this rank's micro-batches forward/backward -> gradient reduction
-// over dp -> clip -> learning rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter
+// The training loop, top to bottom: checks, data, run folder, model (on the rank's device),
+// data parallelism, optimizer, resume, then for every step: this rank's micro-batches
+// forward (bf16 under autocast when train.precision says so) / backward -> gradient reduction over
+// dp -> clip -> learning rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter
 // all-gather (ZeRO) -> log, evaluate, checkpoint.
 #include "trainer/train.h"
 
@@ -15,12 +16,14 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "models/model.h"
+#include "models/precision.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
 #include "optim/schedule.h"
 #include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
 #include "trainer/checkpoint.h"
+#include "trainer/hardware.h"
 #include "trainer/trace.h"
 
 namespace ladder {
@@ -85,17 +88,20 @@ void prune_periodic(const std::string& run_dir, int64_t tokens_per_step,
 
 // Mean loss over the first eval.tokens of the validation split, in order. The dp ranks take
 // alternate micro-batches of it and sum.
+// The sum is kept on the device (no host round trip per micro-batch) and reduced there: over NCCL
+// on CUDA.
 double evaluate(models::Model& model, const data::TokenDataset& val, const Recipe& r,
-                const parallel::Communicator& dp) {
+                const parallel::Communicator& dp, torch::Device device) {
   torch::NoGradGuard no_grad;
+  const models::Autocast autocast(device, r.train.precision == "bf16");
   const int64_t seq = r.data.seq_len, micro = r.train.micro_batch;
   const int64_t windows = std::min(r.eval.tokens / seq, data::sequential_window_count(val, seq));
-  torch::Tensor sum = torch::zeros({1}, torch::kFloat64);
+  torch::Tensor sum = torch::zeros({1}, torch::TensorOptions(torch::kFloat64).device(device));
   for (int64_t first = dp.rank() * micro; first < windows; first += dp.size() * micro) {
     const int64_t n = std::min(micro, windows - first);
-    const torch::Tensor batch = data::sequential_windows(val, seq, first, n);
+    const torch::Tensor batch = data::sequential_windows(val, seq, first, n).to(device);
     const auto out = model.loss(batch.slice(1, 0, seq), batch.slice(1, 1));
-    sum += out.loss.item<double>() * static_cast<double>(n);
+    sum += out.loss.to(torch::kFloat64) * static_cast<double>(n);
   }
   dp.all_reduce(sum);
   return sum.item<double>() / static_cast<double>(windows);
@@ -130,17 +136,6 @@ void require_finite(double value, const std::string& what, int64_t step) {
 }
 
 }  // namespace
-
-double measure_matmul_gflops(int64_t n) {
-  torch::NoGradGuard no_grad;
-  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  torch::Tensor c = torch::mm(a, b);  // warm-up
-  const int reps = 8;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < reps; ++i)
-    c = torch::mm(a, b);
-  return 2.0 * n * n * n * reps / seconds_between(t0, Clock::now()) / 1e9;
-}
 
 int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
   // ----- Everything that can be refused is checked on every rank before any work. -----
@@ -188,12 +183,21 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
 
   // ----- Model, data parallelism, optimizer. -----
   const int64_t vocab = train_data->meta().vocab_size;
+  const torch::Device device = train_device(r);
+  const bool bf16 = r.train.precision == "bf16";
   auto model = models::build_model(r.model, vocab, r.data.seq_len);
   models::ParamStore& params = model->params();
   optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));  // identical on every rank
   std::vector<torch::Tensor> values;
-  for (const auto& p : params.all())
+  for (auto& p : params.all()) {
+    // Initialised on the CPU (the same generator on every device), then moved: set_data keeps the
+    // handles the model holds.
+    if (p.value.device() != device) {
+      torch::NoGradGuard no_grad;
+      p.value.set_data(p.value.to(device));
+    }
     values.push_back(p.value);
+  }
   parallel::DataParallel dp(
       values, mesh.dp(),
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
@@ -209,6 +213,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       r.model.arch, r.model.d_model, r.model.n_layers, r.model.n_heads, r.model.n_kv_heads,
       r.model.ffn_hidden, vocab, human(acc.total_params), human(acc.non_embedding_params),
       human(acc.flops_per_token));
+  spdlog::info("compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
+               r.train.precision,
+               bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : "");
   spdlog::info(
       "data parallel: dp={}, micro-batches of {} x {} sequences per rank and step, {} gradient "
       "buckets of "
@@ -253,20 +260,28 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                                                         {"weight_decay", r.optim.weight_decay},
                                                         {"seed", r.run.seed},
                                                         {"parametrization", r.mup.parametrization},
+                                                        {"precision", r.train.precision},
+                                                        {"device", r.train.device},
+                                                        {"threads", r.train.threads},
                                                         {"total_steps", r.train.steps},
                                                         {"dp", r.parallel.dp},
                                                         {"zero", r.optim.zero},
                                                         {"recipe", recipe_text}},
                   resume_from ? start_step : -1);
 
-  // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine).
-  const double rank_peak = r.train.peak_gflops > 0 ? r.train.peak_gflops : measure_matmul_gflops();
+  // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine)
+  // in the precision the matmuls run in: a 1024^3 product on the CPU, 8192^3 on a GPU.
+  const torch::ScalarType matmul_dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  const double rank_peak =
+      r.train.peak_gflops > 0
+          ? r.train.peak_gflops
+          : measure_matmul_gflops(device.is_cuda() ? 8192 : 1024, matmul_dtype, device);
   const double peak_gflops = dp.sum(rank_peak);
   dp.take_stats();
-  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {}), {} threads per rank", peak_gflops,
-               mesh.dp().size(),
-               r.train.peak_gflops > 0 ? "train.peak_gflops" : "measured fp32 matmul",
-               at::get_num_threads());
+  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {})", peak_gflops, mesh.dp().size(),
+               r.train.peak_gflops > 0
+                   ? "train.peak_gflops"
+                   : "measured " + std::string(bf16 ? "bf16" : "fp32") + " matmul");
 
   // ----- The loop. -----
   const int64_t micro = r.parallel.microbatches;
@@ -281,18 +296,26 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     dp.zero_grad();
 
     // Forward and backward over this rank's micro-batches; each loss is scaled by 1/step_micro, so
-    // the gradients summed over the ranks are the global batch's mean.
-    double loss_sum = 0;
-    for (int64_t m = 0; m < micro; ++m) {
-      const int64_t first_row = (mesh.coord().dp * micro + m) * r.train.micro_batch;
-      const torch::Tensor batch = loader.rows(step, first_row, r.train.micro_batch);
-      const models::ModelOutput out = model->loss(batch.slice(1, 0, seq), batch.slice(1, 1));
-      loss_sum += out.loss.item<double>();
-      dp.before_backward(/*last=*/m == micro - 1);
-      (out.objective / static_cast<double>(step_micro)).backward();
+    // the gradients summed over the ranks are the global batch's mean. In bf16 the weights are cast
+    // once per step (the cache lives until the block ends, before the update).
+    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+    {
+      const models::WeightCastCache weight_casts;
+      for (int64_t m = 0; m < micro; ++m) {
+        const int64_t first_row = (mesh.coord().dp * micro + m) * r.train.micro_batch;
+        const torch::Tensor batch = loader.rows(step, first_row, r.train.micro_batch).to(device);
+        models::ModelOutput out;
+        {
+          const models::Autocast autocast(device, bf16);
+          out = model->loss(batch.slice(1, 0, seq), batch.slice(1, 1));
+        }
+        loss_sum += out.loss.detach().to(torch::kFloat64);
+        dp.before_backward(/*last=*/m == micro - 1);
+        (out.objective / static_cast<double>(step_micro)).backward();
+      }
     }
     dp.finish_grad_sync();
-    const double loss = dp.sum(loss_sum) / static_cast<double>(step_micro);
+    const double loss = dp.sum(loss_sum.item<double>()) / static_cast<double>(step_micro);
     require_finite(loss, "the training loss", step);
     // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only.
     double grad_square = optim::grad_square_sum(params, optimizer.segments());
@@ -335,7 +358,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       interval_comm = parallel::CommStats{};
     }
     if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
-      const double val_loss = evaluate(*model, *val_data, r, mesh.dp());
+      const double val_loss = evaluate(*model, *val_data, r, mesh.dp(), device);
       require_finite(val_loss, "the validation loss", step);
       spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human(tokens), val_loss);
       if (trace) trace->append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});
@@ -344,10 +367,11 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     const bool periodic = r.checkpoint.every_steps > 0 && done % r.checkpoint.every_steps == 0;
     if (intermediate || periodic || done == r.train.steps) {
       const std::string path = checkpoint_path(run_dir, done);
-      write_checkpoint(path, params, optimizer,
-                       CheckpointMeta{done, tokens, lr, static_cast<uint64_t>(r.run.seed),
-                                      intermediate, recipe_text, r.model.arch, acc},
-                       checkpoint_layout);
+      write_checkpoint(
+          path, params, optimizer,
+          CheckpointMeta{done, tokens, lr, static_cast<uint64_t>(r.run.seed), intermediate,
+                         recipe_text, r.model.arch, r.train.precision, acc},
+          checkpoint_layout);
       if (trace) {
         trace->append_checkpoint(done, tokens, intermediate);
         prune_periodic(run_dir, tokens_per_step, r.checkpoint);

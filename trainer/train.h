@@ -16,8 +16,4 @@ struct TrainOptions {
 // Trains as the recipe says; returns the process exit status. User mistakes throw ladder::Error.
 int train(const Recipe& recipe, const TrainOptions& options, const parallel::MpiWorld& world);
 
-// fp32 GFLOP/s of an n x n x n matmul on this process's threads: the peak MFU is stated against on
-// CPU.
-double measure_matmul_gflops(int64_t n = 1024);
-
 }  // namespace ladder

@@ -2,6 +2,8 @@
 // multi-rank start-up under mpirun.
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -186,6 +188,28 @@ TEST(Cli, TrainCheckPrintsTheResolvedRecipe) {
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("[optim]\nlr = 0.001\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("dp = 0  # derived: 1"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TrainCheckResolvesThreadsAndPrecision) {
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  auto r = run_command(ladder_binary() + " train " + dir.path("r.toml") + " --check");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("\nprecision = \"auto\"  # derived: "
+                                                     "\"(fp32|bf16)\"\ndevice = \"cpu\"\n"
+                                                     "threads = 0  # derived: [1-9][0-9]*\n")))
+      << r.output;
+  // Given explicitly, they are printed as given; --threads N is --set train.threads=N.
+  r = run_command(ladder_binary() + " train " + dir.path("r.toml") +
+                  " --check --threads 3 --set train.precision=bf16");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("precision = \"bf16\"\ndevice = \"cpu\"\nthreads = 3\n"),
+            std::string::npos)
+      << r.output;
+  r = run_command(ladder_binary() + " train " + dir.path("r.toml") +
+                  " --check --set train.precision=fp16");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("train.precision"), std::string::npos) << r.output;
 }
 
 TEST(Cli, BadRecipeIsOneLineAndExitTwo) {

@@ -1,3 +1,4 @@
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -5,6 +6,7 @@
 #include "core/error.h"
 #include "models/blocks.h"
 #include "models/dense.h"
+#include "models/precision.h"
 #include "optim/parametrization.h"
 
 namespace ladder::models {
@@ -169,6 +171,66 @@ TEST(Dense, LossGradientsThroughTheWholeModel) {
       leaves.push_back(p.value);
     expect_gradients_match([&] { return model.loss(tokens, targets).loss.reshape({1}); }, leaves);
   }
+}
+
+// Gradients of every parameter after one forward/backward, flattened, and the loss.
+std::pair<torch::Tensor, double> loss_and_gradients(DenseTransformer& model, const torch::Tensor& x,
+                                                    const torch::Tensor& y, bool bf16) {
+  for (auto& p : model.params().all())
+    p.value.mutable_grad().reset();
+  ModelOutput out;
+  {
+    const Autocast autocast(torch::kCPU, bf16);
+    out = model.loss(x, y);
+  }
+  out.objective.backward();
+  std::vector<torch::Tensor> grads;
+  for (auto& p : model.params().all()) {
+    EXPECT_TRUE(p.value.grad().defined()) << p.name;
+    if (!p.value.grad().defined()) return {torch::Tensor(), 0};
+    EXPECT_EQ(p.value.grad().scalar_type(), torch::kFloat32) << p.name << ": fp32 master gradient";
+    grads.push_back(p.value.grad().reshape({-1}));
+  }
+  return {torch::cat(grads), out.loss.item<double>()};
+}
+
+TEST(Precision, Bf16AutocastComputesInBf16AndKeepsFp32GradientsAndLoss) {
+  DenseTransformer model(small_config(true, false), 11, 8);
+  optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+  const torch::Tensor x = torch::randint(0, 11, {2, 8}), y = torch::randint(0, 11, {2, 8});
+  {
+    const Autocast autocast(torch::kCPU, true);
+    EXPECT_EQ(model.logits(x).scalar_type(), torch::kBFloat16);  // the readout matmul ran in bf16
+    EXPECT_EQ(model.loss(x, y).loss.scalar_type(), torch::kFloat32);  // the loss did not
+  }
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(torch::kCPU)) << "the scope restores";
+  EXPECT_EQ(model.logits(x).scalar_type(), torch::kFloat32);
+
+  const auto [g32, loss32] = loss_and_gradients(model, x, y, false);
+  const auto [g16, loss16] = loss_and_gradients(model, x, y, true);
+  EXPECT_NEAR(loss16, loss32, 0.01 * loss32);
+  const double cosine = (g16 * g32).sum().item<double>() / (g16.norm() * g32.norm()).item<double>();
+  EXPECT_GT(cosine, 0.99) << "bf16 gradients point where fp32 ones do";
+  EXPECT_GT((g16 - g32).abs().max().item<double>(), 0.0) << "bf16 really ran";
+}
+
+TEST(Precision, CastsMadeWithoutGradientsDoNotLeakIntoTraining) {
+  // An evaluation (no gradients) under autocast, then a training forward: the training forward must
+  // not reuse the evaluation's bf16 weight copies, which have no path back to the fp32 weights.
+  DenseTransformer model(small_config(false, false), 11, 8);
+  optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+  const torch::Tensor x = torch::randint(0, 11, {2, 8}), y = torch::randint(0, 11, {2, 8});
+  {
+    torch::NoGradGuard no_grad;
+    const Autocast autocast(torch::kCPU, true);
+    model.loss(x, y);
+  }
+  const WeightCastCache step;  // as the training step holds it, around two micro-batches
+  const auto [first, loss1] = loss_and_gradients(model, x, y, true);
+  const auto [second, loss2] = loss_and_gradients(model, x, y, true);
+  EXPECT_GT(first.abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(first, second)) << "cached casts give the same gradients again";
+  EXPECT_EQ(loss1, loss2);
 }
 
 TEST(Dense, AccountingMatchesTheFormula) {

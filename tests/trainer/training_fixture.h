@@ -36,12 +36,14 @@ class TrainingFixture : public ::testing::Test {
   }
   static std::string run_dir(const std::string& name) { return dir_->path("runs/" + name); }
 
-  // `ladder train` with one thread per rank; ranks > 0: under mpirun with that many ranks.
+  // `ladder train` with one thread per rank, in fp32 (flags may set train.precision again: the last
+  // --set wins); ranks > 0: under mpirun with that many ranks.
   static testing::CommandResult train(const std::string& recipe_path, const std::string& flags = "",
                                       int ranks = 0) {
-    return testing::run_command((ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) +
-                                testing::ladder_binary() + " train " + recipe_path +
-                                " --threads 1 --set train.peak_gflops=100 " + flags);
+    return testing::run_command(
+        (ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) + testing::ladder_binary() +
+        " train " + recipe_path +
+        " --threads 1 --set train.peak_gflops=100 --set train.precision=fp32 " + flags);
   }
 
   static std::vector<double> series(const std::string& trace, const std::string& name) {
