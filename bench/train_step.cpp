@@ -1,9 +1,13 @@
 // Throughput of one training step (forward, backward, clipping, AdamW) of the dense model, with the
-// trainer's own code path. Prints tokens/s, model GFLOP/s, the fraction of the measured fp32 matmul
-// peak, and peak RSS.
+// trainer's own code path and precision handling (models/precision.h). Prints tokens/s, model
+// GFLOP/s, the fraction of the matmul peak measured in the step's precision on its device (MFU),
+// and peak memory (RSS; on CUDA also the allocator's peak).
 //
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
+//                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
 #include <ATen/Parallel.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -14,6 +18,7 @@
 #include <string>
 
 #include "models/model.h"
+#include "models/precision.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
 #include "trainer/hardware.h"
@@ -31,10 +36,18 @@ double seconds(Clock::time_point a) {
 int main(int argc, char** argv) {
   int64_t d_model = 512, layers = 8, heads = 8, seq = 256, batch = 8, vocab = 257, steps = 10;
   int threads = 2;
+  std::string precision = "fp32", device_name = "cpu";
+  double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
-    if (flag == "--d-model")
+    if (flag == "--precision")
+      precision = argv[i + 1];
+    else if (flag == "--device")
+      device_name = argv[i + 1];
+    else if (flag == "--peak-tflops")
+      peak_tflops = std::atof(argv[i + 1]);
+    else if (flag == "--d-model")
       d_model = v;
     else if (flag == "--layers")
       layers = v;
@@ -56,6 +69,19 @@ int main(int argc, char** argv) {
     }
   }
   at::set_num_threads(threads);
+  if (precision != "fp32" && precision != "bf16") {
+    std::fprintf(stderr, "--precision: fp32 or bf16\n");
+    return 2;
+  }
+  const bool bf16 = precision == "bf16";
+  if (device_name == "cuda" && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "--device cuda: no CUDA device is visible\n");
+    return 2;
+  }
+  const torch::Device device = device_name == "cuda" ? torch::kCUDA : torch::kCPU;
+  auto sync = [&] {
+    if (device.is_cuda()) c10::cuda::device_synchronize();
+  };
 
   ladder::models::ModelConfig c;
   c.arch = "dense", c.d_model = d_model, c.n_layers = layers, c.n_heads = heads;
@@ -65,26 +91,38 @@ int main(int argc, char** argv) {
   const ladder::optim::MupConfig mup{"sp", d_model};
   const ladder::optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
   ladder::optim::initialize(model->params(), mup, 0);
+  for (auto& p : model->params().all()) {
+    torch::NoGradGuard no_grad;
+    p.value.set_data(p.value.to(device));
+  }
   ladder::optim::AdamW adamw(model->params(), oc,
                              ladder::optim::param_settings(model->params(), oc, mup));
   const auto acc = model->accounting(seq);
 
   torch::manual_seed(0);
-  const torch::Tensor tokens = torch::randint(0, vocab, {batch, seq + 1});
+  const torch::Tensor tokens = torch::randint(0, vocab, {batch, seq + 1}).to(device);
   const torch::Tensor inputs = tokens.slice(1, 0, seq), targets = tokens.slice(1, 1);
   double t_forward = 0, t_backward = 0, t_optimizer = 0;
   auto step = [&] {
     auto t = Clock::now();
     for (auto& p : model->params().all())
       p.value.mutable_grad().reset();
-    const auto out = model->loss(inputs, targets);
+    const ladder::models::WeightCastCache weight_casts;
+    ladder::models::ModelOutput out;
+    {
+      const ladder::models::Autocast autocast(device, bf16);
+      out = model->loss(inputs, targets);
+    }
+    sync();
     t_forward += seconds(t), t = Clock::now();
     out.objective.backward();
+    sync();
     t_backward += seconds(t), t = Clock::now();
     const auto& segments = adamw.segments();
     const double norm = std::sqrt(ladder::optim::grad_square_sum(model->params(), segments));
     ladder::optim::clip_grads(model->params(), segments, norm, 1.0);
     adamw.step(1e-3);
+    sync();
     t_optimizer += seconds(t);
     return out.loss.item<double>();
   };
@@ -97,20 +135,29 @@ int main(int argc, char** argv) {
   const double s = seconds(t0);
   const double tokens_per_s = static_cast<double>(steps * batch * seq) / s;
   const double model_gflops = acc.flops_per_token * tokens_per_s / 1e9;
-  const double peak = ladder::measure_matmul_gflops(1024);
+  const double peak = peak_tflops > 0 ? peak_tflops * 1e3
+                                      : ladder::measure_matmul_gflops(
+                                            device.is_cuda() ? 8192 : 1024,
+                                            bf16 ? torch::kBFloat16 : torch::kFloat32, device);
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   std::printf(
-      "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%d\n",
+      "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%d "
+      "precision=%s device=%s\n",
       (long long)d_model, (long long)layers, (long long)heads, (long long)seq, (long long)batch,
-      (long long)vocab, threads);
+      (long long)vocab, threads, precision.c_str(), device.str().c_str());
   std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
               acc.flops_per_token / 1e6);
   std::printf(
-      "ladder  step %.3f s, %.0f tokens/s, %.1f model GFLOP/s, %.1f%% of the %.1f GFLOP/s "
-      "fp32 matmul peak, peak RSS %.0f MB\n",
+      "ladder  step %.3f s, %.0f tokens/s, %.1f model GFLOP/s, MFU %.1f%% of the %.1f GFLOP/s "
+      "%s %s matmul peak, peak RSS %.0f MB\n",
       s / steps, tokens_per_s, model_gflops, 100 * model_gflops / peak, peak,
-      usage.ru_maxrss / 1024.0);
+      peak_tflops > 0 ? "stated" : "measured", precision.c_str(), usage.ru_maxrss / 1024.0);
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+    std::printf("ladder  peak GPU memory allocated %.0f MB\n",
+                stats.allocated_bytes[0].peak / 1048576.0);
+  }
   std::printf("ladder  per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s\n",
               t_forward / steps, t_backward / steps, t_optimizer / steps);
   std::printf("RESULT ladder_tokens_per_s %.1f\n", tokens_per_s);

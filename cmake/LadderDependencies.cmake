@@ -35,15 +35,25 @@ list(PREPEND CMAKE_PREFIX_PATH "${LADDER_TORCH_PREFIX}")
 # toolkit's older libcudart/libnccl lack symbols it needs, so the toolkit is never used. Defining
 # torch::cudart as the wheel's runtime makes torch's CUDA set-up (cuda.cmake) stand down, with its
 # toolkit search and its GPU-architecture try_run that fails on a machine without a GPU.
-find_path(LADDER_CUDA_INCLUDE cuda_runtime.h PATHS ${LADDER_NVIDIA}/cu13/include NO_DEFAULT_PATH
-          REQUIRED)
+# The CUDA runtime headers for the NCCL backend: the wheel's, where it ships them whole (2.15 does),
+# else the toolkit's (declarations only: the library linked is still the wheel's).
+find_path(LADDER_CUDA_INCLUDE crt/host_defines.h
+          PATHS ${LADDER_NVIDIA}/cu13/include $ENV{CUDA_HOME}/include /usr/local/cuda/include
+          NO_DEFAULT_PATH REQUIRED)
 find_library(LADDER_CUDART_LIB NAMES libcudart.so.13 PATHS ${LADDER_NVIDIA}/cu13/lib NO_DEFAULT_PATH
              REQUIRED)
 add_library(torch::cudart INTERFACE IMPORTED)
 set_property(TARGET torch::cudart PROPERTY INTERFACE_LINK_LIBRARIES ${LADDER_CUDART_LIB})
 find_package(Torch REQUIRED CONFIG)
+# For checks on a machine that has another LibTorch and no registry to install the pinned one (a lent
+# GPU machine whose image carries its own PyTorch): -DLADDER_ALLOW_OTHER_TORCH=ON builds against it.
+option(LADDER_ALLOW_OTHER_TORCH "Build against a LibTorch other than the pinned version" OFF)
 if(NOT Torch_VERSION VERSION_EQUAL LADDER_TORCH_VERSION)
-  message(FATAL_ERROR "LibTorch ${Torch_VERSION} at ${Torch_DIR}; ladder pins ${LADDER_TORCH_VERSION}")
+  if(LADDER_ALLOW_OTHER_TORCH)
+    message(WARNING "LibTorch ${Torch_VERSION} at ${Torch_DIR}, not the pinned ${LADDER_TORCH_VERSION}")
+  else()
+    message(FATAL_ERROR "LibTorch ${Torch_VERSION} at ${Torch_DIR}; ladder pins ${LADDER_TORCH_VERSION}")
+  endif()
 endif()
 foreach(_lib ${TORCH_LIBRARY} ${C10_LIBRARY})
   if(NOT _lib MATCHES "^${LADDER_TORCH_PREFIX}")
@@ -56,7 +66,8 @@ endforeach()
 file(GLOB LADDER_NVIDIA_LIB_DIRS LIST_DIRECTORIES true "${LADDER_NVIDIA}/*/lib")
 add_library(ladder::torch INTERFACE IMPORTED)
 target_link_libraries(ladder::torch INTERFACE ${TORCH_LIBRARIES})
-target_include_directories(ladder::torch INTERFACE ${TORCH_INCLUDE_DIRS})
+# c10/cuda's headers (CUDA streams, the caching allocator) include the CUDA runtime's.
+target_include_directories(ladder::torch INTERFACE ${TORCH_INCLUDE_DIRS} ${LADDER_CUDA_INCLUDE})
 foreach(_dir ${LADDER_NVIDIA_LIB_DIRS})
   target_link_options(ladder::torch INTERFACE "LINKER:-rpath,${_dir}")
 endforeach()
@@ -98,7 +109,7 @@ find_path(LADDER_NCCL_INCLUDE nccl.h PATHS ${LADDER_NVIDIA}/nccl/include NO_DEFA
 find_library(LADDER_NCCL_LIB NAMES libnccl.so.2 nccl PATHS ${LADDER_NVIDIA}/nccl/lib NO_DEFAULT_PATH
              REQUIRED)
 add_library(ladder::nccl INTERFACE IMPORTED)
-target_include_directories(ladder::nccl INTERFACE ${LADDER_NCCL_INCLUDE} ${LADDER_CUDA_INCLUDE})
+target_include_directories(ladder::nccl INTERFACE ${LADDER_NCCL_INCLUDE})
 target_link_libraries(ladder::nccl INTERFACE ${LADDER_NCCL_LIB} ${LADDER_CUDART_LIB})
 message(STATUS "ladder: NCCL backend with ${LADDER_NCCL_LIB}")
 

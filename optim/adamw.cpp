@@ -34,6 +34,10 @@ AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
   }
 }
 
+// The update of Loshchilov and Hutter (2019, Algorithm 2), for all segments at once with LibTorch's
+// multi-tensor (_foreach_) operations: a handful of kernel launches per step on CUDA instead of
+// several per parameter; on the CPU they run the same per-tensor operations in the same order
+// (bitwise the same as one segment at a time).
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++t_;
@@ -41,44 +45,65 @@ void AdamW::step(double lr) {
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t_));
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(t_)));
   auto& params = store_.all();
+  std::vector<torch::Tensor> p, g, m, v, decayed;
+  std::vector<c10::Scalar> step_sizes, decay_factors;
   for (size_t k = 0; k < segments_.size(); ++k) {
     const ParamSegment& s = segments_[k];
     const torch::Tensor& value = params[s.param].value;
     if (!value.grad().defined()) continue;
-    torch::Tensor p = segment_of(value, s);
-    const torch::Tensor g = segment_of(value.grad(), s);
     const double step_lr = lr * settings_[s.param].lr_multiplier;
-    m_[k].mul_(b1).add_(g, 1.0 - b1);
-    v_[k].mul_(b2).addcmul_(g, g, 1.0 - b2);
-    if (settings_[s.param].weight_decay > 0)
-      p.mul_(1.0 - step_lr * settings_[s.param].weight_decay);
-    // denominator = sqrt(v) / sqrt(1 - b2^t) + eps, then p -= lr / (1 - b1^t) * m / denominator
-    torch::Tensor denom = v_[k].sqrt().div_(bias2_sqrt).add_(config_.eps);
-    p.addcdiv_(m_[k], denom, -step_lr / bias1);
+    p.push_back(segment_of(value, s));
+    g.push_back(segment_of(value.grad(), s));
+    m.push_back(m_[k]);
+    v.push_back(v_[k]);
+    step_sizes.emplace_back(-step_lr / bias1);
+    if (settings_[s.param].weight_decay > 0) {
+      decayed.push_back(p.back());
+      decay_factors.emplace_back(1.0 - step_lr * settings_[s.param].weight_decay);
+    }
   }
+  if (p.empty()) return;
+  at::_foreach_mul_(m, b1);
+  at::_foreach_add_(m, g, 1.0 - b1);  // m = b1 m + (1 - b1) g
+  at::_foreach_mul_(v, b2);
+  at::_foreach_addcmul_(v, g, g, 1.0 - b2);                         // v = b2 v + (1 - b2) g^2
+  if (!decayed.empty()) at::_foreach_mul_(decayed, decay_factors);  // decoupled weight decay
+  // denominator = sqrt(v) / sqrt(1 - b2^t) + eps, then p -= lr / (1 - b1^t) * m / denominator
+  std::vector<torch::Tensor> denom = at::_foreach_sqrt(v);
+  at::_foreach_div_(denom, bias2_sqrt);
+  at::_foreach_add_(denom, config_.eps);
+  at::_foreach_addcdiv_(p, m, denom, step_sizes);
 }
+
+namespace {
+
+// The segments' gradients that exist, as flat views.
+std::vector<torch::Tensor> grad_pieces(const models::ParamStore& store,
+                                       const std::vector<ParamSegment>& segments) {
+  std::vector<torch::Tensor> pieces;
+  for (const auto& s : segments) {
+    const torch::Tensor& g = store.all()[s.param].value.grad();
+    if (g.defined()) pieces.push_back(segment_of(g, s));
+  }
+  return pieces;
+}
+
+}  // namespace
 
 double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments) {
   torch::NoGradGuard no_grad;
-  double sum = 0;
-  for (const auto& s : segments) {
-    const torch::Tensor& g = store.all()[s.param].value.grad();
-    if (!g.defined()) continue;
-    const double n = segment_of(g, s).norm().item<double>();
-    sum += n * n;
-  }
-  return sum;
+  const std::vector<torch::Tensor> pieces = grad_pieces(store, segments);
+  if (pieces.empty()) return 0;
+  // Each piece's norm in its dtype, squared and summed in fp64, with one host synchronisation.
+  return torch::stack(at::_foreach_norm(pieces)).to(torch::kFloat64).square().sum().item<double>();
 }
 
 void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segments, double norm,
                 double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return;
   torch::NoGradGuard no_grad;
-  const double scale = max_norm / (norm + 1e-6);
-  for (const auto& s : segments) {
-    const torch::Tensor& g = store.all()[s.param].value.grad();
-    if (g.defined()) segment_of(g, s).mul_(scale);
-  }
+  std::vector<torch::Tensor> pieces = grad_pieces(store, segments);
+  if (!pieces.empty()) at::_foreach_mul_(pieces, max_norm / (norm + 1e-6));
 }
 
 }  // namespace ladder::optim

@@ -43,7 +43,8 @@ struct DataParallel::State {
   std::vector<Bucket> buckets;
   torch::Tensor param_flat, grad_flat;
   std::vector<FlatRange> whole, shard;
-  std::vector<c10::intrusive_ptr<torch::autograd::Node>> accumulators;  // keep the hooks alive
+  // Keep the hooks alive (the handle type is c10::intrusive_ptr in LibTorch 2.15).
+  std::vector<decltype(torch::autograd::impl::grad_accumulator(torch::Tensor()))> accumulators;
   bool armed = false;  // the last micro-batch's backward is running: buckets reduce as they fill
   size_t next_launch = 0;  // buckets start in index order, the same on every rank
   CommStats stats;
@@ -166,6 +167,12 @@ DataParallel::DataParallel(const std::vector<torch::Tensor>& params, const Commu
                                 .device(params.empty() ? torch::kCPU : params[0].device());
   s.param_flat = torch::zeros({cursor}, options_flat);
   s.grad_flat = torch::zeros({cursor}, options_flat);
+  if (ranks > 1 && options_flat.device().is_cuda()) {
+    // Creates the group's NCCL communicator here, on the thread that owns MPI: the first reduction
+    // would otherwise create it from a gradient hook, on the autograd engine's device thread.
+    torch::Tensor first = torch::zeros({1}, options_flat);
+    dp.all_reduce(first);
+  }
   for (size_t k = 0; k < params.size(); ++k) {
     torch::Tensor p = params[k];
     torch::Tensor value = s.param_flat.narrow(0, s.offset[k], p.numel()).view(p.sizes());

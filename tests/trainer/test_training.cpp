@@ -20,7 +20,10 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_command;
 
-class Training : public TrainingFixture {};
+class Training : public TrainingFixture {
+ protected:
+  static void expect_resume_is_bitwise(const std::string& prefix, const std::string& flags);
+};
 
 const char* kTrain12 =
     "[train]\nsteps = 12\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 1\n"
@@ -73,23 +76,28 @@ TEST_F(Training, TraceIsCompleteAndCheckpointsFollowTheSchedule) {
             std::string::npos);
 }
 
-TEST_F(Training, ResumeAfterMoreStepsIsBitwiseIdentical) {
-  // A run of 12 steps against a run of 6 steps resumed for 6 more (constant learning rate, so the
-  // two runs' schedules agree).
+// A run of 12 steps against a run of 6 steps resumed for 6 more (constant learning rate, so the two
+// runs' schedules agree), both with `flags`: their losses must be bitwise equal.
+void Training::expect_resume_is_bitwise(const std::string& prefix, const std::string& flags) {
   const std::string constant = "kind = \"constant\"\nwarmup = 2\n";
-  ASSERT_EQ(train(recipe("whole", kTrain12, constant)).status, 0);
-  const std::string half = recipe("half", kTrain12, constant);
-  ASSERT_EQ(train(half, "--set train.steps=6").status, 0);
-  const auto resumed = train(half, "--resume auto");
+  const std::string whole = prefix + "whole", half = prefix + "half";
+  ASSERT_EQ(train(recipe(whole, kTrain12, constant), flags).status, 0);
+  const std::string half_recipe = recipe(half, kTrain12, constant);
+  ASSERT_EQ(train(half_recipe, flags + " --set train.steps=6").status, 0);
+  const auto resumed = train(half_recipe, flags + " --resume auto");
   ASSERT_EQ(resumed.status, 0) << resumed.output;
-  const auto a = series(run_dir("whole") + "/trace.h5", "train/loss");
-  const auto b = series(run_dir("half") + "/trace.h5", "train/loss");
+  const auto a = series(run_dir(whole) + "/trace.h5", "train/loss");
+  const auto b = series(run_dir(half) + "/trace.h5", "train/loss");
   ASSERT_EQ(a.size(), 12u);
   ASSERT_EQ(b.size(), 12u);
   for (size_t i = 0; i < 12; ++i)
     EXPECT_EQ(a[i], b[i]) << "step " << i + 1;  // bitwise
-  EXPECT_EQ(series(run_dir("whole") + "/trace.h5", "eval/loss"),
-            series(run_dir("half") + "/trace.h5", "eval/loss"));
+  EXPECT_EQ(series(run_dir(whole) + "/trace.h5", "eval/loss"),
+            series(run_dir(half) + "/trace.h5", "eval/loss"));
+}
+
+TEST_F(Training, ResumeAfterMoreStepsIsBitwiseIdentical) {
+  expect_resume_is_bitwise("", "");
 }
 
 TEST_F(Training, ResumeMidScheduleDropsTheLostTailAndIsBitwiseIdentical) {
@@ -113,23 +121,11 @@ TEST_F(Training, ResumeMidScheduleDropsTheLostTailAndIsBitwiseIdentical) {
 }
 
 TEST_F(Training, Bf16ResumeIsBitwiseIdenticalAndRecordsThePrecision) {
-  const std::string constant = "kind = \"constant\"\nwarmup = 2\n";
-  const std::string bf16 = "--set train.precision=bf16 ";
-  ASSERT_EQ(train(recipe("bf16_whole", kTrain12, constant), bf16).status, 0);
-  const std::string half = recipe("bf16_half", kTrain12, constant);
-  ASSERT_EQ(train(half, bf16 + "--set train.steps=6").status, 0);
-  const auto resumed = train(half, bf16 + "--resume auto");
-  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  expect_resume_is_bitwise("bf16_", "--set train.precision=bf16");
   const auto a = series(run_dir("bf16_whole") + "/trace.h5", "train/loss");
-  const auto b = series(run_dir("bf16_half") + "/trace.h5", "train/loss");
   ASSERT_EQ(a.size(), 12u);
-  ASSERT_EQ(b.size(), 12u);
-  for (size_t i = 0; i < 12; ++i)
-    EXPECT_EQ(a[i], b[i]) << "step " << i + 1;  // bitwise
-  EXPECT_EQ(series(run_dir("bf16_whole") + "/trace.h5", "eval/loss"),
-            series(run_dir("bf16_half") + "/trace.h5", "eval/loss"));
   // bf16 really ran: the losses differ from an fp32 run of the same recipe.
-  ASSERT_EQ(train(recipe("fp32_whole", kTrain12, constant)).status, 0);
+  ASSERT_EQ(train(recipe("fp32_whole", kTrain12, "kind = \"constant\"\nwarmup = 2\n")).status, 0);
   EXPECT_NE(series(run_dir("fp32_whole") + "/trace.h5", "train/loss")[11], a[11]);
   h5::File t = h5::File::open(run_dir("bf16_whole") + "/trace.h5", false);
   EXPECT_EQ(h5::get_string_attr(t, "/", "precision"), "bf16");
