@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 steps=${STEPS:-8} micro=${MICRO:-1} warmup=${WARMUP:-2}
-/usr/bin/python3 -c 'import h5py' 2>/dev/null || {
-  echo "dp_scaling: needs Debian's python3-h5py (apt-get install python3-h5py)" >&2
+python=${LADDER_VENV:-$HOME/.cache/ladder/torch-2.15.0}/bin/python3  # h5py: launch/setup.sh
+"$python" -c 'import h5py' 2>/dev/null || {
+  echo "dp_scaling: needs $python with h5py; run launch/setup.sh" >&2
   exit 2
 }
 [[ -f data/brown/dataset.toml ]] ||
@@ -34,7 +35,7 @@ run() {
     --set eval.every_steps=0 --set checkpoint.every_steps=0 \
     --set checkpoint.intermediate=none ${ARGS:-} >"$out/$name.log" 2>&1 ||
     { cat "$out/$name.log" >&2; exit 1; }
-  /usr/bin/python3 - "$out/$name/trace.h5" "$warmup" <<'PY'
+  "$python" - "$out/$name/trace.h5" "$warmup" <<'PY'
 import sys, h5py
 with h5py.File(sys.argv[1], "r") as t:
     w = int(sys.argv[2])

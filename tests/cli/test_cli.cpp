@@ -2,11 +2,13 @@
 // multi-rank start-up under mpirun.
 #include <gtest/gtest.h>
 
-#include <regex>
-
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <regex>
+#include <thread>
 
 #include "test_util.h"
 
@@ -245,6 +247,22 @@ TEST(CliMpi, TwoRanksDeriveDataParallelism) {
                              dir.path("r.toml") + " --check");
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(count(r.output, "dp = 0  # derived: 2"), 1u) << r.output;  // rank 0 prints it
+  // The node's cores are shared between the two ranks on it.
+  const int per_rank = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
+  EXPECT_EQ(count(r.output, "threads = 0  # derived: " + std::to_string(per_rank) + "\n"), 1u)
+      << r.output;
+}
+
+TEST(CliMpi, CudaWithoutAGpuEndsEveryRankWithOneMessage) {
+  if (std::system("nvidia-smi -L > /dev/null 2>&1") == 0) GTEST_SKIP() << "this machine has a GPU";
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  const auto r = run_command(testing::mpirun(2) + " " + ladder_binary() + " train " +
+                             dir.path("r.toml") + " --check --set train.device=cuda");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(count(r.output, "ladder: error: train.device = \"cuda\": no CUDA device is visible"),
+            1u)
+      << r.output;
 }
 
 TEST(CliMpi, WorldSizeMismatchEndsEveryRankWithOneMessage) {
