@@ -1,6 +1,21 @@
-// Tensor-parallel layers (Megatron-LM, Shoeybi et al. 2019): models are written once against these.
-// At tp = 1 — the only size built so far — each is the plain layer it names; the sharded forms (and
-// their all-reduce / all-gather) arrive with the tensor-parallel issue without touching the models.
+// Tensor-parallel layers (Megatron-LM, Shoeybi et al. 2019) and sequence parallelism (Korthikanti
+// et al. 2022): models are written once against these. Without a group (or with a group of one)
+// each is the plain layer it names and communicates nothing.
+//
+// A column-parallel linear splits W [out, in] by output rows: each rank computes its slice of the
+// output from the whole input. A row-parallel linear splits W by input columns: each rank computes
+// a partial output from its slice of the input, and the partials are summed. A column-parallel
+// layer followed by a row-parallel one (attention's q/k/v then o; the MLP's gate/up then down)
+// needs one all-reduce in the forward pass and one in the backward pass, through the conjugate
+// operators f (identity forward, all-reduce backward) and g (all-reduce forward, identity
+// backward).
+//
+// With sequence parallelism the activations between those regions (residual stream, norms) are
+// sharded by token: a tensor whose dim 0 indexes tokens ([tokens, d_model], tokens = batch x seq
+// flattened) holds rank r's r-th block of rows. The region then starts with an all-gather of the
+// tokens (backward: reduce-scatter) and ends with a reduce-scatter of the partial sums (backward:
+// all-gather): the same bytes as the all-reduce it replaces, and activation memory outside the
+// regions divided by tp.
 //
 // Weights are created by the model's ParamStore (models/params.h) and handed in, so these layers
 // own no parameters and know nothing of roles.
@@ -8,26 +23,52 @@
 
 #include <torch/torch.h>
 
+#include "parallel/communicator.h"
+
 namespace ladder::parallel {
 
-// y = x W^T with W [out, in]; at tp > 1, W is split by output rows and y stays sharded.
+// The group a layer is split over.
+struct TensorParallel {
+  const Communicator* group = nullptr;  // nullptr: not split
+  bool sequence_parallel = false;       // activations outside the regions are sharded by token
+  int size() const { return group ? group->size() : 1; }
+  int rank() const { return group ? group->rank() : 0; }
+  bool active() const { return size() > 1; }
+};
+
+// The conjugate operators, as autograd functions. Tensors are split or gathered along dim 0.
+torch::Tensor copy_to_tensor_parallel(const torch::Tensor& x, const Communicator& tp);      // f
+torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const Communicator& tp);  // g
+// Sequence parallelism: all-gather of the token blocks (backward: reduce-scatter), and
+// reduce-scatter of partial sums into token blocks (backward: all-gather).
+torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const Communicator& tp);
+torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const Communicator& tp);
+
+// y = x W^T with W [out, in]. At tp > 1, `weight` is this rank's block of out / tp rows and y holds
+// the matching block of output features. With sequence parallelism x is this rank's block of tokens
+// and y covers all tokens.
 struct ColumnParallelLinear {
   torch::Tensor weight;
-  torch::Tensor forward(const torch::Tensor& x) const { return torch::matmul(x, weight.t()); }
+  TensorParallel tp;
+  torch::Tensor forward(const torch::Tensor& x) const;
 };
 
-// y = x W^T with W [out, in]; at tp > 1, W is split by input columns and y is all-reduced.
+// y = x W^T with W [out, in]. At tp > 1, `weight` is this rank's block of in / tp columns, x the
+// matching block of input features, and y is summed over the group (with sequence parallelism,
+// reduce-scattered into this rank's block of tokens).
 struct RowParallelLinear {
   torch::Tensor weight;
-  torch::Tensor forward(const torch::Tensor& x) const { return torch::matmul(x, weight.t()); }
+  TensorParallel tp;
+  torch::Tensor forward(const torch::Tensor& x) const;
 };
 
-// Token embedding E [vocab, d]; at tp > 1, E is split by vocabulary rows.
+// Token embedding E [vocab, d]. At tp > 1, `weight` is this rank's block of vocab / tp rows (the
+// vocabulary padded to a multiple of tp); each rank looks up the tokens it holds, zeros the others,
+// and the results are summed (with sequence parallelism, reduce-scattered by token).
 struct VocabParallelEmbedding {
   torch::Tensor weight;
-  torch::Tensor forward(const torch::Tensor& tokens) const {
-    return torch::embedding(weight, tokens);
-  }
+  TensorParallel tp;
+  torch::Tensor forward(const torch::Tensor& tokens) const;
 };
 
 struct CrossEntropyOutput {
@@ -35,10 +76,14 @@ struct CrossEntropyOutput {
   torch::Tensor z_loss;  // mean squared log-partition (PaLM, Chowdhery et al. 2022, section 5)
 };
 
-// Cross-entropy of logits [N, vocab] against targets [N] in at least fp32, with the log-partition
-// kept for the z-loss. At tp > 1 the logits are vocabulary-sharded and the max / sum-exp are
-// all-reduced.
+// Cross-entropy of logits [N, columns] against targets [N], in fp32, with the log-partition kept
+// for the z-loss. At tp > 1 the logits are this rank's block of the (padded) vocabulary, columns
+// [rank x columns, (rank + 1) x columns); the max, the sum of exponentials and the target's logit
+// are all-reduced, so the full logits are never gathered on one rank. Columns at or beyond
+// `vocab_size` (the padding) are masked out; vocab_size <= 0 means no padding.
 CrossEntropyOutput vocab_parallel_cross_entropy(const torch::Tensor& logits,
-                                                const torch::Tensor& targets);
+                                                const torch::Tensor& targets,
+                                                const TensorParallel& tp = {},
+                                                int64_t vocab_size = 0);
 
 }  // namespace ladder::parallel
