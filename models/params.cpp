@@ -24,13 +24,38 @@ Role role_from_name(const std::string& name) {
   throw Error("role", "unknown parameter role \"" + name + "\"");
 }
 
+namespace {
+
+int64_t logical_numel(const Param& p) {
+  int64_t n = 1;
+  for (int64_t d : p.shape)
+    n *= d;
+  return n;
+}
+
+}  // namespace
+
+torch::Tensor local_block(const Param& param, const torch::Tensor& full) {
+  if (!param.shard.split()) return full;
+  const int64_t size = param.shape[param.shard.dim] / param.shard.size;
+  return full.narrow(param.shard.dim, param.shard.rank * size, size);
+}
+
 torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
                               std::vector<int64_t> shape, std::vector<int> width_dims,
-                              int64_t fan_in, double init_multiplier) {
+                              int64_t fan_in, double init_multiplier, Shard shard) {
   for (const auto& p : params_)
     if (p.name == name) throw std::logic_error("parameter registered twice: " + name);
-  Param p{name, role, init, shape, std::move(width_dims), fan_in, init_multiplier, {}};
-  p.value = torch::empty(shape, torch::kFloat32).set_requires_grad(true);
+  std::vector<int64_t> local = shape;
+  if (shard.split()) {
+    if (shard.dim >= static_cast<int>(shape.size()) || shape[shard.dim] % shard.size != 0 ||
+        shard.rank < 0 || shard.rank >= shard.size)
+      throw std::logic_error("parameter " + name + ": dimension " + std::to_string(shard.dim) +
+                             " cannot be split into " + std::to_string(shard.size) + " blocks");
+    local[shard.dim] /= shard.size;
+  }
+  Param p{name, role, init, shape, std::move(width_dims), fan_in, init_multiplier, {}, shard};
+  p.value = torch::empty(local, torch::kFloat32).set_requires_grad(true);
   params_.push_back(std::move(p));
   return params_.back().value;
 }
@@ -44,14 +69,14 @@ const Param& ParamStore::get(const std::string& name) const {
 int64_t ParamStore::numel() const {
   int64_t n = 0;
   for (const auto& p : params_)
-    n += p.value.numel();
+    n += logical_numel(p);
   return n;
 }
 
 int64_t ParamStore::numel(Role role) const {
   int64_t n = 0;
   for (const auto& p : params_)
-    if (p.role == role) n += p.value.numel();
+    if (p.role == role) n += logical_numel(p);
   return n;
 }
 

@@ -26,6 +26,16 @@ Role role_from_name(const std::string& name);  // throws ladder::Error for an un
 // fan-in).
 enum class InitKind { Normal, Ones, Zeros };
 
+// How a parameter is split across the tensor-parallel group: this rank holds block `rank` of `size`
+// equal blocks along dimension `dim` of the logical shape. dim < 0 (the default): every rank holds
+// all of it.
+struct Shard {
+  int dim = -1;
+  int rank = 0;
+  int size = 1;
+  bool split() const { return dim >= 0 && size > 1; }
+};
+
 struct Param {
   std::string name;  // canonical, e.g. "layers.3.attn.wq"
   Role role;
@@ -35,18 +45,26 @@ struct Param {
   int64_t fan_in;               // inputs per output unit, for fan-in-scaled init
   double init_multiplier =
       1.0;              // extra factor on the init std (e.g. depth-scaled output projections)
-  torch::Tensor value;  // this rank's tensor (the full tensor at tp = 1), requires_grad
+  torch::Tensor value;  // this rank's block (the full tensor when not split), requires_grad
+  Shard shard;          // which block of the logical tensor `value` is
 };
+
+// This rank's block of a tensor at the parameter's logical shape (the tensor itself when not
+// split).
+torch::Tensor local_block(const Param& param, const torch::Tensor& full);
 
 class ParamStore {
  public:
-  // Registers a parameter, allocated (uninitialised) at `shape`; returns a handle to its value.
+  // Registers a parameter of logical shape `shape`, allocated (uninitialised) at this rank's block
+  // of it; returns a handle to its value. The split dimension must divide evenly.
   torch::Tensor add(const std::string& name, Role role, InitKind init, std::vector<int64_t> shape,
-                    std::vector<int> width_dims, int64_t fan_in, double init_multiplier = 1.0);
+                    std::vector<int> width_dims, int64_t fan_in, double init_multiplier = 1.0,
+                    Shard shard = {});
 
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
   const Param& get(const std::string& name) const;
+  // Elements at the logical shapes (what the model has, however it is split).
   int64_t numel() const;
   int64_t numel(Role role) const;
 

@@ -34,8 +34,11 @@ void initialize(models::ParamStore& store, const MupConfig& mup, uint64_t seed) 
     }
     const double base = p.role == Role::Embedding ? 1.0 : 1.0 / std::sqrt(double(p.fan_in));
     auto generator = at::detail::createCPUGenerator(hash_words(seed, fnv1a64(p.name)));
-    // Drawn at the full logical shape; a tensor-parallel rank would keep its slice of this tensor.
-    p.value.normal_(0.0, base * p.init_multiplier, generator);
+    // Drawn at the full logical shape, of which a tensor-parallel rank keeps its block: every
+    // layout starts from the weights of a single process (DESIGN contract 3).
+    torch::Tensor full = torch::empty(p.shape, torch::kFloat32);
+    full.normal_(0.0, base * p.init_multiplier, generator);
+    p.value.copy_(models::local_block(p, full));
   }
 }
 

@@ -267,6 +267,36 @@ TEST(Dense, InitialisationIsKeyedByNameAndSeed) {
   EXPECT_TRUE(torch::equal(a.params().get("final_norm").value, torch::ones({16})));
 }
 
+TEST(Params, ShardedParametersStartAsBlocksOfTheSingleProcessWeights) {
+  // Contract 3: whatever the split, the blocks of a parameter are the single process's tensor.
+  auto build = [](Shard shard) {
+    ParamStore store;
+    store.add("layers.0.attn.wq", Role::Hidden, InitKind::Normal, {8, 6}, {0, 1}, 6, 1.0, shard);
+    store.add("layers.0.attn.wo", Role::Hidden, InitKind::Normal, {6, 8}, {0, 1}, 8, 0.5,
+              Shard{shard.dim < 0 ? -1 : 1, shard.rank, shard.size});
+    store.add("final_norm", Role::Vector, InitKind::Ones, {6}, {0}, 1);
+    optim::initialize(store, optim::MupConfig{"sp", 6}, 11);
+    return store;
+  };
+  const ParamStore whole = build({});
+  for (int ranks : {2, 4}) {
+    std::vector<torch::Tensor> rows, columns;
+    for (int r = 0; r < ranks; ++r) {
+      const ParamStore part = build(Shard{0, r, ranks});
+      EXPECT_EQ(part.get("layers.0.attn.wq").value.sizes(), (std::vector<int64_t>{8 / ranks, 6}));
+      EXPECT_EQ(part.numel(), whole.numel()) << "sizes count the logical tensors";
+      rows.push_back(part.get("layers.0.attn.wq").value.detach());
+      columns.push_back(part.get("layers.0.attn.wo").value.detach());
+      EXPECT_TRUE(torch::equal(part.get("final_norm").value, whole.get("final_norm").value));
+    }
+    EXPECT_TRUE(torch::equal(torch::cat(rows, 0), whole.get("layers.0.attn.wq").value));
+    EXPECT_TRUE(torch::equal(torch::cat(columns, 1), whole.get("layers.0.attn.wo").value));
+  }
+  ParamStore bad;
+  EXPECT_THROW(bad.add("w", Role::Hidden, InitKind::Normal, {6, 4}, {0, 1}, 4, 1.0, Shard{0, 0, 4}),
+               std::logic_error);
+}
+
 TEST(Registry, UnbuiltArchitecturesAreRefused) {
   ModelConfig c = small_config(false, false);
   c.arch = "moe";
