@@ -4,12 +4,20 @@
 
 namespace ladder::models {
 
-DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int64_t max_seq_len)
+DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int64_t max_seq_len,
+                                   const parallel::TensorParallel& tp)
     : config_(c),
       vocab_size_(vocab_size),
       head_dim_(c.d_model / c.n_heads),
+      tp_(tp),
+      local_heads_(c.n_heads / tp.size()),
+      local_kv_heads_(c.n_kv_heads / tp.size()),
       rope_(c.d_model / c.n_heads, max_seq_len, c.rope_theta) {
   const int64_t d = c.d_model, f = c.ffn_hidden, kv = c.n_kv_heads * head_dim_;
+  // Blocks of the logical weights this rank holds: by output rows (column-parallel), by input
+  // columns (row-parallel), by vocabulary rows (padded to a multiple of tp).
+  const models::Shard rows{0, tp.rank(), tp.size()}, columns{1, tp.rank(), tp.size()},
+      vocab_rows{0, tp.rank(), tp.size(), /*pad=*/true};
   // Output projections into the residual stream start smaller by 1/sqrt(2 L), as in GPT-2
   // (Radford et al. 2019), so the residual's variance does not grow with depth at init.
   const double residual_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(c.n_layers));
@@ -17,72 +25,100 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
   // scale.
   embedding_.weight =
       store_.add("embedding", Role::Embedding, InitKind::Normal, {vocab_size, d}, {1}, /*fan_in=*/1,
-                 c.tie_embeddings ? 1.0 / std::sqrt(static_cast<double>(d)) : 1.0);
+                 c.tie_embeddings ? 1.0 / std::sqrt(static_cast<double>(d)) : 1.0, vocab_rows);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     Block b;
     b.attn_norm = store_.add(p + "attn_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1);
-    b.wq.weight = store_.add(p + "attn.wq", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d);
-    b.wk.weight = store_.add(p + "attn.wk", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d);
-    b.wv.weight = store_.add(p + "attn.wv", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d);
+    b.wq.weight =
+        store_.add(p + "attn.wq", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d, 1.0, rows);
+    b.wk.weight =
+        store_.add(p + "attn.wk", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d, 1.0, rows);
+    b.wv.weight =
+        store_.add(p + "attn.wv", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d, 1.0, rows);
     if (c.qk_norm) {
       b.q_norm = store_.add(p + "attn.q_norm", Role::Vector, InitKind::Ones, {head_dim_}, {}, 1);
       b.k_norm = store_.add(p + "attn.k_norm", Role::Vector, InitKind::Ones, {head_dim_}, {}, 1);
     }
     b.wo.weight = store_.add(p + "attn.wo", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d,
-                             residual_scale);
+                             residual_scale, columns);
     b.mlp_norm = store_.add(p + "mlp_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1);
     b.w_gate.weight =
-        store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d);
-    b.w_up.weight = store_.add(p + "mlp.w_up", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d);
+        store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d, 1.0, rows);
+    b.w_up.weight =
+        store_.add(p + "mlp.w_up", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d, 1.0, rows);
     b.w_down.weight = store_.add(p + "mlp.w_down", Role::Hidden, InitKind::Normal, {d, f}, {0, 1},
-                                 f, residual_scale);
+                                 f, residual_scale, columns);
+    for (auto* layer : {&b.wq, &b.wk, &b.wv, &b.w_gate, &b.w_up})
+      layer->tp = tp;
+    b.wo.tp = b.w_down.tp = tp;
     blocks_.push_back(b);
   }
   final_norm_ = store_.add("final_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1);
-  readout_ = c.tie_embeddings
-                 ? embedding_.weight
-                 : store_.add("readout", Role::Readout, InitKind::Normal, {vocab_size, d}, {1}, d);
+  embedding_.tp = readout_.tp = tp;
+  readout_.weight = c.tie_embeddings ? embedding_.weight
+                                     : store_.add("readout", Role::Readout, InitKind::Normal,
+                                                  {vocab_size, d}, {1}, d, 1.0, vocab_rows);
 }
 
 torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x) const {
-  const Block& b = blocks_[layer];
   const int64_t batch = x.size(0), seq = x.size(1);
-  const double eps = config_.norm_eps;
+  return block(layer, x.reshape({batch * seq, x.size(2)}), batch, seq).view_as(x);
+}
 
-  torch::Tensor h = rms_norm(x, b.attn_norm, eps);
-  torch::Tensor q = b.wq.forward(h).view({batch, seq, config_.n_heads, head_dim_});
-  torch::Tensor k = b.wk.forward(h).view({batch, seq, config_.n_kv_heads, head_dim_});
-  torch::Tensor v = b.wv.forward(h).view({batch, seq, config_.n_kv_heads, head_dim_});
+torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int64_t batch,
+                                      int64_t seq) const {
+  const Block& b = blocks_[layer];
+  const double eps = config_.norm_eps;
+  // Gains used on this rank's tokens only (sequence parallelism) or on its heads only (QK-norm)
+  // have their gradients summed over the group.
+  auto token_gain = [&](const torch::Tensor& w) {
+    return tp_.sequence_parallel ? parallel::replicated_in_partial_use(w, tp_) : w;
+  };
+  auto head_gain = [&](const torch::Tensor& w) {
+    return parallel::replicated_in_partial_use(w, tp_);
+  };
+
+  // Attention: q, k, v read one entered input (one f / token all-gather for the three).
+  const torch::Tensor h =
+      parallel::enter_column_region(rms_norm(x, token_gain(b.attn_norm), eps), tp_);
+  torch::Tensor q = b.wq.local(h).view({batch, seq, local_heads_, head_dim_});
+  torch::Tensor k = b.wk.local(h).view({batch, seq, local_kv_heads_, head_dim_});
+  torch::Tensor v = b.wv.local(h).view({batch, seq, local_kv_heads_, head_dim_});
   if (config_.qk_norm) {
-    q = rms_norm(q, b.q_norm, eps);
-    k = rms_norm(k, b.k_norm, eps);
+    q = rms_norm(q, head_gain(b.q_norm), eps);
+    k = rms_norm(k, head_gain(b.k_norm), eps);
   }
   q = rope_.apply(q).transpose(1, 2);  // [batch, heads, seq, head_dim]
   k = rope_.apply(k).transpose(1, 2);
   v = v.transpose(1, 2);
   const torch::Tensor attn =
-      causal_attention(q, k, v).transpose(1, 2).reshape({batch, seq, config_.d_model});
-  torch::Tensor out = x + b.wo.forward(attn);
+      causal_attention(q, k, v).transpose(1, 2).reshape({batch * seq, local_heads_ * head_dim_});
+  const torch::Tensor out = x + b.wo.forward(attn);
 
-  h = rms_norm(out, b.mlp_norm, eps);
-  return out + b.w_down.forward(swiglu(b.w_gate.forward(h), b.w_up.forward(h)));
+  const torch::Tensor g =
+      parallel::enter_column_region(rms_norm(out, token_gain(b.mlp_norm), eps), tp_);
+  return out + b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g)));
 }
 
 torch::Tensor DenseTransformer::hidden(const torch::Tensor& tokens) const {
-  torch::Tensor x = embedding_.forward(tokens);
+  const int64_t batch = tokens.size(0), seq = tokens.size(1);
+  torch::Tensor x = embedding_.forward(tokens.reshape({-1}));  // [tokens (this rank's), d_model]
   for (size_t l = 0; l < blocks_.size(); ++l)
-    x = block(l, x);
-  return rms_norm(x, final_norm_, config_.norm_eps);
+    x = block(l, x, batch, seq);
+  const torch::Tensor gain =
+      tp_.sequence_parallel ? parallel::replicated_in_partial_use(final_norm_, tp_) : final_norm_;
+  return rms_norm(x, gain, config_.norm_eps);
 }
 
 torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {
-  return torch::matmul(hidden(tokens), readout_.t());
+  // [batch, seq, vocab]: this rank's block of the (padded) vocabulary at tp > 1.
+  return readout_.forward(hidden(tokens)).view({tokens.size(0), tokens.size(1), -1});
 }
 
 ModelOutput DenseTransformer::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
-  const torch::Tensor flat = logits(tokens).view({-1, vocab_size_});
-  auto ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}));
+  const torch::Tensor flat = readout_.forward(hidden(tokens));  // [tokens, vocab block]
+  auto ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}), tp_, vocab_size_);
   ModelOutput out{ce.loss, ce.z_loss, ce.loss};
   if (config_.z_loss > 0) out.objective = ce.loss + config_.z_loss * ce.z_loss;
   return out;

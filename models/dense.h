@@ -2,6 +2,11 @@
 // blocks of RMSNorm -> grouped-query causal attention with rotary embeddings (and optional QK-norm,
 // Wortsman et al. 2023) -> residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; readout tied
 // or untied; optional z-loss.
+//
+// Tensor parallelism (parallel/tensor_parallel.h): attention is split by heads (query and key/value
+// heads alike: tp must divide both), the MLP along its hidden dimension, the embedding and the
+// readout along the vocabulary (padded to a multiple of tp). Activations are [tokens, d_model]
+// (batch x seq flattened), with sequence parallelism this rank's block of the tokens.
 #pragma once
 
 #include <vector>
@@ -14,13 +19,15 @@ namespace ladder::models {
 
 class DenseTransformer final : public Model {
  public:
-  DenseTransformer(const ModelConfig& config, int64_t vocab_size, int64_t max_seq_len);
+  DenseTransformer(const ModelConfig& config, int64_t vocab_size, int64_t max_seq_len,
+                   const parallel::TensorParallel& tp = {});
   torch::Tensor logits(const torch::Tensor& tokens) override;
   ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) override;
   SizeAccounting accounting(int64_t seq_len) const override;
   ParamStore& params() override { return store_; }
 
-  // One block's residual update, exposed for tests: x [batch, seq, d_model] -> x + attn + mlp.
+  // One block's residual update, exposed for tests: x [batch, seq, d_model] -> x + attn + mlp
+  // (unsplit models only).
   torch::Tensor block(size_t layer, const torch::Tensor& x) const;
 
  private:
@@ -29,16 +36,20 @@ class DenseTransformer final : public Model {
     parallel::ColumnParallelLinear wq, wk, wv, w_gate, w_up;
     parallel::RowParallelLinear wo, w_down;
   };
-  torch::Tensor hidden(const torch::Tensor& tokens) const;  // final-normed states [b, s, d]
+  // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
+  torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;
+  torch::Tensor hidden(const torch::Tensor& tokens) const;  // final-normed states [tokens, d]
 
   ModelConfig config_;
   int64_t vocab_size_;
   int64_t head_dim_;
+  parallel::TensorParallel tp_;
+  int64_t local_heads_, local_kv_heads_;  // this rank's attention heads
   ParamStore store_;
   parallel::VocabParallelEmbedding embedding_;
   std::vector<Block> blocks_;
   torch::Tensor final_norm_;
-  torch::Tensor readout_;  // [vocab, d_model]; the embedding matrix itself when tied
+  parallel::ColumnParallelLinear readout_;  // [vocab, d_model]; the embedding matrix when tied
   RotaryEmbedding rope_;
 };
 

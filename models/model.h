@@ -9,6 +9,7 @@
 
 #include "models/config.h"
 #include "models/params.h"
+#include "parallel/tensor_parallel.h"
 
 namespace ladder::models {
 
@@ -42,8 +43,9 @@ class Model {
 };
 
 // The architecture registry: model.arch -> a model whose parameters are registered in `store`
-// (uninitialised: optim/ initialises them). Throws ladder::Error for an architecture not built.
+// (uninitialised: optim/ initialises them), split over `tp` when it is active. Throws ladder::Error
+// for an architecture not built.
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
-                                   int64_t max_seq_len);
+                                   int64_t max_seq_len, const parallel::TensorParallel& tp = {});
 
 }  // namespace ladder::models

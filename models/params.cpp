@@ -1,5 +1,7 @@
 #include "models/params.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace ladder::models {
@@ -35,10 +37,26 @@ int64_t logical_numel(const Param& p) {
 
 }  // namespace
 
+int64_t block_length(const Param& param) {
+  if (!param.shard.split()) return param.shape.empty() ? 1 : param.shape[0];
+  const int64_t n = param.shape[param.shard.dim], k = param.shard.size;
+  return (n + k - 1) / k;
+}
+
+int64_t block_start(const Param& param) {
+  return param.shard.split() ? param.shard.rank * block_length(param) : 0;
+}
+
 torch::Tensor local_block(const Param& param, const torch::Tensor& full) {
   if (!param.shard.split()) return full;
-  const int64_t size = param.shape[param.shard.dim] / param.shard.size;
-  return full.narrow(param.shard.dim, param.shard.rank * size, size);
+  const int dim = param.shard.dim;
+  const int64_t n = param.shape[dim], start = block_start(param), length = block_length(param);
+  const int64_t present = std::max<int64_t>(0, std::min(length, n - start));
+  torch::Tensor block = full.narrow(dim, std::min(start, n), present);
+  if (present == length) return block;
+  std::vector<int64_t> padding = full.sizes().vec();
+  padding[dim] = length - present;
+  return torch::cat({block, torch::zeros(padding, full.options())}, dim);
 }
 
 torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
@@ -47,14 +65,15 @@ torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
   for (const auto& p : params_)
     if (p.name == name) throw std::logic_error("parameter registered twice: " + name);
   std::vector<int64_t> local = shape;
+  Param p{name, role, init, shape, std::move(width_dims), fan_in, init_multiplier, {}, shard};
   if (shard.split()) {
-    if (shard.dim >= static_cast<int>(shape.size()) || shape[shard.dim] % shard.size != 0 ||
-        shard.rank < 0 || shard.rank >= shard.size)
+    if (shard.dim >= static_cast<int>(shape.size()) ||
+        (!shard.pad && shape[shard.dim] % shard.size != 0) || shard.rank < 0 ||
+        shard.rank >= shard.size)
       throw std::logic_error("parameter " + name + ": dimension " + std::to_string(shard.dim) +
                              " cannot be split into " + std::to_string(shard.size) + " blocks");
-    local[shard.dim] /= shard.size;
+    local[shard.dim] = block_length(p);
   }
-  Param p{name, role, init, shape, std::move(width_dims), fan_in, init_multiplier, {}, shard};
   p.value = torch::empty(local, torch::kFloat32).set_requires_grad(true);
   params_.push_back(std::move(p));
   return params_.back().value;

@@ -28,11 +28,14 @@ enum class InitKind { Normal, Ones, Zeros };
 
 // How a parameter is split across the tensor-parallel group: this rank holds block `rank` of `size`
 // equal blocks along dimension `dim` of the logical shape. dim < 0 (the default): every rank holds
-// all of it.
+// all of it. With `pad`, the dimension need not divide: blocks hold ceil(n / size) rows and the
+// last ones end in zero rows beyond the logical tensor (the vocabulary padded to a multiple of tp);
+// the padding is a layout artefact, never part of the logical tensor that checkpoints hold.
 struct Shard {
   int dim = -1;
   int rank = 0;
   int size = 1;
+  bool pad = false;
   bool split() const { return dim >= 0 && size > 1; }
 };
 
@@ -50,8 +53,11 @@ struct Param {
 };
 
 // This rank's block of a tensor at the parameter's logical shape (the tensor itself when not
-// split).
+// split), zero-padded where the block reaches beyond it.
 torch::Tensor local_block(const Param& param, const torch::Tensor& full);
+// The first index along the split dimension of this rank's block, and the block's length there.
+int64_t block_start(const Param& param);
+int64_t block_length(const Param& param);
 
 class ParamStore {
  public:

@@ -6,9 +6,9 @@
 namespace ladder::models {
 
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
-                                   int64_t max_seq_len) {
+                                   int64_t max_seq_len, const parallel::TensorParallel& tp) {
   if (config.arch == "dense")
-    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len);
+    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp);
   throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
 }
 

@@ -133,12 +133,10 @@ torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const 
   return ReduceScatterToSequenceParallel::apply(x, address_of(tp));
 }
 
-torch::Tensor ColumnParallelLinear::forward(const torch::Tensor& x) const {
-  torch::Tensor input = x;
-  if (tp.active())
-    input = tp.sequence_parallel ? gather_from_sequence_parallel(x, *tp.group)
-                                 : copy_to_tensor_parallel(x, *tp.group);
-  return torch::matmul(input, weight.t());
+torch::Tensor enter_column_region(const torch::Tensor& x, const TensorParallel& tp) {
+  if (!tp.active()) return x;
+  return tp.sequence_parallel ? gather_from_sequence_parallel(x, *tp.group)
+                              : copy_to_tensor_parallel(x, *tp.group);
 }
 
 torch::Tensor RowParallelLinear::forward(const torch::Tensor& x) const {

@@ -44,13 +44,30 @@ torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const Communic
 torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const Communicator& tp);
 torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const Communicator& tp);
 
+// A replicated parameter (a norm gain) read where each rank acts on part of the data — inside the
+// head-split attention, or on a block of tokens under sequence parallelism — enters through f, so
+// that its gradient is summed over the group and stays the same on every rank. x itself when not
+// split.
+inline torch::Tensor replicated_in_partial_use(const torch::Tensor& w, const TensorParallel& tp) {
+  return tp.active() ? copy_to_tensor_parallel(w, *tp.group) : w;
+}
+
+// The input of a column-parallel region, entered once for every layer that reads it (q, k and v;
+// gate and up): f, or the all-gather of the tokens with sequence parallelism; x itself when not
+// split.
+torch::Tensor enter_column_region(const torch::Tensor& x, const TensorParallel& tp);
+
 // y = x W^T with W [out, in]. At tp > 1, `weight` is this rank's block of out / tp rows and y holds
 // the matching block of output features. With sequence parallelism x is this rank's block of tokens
-// and y covers all tokens.
+// and y covers all tokens. forward() enters the region itself; local() takes an input already
+// entered (enter_column_region), for layers that share it.
 struct ColumnParallelLinear {
   torch::Tensor weight;
   TensorParallel tp;
-  torch::Tensor forward(const torch::Tensor& x) const;
+  torch::Tensor forward(const torch::Tensor& x) const { return local(enter_column_region(x, tp)); }
+  torch::Tensor local(const torch::Tensor& entered) const {
+    return torch::matmul(entered, weight.t());
+  }
 };
 
 // y = x W^T with W [out, in]. At tp > 1, `weight` is this rank's block of in / tp columns, x the

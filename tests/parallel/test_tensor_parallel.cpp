@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "models/dense.h"
+#include "optim/parametrization.h"
 #include "parallel/communicator.h"
 #include "parallel/tensor_parallel.h"
 
@@ -148,6 +150,61 @@ TEST(TensorParallelCrossEntropy, Bf16LogitsGiveAnFp32LossAndBf16Gradients) {
   EXPECT_EQ(out.loss.scalar_type(), torch::kFloat32);
   out.loss.backward();
   EXPECT_EQ(logits.grad().scalar_type(), torch::kBFloat16);
+}
+
+}  // namespace
+}  // namespace ladder::parallel
+
+namespace ladder::parallel {
+namespace {
+
+// The dense model split over the world against the same model in one piece: the loss and every
+// parameter's gradient (this rank's block of it, replicated ones whole: norm gains used on part of
+// the data have their gradients summed over the group), in fp64.
+TEST(TensorParallelDense, LossAndGradientsEqualOneProcess) {
+  Communicator world(MPI_COMM_WORLD, "world");
+  const int n = world.size();
+  for (bool tied : {false, true}) {
+    for (bool sp : {false, true}) {
+      SCOPED_TRACE(std::string(tied ? "tied" : "untied") + (sp ? ", sequence parallel" : ""));
+      models::ModelConfig c;
+      c.arch = "dense", c.d_model = 32, c.n_layers = 2, c.n_heads = 4,
+      c.n_kv_heads = n == 4 ? 4 : 2;
+      c.ffn_hidden = 24, c.norm_eps = 1e-5, c.rope_theta = 10000, c.qk_norm = true;
+      c.tie_embeddings = tied, c.z_loss = 1e-2;
+      const int64_t vocab = 11;  // padded to 12 at tp = 2 and 4
+      auto build = [&](const TensorParallel& tp) {
+        auto model = std::make_unique<models::DenseTransformer>(c, vocab, 8, tp);
+        optim::initialize(model->params(), optim::MupConfig{"sp", 32}, 5);
+        for (auto& p : model->params().all()) {
+          torch::NoGradGuard no_grad;
+          p.value.set_data(p.value.to(torch::kFloat64));
+        }
+        return model;
+      };
+      auto whole = build({});
+      auto split = build(TensorParallel{&world, sp});
+      torch::manual_seed(9);
+      const torch::Tensor x = torch::randint(0, vocab, {2, 8}),
+                          y = torch::randint(0, vocab, {2, 8});
+      const auto ref = whole->loss(x, y);
+      ref.objective.backward();
+      const auto out = split->loss(x, y);
+      out.objective.backward();
+      EXPECT_NEAR(out.loss.item<double>(), ref.loss.item<double>(), 1e-10);
+      EXPECT_NEAR(out.z_loss.item<double>(), ref.z_loss.item<double>(), 1e-10);
+
+      const auto& mine = split->params().all();
+      const auto& theirs = whole->params().all();
+      ASSERT_EQ(mine.size(), theirs.size());
+      for (size_t i = 0; i < mine.size(); ++i) {
+        const torch::Tensor grad = mine[i].value.grad();
+        ASSERT_TRUE(grad.defined()) << mine[i].name;
+        const torch::Tensor expected = models::local_block(mine[i], theirs[i].value.grad());
+        expect_close(grad, expected, mine[i].name);
+      }
+    }
+  }
 }
 
 }  // namespace
