@@ -42,6 +42,53 @@ torch::Tensor covering(optim::AdamW& optimizer, bool second, const optim::ParamS
       "of this rank's shard");
 }
 
+// A contiguous run of a piece of a parameter's local block and where it lies in the logical tensor.
+struct Run {
+  int64_t local;    // offset within the piece
+  int64_t logical;  // flat offset in the logical tensor
+  int64_t length;
+};
+
+// Where elements [offset, offset + length) of a parameter's local block (row-major) lie in its
+// logical tensor: one run when the parameter is whole or split by rows, one per row when split by
+// columns; the zero padding beyond the logical tensor is left out.
+std::vector<Run> logical_runs(const models::Param& p, int64_t offset, int64_t length) {
+  if (!p.shard.split()) return {Run{0, offset, length}};
+  if (p.shape.size() != 2)
+    throw std::logic_error("checkpoint: only matrices are split; " + p.name + " is not");
+  const int64_t rows = p.value.size(0), cols = p.value.size(1);
+  const int64_t logical_rows = p.shape[0], logical_cols = p.shape[1];
+  const int64_t start = models::block_start(p);
+  std::vector<Run> runs;
+  for (int64_t r = offset / cols; r < rows && r * cols < offset + length; ++r) {
+    const int64_t a = std::max(offset, r * cols), b = std::min(offset + length, (r + 1) * cols);
+    int64_t row = r, col = a - r * cols, n = b - a;
+    if (p.shard.dim == 0)
+      row += start;
+    else
+      col += start;
+    if (row >= logical_rows || col >= logical_cols) continue;  // padding
+    n = std::min(n, logical_cols - col);
+    runs.push_back(Run{a - offset, row * logical_cols + col, n});
+  }
+  // Runs of consecutive rows that join up (a row split) become one write.
+  std::vector<Run> merged;
+  for (const Run& run : runs) {
+    if (!merged.empty() && merged.back().local + merged.back().length == run.local &&
+        merged.back().logical + merged.back().length == run.logical)
+      merged.back().length += run.length;
+    else
+      merged.push_back(run);
+  }
+  return merged;
+}
+
+void write_runs(const h5::File& f, const std::string& name, const models::Param& p,
+                const torch::Tensor& piece, int64_t offset) {
+  for (const Run& run : logical_runs(p, offset, piece.numel()))
+    h5::write_range(f, name, piece.narrow(0, run.local, run.length), run.logical);
+}
+
 }  // namespace
 
 void write_checkpoint(const std::string& path, const models::ParamStore& params,
@@ -69,11 +116,11 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     // Independent: this rank's pieces.
     for (const auto& piece : shard) {
       const auto& p = params.all()[piece.param];
-      h5::write_range(f, "params/" + p.name, optim::segment_of(p.value, piece), piece.offset);
-      h5::write_range(f, "optim/exp_avg/" + p.name, covering(optimizer, false, piece),
-                      piece.offset);
-      h5::write_range(f, "optim/exp_avg_sq/" + p.name, covering(optimizer, true, piece),
-                      piece.offset);
+      if (!p.shard.split() && layout.tp_rank != 0) continue;  // tp rank 0 writes replicated ones
+      write_runs(f, "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
+      write_runs(f, "optim/exp_avg/" + p.name, p, covering(optimizer, false, piece), piece.offset);
+      write_runs(f, "optim/exp_avg_sq/" + p.name, p, covering(optimizer, true, piece),
+                 piece.offset);
     }
     h5::write_tensor(f, "rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
     h5::set_attr(f, "/", "format", std::string("ladder-checkpoint"));
@@ -126,7 +173,7 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
     if (shape != p.shape)
       throw Error(path, "parameter " + p.name + " has shape " + h5::shape_text(shape) +
                             " but the recipe builds " + h5::shape_text(p.shape));
-    p.value.copy_(h5::read_tensor(f, name));
+    p.value.copy_(models::local_block(p, h5::read_tensor(f, name)));
   }
   const auto stored = h5::list_group(f, "params");
   if (stored.size() != all.size())
@@ -135,10 +182,20 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
   const auto& segments = optimizer.segments();
   for (size_t k = 0; k < segments.size(); ++k) {
     const auto& s = segments[k];
-    const std::string& name = all[s.param].name;
-    optimizer.exp_avg(k).copy_(h5::read_range(f, "optim/exp_avg/" + name, s.offset, s.length));
-    optimizer.exp_avg_sq(k).copy_(
-        h5::read_range(f, "optim/exp_avg_sq/" + name, s.offset, s.length));
+    const models::Param& p = all[s.param];
+    if (!p.shard.split()) {
+      optimizer.exp_avg(k).copy_(h5::read_range(f, "optim/exp_avg/" + p.name, s.offset, s.length));
+      optimizer.exp_avg_sq(k).copy_(
+          h5::read_range(f, "optim/exp_avg_sq/" + p.name, s.offset, s.length));
+      continue;
+    }
+    // A tensor-parallel block: this rank's block of the logical moment, then the segment of it.
+    for (const bool second : {false, true}) {
+      const std::string name = (second ? "optim/exp_avg_sq/" : "optim/exp_avg/") + p.name;
+      const torch::Tensor block = models::local_block(p, h5::read_tensor(f, name)).contiguous();
+      (second ? optimizer.exp_avg_sq(k) : optimizer.exp_avg(k))
+          .copy_(block.view(-1).narrow(0, s.offset, s.length));
+    }
   }
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));

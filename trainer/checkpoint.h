@@ -44,10 +44,13 @@ struct CheckpointMeta {
 
 std::string checkpoint_path(const std::string& run_dir, int64_t step);
 
-// Who shares a checkpoint file and which pieces this rank writes.
+// Who shares a checkpoint file and which pieces this rank writes. Pieces are of this rank's tensors
+// (its tensor-parallel blocks); the file holds the logical tensors, each rank writing where its
+// pieces lie in them. Replicated tensors are written by tensor-parallel rank 0 only.
 struct CheckpointLayout {
   const parallel::Communicator* comm = nullptr;  // every rank of the job; nullptr: this process
   std::vector<optim::ParamSegment> shard;        // this rank's pieces; with comm nullptr: ignored
+  int tp_rank = 0;                               // this rank's tensor-parallel coordinate
 };
 
 // Collective over layout.comm. The optimizer's segments must cover this rank's shard.

@@ -107,14 +107,13 @@ double evaluate(models::Model& model, const data::TokenDataset& val, const Recip
   return sum.item<double>() / static_cast<double>(windows);
 }
 
-// The layouts this trainer builds so far: data parallelism (with ZeRO-1) only.
+// The layouts this trainer builds so far: tensor and data parallelism (with ZeRO-1).
 void check_layout_is_built(const ParallelConfig& p) {
   auto refuse = [](const std::string& key, int64_t value, const std::string& what) {
     const std::string hint = "train with " + key + " = 1 (dp takes the remaining ranks)";
     throw Error(key + " = " + std::to_string(value), what + " is not built yet; " + hint);
   };
 
-  if (p.tp > 1) refuse("parallel.tp", p.tp, "tensor parallelism");
   if (p.pp > 1) refuse("parallel.pp", p.pp, "pipeline parallelism");
   if (p.islands > 1) refuse("parallel.islands", p.islands, "DiLoCo");
 }
@@ -185,7 +184,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const int64_t vocab = train_data->meta().vocab_size;
   const torch::Device device = train_device(r);
   const bool bf16 = r.train.precision == "bf16";
-  auto model = models::build_model(r.model, vocab, r.data.seq_len);
+  const parallel::TensorParallel tp{&mesh.tp(), r.parallel.sequence_parallel};
+  auto model = models::build_model(r.model, vocab, r.data.seq_len, tp);
   models::ParamStore& params = model->params();
   optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));  // identical on every rank
   std::vector<torch::Tensor> values;
@@ -204,7 +204,18 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1});
   optim::AdamW optimizer(params, r.optim, optim::param_settings(params, r.optim, r.mup),
                          segments_of(dp.owned()));
-  const CheckpointLayout checkpoint_layout{&world_comm, segments_of(dp.shard())};
+  const CheckpointLayout checkpoint_layout{&world_comm, segments_of(dp.shard()), mesh.coord().tp};
+  // The gradient norm's two parts: tensor-parallel blocks (disjoint across tp ranks, summed over
+  // them) and replicated tensors (the same on every tp rank, counted once).
+  std::vector<optim::ParamSegment> split_segments, replicated_segments;
+  for (const auto& s : optimizer.segments())
+    (params.all()[s.param].shard.split() ? split_segments : replicated_segments).push_back(s);
+  auto tp_sum = [&](double value) {
+    if (mesh.tp().size() == 1) return value;
+    torch::Tensor t = torch::tensor({value}, torch::kFloat64);
+    mesh.tp().all_reduce(t);
+    return t.item<double>();
+  };
   const models::SizeAccounting acc = model->accounting(r.data.seq_len);
   const int64_t tokens_per_step = r.train.global_batch * r.data.seq_len;
   spdlog::info(
@@ -216,6 +227,11 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   spdlog::info("compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
                r.train.precision,
                bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : "");
+  if (tp.active())
+    spdlog::info(
+        "tensor parallel: tp={}{}: attention heads {}/{} per rank, vocabulary padded to {}",
+        tp.size(), tp.sequence_parallel ? ", sequence parallel" : "", r.model.n_heads / tp.size(),
+        r.model.n_kv_heads / tp.size(), (vocab + tp.size() - 1) / tp.size() * tp.size());
   spdlog::info(
       "data parallel: dp={}, micro-batches of {} x {} sequences per rank and step, {} gradient "
       "buckets of "
@@ -241,32 +257,35 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   std::optional<Trace> trace;
   if (leader)
     trace.emplace((fs::path(run_dir) / "trace.h5").string(),
-                  std::map<std::string, TraceAttribute>{{"arch", r.model.arch},
-                                                        {"N", acc.non_embedding_params},
-                                                        {"total_params", acc.total_params},
-                                                        {"active_params", acc.active_params},
-                                                        {"embedding_params", acc.embedding_params},
-                                                        {"flops_per_token", acc.flops_per_token},
-                                                        {"width", acc.width},
-                                                        {"depth", acc.depth},
-                                                        {"n_heads", r.model.n_heads},
-                                                        {"streams", int64_t{1}},
-                                                        {"experts", int64_t{0}},
-                                                        {"vocab_size", vocab},
-                                                        {"seq_len", r.data.seq_len},
-                                                        {"global_batch", r.train.global_batch},
-                                                        {"batch_tokens", tokens_per_step},
-                                                        {"lr", r.optim.lr},
-                                                        {"weight_decay", r.optim.weight_decay},
-                                                        {"seed", r.run.seed},
-                                                        {"parametrization", r.mup.parametrization},
-                                                        {"precision", r.train.precision},
-                                                        {"device", r.train.device},
-                                                        {"threads", r.train.threads},
-                                                        {"total_steps", r.train.steps},
-                                                        {"dp", r.parallel.dp},
-                                                        {"zero", r.optim.zero},
-                                                        {"recipe", recipe_text}},
+                  std::map<std::string, TraceAttribute>{
+                      {"arch", r.model.arch},
+                      {"N", acc.non_embedding_params},
+                      {"total_params", acc.total_params},
+                      {"active_params", acc.active_params},
+                      {"embedding_params", acc.embedding_params},
+                      {"flops_per_token", acc.flops_per_token},
+                      {"width", acc.width},
+                      {"depth", acc.depth},
+                      {"n_heads", r.model.n_heads},
+                      {"streams", int64_t{1}},
+                      {"experts", int64_t{0}},
+                      {"vocab_size", vocab},
+                      {"seq_len", r.data.seq_len},
+                      {"global_batch", r.train.global_batch},
+                      {"batch_tokens", tokens_per_step},
+                      {"lr", r.optim.lr},
+                      {"weight_decay", r.optim.weight_decay},
+                      {"seed", r.run.seed},
+                      {"parametrization", r.mup.parametrization},
+                      {"precision", r.train.precision},
+                      {"device", r.train.device},
+                      {"threads", r.train.threads},
+                      {"total_steps", r.train.steps},
+                      {"dp", r.parallel.dp},
+                      {"tp", r.parallel.tp},
+                      {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
+                      {"zero", r.optim.zero},
+                      {"recipe", recipe_text}},
                   resume_from ? start_step : -1);
 
   // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine)
@@ -276,9 +295,11 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       r.train.peak_gflops > 0
           ? r.train.peak_gflops
           : measure_matmul_gflops(device.is_cuda() ? 8192 : 1024, matmul_dtype, device);
-  const double peak_gflops = dp.sum(rank_peak);
+  torch::Tensor peaks = torch::tensor({rank_peak}, torch::kFloat64);
+  world_comm.all_reduce(peaks);  // every rank of the job computes
+  const double peak_gflops = peaks.item<double>();
   dp.take_stats();
-  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {})", peak_gflops, mesh.dp().size(),
+  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {})", peak_gflops, world_comm.size(),
                r.train.peak_gflops > 0
                    ? "train.peak_gflops"
                    : "measured " + std::string(bf16 ? "bf16" : "fp32") + " matmul");
@@ -317,10 +338,13 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     dp.finish_grad_sync();
     const double loss = dp.sum(loss_sum.item<double>()) / static_cast<double>(step_micro);
     require_finite(loss, "the training loss", step);
-    // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only.
-    double grad_square = optim::grad_square_sum(params, optimizer.segments());
-    if (dp.sharded_optimizer()) grad_square = dp.sum(grad_square);
-    const double grad_norm = std::sqrt(grad_square);
+    // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only;
+    // tensor-parallel blocks are summed over tp, replicated tensors counted once.
+    double split_square = optim::grad_square_sum(params, split_segments);
+    double replicated_square = optim::grad_square_sum(params, replicated_segments);
+    if (dp.sharded_optimizer())
+      split_square = dp.sum(split_square), replicated_square = dp.sum(replicated_square);
+    const double grad_norm = std::sqrt(tp_sum(split_square) + replicated_square);
     require_finite(grad_norm, "the gradient norm", step);
     optim::clip_grads(params, optimizer.segments(), grad_norm, r.optim.grad_clip);
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
