@@ -27,10 +27,7 @@ constexpr double kTolerance = 1e-6;
 
 void expect_close(const std::vector<double>& a, const std::vector<double>& b, size_t offset,
                   const std::string& what) {
-  ASSERT_EQ(a.size() + offset, b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i)
-    EXPECT_LE(std::abs(a[i] - b[i + offset]), kTolerance * std::abs(b[i + offset]))
-        << what << " row " << i << ": " << a[i] << " vs " << b[i + offset];
+  expect_series_close(a, b, offset, what, kTolerance);
 }
 
 TEST_F(DataParallelTraining, LossesMatchOneProcessWithAndWithoutZero) {
@@ -54,10 +51,7 @@ TEST_F(DataParallelTraining, LossesMatchOneProcessWithAndWithoutZero) {
               l.ranks);
     ASSERT_EQ(r.status, 0) << r.output;
     const std::string trace = run_dir(name) + "/trace.h5";
-    expect_close(series(trace, "train/loss"), series(one, "train/loss"), 0, name + " loss");
-    expect_close(series(trace, "train/grad_norm"), series(one, "train/grad_norm"), 0,
-                 name + " grad norm");
-    expect_close(series(trace, "eval/loss"), series(one, "eval/loss"), 0, name + " val loss");
+    expect_same_training(trace, one, name, kTolerance);
     for (const double bytes : series(trace, "train/comm_bytes"))
       EXPECT_GT(bytes, 0.0) << name;
     const auto step_s = series(trace, "train/step_s"), comm_s = series(trace, "train/comm_s");

@@ -27,10 +27,7 @@ constexpr double kTolerance = 1e-5;
 
 void expect_close(const std::vector<double>& a, const std::vector<double>& b, size_t offset,
                   const std::string& what) {
-  ASSERT_EQ(a.size() + offset, b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i)
-    EXPECT_LE(std::abs(a[i] - b[i + offset]), kTolerance * std::abs(b[i + offset]))
-        << what << " row " << i << ": " << a[i] << " vs " << b[i + offset];
+  expect_series_close(a, b, offset, what, kTolerance);
 }
 
 TEST_F(TensorParallelTraining, LossesMatchOneProcess) {
@@ -50,10 +47,7 @@ TEST_F(TensorParallelTraining, LossesMatchOneProcess) {
                          l.ranks);
     ASSERT_EQ(r.status, 0) << r.output;
     const std::string trace = run_dir(name) + "/trace.h5";
-    expect_close(series(trace, "train/loss"), series(one, "train/loss"), 0, name + " loss");
-    expect_close(series(trace, "train/grad_norm"), series(one, "train/grad_norm"), 0,
-                 name + " grad norm");
-    expect_close(series(trace, "eval/loss"), series(one, "eval/loss"), 0, name + " val loss");
+    expect_same_training(trace, one, name, kTolerance);
     EXPECT_NE(r.output.find("tensor parallel: tp=" + std::to_string(l.tp)), std::string::npos);
   }
 }
@@ -68,24 +62,18 @@ TEST_F(TensorParallelTraining, CheckpointsMoveBetweenTpAndOtherLayouts) {
                   4)
                 .status,
             0);
-  const std::string from_tp2 = checkpoint_path(run_dir("tp2"), 10);
-  auto r = train(recipe("tp2_to_one", kTrain20), kHeads + std::string("--resume ") + from_tp2);
-  ASSERT_EQ(r.status, 0) << r.output;
-  expect_close(series(run_dir("tp2_to_one") + "/trace.h5", "train/loss"), one, 10, "tp2 -> one");
+  // Resumes run `name` (flags, ranks) from `checkpoint`: steps 11 to 20 continue one's losses.
+  auto resume = [&](const std::string& name, const std::string& flags,
+                    const std::string& checkpoint, int ranks) {
+    const auto r = train(recipe(name, kTrain20), kHeads + flags + " --resume " + checkpoint, ranks);
+    ASSERT_EQ(r.status, 0) << r.output;
+    expect_close(series(run_dir(name) + "/trace.h5", "train/loss"), one, 10, name);
+  };
+  resume("tp2_to_one", "", checkpoint_path(run_dir("tp2"), 10), 0);
   // dp = 2 -> tp = 2; and one process -> tp = 4.
   ASSERT_EQ(train(recipe("dp2", kTrain20), kHeads, 2).status, 0);
-  r = train(
-      recipe("dp2_to_tp2", kTrain20),
-      kHeads + std::string("--set parallel.tp=2 --resume ") + checkpoint_path(run_dir("dp2"), 10),
-      2);
-  ASSERT_EQ(r.status, 0) << r.output;
-  expect_close(series(run_dir("dp2_to_tp2") + "/trace.h5", "train/loss"), one, 10, "dp2 -> tp2");
-  r = train(
-      recipe("one_to_tp4", kTrain20),
-      kHeads + std::string("--set parallel.tp=4 --resume ") + checkpoint_path(run_dir("one"), 10),
-      4);
-  ASSERT_EQ(r.status, 0) << r.output;
-  expect_close(series(run_dir("one_to_tp4") + "/trace.h5", "train/loss"), one, 10, "one -> tp4");
+  resume("dp2_to_tp2", "--set parallel.tp=2", checkpoint_path(run_dir("dp2"), 10), 2);
+  resume("one_to_tp4", "--set parallel.tp=4", checkpoint_path(run_dir("one"), 10), 4);
 }
 
 }  // namespace

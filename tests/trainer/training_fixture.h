@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -52,7 +53,29 @@ class TrainingFixture : public ::testing::Test {
     return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
   }
 
+  // A run's training loss, gradient norm and validation loss against a reference run's, row by row.
+  static void expect_same_training(const std::string& trace, const std::string& reference,
+                                   const std::string& what, double tolerance);
+
   static inline testing::TempDir* dir_ = nullptr;
 };
+
+// Each a[i] within `tolerance` (relative) of b[i + offset]: a resumed or differently laid out run's
+// series against a reference run's.
+inline void expect_series_close(const std::vector<double>& a, const std::vector<double>& b,
+                                size_t offset, const std::string& what, double tolerance) {
+  ASSERT_EQ(a.size() + offset, b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_LE(std::abs(a[i] - b[i + offset]), tolerance * std::abs(b[i + offset]))
+        << what << " row " << i << ": " << a[i] << " vs " << b[i + offset];
+}
+
+inline void TrainingFixture::expect_same_training(const std::string& trace,
+                                                  const std::string& reference,
+                                                  const std::string& what, double tolerance) {
+  for (const char* column : {"train/loss", "train/grad_norm", "eval/loss"})
+    expect_series_close(series(trace, column), series(reference, column), 0, what + " " + column,
+                        tolerance);
+}
 
 }  // namespace ladder
