@@ -37,6 +37,16 @@ struct P2POp {
 
 class Communicator;
 
+// Communication of one interval: time this rank spent inside communication calls (what the
+// backward pass did not hide) and the bytes it sent under the ring model of nccl-tests' bus
+// bandwidth (an all-reduce of S bytes over n ranks: 2 (n - 1) / n x S; a reduce-scatter or an
+// all-gather: (n - 1) / n x S). MPI may pick other algorithms for small messages.
+struct CommStats {
+  double seconds = 0;
+  int64_t bytes = 0;
+  int64_t collectives = 0;
+};
+
 // A collective in flight, returned by the *_start operations, which data parallelism uses to
 // overlap gradient reduction with the backward pass. test() lets MPI progress it without blocking
 // (Open MPI advances non-blocking collectives only inside MPI calls); wait() completes it under the

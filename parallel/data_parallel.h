@@ -47,16 +47,6 @@ struct DataParallelOptions {
   bool shard_optimizer = false;  // ZeRO-1
 };
 
-// Communication of one interval: time this rank spent inside communication calls (what the
-// backward pass did not hide) and the bytes it sent under the ring model of nccl-tests' bus
-// bandwidth (an all-reduce of S bytes over n ranks: 2 (n - 1) / n x S; a reduce-scatter or an
-// all-gather: (n - 1) / n x S). MPI may pick other algorithms for small messages.
-struct CommStats {
-  double seconds = 0;
-  int64_t bytes = 0;
-  int64_t collectives = 0;
-};
-
 class DataParallel {
  public:
   // `params`: fp32 leaf tensors, the same shapes in the same order on every dp rank (checked).

@@ -1,5 +1,8 @@
 #include "parallel/tensor_parallel.h"
 
+#include <ATen/autocast_mode.h>
+
+#include <chrono>
 #include <limits>
 
 namespace ladder::parallel {
@@ -8,35 +11,70 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-// Autograd contexts hold IValues; the group travels as its address (it outlives the graph).
-int64_t address_of(const Communicator& tp) {
-  return reinterpret_cast<int64_t>(&tp);
+// Autograd contexts hold IValues; the group and the statistics travel as their addresses (both
+// outlive the graph).
+struct Handles {
+  const Communicator* group;
+  CommStats* stats;
+};
+
+std::vector<int64_t> addresses(const TensorParallel& tp) {
+  return {reinterpret_cast<int64_t>(tp.group), reinterpret_cast<int64_t>(tp.stats)};
 }
-const Communicator& group_at(AutogradContext* ctx) {
-  return *reinterpret_cast<const Communicator*>(ctx->saved_data["tp"].toInt());
+Handles handles(const std::vector<int64_t>& a) {
+  return {reinterpret_cast<const Communicator*>(a[0]), reinterpret_cast<CommStats*>(a[1])};
 }
 
-torch::Tensor all_reduced(const torch::Tensor& x, const Communicator& tp) {
-  torch::Tensor out = x.contiguous().clone();  // never reduce into a tensor autograd still owns
-  tp.all_reduce(out);
+using Clock = std::chrono::steady_clock;
+
+// Runs a collective, adding its time and its bytes under the ring model of nccl-tests' bus
+// bandwidth (as data parallelism counts them: all-reduce of S bytes 2 (n - 1) / n S; all-gather or
+// reduce-scatter over S bytes in all (n - 1) / n S).
+template <typename Fn>
+torch::Tensor counted(const Handles& h, const torch::Tensor& x, bool all_reduce, Fn collective) {
+  const auto start = Clock::now();
+  torch::Tensor out = collective();
+  if (h.stats) {
+    const int64_t n = h.group->size();
+    const int64_t bytes = std::max(x.numel(), out.numel()) * x.element_size();
+    h.stats->seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    h.stats->bytes += (all_reduce ? 2 : 1) * (n - 1) * bytes / n;
+    ++h.stats->collectives;
+  }
   return out;
+}
+
+torch::Tensor all_reduced(const torch::Tensor& x, const Handles& h) {
+  return counted(h, x, true, [&] {
+    torch::Tensor out = x.contiguous().clone();  // never reduce into a tensor autograd still owns
+    h.group->all_reduce(out);
+    return out;
+  });
+}
+torch::Tensor all_gathered(const torch::Tensor& x, const Handles& h) {
+  return counted(h, x, false, [&] { return h.group->all_gather(x.contiguous()); });
+}
+torch::Tensor reduce_scattered(const torch::Tensor& x, const Handles& h) {
+  return counted(h, x, false, [&] { return h.group->reduce_scatter(x.contiguous()); });
 }
 
 // f: identity forward, all-reduce of the input gradient backward.
 struct CopyToTensorParallel : torch::autograd::Function<CopyToTensorParallel> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t tp) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               std::vector<int64_t> tp) {
     ctx->saved_data["tp"] = tp;
     return x.view_as(x);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grad) {
-    return {all_reduced(grad[0], group_at(ctx)), torch::Tensor()};
+    return {all_reduced(grad[0], handles(ctx->saved_data["tp"].toIntVector())), torch::Tensor()};
   }
 };
 
 // g: all-reduce forward, identity backward.
 struct ReduceFromTensorParallel : torch::autograd::Function<ReduceFromTensorParallel> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t tp) {
-    return all_reduced(x, *reinterpret_cast<const Communicator*>(tp));
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               std::vector<int64_t> tp) {
+    return all_reduced(x, handles(tp));
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grad) {
     return {grad[0], torch::Tensor()};
@@ -44,23 +82,26 @@ struct ReduceFromTensorParallel : torch::autograd::Function<ReduceFromTensorPara
 };
 
 struct GatherFromSequenceParallel : torch::autograd::Function<GatherFromSequenceParallel> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t tp) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               std::vector<int64_t> tp) {
     ctx->saved_data["tp"] = tp;
-    return reinterpret_cast<const Communicator*>(tp)->all_gather(x.contiguous());
+    return all_gathered(x, handles(tp));
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grad) {
-    return {group_at(ctx).reduce_scatter(grad[0].contiguous()), torch::Tensor()};
+    return {reduce_scattered(grad[0], handles(ctx->saved_data["tp"].toIntVector())),
+            torch::Tensor()};
   }
 };
 
 struct ReduceScatterToSequenceParallel
     : torch::autograd::Function<ReduceScatterToSequenceParallel> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t tp) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               std::vector<int64_t> tp) {
     ctx->saved_data["tp"] = tp;
-    return reinterpret_cast<const Communicator*>(tp)->reduce_scatter(x.contiguous());
+    return reduce_scattered(x, handles(tp));
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grad) {
-    return {group_at(ctx).all_gather(grad[0].contiguous()), torch::Tensor()};
+    return {all_gathered(grad[0], handles(ctx->saved_data["tp"].toIntVector())), torch::Tensor()};
   }
 };
 
@@ -70,9 +111,18 @@ struct ReduceScatterToSequenceParallel
 // was normalised by the global sum in the forward pass.
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
   static tensor_list forward(AutogradContext* ctx, const torch::Tensor& logits,
-                             const torch::Tensor& targets, int64_t tp, int64_t first_column,
-                             int64_t vocab_size) {
-    const Communicator* group = reinterpret_cast<const Communicator*>(tp);
+                             const torch::Tensor& targets, std::vector<int64_t> tp,
+                             int64_t first_column, int64_t vocab_size) {
+    const Handles h = handles(tp);
+    const Communicator* group = h.group;
+    // Three reductions of one number per position (max, sum of exponentials, target logit).
+    auto reduce = [&](torch::Tensor& t, ReduceOp op) {
+      t = counted(h, t, true, [&] {
+        torch::Tensor out = t.contiguous();
+        group->all_reduce(out, op);
+        return out;
+      });
+    };
     const int64_t columns = logits.size(-1);
     // At least fp32 (bf16 logits are upcast; fp64 stays fp64).
     torch::Tensor x = logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32));
@@ -84,17 +134,17 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
           .fill_(-std::numeric_limits<float>::infinity());
     }
     torch::Tensor max = std::get<0>(x.max(-1));
-    if (group) group->all_reduce(max, ReduceOp::Max);
+    if (group) reduce(max, ReduceOp::Max);
     torch::Tensor exp = (x - max.unsqueeze(-1)).exp_();
     torch::Tensor sum = exp.sum(-1);
-    if (group) group->all_reduce(sum);
+    if (group) reduce(sum, ReduceOp::Sum);
     const torch::Tensor lse = sum.log() + max;
     // The target's logit lives on one rank; the others contribute zero.
     const torch::Tensor local = targets - first_column;
     const torch::Tensor here = (local >= 0).logical_and(local < columns);
     const torch::Tensor index = local.clamp(0, columns - 1).unsqueeze(-1);
     torch::Tensor target_logit = x.gather(-1, index).squeeze(-1).mul(here);
-    if (group) group->all_reduce(target_logit);
+    if (group) reduce(target_logit, ReduceOp::Sum);
     exp.div_(sum.unsqueeze(-1));  // the softmax over the whole vocabulary, this rank's columns
     ctx->save_for_backward({exp, index, here});
     ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
@@ -117,33 +167,38 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
 
 }  // namespace
 
-torch::Tensor copy_to_tensor_parallel(const torch::Tensor& x, const Communicator& tp) {
-  return CopyToTensorParallel::apply(x, address_of(tp));
+torch::Tensor copy_to_tensor_parallel(const torch::Tensor& x, const TensorParallel& tp) {
+  return CopyToTensorParallel::apply(x, addresses(tp));
 }
 
-torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const Communicator& tp) {
-  return ReduceFromTensorParallel::apply(x, address_of(tp));
+torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const TensorParallel& tp) {
+  return ReduceFromTensorParallel::apply(x, addresses(tp));
 }
 
-torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const Communicator& tp) {
-  return GatherFromSequenceParallel::apply(x, address_of(tp));
+torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const TensorParallel& tp) {
+  return GatherFromSequenceParallel::apply(x, addresses(tp));
 }
 
-torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const Communicator& tp) {
-  return ReduceScatterToSequenceParallel::apply(x, address_of(tp));
+torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x,
+                                                  const TensorParallel& tp) {
+  return ReduceScatterToSequenceParallel::apply(x, addresses(tp));
 }
 
 torch::Tensor enter_column_region(const torch::Tensor& x, const TensorParallel& tp) {
   if (!tp.active()) return x;
-  return tp.sequence_parallel ? gather_from_sequence_parallel(x, *tp.group)
-                              : copy_to_tensor_parallel(x, *tp.group);
+  if (!tp.sequence_parallel) return copy_to_tensor_parallel(x, tp);
+  // Under autocast the region's matmuls read bf16 anyway: gather the tokens in it (half the bytes).
+  const c10::DeviceType device = x.device().type();
+  const bool cast = at::autocast::is_autocast_enabled(device) && x.scalar_type() == at::kFloat;
+  return gather_from_sequence_parallel(cast ? x.to(at::autocast::get_autocast_dtype(device)) : x,
+                                       tp);
 }
 
 torch::Tensor RowParallelLinear::forward(const torch::Tensor& x) const {
   const torch::Tensor partial = torch::matmul(x, weight.t());
   if (!tp.active()) return partial;
-  return tp.sequence_parallel ? reduce_scatter_to_sequence_parallel(partial, *tp.group)
-                              : reduce_from_tensor_parallel(partial, *tp.group);
+  return tp.sequence_parallel ? reduce_scatter_to_sequence_parallel(partial, tp)
+                              : reduce_from_tensor_parallel(partial, tp);
 }
 
 torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& tokens) const {
@@ -153,17 +208,17 @@ torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& tokens) const
   const torch::Tensor here = (local >= 0).logical_and(local < rows);
   const torch::Tensor looked_up =
       torch::embedding(weight, local.clamp(0, rows - 1)) * here.unsqueeze(-1).to(weight.dtype());
-  return tp.sequence_parallel ? reduce_scatter_to_sequence_parallel(looked_up, *tp.group)
-                              : reduce_from_tensor_parallel(looked_up, *tp.group);
+  return tp.sequence_parallel ? reduce_scatter_to_sequence_parallel(looked_up, tp)
+                              : reduce_from_tensor_parallel(looked_up, tp);
 }
 
 CrossEntropyOutput vocab_parallel_cross_entropy(const torch::Tensor& logits,
                                                 const torch::Tensor& targets,
                                                 const TensorParallel& tp, int64_t vocab_size) {
-  const int64_t group = tp.active() ? address_of(*tp.group) : 0;
+  const TensorParallel active = tp.active() ? tp : TensorParallel{};
   const int64_t first_column = tp.rank() * logits.size(-1);
-  const auto out =
-      VocabParallelCrossEntropy::apply(logits, targets, group, first_column, vocab_size);
+  const auto out = VocabParallelCrossEntropy::apply(logits, targets, addresses(active),
+                                                    first_column, vocab_size);
   return {out[0].mean(), out[1].square().mean()};
 }
 

@@ -31,25 +31,27 @@ namespace ladder::parallel {
 struct TensorParallel {
   const Communicator* group = nullptr;  // nullptr: not split
   bool sequence_parallel = false;       // activations outside the regions are sharded by token
+  CommStats* stats = nullptr;           // where the layers' communication is counted, if anywhere
   int size() const { return group ? group->size() : 1; }
   int rank() const { return group ? group->rank() : 0; }
   bool active() const { return size() > 1; }
 };
 
-// The conjugate operators, as autograd functions. Tensors are split or gathered along dim 0.
-torch::Tensor copy_to_tensor_parallel(const torch::Tensor& x, const Communicator& tp);      // f
-torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const Communicator& tp);  // g
+// The conjugate operators, as autograd functions, over tp.group (which must be set). Tensors are
+// split or gathered along dim 0. Time and bytes go to tp.stats when it is set.
+torch::Tensor copy_to_tensor_parallel(const torch::Tensor& x, const TensorParallel& tp);      // f
+torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const TensorParallel& tp);  // g
 // Sequence parallelism: all-gather of the token blocks (backward: reduce-scatter), and
 // reduce-scatter of partial sums into token blocks (backward: all-gather).
-torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const Communicator& tp);
-torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const Communicator& tp);
+torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const TensorParallel& tp);
+torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const TensorParallel& tp);
 
 // A replicated parameter (a norm gain) read where each rank acts on part of the data — inside the
 // head-split attention, or on a block of tokens under sequence parallelism — enters through f, so
 // that its gradient is summed over the group and stays the same on every rank. x itself when not
 // split.
 inline torch::Tensor replicated_in_partial_use(const torch::Tensor& w, const TensorParallel& tp) {
-  return tp.active() ? copy_to_tensor_parallel(w, *tp.group) : w;
+  return tp.active() ? copy_to_tensor_parallel(w, tp) : w;
 }
 
 // The input of a column-parallel region, entered once for every layer that reads it (q, k and v;

@@ -9,17 +9,17 @@
 namespace ladder {
 namespace {
 
-constexpr int64_t kTraceVersion = 2;  // 2: step_s, compute_s, comm_s, comm_bytes
+constexpr int64_t kTraceVersion = 3;  // 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*
 
 struct Column {
   const char* name;
   bool integer;
 };
 const std::vector<Column> kTrain = {
-    {"step", true},       {"tokens", true},     {"flops", false},        {"loss", false},
-    {"lr", false},        {"grad_norm", false}, {"tokens_per_s", false}, {"mfu", false},
-    {"elapsed_s", false}, {"step_s", false},    {"compute_s", false},    {"comm_s", false},
-    {"comm_bytes", false}};
+    {"step", true},        {"tokens", true},     {"flops", false},        {"loss", false},
+    {"lr", false},         {"grad_norm", false}, {"tokens_per_s", false}, {"mfu", false},
+    {"elapsed_s", false},  {"step_s", false},    {"compute_s", false},    {"comm_s", false},
+    {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}};
 const std::vector<Column> kEval = {
     {"step", true}, {"tokens", true}, {"flops", false}, {"loss", false}};
 const std::vector<Column> kCheckpoints = {{"step", true}, {"tokens", true}, {"intermediate", true}};
@@ -95,6 +95,8 @@ void Trace::append(const TrainRecord& r) {
   h5::append_series(f, "train/compute_s", r.compute_s);
   h5::append_series(f, "train/comm_s", r.comm_s);
   h5::append_series(f, "train/comm_bytes", r.comm_bytes);
+  h5::append_series(f, "train/tp_comm_s", r.tp_comm_s);
+  h5::append_series(f, "train/tp_comm_bytes", r.tp_comm_bytes);
   f.close();
 }
 

@@ -31,6 +31,7 @@ struct TrainRecord {
   int64_t step, tokens;
   double flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s;
   double step_s, compute_s, comm_s, comm_bytes;
+  double tp_comm_s, tp_comm_bytes;  // tensor parallelism's, inside forward and backward
 };
 
 struct EvalRecord {

@@ -184,7 +184,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const int64_t vocab = train_data->meta().vocab_size;
   const torch::Device device = train_device(r);
   const bool bf16 = r.train.precision == "bf16";
-  const parallel::TensorParallel tp{&mesh.tp(), r.parallel.sequence_parallel};
+  parallel::CommStats tp_stats;  // the tensor-parallel layers count their collectives here
+  const parallel::TensorParallel tp{&mesh.tp(), r.parallel.sequence_parallel, &tp_stats};
   auto model = models::build_model(r.model, vocab, r.data.seq_len, tp);
   models::ParamStore& params = model->params();
   optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));  // identical on every rank
@@ -312,6 +313,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   double interval_busy = 0;  // seconds of training (not eval or checkpoint) since the last log
   int64_t interval_tokens = 0, interval_steps = 0;
   parallel::CommStats interval_comm;
+  tp_stats = parallel::CommStats{};  // drop the start-up's
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
     dp.zero_grad();
@@ -368,21 +370,29 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       const double n = static_cast<double>(interval_steps);
       const double step_s = interval_busy / n, comm_s = interval_comm.seconds / n;
       const double comm_bytes = static_cast<double>(interval_comm.bytes) / n;
+      const double tp_comm_s = tp_stats.seconds / n;
+      const double tp_comm_bytes = static_cast<double>(tp_stats.bytes) / n;
       spdlog::info(
           "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
-          "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B) | elapsed {} | ETA {}",
+          "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B){} | elapsed {} | ETA "
+          "{}",
           done, r.train.steps, human(tokens), loss, lr, grad_norm, human(tokens_per_s), 100 * mfu,
-          1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes), duration(elapsed),
-          duration(eta));
+          1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes),
+          tp.active() ? fmt::format(" | tp comm {:.0f} ms ({}B) inside compute", 1e3 * tp_comm_s,
+                                    human(tp_comm_bytes))
+                      : std::string(),
+          duration(elapsed), duration(eta));
       if (trace)
         trace->append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
                                   tokens_per_s, mfu, elapsed, step_s, step_s - comm_s, comm_s,
-                                  comm_bytes});
+                                  comm_bytes, tp_comm_s, tp_comm_bytes});
       interval_busy = 0, interval_tokens = 0, interval_steps = 0;
       interval_comm = parallel::CommStats{};
+      tp_stats = parallel::CommStats{};
     }
     if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
       const double val_loss = evaluate(*model, *val_data, r, mesh.dp(), device);
+      tp_stats = parallel::CommStats{};  // the evaluation's own
       require_finite(val_loss, "the validation loss", step);
       spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human(tokens), val_loss);
       if (trace) trace->append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});

@@ -33,6 +33,8 @@ void expect_close(const std::vector<double>& a, const std::vector<double>& b, si
 TEST_F(TensorParallelTraining, LossesMatchOneProcess) {
   ASSERT_EQ(train(recipe("one", kTrain20), kHeads).status, 0);
   const std::string one = run_dir("one") + "/trace.h5";
+  for (const double bytes : series(one, "train/tp_comm_bytes"))
+    EXPECT_EQ(bytes, 0.0);  // alone: nothing to communicate
   struct Layout {
     int tp, ranks;
     bool sp;
@@ -49,6 +51,8 @@ TEST_F(TensorParallelTraining, LossesMatchOneProcess) {
     const std::string trace = run_dir(name) + "/trace.h5";
     expect_same_training(trace, one, name, kTolerance);
     EXPECT_NE(r.output.find("tensor parallel: tp=" + std::to_string(l.tp)), std::string::npos);
+    for (const double bytes : series(trace, "train/tp_comm_bytes"))
+      EXPECT_GT(bytes, 0.0) << name;
   }
 }
 
