@@ -257,6 +257,19 @@ TEST(CliMpi, TwoRanksDeriveDataParallelism) {
   EXPECT_LE(threads, std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2));
 }
 
+TEST(CliMpi, HeadsThatTpCannotSplitEndEveryRankWithOneMessage) {
+  TempDir dir;
+  testing::write_file(dir.path("r.toml"), kRecipe);  // 2 heads
+  const auto r = run_command(testing::mpirun(4) + " " + ladder_binary() + " train " +
+                             dir.path("r.toml") + " --check --set parallel.tp=4");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(count(r.output,
+                  "parallel.tp: must divide model.n_heads (2) and model.n_kv_heads (2); "
+                  "got 4"),
+            1u)
+      << r.output;
+}
+
 TEST(CliMpi, CudaWithoutAGpuEndsEveryRankWithOneMessage) {
   if (std::system("nvidia-smi -L > /dev/null 2>&1") == 0) GTEST_SKIP() << "this machine has a GPU";
   TempDir dir;
