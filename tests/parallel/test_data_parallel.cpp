@@ -59,7 +59,9 @@ TEST(DataParallel, GradientsAreSummedOverRanks) {
                    std::to_string(bucket_bytes));
       auto params = make_params();
       DataParallel dp(params, world, {bucket_bytes, overlap, false});
-      if (bucket_bytes == 64) EXPECT_GT(dp.bucket_count(), 2);
+      if (bucket_bytes == 64) {
+        EXPECT_GT(dp.bucket_count(), 2);
+      }
       for (int step = 0; step < 2; ++step) {  // twice: buffers are reused, grads zeroed
         // With overlap every bucket starts inside the last backward pass (all its gradients are
         // produced there); without, all start afterwards.
