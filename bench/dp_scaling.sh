@@ -8,20 +8,8 @@
 #   bench/dp_scaling.sh                    # STEPS=8 MICRO=1 (micro-batches per rank and step)
 #   ARGS="--set optim.zero=1" bench/dp_scaling.sh      # more recipe overrides for both runs
 set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${BUILD_DIR:-build}
+source "$(dirname "$0")/common.sh"
 steps=${STEPS:-8} micro=${MICRO:-1} warmup=${WARMUP:-2}
-python=${LADDER_VENV:-$HOME/.cache/ladder/torch-2.15.0}/bin/python3  # h5py: launch/setup.sh
-"$python" -c 'import h5py' 2>/dev/null || {
-  echo "dp_scaling: needs $python with h5py; run launch/setup.sh" >&2
-  exit 2
-}
-[[ -f data/brown/dataset.toml ]] ||
-  "$build"/ladder prep --input data/corpus/brown.txt.gz --tokenizer bytes --out data/brown
-mpirun=(mpirun --oversubscribe)
-[[ $(id -u) == 0 ]] && mpirun+=(--allow-run-as-root)
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 
 # One run: `run NAME RANKS`; prints "tokens_per_s step_s comm_s comm_bytes" (means after warm-up).
 run() {

@@ -7,16 +7,8 @@
 #   bench/tp_comm.sh
 #   ARGS="--set model.d_model=512 --set model.n_heads=8 --set model.n_kv_heads=8" bench/tp_comm.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${BUILD_DIR:-build}
-python=${LADDER_VENV:-$HOME/.cache/ladder/torch-2.15.0}/bin/python3
+source "$(dirname "$0")/common.sh"
 steps=${STEPS:-8}
-[[ -f data/brown/dataset.toml ]] ||
-  "$build"/ladder prep --input data/corpus/brown.txt.gz --tokenizer bytes --out data/brown
-mpirun=(mpirun --oversubscribe)
-[[ $(id -u) == 0 ]] && mpirun+=(--allow-run-as-root)
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 grep -m1 'model name' /proc/cpuinfo || true
 
 # run NAME RANKS FLAGS...: trains, then prints "step_s tp_comm_bytes" (means after the warm-up) and

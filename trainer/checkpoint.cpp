@@ -89,6 +89,15 @@ void write_runs(const h5::File& f, const std::string& name, const models::Param&
     h5::write_range(f, name, piece.narrow(0, run.local, run.length), run.logical);
 }
 
+// Reads into `piece` (flat, elements [offset, offset + numel) of the parameter's local block) from
+// the logical tensor: this rank's runs only; padding stays zero.
+void read_runs(const h5::File& f, const std::string& name, const models::Param& p,
+               torch::Tensor piece, int64_t offset) {
+  piece.zero_();
+  for (const Run& run : logical_runs(p, offset, piece.numel()))
+    piece.narrow(0, run.local, run.length).copy_(h5::read_range(f, name, run.logical, run.length));
+}
+
 }  // namespace
 
 void write_checkpoint(const std::string& path, const models::ParamStore& params,
@@ -173,7 +182,7 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
     if (shape != p.shape)
       throw Error(path, "parameter " + p.name + " has shape " + h5::shape_text(shape) +
                             " but the recipe builds " + h5::shape_text(p.shape));
-    p.value.copy_(models::local_block(p, h5::read_tensor(f, name)));
+    read_runs(f, name, p, p.value.detach().view(-1), 0);
   }
   const auto stored = h5::list_group(f, "params");
   if (stored.size() != all.size())
@@ -183,19 +192,8 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
   for (size_t k = 0; k < segments.size(); ++k) {
     const auto& s = segments[k];
     const models::Param& p = all[s.param];
-    if (!p.shard.split()) {
-      optimizer.exp_avg(k).copy_(h5::read_range(f, "optim/exp_avg/" + p.name, s.offset, s.length));
-      optimizer.exp_avg_sq(k).copy_(
-          h5::read_range(f, "optim/exp_avg_sq/" + p.name, s.offset, s.length));
-      continue;
-    }
-    // A tensor-parallel block: this rank's block of the logical moment, then the segment of it.
-    for (const bool second : {false, true}) {
-      const std::string name = (second ? "optim/exp_avg_sq/" : "optim/exp_avg/") + p.name;
-      const torch::Tensor block = models::local_block(p, h5::read_tensor(f, name)).contiguous();
-      (second ? optimizer.exp_avg_sq(k) : optimizer.exp_avg(k))
-          .copy_(block.view(-1).narrow(0, s.offset, s.length));
-    }
+    read_runs(f, "optim/exp_avg/" + p.name, p, optimizer.exp_avg(k), s.offset);
+    read_runs(f, "optim/exp_avg_sq/" + p.name, p, optimizer.exp_avg_sq(k), s.offset);
   }
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));

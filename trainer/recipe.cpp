@@ -234,7 +234,8 @@ const std::vector<KeySpec>& schema() {
         key("parallel.islands", &R::parallel, &ParallelConfig::islands, 1, "DiLoCo replicas")
             .at_least(1));
     k.push_back(key("parallel.sequence_parallel", &R::parallel, &ParallelConfig::sequence_parallel,
-                    false, "shard activations by token (batch x seq) between tensor-parallel regions"));
+                    false,
+                    "shard activations by token (batch x seq) between tensor-parallel regions"));
     k.push_back(key("parallel.schedule", &R::parallel, &ParallelConfig::schedule, "1f1b",
                     "pipeline schedule")
                     .one_of({"1f1b", "gpipe"}));

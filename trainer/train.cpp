@@ -87,9 +87,8 @@ void prune_periodic(const std::string& run_dir, int64_t tokens_per_step,
 }
 
 // Mean loss over the first eval.tokens of the validation split, in order. The dp ranks take
-// alternate micro-batches of it and sum.
-// The sum is kept on the device (no host round trip per micro-batch) and reduced there: over NCCL
-// on CUDA.
+// alternate micro-batches of it and sum, on the device (no host round trip per micro-batch; NCCL
+// reduces it on CUDA).
 double evaluate(models::Model& model, const data::TokenDataset& val, const Recipe& r,
                 const parallel::Communicator& dp, torch::Device device) {
   torch::NoGradGuard no_grad;
