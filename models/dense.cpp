@@ -5,11 +5,12 @@
 namespace ladder::models {
 
 DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int64_t max_seq_len,
-                                   const parallel::TensorParallel& tp)
+                                   const parallel::TensorParallel& tp, const StageLayout& stage)
     : config_(c),
       vocab_size_(vocab_size),
       head_dim_(c.d_model / c.n_heads),
       tp_(tp),
+      stage_(stage),
       local_heads_(c.n_heads / tp.size()),
       local_kv_heads_(c.n_kv_heads / tp.size()),
       rope_(c.d_model / c.n_heads, max_seq_len, c.rope_theta) {
@@ -21,44 +22,69 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
   // Output projections into the residual stream start smaller by 1/sqrt(2 L), as in GPT-2
   // (Radford et al. 2019), so the residual's variance does not grow with depth at init.
   const double residual_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(c.n_layers));
+  // Pipeline stages: every parameter is described on every rank (checkpoints and the size
+  // accounting see the whole model) but held only by the stage that uses it. The last stage keeps a
+  // copy of a tied embedding as its readout.
+  if (stage_.chunks.empty()) stage_.chunks = {{0, c.n_layers}};
+  std::vector<bool> held(c.n_layers, false);
+  for (const auto& [begin, end] : stage_.chunks)
+    for (int64_t l = begin; l < end; ++l)
+      held[l] = true;
+  auto holding = [](bool here) { return here ? Holding::Held : Holding::Elsewhere; };
+  const Holding embedding_holding = stage_.first                      ? Holding::Held
+                                    : stage_.last && c.tie_embeddings ? Holding::TiedCopy
+                                                                      : Holding::Elsewhere;
   // A tied matrix is also the readout: start it at readout scale (1/sqrt(d)) rather than embedding
   // scale.
   embedding_.weight =
       store_.add("embedding", Role::Embedding, InitKind::Normal, {vocab_size, d}, {1}, /*fan_in=*/1,
-                 c.tie_embeddings ? 1.0 / std::sqrt(static_cast<double>(d)) : 1.0, vocab_rows);
+                 c.tie_embeddings ? 1.0 / std::sqrt(static_cast<double>(d)) : 1.0, vocab_rows,
+                 embedding_holding);
+  blocks_.resize(c.n_layers);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    Block b;
-    b.attn_norm = store_.add(p + "attn_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1);
+    const Holding h = holding(held[l]);
+    Block& b = blocks_[l];
+    b.attn_norm =
+        store_.add(p + "attn_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
     b.wq.weight =
-        store_.add(p + "attn.wq", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d, 1.0, rows);
+        store_.add(p + "attn.wq", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d, 1.0, rows, h);
     b.wk.weight =
-        store_.add(p + "attn.wk", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d, 1.0, rows);
+        store_.add(p + "attn.wk", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d, 1.0, rows, h);
     b.wv.weight =
-        store_.add(p + "attn.wv", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d, 1.0, rows);
+        store_.add(p + "attn.wv", Role::Hidden, InitKind::Normal, {kv, d}, {0, 1}, d, 1.0, rows, h);
     if (c.qk_norm) {
-      b.q_norm = store_.add(p + "attn.q_norm", Role::Vector, InitKind::Ones, {head_dim_}, {}, 1);
-      b.k_norm = store_.add(p + "attn.k_norm", Role::Vector, InitKind::Ones, {head_dim_}, {}, 1);
+      b.q_norm = store_.add(p + "attn.q_norm", Role::Vector, InitKind::Ones, {head_dim_}, {}, 1,
+                            1.0, {}, h);
+      b.k_norm = store_.add(p + "attn.k_norm", Role::Vector, InitKind::Ones, {head_dim_}, {}, 1,
+                            1.0, {}, h);
     }
     b.wo.weight = store_.add(p + "attn.wo", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d,
-                             residual_scale, columns);
-    b.mlp_norm = store_.add(p + "mlp_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1);
-    b.w_gate.weight =
-        store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d, 1.0, rows);
+                             residual_scale, columns, h);
+    b.mlp_norm = store_.add(p + "mlp_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
+    b.w_gate.weight = store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1},
+                                 d, 1.0, rows, h);
     b.w_up.weight =
-        store_.add(p + "mlp.w_up", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d, 1.0, rows);
+        store_.add(p + "mlp.w_up", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d, 1.0, rows, h);
     b.w_down.weight = store_.add(p + "mlp.w_down", Role::Hidden, InitKind::Normal, {d, f}, {0, 1},
-                                 f, residual_scale, columns);
+                                 f, residual_scale, columns, h);
     for (auto* layer : {&b.wq, &b.wk, &b.wv, &b.w_gate, &b.w_up})
       layer->tp = tp;
     b.wo.tp = b.w_down.tp = tp;
-    blocks_.push_back(b);
   }
-  final_norm_ = store_.add("final_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1);
+  final_norm_ = store_.add("final_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {},
+                           holding(stage_.last));
   embedding_.tp = readout_.tp = tp;
-  readout_.weight = c.tie_embeddings ? embedding_.weight
-                                     : store_.add("readout", Role::Readout, InitKind::Normal,
-                                                  {vocab_size, d}, {1}, d, 1.0, vocab_rows);
+  readout_.weight = c.tie_embeddings
+                        ? embedding_.weight
+                        : store_.add("readout", Role::Readout, InitKind::Normal, {vocab_size, d},
+                                     {1}, d, 1.0, vocab_rows, holding(stage_.last));
+}
+
+void DenseTransformer::require_whole(const char* what) const {
+  if (!stage_.first || !stage_.last || stage_.chunks.size() != 1 || stage_.chunks[0].first != 0 ||
+      stage_.chunks[0].second != config_.n_layers)
+    throw std::logic_error(std::string(what) + " needs the whole model on this rank");
 }
 
 torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x) const {
@@ -101,27 +127,68 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   return out + b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g)));
 }
 
-torch::Tensor DenseTransformer::hidden(const torch::Tensor& tokens) const {
-  const int64_t batch = tokens.size(0), seq = tokens.size(1);
-  torch::Tensor x = embedding_.forward(tokens.reshape({-1}));  // [tokens (this rank's), d_model]
-  for (size_t l = 0; l < blocks_.size(); ++l)
-    x = block(l, x, batch, seq);
+torch::Tensor DenseTransformer::final_normed(const torch::Tensor& x) const {
   const torch::Tensor gain =
       tp_.sequence_parallel ? parallel::replicated_in_partial_use(final_norm_, tp_) : final_norm_;
   return rms_norm(x, gain, config_.norm_eps);
 }
 
-torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {
-  // [batch, seq, vocab]: this rank's block of the (padded) vocabulary at tp > 1.
-  return readout_.forward(hidden(tokens)).view({tokens.size(0), tokens.size(1), -1});
-}
-
-ModelOutput DenseTransformer::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
-  const torch::Tensor flat = readout_.forward(hidden(tokens));  // [tokens, vocab block]
+ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& tokens,
+                                            const torch::Tensor& targets,
+                                            const torch::Tensor& activation) {
+  const int64_t batch = tokens.size(0), seq = tokens.size(1);
+  // [tokens (this rank's with sequence parallelism), d_model]
+  torch::Tensor x =
+      chunk == 0 && stage_.first ? embedding_.forward(tokens.reshape({-1})) : activation;
+  const auto [begin, end] = stage_.chunks.at(chunk);
+  for (int64_t l = begin; l < end; ++l)
+    x = block(static_cast<size_t>(l), x, batch, seq);
+  if (chunk + 1 < stage_.chunks.size() || !stage_.last) return {x, {}};
+  const torch::Tensor flat = readout_.forward(final_normed(x));  // [tokens, vocab block]
   auto ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}), tp_, vocab_size_);
   ModelOutput out{ce.loss, ce.z_loss, ce.loss};
   if (config_.z_loss > 0) out.objective = ce.loss + config_.z_loss * ce.z_loss;
-  return out;
+  return {{}, out};
+}
+
+std::vector<int64_t> DenseTransformer::activation_shape(int64_t batch, int64_t seq) const {
+  return {batch * seq / (tp_.sequence_parallel ? tp_.size() : 1), config_.d_model};
+}
+
+torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {
+  require_whole("logits");
+  const int64_t batch = tokens.size(0), seq = tokens.size(1);
+  torch::Tensor x = embedding_.forward(tokens.reshape({-1}));
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    x = block(l, x, batch, seq);
+  // [batch, seq, vocab]: this rank's block of the (padded) vocabulary at tp > 1.
+  return readout_.forward(final_normed(x)).view({batch, seq, -1});
+}
+
+ModelOutput DenseTransformer::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
+  require_whole("loss");
+  return forward_chunk(0, tokens, targets, {}).loss;
+}
+
+StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_size, int64_t seq_len,
+                                         const std::string& by) {
+  const double d = static_cast<double>(c.d_model), f = static_cast<double>(c.ffn_hidden);
+  const double kv = static_cast<double>(c.n_kv_heads * (c.d_model / c.n_heads));
+  const double v = static_cast<double>(vocab_size);
+  const double matmul = 2 * d * d + 2 * kv * d + 3 * f * d;  // wq, wo, wk, wv, the SwiGLU
+  StageCosts costs;
+  if (by == "params") {
+    const double vectors =
+        2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0);
+    costs.layers.assign(c.n_layers, matmul + vectors);
+    costs.first = v * d;     // the embedding
+    costs.last = v * d + d;  // the readout (a tied copy weighs the same) and the final norm
+  } else {
+    // FLOPs per token as in accounting(): the embedding costs none.
+    costs.layers.assign(c.n_layers, 6 * matmul + 12 * d * static_cast<double>(seq_len));
+    costs.last = 6 * v * d;
+  }
+  return costs;
 }
 
 SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {

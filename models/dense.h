@@ -20,9 +20,14 @@ namespace ladder::models {
 class DenseTransformer final : public Model {
  public:
   DenseTransformer(const ModelConfig& config, int64_t vocab_size, int64_t max_seq_len,
-                   const parallel::TensorParallel& tp = {});
+                   const parallel::TensorParallel& tp = {}, const StageLayout& stage = {});
   torch::Tensor logits(const torch::Tensor& tokens) override;
   ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) override;
+  ChunkOutput forward_chunk(size_t chunk, const torch::Tensor& tokens, const torch::Tensor& targets,
+                            const torch::Tensor& activation) override;
+  std::vector<int64_t> activation_shape(int64_t batch, int64_t seq) const override;
+  static StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
+                                const std::string& by);
   SizeAccounting accounting(int64_t seq_len) const override;
   ParamStore& params() override { return store_; }
 
@@ -38,16 +43,18 @@ class DenseTransformer final : public Model {
   };
   // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
   torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;
-  torch::Tensor hidden(const torch::Tensor& tokens) const;  // final-normed states [tokens, d]
+  torch::Tensor final_normed(const torch::Tensor& x) const;
+  void require_whole(const char* what) const;
 
   ModelConfig config_;
   int64_t vocab_size_;
   int64_t head_dim_;
   parallel::TensorParallel tp_;
+  StageLayout stage_;                     // chunks filled in: every layer when built whole
   int64_t local_heads_, local_kv_heads_;  // this rank's attention heads
   ParamStore store_;
   parallel::VocabParallelEmbedding embedding_;
-  std::vector<Block> blocks_;
+  std::vector<Block> blocks_;  // one per layer of the model; empty for layers held elsewhere
   torch::Tensor final_norm_;
   parallel::ColumnParallelLinear readout_;  // [vocab, d_model]; the embedding matrix when tied
   RotaryEmbedding rope_;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -31,21 +33,56 @@ struct ModelOutput {
   torch::Tensor objective;  // what is differentiated: loss + z_loss_weight * z_loss
 };
 
+// The part of the layer stack a pipeline rank builds (parallel/pipeline.h): chunks of consecutive
+// layers [begin, end), one per virtual stage it holds, in order; whether its first chunk starts the
+// model (the embedding) and its last ends it (final norm, readout and loss). The default: the whole
+// model as one chunk.
+struct StageLayout {
+  std::vector<std::pair<int64_t, int64_t>> chunks;  // empty: every layer
+  bool first = true, last = true;
+};
+
+// What one chunk's forward produces: the activation for the next chunk or, on the model's last
+// chunk, the loss.
+struct ChunkOutput {
+  torch::Tensor activation;
+  ModelOutput loss;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
-  // Logits [batch, seq, vocab] for tokens [batch, seq].
+  // Logits [batch, seq, vocab] for tokens [batch, seq] (a model built whole).
   virtual torch::Tensor logits(const torch::Tensor& tokens) = 0;
-  // Loss of predicting targets [batch, seq] from tokens [batch, seq].
+  // Loss of predicting targets [batch, seq] from tokens [batch, seq] (a model built whole).
   virtual ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) = 0;
+  // The forward of this rank's `chunk` on a micro-batch of tokens and targets [batch, seq]: the
+  // model's first chunk embeds the tokens, the others continue from `activation`, what the previous
+  // chunk returned; the model's last chunk returns the loss.
+  virtual ChunkOutput forward_chunk(size_t chunk, const torch::Tensor& tokens,
+                                    const torch::Tensor& targets,
+                                    const torch::Tensor& activation) = 0;
+  // The activation between chunks for `batch` sequences of `seq` tokens (fp32).
+  virtual std::vector<int64_t> activation_shape(int64_t batch, int64_t seq) const = 0;
   virtual SizeAccounting accounting(int64_t seq_len) const = 0;
   virtual ParamStore& params() = 0;
 };
 
-// The architecture registry: model.arch -> a model whose parameters are registered in `store`
-// (uninitialised: optim/ initialises them), split over `tp` when it is active. Throws ladder::Error
-// for an architecture not built.
+// What a pipeline split balances: the cost of each layer, of the embedding (on the first stage) and
+// of the final norm, readout and loss (on the last), in FLOPs per token (`by` = "flops") or in
+// parameters ("params").
+struct StageCosts {
+  std::vector<double> layers;
+  double first = 0, last = 0;
+};
+StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
+                       const std::string& by);
+
+// The architecture registry: model.arch -> a model whose parameters are registered in its store
+// (uninitialised: optim/ initialises them), split over `tp` when it is active, holding the layers
+// of `stage`. Throws ladder::Error for an architecture not built.
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
-                                   int64_t max_seq_len, const parallel::TensorParallel& tp = {});
+                                   int64_t max_seq_len, const parallel::TensorParallel& tp = {},
+                                   const StageLayout& stage = {});
 
 }  // namespace ladder::models

@@ -61,8 +61,9 @@ torch::Tensor local_block(const Param& param, const torch::Tensor& full) {
 
 torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
                               std::vector<int64_t> shape, std::vector<int> width_dims,
-                              int64_t fan_in, double init_multiplier, Shard shard) {
-  for (const auto& p : params_)
+                              int64_t fan_in, double init_multiplier, Shard shard,
+                              Holding holding) {
+  for (const auto& p : catalog_)
     if (p.name == name) throw std::logic_error("parameter registered twice: " + name);
   std::vector<int64_t> local = shape;
   Param p{name, role, init, shape, std::move(width_dims), fan_in, init_multiplier, {}, shard};
@@ -74,7 +75,10 @@ torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
                              " cannot be split into " + std::to_string(shard.size) + " blocks");
     local[shard.dim] = block_length(p);
   }
+  catalog_.push_back(p);
+  if (holding == Holding::Elsewhere) return {};
   p.value = torch::empty(local, torch::kFloat32).set_requires_grad(true);
+  p.tied_copy = holding == Holding::TiedCopy;
   params_.push_back(std::move(p));
   return params_.back().value;
 }
@@ -87,14 +91,14 @@ const Param& ParamStore::get(const std::string& name) const {
 
 int64_t ParamStore::numel() const {
   int64_t n = 0;
-  for (const auto& p : params_)
+  for (const auto& p : catalog_)
     n += logical_numel(p);
   return n;
 }
 
 int64_t ParamStore::numel(Role role) const {
   int64_t n = 0;
-  for (const auto& p : params_)
+  for (const auto& p : catalog_)
     if (p.role == role) n += logical_numel(p);
   return n;
 }

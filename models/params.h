@@ -50,6 +50,10 @@ struct Param {
       1.0;              // extra factor on the init std (e.g. depth-scaled output projections)
   torch::Tensor value;  // this rank's block (the full tensor when not split), requires_grad
   Shard shard;          // which block of the logical tensor `value` is
+  // A copy of a parameter whose owner is another pipeline stage: the tied embedding on the last
+  // stage, used as its readout. Its gradient is summed with the owner's so both stay identical; it
+  // is never written to checkpoints nor counted twice in norms.
+  bool tied_copy = false;
 };
 
 // This rank's block of a tensor at the parameter's logical shape (the tensor itself when not
@@ -59,23 +63,37 @@ torch::Tensor local_block(const Param& param, const torch::Tensor& full);
 int64_t block_start(const Param& param);
 int64_t block_length(const Param& param);
 
+// Which parameters of the model this rank holds. A pipeline stage holds its own layers only, but
+// every rank knows the whole model's parameters (names, shapes, roles): checkpoints create every
+// logical tensor, and the size accounting counts them all.
+enum class Holding {
+  Held,       // this rank trains it
+  Elsewhere,  // another pipeline stage does: only its description is kept
+  TiedCopy,   // another stage owns it and this one keeps an identical copy (Param::tied_copy)
+};
+
 class ParamStore {
  public:
   // Registers a parameter of logical shape `shape`, allocated (uninitialised) at this rank's block
-  // of it; returns a handle to its value. The split dimension must divide evenly.
+  // of it; returns a handle to its value (undefined when held elsewhere). The split dimension must
+  // divide evenly.
   torch::Tensor add(const std::string& name, Role role, InitKind init, std::vector<int64_t> shape,
                     std::vector<int> width_dims, int64_t fan_in, double init_multiplier = 1.0,
-                    Shard shard = {});
+                    Shard shard = {}, Holding holding = Holding::Held);
 
+  // The parameters this rank holds, in registration order.
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
+  // Every parameter of the model, held here or not, in registration order (values undefined for
+  // those held elsewhere; one entry for a tied copy).
+  const std::vector<Param>& catalog() const { return catalog_; }
   const Param& get(const std::string& name) const;
-  // Elements at the logical shapes (what the model has, however it is split).
+  // Elements at the logical shapes of the whole model (however it is split or staged).
   int64_t numel() const;
   int64_t numel(Role role) const;
 
  private:
-  std::vector<Param> params_;
+  std::vector<Param> params_, catalog_;
 };
 
 }  // namespace ladder::models

@@ -6,9 +6,16 @@
 namespace ladder::models {
 
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
-                                   int64_t max_seq_len, const parallel::TensorParallel& tp) {
+                                   int64_t max_seq_len, const parallel::TensorParallel& tp,
+                                   const StageLayout& stage) {
   if (config.arch == "dense")
-    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp);
+    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp, stage);
+  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
+}
+
+StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
+                       const std::string& by) {
+  if (config.arch == "dense") return DenseTransformer::stage_costs(config, vocab_size, seq_len, by);
   throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
 }
 

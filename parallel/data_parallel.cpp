@@ -28,6 +28,7 @@ struct Bucket {
   torch::Tensor reduced;  // ZeRO: this rank's chunk of the summed gradient
   PendingCollective work;
   bool launched = false;
+  bool late = false;  // holds a tensor of DataParallelOptions::late_tensors
 };
 
 }  // namespace
@@ -71,7 +72,8 @@ struct DataParallel::State {
 
   // Starts every bucket that is ready, in index order.
   void launch_ready() {
-    while (next_launch < buckets.size() && buckets[next_launch].waiting == 0)
+    while (next_launch < buckets.size() && buckets[next_launch].waiting == 0 &&
+           !buckets[next_launch].late)
       launch(buckets[next_launch++]);
   }
 
@@ -159,6 +161,8 @@ DataParallel::DataParallel(const std::vector<torch::Tensor>& params, const Commu
     cursor += params[k].numel();
   }
   if (!current.tensors.empty()) close_bucket(current);
+  for (size_t k : options.late_tensors)
+    s.buckets.at(s.bucket_of.at(k)).late = true;
 
   // Move the parameters into the flat buffer and point their gradients into the other one.
   torch::NoGradGuard no_grad;

@@ -45,6 +45,10 @@ struct DataParallelOptions {
   int64_t bucket_bytes = 25 << 20;
   bool overlap = true;           // reduce buckets during the backward pass of the last micro-batch
   bool shard_optimizer = false;  // ZeRO-1
+  // Tensors whose gradients the caller still changes between the backward pass and
+  // finish_grad_sync (a tied embedding summed across pipeline stages): their buckets, and those
+  // after them, start only there.
+  std::vector<size_t> late_tensors;
 };
 
 class DataParallel {

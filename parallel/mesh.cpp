@@ -29,6 +29,9 @@ ProcessMesh::ProcessMesh(const Communicator& world, const MeshShape& shape) : sh
   dp_ = world.split((c.island * s.pp + c.pp) * s.tp + c.tp, c.dp, "dp");
   island_ = world.split((c.dp * s.pp + c.pp) * s.tp + c.tp, c.island, "island");
   replica_ = world.split(c.island, world.rank(), "replica");
+  const bool end = c.pp == 0 || c.pp == s.pp - 1;
+  pipeline_ends_ =
+      world.split((((c.island * s.dp + c.dp) * s.tp + c.tp) * 2) + (end ? 0 : 1), c.pp, "pp_ends");
 }
 
 }  // namespace ladder::parallel

@@ -37,11 +37,15 @@ class ProcessMesh {
   const Communicator& dp() const { return *dp_; }
   const Communicator& island() const { return *island_; }
   const Communicator& replica() const { return *replica_; }
+  // The first and last pipeline stages of this rank's pipeline (same island, dp and tp
+  // coordinates), which both hold a tied embedding; on the stages between, those stages (a group
+  // never used).
+  const Communicator& pipeline_ends() const { return *pipeline_ends_; }
 
  private:
   MeshShape shape_;
   MeshCoord coord_;
-  std::unique_ptr<Communicator> tp_, pp_, dp_, island_, replica_;
+  std::unique_ptr<Communicator> tp_, pp_, dp_, island_, replica_, pipeline_ends_;
 };
 
 }  // namespace ladder::parallel

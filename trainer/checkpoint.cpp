@@ -110,8 +110,9 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
   const auto shard = layout.comm ? layout.shard : optim::whole_params(params);
   try {
     h5::File f = h5::File::create(tmp, file_comm(layout));
-    // Collective: every rank creates every dataset and attribute with the same arguments.
-    for (const auto& p : params.all()) {
+    // Collective: every rank creates every dataset and attribute with the same arguments, for the
+    // whole model (pipeline stages hold only their own layers but know them all).
+    for (const auto& p : params.catalog()) {
       const std::string name = "params/" + p.name;
       h5::create_dataset(f, name, torch::kFloat32, p.shape);
       h5::set_attr(f, name, "role", std::string(models::role_name(p.role)));
@@ -126,6 +127,7 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     for (const auto& piece : shard) {
       const auto& p = params.all()[piece.param];
       if (!p.shard.split() && layout.tp_rank != 0) continue;  // tp rank 0 writes replicated ones
+      if (p.tied_copy) continue;                              // the owning stage writes it
       write_runs(f, "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
       write_runs(f, "optim/exp_avg/" + p.name, p, covering(optimizer, false, piece), piece.offset);
       write_runs(f, "optim/exp_avg_sq/" + p.name, p, covering(optimizer, true, piece),
@@ -185,9 +187,10 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
     read_runs(f, name, p, p.value.detach().view(-1), 0);
   }
   const auto stored = h5::list_group(f, "params");
-  if (stored.size() != all.size())
+  if (stored.size() != params.catalog().size())
     throw Error(path, "holds " + std::to_string(stored.size()) +
-                          " parameters but the recipe builds " + std::to_string(all.size()));
+                          " parameters but the recipe builds " +
+                          std::to_string(params.catalog().size()));
   const auto& segments = optimizer.segments();
   for (size_t k = 0; k < segments.size(); ++k) {
     const auto& s = segments[k];

@@ -45,8 +45,9 @@ struct CheckpointMeta {
 std::string checkpoint_path(const std::string& run_dir, int64_t step);
 
 // Who shares a checkpoint file and which pieces this rank writes. Pieces are of this rank's tensors
-// (its tensor-parallel blocks); the file holds the logical tensors, each rank writing where its
-// pieces lie in them. Replicated tensors are written by tensor-parallel rank 0 only.
+// (its tensor-parallel blocks of its pipeline stage's layers); the file holds the logical tensors
+// of the whole model, each rank writing where its pieces lie in them. Replicated tensors are
+// written by tensor-parallel rank 0 only, a tied embedding by the first pipeline stage only.
 struct CheckpointLayout {
   const parallel::Communicator* comm = nullptr;  // every rank of the job; nullptr: this process
   std::vector<optim::ParamSegment> shard;        // this rank's pieces; with comm nullptr: ignored

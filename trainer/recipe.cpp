@@ -93,7 +93,7 @@ Value value_of(const toml::node& node) {
 
 // ----- The schema -------------------------------------------------------------------------------
 
-enum class Type { Int, Float, Bool, String, Intermediate };
+enum class Type { Int, Float, Bool, String, IntList, Intermediate };
 
 struct KeySpec {
   std::string key;
@@ -163,6 +163,19 @@ KeySpec key(std::string name, S Recipe::*section, bool S::*field, bool def, std:
   KeySpec k = spec(std::move(name), Type::Bool, bool_value(def), std::move(doc));
   k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.b; };
   k.load = [=](const Recipe& r) { return bool_value(r.*section.*field); };
+  return k;
+}
+template <class S>
+KeySpec key(std::string name, S Recipe::*section, std::vector<int64_t> S::*field, std::string doc) {
+  Value empty;
+  empty.kind = Value::Kind::IntArray;
+  KeySpec k = spec(std::move(name), Type::IntList, empty, std::move(doc));
+  k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.ints; };
+  k.load = [=](const Recipe& r) {
+    Value v;
+    v.kind = Value::Kind::IntArray, v.ints = r.*section.*field;
+    return v;
+  };
   return k;
 }
 template <class S>
@@ -237,8 +250,18 @@ const std::vector<KeySpec>& schema() {
                     false,
                     "shard activations by token (batch x seq) between tensor-parallel regions"));
     k.push_back(key("parallel.schedule", &R::parallel, &ParallelConfig::schedule, "1f1b",
-                    "pipeline schedule")
-                    .one_of({"1f1b", "gpipe"}));
+                    "pipeline schedule: 1f1b, gpipe, or interleaved (virtual stages)")
+                    .one_of({"1f1b", "gpipe", "interleaved"}));
+    k.push_back(key("parallel.virtual_stages", &R::parallel, &ParallelConfig::virtual_stages, 1,
+                    "model chunks per pipeline rank; > 1 only with schedule = \"interleaved\"")
+                    .at_least(1));
+    k.push_back(key("parallel.stage_layers", &R::parallel, &ParallelConfig::stage_layers,
+                    "layers of each (virtual) pipeline stage, pp x virtual_stages numbers summing "
+                    "to model.n_layers; []: balanced by parallel.stage_balance"));
+    k.push_back(key("parallel.stage_balance", &R::parallel, &ParallelConfig::stage_balance, "flops",
+                    "what the automatic split of layers into stages balances: flops or params "
+                    "(the embedding counts on the first stage, the readout on the last)")
+                    .one_of({"flops", "params"}));
     k.push_back(key("parallel.microbatches", &R::parallel, &ParallelConfig::microbatches, 0,
                     "micro-batches per step and rank; 0: global_batch / (dp x micro_batch), the "
                     "only value allowed")
@@ -566,6 +589,9 @@ void check_value(const KeySpec& k, Setting& s) {
     case Type::String:
       if (v.kind != Value::Kind::String) expected("a string");
       break;
+    case Type::IntList:
+      if (v.kind != Value::Kind::IntArray) expected("a list of integers");
+      break;
     case Type::Intermediate:
       if (v.kind != Value::Kind::String && v.kind != Value::Kind::IntArray)
         expected("\"log2\", \"none\" or a list of integers");
@@ -666,9 +692,31 @@ class Resolver {
     if (r_.model.ffn_hidden % p.tp != 0)
       fail("parallel.tp",
            "must divide the SwiGLU hidden size (" + n(r_.model.ffn_hidden) + "); got " + n(p.tp));
-    if (p.pp > m.n_layers)
-      fail("parallel.pp", "cannot exceed model.n_layers (" + n(m.n_layers) +
-                              "): every stage needs a layer; got " + n(p.pp));
+    const int64_t stages = p.pp * p.virtual_stages;
+    if (p.virtual_stages > 1 && p.schedule != "interleaved")
+      fail("parallel.virtual_stages", "needs parallel.schedule = \"interleaved\"; got " +
+                                          n(p.virtual_stages) + " with \"" + p.schedule + "\"");
+    if (p.schedule == "interleaved" && (p.pp < 2 || p.virtual_stages < 2))
+      fail(p.pp < 2 ? "parallel.pp" : "parallel.virtual_stages",
+           "the interleaved schedule needs parallel.pp >= 2 and parallel.virtual_stages >= 2; got "
+           "pp = " +
+               n(p.pp) + ", virtual_stages = " + n(p.virtual_stages));
+    if (stages > m.n_layers)
+      fail(p.virtual_stages > 1 ? "parallel.virtual_stages" : "parallel.pp",
+           "pp x virtual_stages = " + n(stages) + " stages cannot exceed model.n_layers (" +
+               n(m.n_layers) + "): every stage needs a layer");
+    if (!p.stage_layers.empty()) {
+      int64_t sum = 0;
+      for (int64_t l : p.stage_layers) {
+        if (l < 1) fail("parallel.stage_layers", "every stage needs at least one layer");
+        sum += l;
+      }
+      if (static_cast<int64_t>(p.stage_layers.size()) != stages || sum != m.n_layers)
+        fail("parallel.stage_layers",
+             "needs pp x virtual_stages = " + n(stages) + " entries summing to model.n_layers (" +
+                 n(m.n_layers) + "); got " + n(static_cast<int64_t>(p.stage_layers.size())) +
+                 " summing to " + n(sum));
+    }
     if (p.sequence_parallel && p.tp == 1)
       fail("parallel.sequence_parallel", "needs parallel.tp > 1");
     if (p.sequence_parallel && r_.data.seq_len % p.tp != 0)
@@ -692,6 +740,15 @@ class Resolver {
            "must equal train.global_batch / (parallel.dp x train.micro_batch) = " + n(micro) +
                " (or 0 to derive it); got " + n(p.microbatches));
     }
+    if (p.pp > 1 && p.schedule == "1f1b" && p.microbatches < p.pp)
+      fail("parallel.pp",
+           "1F1B needs at least pp micro-batches per step (parallel.microbatches = " +
+               n(p.microbatches) + " < pp = " + n(p.pp) +
+               "): raise train.global_batch or lower train.micro_batch, or use "
+               "schedule = \"gpipe\"");
+    if (p.schedule == "interleaved" && p.microbatches % p.pp != 0)
+      fail("parallel.schedule", "interleaving needs parallel.microbatches (" + n(p.microbatches) +
+                                    ") to be a multiple of parallel.pp (" + n(p.pp) + ")");
     const int64_t tokens_per_step = t.global_batch * r_.data.seq_len;
     if ((t.steps > 0) == (t.tokens > 0))
       fail(t.steps > 0 ? "train.tokens" : "train.steps",
@@ -902,7 +959,8 @@ void write_resolved_recipe(const Recipe& recipe, const std::string& path) {
 
 std::vector<RecipeKeyDoc> recipe_schema() {
   std::vector<RecipeKeyDoc> out;
-  const char* types[] = {"integer", "float", "boolean", "string", "string or integer list"};
+  const char* types[] = {
+      "integer", "float", "boolean", "string", "list of integers", "string or integer list"};
   for (const auto& k : schema()) {
     std::string doc = k.doc;
     if (!k.choices.empty() && k.type == Type::String) doc += " (" + join(k.choices, " | ") + ")";

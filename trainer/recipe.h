@@ -39,9 +39,12 @@ struct ParallelConfig {
   int64_t dp = 0;  // resolved: 0 in the file means world / (tp * pp * islands)
   int64_t islands = 1;
   bool sequence_parallel = false;
-  std::string schedule;
-  int64_t microbatches = 0;  // resolved: global_batch / (dp * micro_batch)
-  double bucket_mb = 0;      // gradient bucket size for the data-parallel reduction
+  std::string schedule;               // pipeline schedule: "1f1b" | "gpipe" | "interleaved"
+  int64_t virtual_stages = 1;         // model chunks per pipeline rank (interleaved)
+  std::vector<int64_t> stage_layers;  // explicit layers per virtual stage; empty: balanced
+  std::string stage_balance;          // "flops" | "params"
+  int64_t microbatches = 0;           // resolved: global_batch / (dp * micro_batch)
+  double bucket_mb = 0;               // gradient bucket size for the data-parallel reduction
   bool overlap_grad_reduce = false;
 };
 

@@ -9,17 +9,27 @@
 namespace ladder {
 namespace {
 
-constexpr int64_t kTraceVersion = 3;  // 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*
+// 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*
+constexpr int64_t kTraceVersion = 4;
 
 struct Column {
-  const char* name;
+  std::string name;
   bool integer;
 };
 const std::vector<Column> kTrain = {
-    {"step", true},        {"tokens", true},     {"flops", false},        {"loss", false},
-    {"lr", false},         {"grad_norm", false}, {"tokens_per_s", false}, {"mfu", false},
-    {"elapsed_s", false},  {"step_s", false},    {"compute_s", false},    {"comm_s", false},
-    {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}};
+    {"step", true},        {"tokens", true},     {"flops", false},         {"loss", false},
+    {"lr", false},         {"grad_norm", false}, {"tokens_per_s", false},  {"mfu", false},
+    {"elapsed_s", false},  {"step_s", false},    {"compute_s", false},     {"comm_s", false},
+    {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}, {"pp_p2p_bytes", false}};
+
+// The train columns with those of each of `stages` pipeline stages.
+std::vector<Column> train_columns(int stages) {
+  std::vector<Column> cols = kTrain;
+  for (int s = 0; s < stages; ++s)
+    for (const char* what : {"stage_bubble_", "stage_activation_bytes_"})
+      cols.push_back({what + std::to_string(s), false});
+  return cols;
+}
 const std::vector<Column> kEval = {
     {"step", true}, {"tokens", true}, {"flops", false}, {"loss", false}};
 const std::vector<Column> kCheckpoints = {{"step", true}, {"tokens", true}, {"intermediate", true}};
@@ -57,19 +67,20 @@ void truncate_after(const h5::File& f, const std::string& group, const std::vect
 }  // namespace
 
 Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
-             int64_t resume_step)
-    : path_(std::move(path)) {
+             int64_t resume_step, int stages)
+    : path_(std::move(path)), stages_(stages) {
+  const std::vector<Column> train = train_columns(stages);
   const bool reuse = resume_step >= 0 && std::filesystem::exists(path_);
   h5::File f = reuse ? h5::File::open(path_, true) : h5::File::create(path_);
   if (reuse) {
-    add_missing(f, "train", kTrain);
+    add_missing(f, "train", train);
     add_missing(f, "eval", kEval);
     add_missing(f, "checkpoints", kCheckpoints);
-    truncate_after(f, "train", kTrain, resume_step);
+    truncate_after(f, "train", train, resume_step);
     truncate_after(f, "eval", kEval, resume_step);
     truncate_after(f, "checkpoints", kCheckpoints, resume_step);
   } else {
-    create_group(f, "train", kTrain);
+    create_group(f, "train", train);
     create_group(f, "eval", kEval);
     create_group(f, "checkpoints", kCheckpoints);
   }
@@ -97,6 +108,15 @@ void Trace::append(const TrainRecord& r) {
   h5::append_series(f, "train/comm_bytes", r.comm_bytes);
   h5::append_series(f, "train/tp_comm_s", r.tp_comm_s);
   h5::append_series(f, "train/tp_comm_bytes", r.tp_comm_bytes);
+  h5::append_series(f, "train/pp_p2p_bytes", r.pp_p2p_bytes);
+  for (int s = 0; s < stages_; ++s) {
+    const auto at = [&](const std::vector<double>& v) {
+      return s < static_cast<int>(v.size()) ? v[s] : std::numeric_limits<double>::quiet_NaN();
+    };
+    h5::append_series(f, "train/stage_bubble_" + std::to_string(s), at(r.stage_bubble));
+    h5::append_series(f, "train/stage_activation_bytes_" + std::to_string(s),
+                      at(r.stage_activation_bytes));
+  }
   f.close();
 }
 

@@ -1,7 +1,8 @@
 // The loss trace (DESIGN.md contract 6): runs/NAME/trace.h5, the fitter's only input.
 //
 //   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
-//           step_s, compute_s, comm_s, comm_bytes}                        one row per log
+//           step_s, compute_s, comm_s, comm_bytes, tp_comm_s, tp_comm_bytes, pp_p2p_bytes,
+//           stage_bubble_S, stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
 //   /eval/{step, tokens, flops, loss}                                     one row per eval
 //   /checkpoints/{step, tokens, intermediate}                             one row per save
 //   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
@@ -22,6 +23,7 @@
 #include <map>
 #include <string>
 #include <variant>
+#include <vector>
 
 namespace ladder {
 
@@ -32,6 +34,11 @@ struct TrainRecord {
   double flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s;
   double step_s, compute_s, comm_s, comm_bytes;
   double tp_comm_s, tp_comm_bytes;  // tensor parallelism's, inside forward and backward
+  // Pipeline parallelism's: activations and gradients sent per step by the busiest rank, and per
+  // stage the bubble (the share of its schedule spent waiting for other stages) and the peak of
+  // memory allocated above the step's starting level (activations in flight).
+  double pp_p2p_bytes = 0;
+  std::vector<double> stage_bubble, stage_activation_bytes;
 };
 
 struct EvalRecord {
@@ -43,8 +50,9 @@ class Trace {
  public:
   // Creates the trace, or (resume_step >= 0) reopens it and drops rows with step > resume_step.
   // Columns an older trace lacks are added, NaN for its existing rows.
+  // `stages`: pipeline stages, one column of bubble and activation memory each.
   Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
-        int64_t resume_step);
+        int64_t resume_step, int stages = 1);
   void append(const TrainRecord& r);
   void append(const EvalRecord& r);
   void append_checkpoint(int64_t step, int64_t tokens, bool intermediate);
@@ -52,6 +60,7 @@ class Trace {
 
  private:
   std::string path_;
+  int stages_;
 };
 
 }  // namespace ladder

@@ -1,8 +1,9 @@
-// The training loop, top to bottom: checks, data, run folder, model (on the rank's device),
-// data parallelism, optimizer, resume, then for every step: this rank's micro-batches
-// forward (bf16 under autocast when train.precision says so) / backward -> gradient reduction over
-// dp -> clip -> learning rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter
-// all-gather (ZeRO) -> log, evaluate, checkpoint.
+// The training loop, top to bottom: checks, data, run folder, model (this rank's pipeline stage of
+// it, on the rank's device), data parallelism, optimizer, resume, then for every step: this rank's
+// micro-batches through the pipeline schedule, forward (bf16 under autocast when train.precision
+// says so) and backward -> tied-embedding gradient sum between the pipeline's ends -> gradient
+// reduction over dp -> clip on the global norm -> learning rate -> AdamW (on this rank's ZeRO
+// shard, or everything) -> parameter all-gather (ZeRO) -> log, evaluate, checkpoint.
 #include "trainer/train.h"
 
 #include <spdlog/spdlog.h>
@@ -22,6 +23,7 @@
 #include "optim/schedule.h"
 #include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
+#include "parallel/pipeline.h"
 #include "trainer/checkpoint.h"
 #include "trainer/hardware.h"
 #include "trainer/trace.h"
@@ -87,34 +89,78 @@ void prune_periodic(const std::string& run_dir, int64_t tokens_per_step,
 }
 
 // Mean loss over the first eval.tokens of the validation split, in order. The dp ranks take
-// alternate micro-batches of it and sum, on the device (no host round trip per micro-batch; NCCL
-// reduces it on CUDA).
-double evaluate(models::Model& model, const data::TokenDataset& val, const Recipe& r,
-                const parallel::Communicator& dp, torch::Device device) {
+// alternate micro-batches of it, each through its pipeline (forwards only), and the sum is reduced
+// on the device (no host round trip per micro-batch; NCCL reduces it on CUDA).
+double evaluate(models::Model& model, const parallel::Pipeline& pipeline,
+                const data::TokenDataset& val, const Recipe& r, const parallel::ProcessMesh& mesh,
+                torch::Device device) {
   torch::NoGradGuard no_grad;
   const models::Autocast autocast(device, r.train.precision == "bf16");
   const int64_t seq = r.data.seq_len, micro = r.train.micro_batch;
   const int64_t windows = std::min(r.eval.tokens / seq, data::sequential_window_count(val, seq));
-  torch::Tensor sum = torch::zeros({1}, torch::TensorOptions(torch::kFloat64).device(device));
-  for (int64_t first = dp.rank() * micro; first < windows; first += dp.size() * micro) {
-    const int64_t n = std::min(micro, windows - first);
-    const torch::Tensor batch = data::sequential_windows(val, seq, first, n).to(device);
-    const auto out = model.loss(batch.slice(1, 0, seq), batch.slice(1, 1));
-    sum += out.loss.to(torch::kFloat64) * static_cast<double>(n);
+  std::vector<int64_t> firsts;  // this dp rank's micro-batches: their first windows
+  for (int64_t first = mesh.dp().rank() * micro; first < windows; first += mesh.dp().size() * micro)
+    firsts.push_back(first);
+  auto rows = [&](int64_t m) { return std::min(micro, windows - firsts[m]); };
+  const auto f64 = torch::TensorOptions(torch::kFloat64).device(device);
+  torch::Tensor sum = torch::zeros({1}, f64);
+  if (!firsts.empty()) {
+    parallel::PipelineStep work;
+    work.microbatches = static_cast<int64_t>(firsts.size());
+    work.activation_shape = [&](int64_t m) { return model.activation_shape(rows(m), seq); };
+    work.activation_options = torch::TensorOptions(torch::kFloat32).device(device);
+    work.forward = [&](int chunk, int64_t m, const torch::Tensor& input) {
+      const torch::Tensor batch = data::sequential_windows(val, seq, firsts[m], rows(m)).to(device);
+      const auto out = model.forward_chunk(chunk, batch.slice(1, 0, seq), batch.slice(1, 1), input);
+      if (!pipeline.last(chunk)) return out.activation;
+      sum += out.loss.loss.to(torch::kFloat64) * static_cast<double>(rows(m));
+      return out.loss.loss;
+    };
+    pipeline.run_forward(work);
   }
-  dp.all_reduce(sum);
+  mesh.pp().all_reduce(sum);  // the last stage has it
+  mesh.dp().all_reduce(sum);
   return sum.item<double>() / static_cast<double>(windows);
 }
 
-// The layouts this trainer builds so far: tensor and data parallelism (with ZeRO-1).
-void check_layout_is_built(const ParallelConfig& p) {
-  auto refuse = [](const std::string& key, int64_t value, const std::string& what) {
-    const std::string hint = "train with " + key + " = 1 (dp takes the remaining ranks)";
-    throw Error(key + " = " + std::to_string(value), what + " is not built yet; " + hint);
-  };
+// This rank's chunks of the layer stack: virtual stage v = chunk * pp + stage takes the v-th run of
+// layers of the recipe's explicit split, or of a split balanced over the model's costs.
+models::StageLayout stage_layout(const Recipe& r, int64_t vocab, int stage,
+                                 std::vector<int64_t>& layers_per_stage) {
+  const auto& p = r.parallel;
+  const int64_t stages = p.pp * p.virtual_stages;
+  if (!p.stage_layers.empty()) {
+    layers_per_stage = p.stage_layers;
+  } else {
+    const models::StageCosts costs =
+        models::stage_costs(r.model, vocab, r.data.seq_len, p.stage_balance);
+    layers_per_stage = parallel::partition_layers(costs.layers, costs.first, costs.last, stages);
+  }
+  models::StageLayout layout;
+  int64_t begin = 0;
+  for (int64_t v = 0; v < stages; ++v) {
+    if (v % p.pp == stage) layout.chunks.push_back({begin, begin + layers_per_stage[v]});
+    begin += layers_per_stage[v];
+  }
+  layout.first = stage == 0;
+  layout.last = stage == p.pp - 1;
+  return layout;
+}
 
-  if (p.pp > 1) refuse("parallel.pp", p.pp, "pipeline parallelism");
-  if (p.islands > 1) refuse("parallel.islands", p.islands, "DiLoCo");
+// The layouts this trainer builds so far: tensor, pipeline and data parallelism (with ZeRO-1).
+void check_layout_is_built(const ParallelConfig& p) {
+  if (p.islands > 1)
+    throw Error("parallel.islands = " + std::to_string(p.islands),
+                "DiLoCo is not built yet; train with parallel.islands = 1 (dp takes the remaining "
+                "ranks)");
+}
+
+// A scalar summed over a group (fp64).
+double sum_over(const parallel::Communicator& group, double value) {
+  if (group.size() == 1) return value;
+  torch::Tensor t = torch::tensor({value}, torch::kFloat64);
+  group.all_reduce(t);
+  return t.item<double>();
 }
 
 std::vector<optim::ParamSegment> segments_of(const std::vector<parallel::FlatRange>& ranges) {
@@ -185,11 +231,18 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const bool bf16 = r.train.precision == "bf16";
   parallel::CommStats tp_stats;  // the tensor-parallel layers count their collectives here
   const parallel::TensorParallel tp{&mesh.tp(), r.parallel.sequence_parallel, &tp_stats};
-  auto model = models::build_model(r.model, vocab, r.data.seq_len, tp);
+  std::vector<int64_t> layers_per_stage;
+  const models::StageLayout stage = stage_layout(r, vocab, mesh.coord().pp, layers_per_stage);
+  auto model = models::build_model(r.model, vocab, r.data.seq_len, tp, stage);
+  const parallel::Pipeline pipeline(mesh.pp(), parallel::schedule_kind(r.parallel.schedule),
+                                    static_cast<int>(r.parallel.virtual_stages));
   models::ParamStore& params = model->params();
   optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));  // identical on every rank
   std::vector<torch::Tensor> values;
+  std::vector<size_t> tied;  // a tied embedding held by both ends of the pipeline
   for (auto& p : params.all()) {
+    if (r.parallel.pp > 1 && r.model.tie_embeddings && p.role == models::Role::Embedding)
+      tied.push_back(values.size());
     // Initialised on the CPU (the same generator on every device), then moved: set_data keeps the
     // handles the model holds.
     if (p.value.device() != device) {
@@ -201,21 +254,18 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   parallel::DataParallel dp(
       values, mesh.dp(),
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
-                                    r.parallel.overlap_grad_reduce, r.optim.zero == 1});
+                                    r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
   optim::AdamW optimizer(params, r.optim, optim::param_settings(params, r.optim, r.mup),
                          segments_of(dp.owned()));
   const CheckpointLayout checkpoint_layout{&world_comm, segments_of(dp.shard()), mesh.coord().tp};
   // The gradient norm's two parts: tensor-parallel blocks (disjoint across tp ranks, summed over
-  // them) and replicated tensors (the same on every tp rank, counted once).
+  // them) and replicated tensors (the same on every tp rank, counted once); each pipeline stage
+  // adds its own, and the last stage's copy of a tied embedding is not counted again.
   std::vector<optim::ParamSegment> split_segments, replicated_segments;
-  for (const auto& s : optimizer.segments())
-    (params.all()[s.param].shard.split() ? split_segments : replicated_segments).push_back(s);
-  auto tp_sum = [&](double value) {
-    if (mesh.tp().size() == 1) return value;
-    torch::Tensor t = torch::tensor({value}, torch::kFloat64);
-    mesh.tp().all_reduce(t);
-    return t.item<double>();
-  };
+  for (const auto& s : optimizer.segments()) {
+    const models::Param& p = params.all()[s.param];
+    if (!p.tied_copy) (p.shard.split() ? split_segments : replicated_segments).push_back(s);
+  }
   const models::SizeAccounting acc = model->accounting(r.data.seq_len);
   const int64_t tokens_per_step = r.train.global_batch * r.data.seq_len;
   spdlog::info(
@@ -232,6 +282,21 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         "tensor parallel: tp={}{}: attention heads {}/{} per rank, vocabulary padded to {}",
         tp.size(), tp.sequence_parallel ? ", sequence parallel" : "", r.model.n_heads / tp.size(),
         r.model.n_kv_heads / tp.size(), (vocab + tp.size() - 1) / tp.size() * tp.size());
+  if (r.parallel.pp > 1) {
+    std::string split;
+    for (size_t v = 0; v < layers_per_stage.size(); ++v)
+      split += fmt::format("{}{}", v ? " " : "", layers_per_stage[v]);
+    spdlog::info(
+        "pipeline parallel: pp={}, schedule {}{}, {} micro-batches per step, layers per {}"
+        "stage: {}{}",
+        r.parallel.pp, r.parallel.schedule,
+        r.parallel.virtual_stages > 1
+            ? fmt::format(" ({} virtual stages per rank)", r.parallel.virtual_stages)
+            : std::string(),
+        r.parallel.microbatches, r.parallel.virtual_stages > 1 ? "virtual " : "", split,
+        r.parallel.stage_layers.empty() ? " (balanced by " + r.parallel.stage_balance + ")"
+                                        : std::string(" (parallel.stage_layers)"));
+  }
   spdlog::info(
       "data parallel: dp={}, micro-batches of {} x {} sequences per rank and step, {} gradient "
       "buckets of "
@@ -283,10 +348,14 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                       {"total_steps", r.train.steps},
                       {"dp", r.parallel.dp},
                       {"tp", r.parallel.tp},
+                      {"pp", r.parallel.pp},
+                      {"schedule", r.parallel.schedule},
+                      {"virtual_stages", r.parallel.virtual_stages},
+                      {"microbatches", r.parallel.microbatches},
                       {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
                       {"zero", r.optim.zero},
                       {"recipe", recipe_text}},
-                  resume_from ? start_step : -1);
+                  resume_from ? start_step : -1, static_cast<int>(r.parallel.pp));
 
   // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine)
   // in the precision the matmuls run in: a 1024^3 product on the CPU, 8192^3 on a GPU.
@@ -312,40 +381,55 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   double interval_busy = 0;  // seconds of training (not eval or checkpoint) since the last log
   int64_t interval_tokens = 0, interval_steps = 0;
   parallel::CommStats interval_comm;
-  tp_stats = parallel::CommStats{};  // drop the start-up's
+  parallel::PipelineStats interval_pipeline;  // summed, and the peak's maximum
+  tp_stats = parallel::CommStats{};           // drop the start-up's
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
     dp.zero_grad();
 
-    // Forward and backward over this rank's micro-batches; each loss is scaled by 1/step_micro, so
-    // the gradients summed over the ranks are the global batch's mean. In bf16 the weights are cast
+    // Forward and backward over this rank's micro-batches, in the order of the pipeline schedule
+    // (one process: each forward then its backward). Each loss is scaled by 1/step_micro, so the
+    // gradients summed over the ranks are the global batch's mean. In bf16 the weights are cast
     // once per step (the cache lives until the block ends, before the update).
     torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+    parallel::PipelineStep work;
+    work.microbatches = micro;
+    work.activation_shape = [&](int64_t) {
+      return model->activation_shape(r.train.micro_batch, seq);
+    };
+    work.activation_options = torch::TensorOptions(torch::kFloat32).device(device);
+    work.forward = [&](int chunk, int64_t m, const torch::Tensor& input) {
+      const int64_t first_row = (mesh.coord().dp * micro + m) * r.train.micro_batch;
+      const torch::Tensor batch = loader.rows(step, first_row, r.train.micro_batch).to(device);
+      const models::Autocast autocast(device, bf16);
+      const models::ChunkOutput out =
+          model->forward_chunk(chunk, batch.slice(1, 0, seq), batch.slice(1, 1), input);
+      if (!pipeline.last(chunk)) return out.activation;
+      loss_sum += out.loss.loss.detach().to(torch::kFloat64);
+      return out.loss.objective / static_cast<double>(step_micro);
+    };
+    work.before_backward = [&](bool last) { dp.before_backward(last); };
+    parallel::PipelineStats pipeline_stats;
     {
       const models::WeightCastCache weight_casts;
-      for (int64_t m = 0; m < micro; ++m) {
-        const int64_t first_row = (mesh.coord().dp * micro + m) * r.train.micro_batch;
-        const torch::Tensor batch = loader.rows(step, first_row, r.train.micro_batch).to(device);
-        models::ModelOutput out;
-        {
-          const models::Autocast autocast(device, bf16);
-          out = model->loss(batch.slice(1, 0, seq), batch.slice(1, 1));
-        }
-        loss_sum += out.loss.detach().to(torch::kFloat64);
-        dp.before_backward(/*last=*/m == micro - 1);
-        (out.objective / static_cast<double>(step_micro)).backward();
-      }
+      pipeline_stats = pipeline.run(work);
     }
+    // A tied embedding: the first stage's gradient (from the lookup) and the last stage's (from the
+    // readout) are summed between the two, so both copies take the same update.
+    for (size_t k : tied)
+      mesh.pipeline_ends().all_reduce(values[k].mutable_grad());
     dp.finish_grad_sync();
-    const double loss = dp.sum(loss_sum.item<double>()) / static_cast<double>(step_micro);
+    const double loss =
+        dp.sum(sum_over(mesh.pp(), loss_sum.item<double>())) / static_cast<double>(step_micro);
     require_finite(loss, "the training loss", step);
     // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only;
-    // tensor-parallel blocks are summed over tp, replicated tensors counted once.
+    // tensor-parallel blocks are summed over tp, replicated tensors counted once, stages summed.
     double split_square = optim::grad_square_sum(params, split_segments);
     double replicated_square = optim::grad_square_sum(params, replicated_segments);
     if (dp.sharded_optimizer())
       split_square = dp.sum(split_square), replicated_square = dp.sum(replicated_square);
-    const double grad_norm = std::sqrt(tp_sum(split_square) + replicated_square);
+    const double grad_norm =
+        std::sqrt(sum_over(mesh.pp(), sum_over(mesh.tp(), split_square) + replicated_square));
     require_finite(grad_norm, "the gradient norm", step);
     optim::clip_grads(params, optimizer.segments(), grad_norm, r.optim.grad_clip);
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
@@ -359,6 +443,11 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     ++interval_steps;
     const parallel::CommStats comm = dp.take_stats();
     interval_comm.seconds += comm.seconds, interval_comm.bytes += comm.bytes;
+    interval_pipeline.seconds += pipeline_stats.seconds;
+    interval_pipeline.idle_seconds += pipeline_stats.idle_seconds;
+    interval_pipeline.p2p_bytes += pipeline_stats.p2p_bytes;
+    interval_pipeline.peak_activation_bytes =
+        std::max(interval_pipeline.peak_activation_bytes, pipeline_stats.peak_activation_bytes);
 
     if (done % r.train.log_every == 0 || done == r.train.steps) {
       const double tokens_per_s = static_cast<double>(interval_tokens) / interval_busy;
@@ -371,26 +460,47 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       const double comm_bytes = static_cast<double>(interval_comm.bytes) / n;
       const double tp_comm_s = tp_stats.seconds / n;
       const double tp_comm_bytes = static_cast<double>(tp_stats.bytes) / n;
+      // Every stage's bubble (idle share of its schedule) and activation peak, gathered over pp.
+      torch::Tensor mine = torch::tensor(
+          {interval_pipeline.bubble(), static_cast<double>(interval_pipeline.peak_activation_bytes),
+           static_cast<double>(interval_pipeline.p2p_bytes) / n},
+          torch::kFloat64);
+      const torch::Tensor stages = mesh.pp().all_gather(mine).view({-1, 3});
+      std::vector<double> stage_bubble, stage_activation_bytes;
+      double pp_bytes = 0;
+      std::string per_stage;
+      for (int64_t i = 0; i < stages.size(0); ++i) {
+        stage_bubble.push_back(stages[i][0].item<double>());
+        stage_activation_bytes.push_back(stages[i][1].item<double>());
+        pp_bytes = std::max(pp_bytes, stages[i][2].item<double>());
+        per_stage += fmt::format("{}{:.0f}%/{}B", i ? " " : "", 100 * stage_bubble.back(),
+                                 human(stage_activation_bytes.back()));
+      }
       spdlog::info(
           "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
-          "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B){} | elapsed {} | ETA "
-          "{}",
+          "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B){}{} | elapsed {} | "
+          "ETA {}",
           done, r.train.steps, human(tokens), loss, lr, grad_norm, human(tokens_per_s), 100 * mfu,
           1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes),
           tp.active() ? fmt::format(" | tp comm {:.0f} ms ({}B) inside compute", 1e3 * tp_comm_s,
                                     human(tp_comm_bytes))
                       : std::string(),
+          r.parallel.pp > 1 ? fmt::format(" | pp bubble/activations per stage {} ({}B p2p)",
+                                          per_stage, human(pp_bytes))
+                            : std::string(),
           duration(elapsed), duration(eta));
       if (trace)
         trace->append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
                                   tokens_per_s, mfu, elapsed, step_s, step_s - comm_s, comm_s,
-                                  comm_bytes, tp_comm_s, tp_comm_bytes});
+                                  comm_bytes, tp_comm_s, tp_comm_bytes, pp_bytes, stage_bubble,
+                                  stage_activation_bytes});
       interval_busy = 0, interval_tokens = 0, interval_steps = 0;
       interval_comm = parallel::CommStats{};
+      interval_pipeline = parallel::PipelineStats{};
       tp_stats = parallel::CommStats{};
     }
     if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
-      const double val_loss = evaluate(*model, *val_data, r, mesh.dp(), device);
+      const double val_loss = evaluate(*model, pipeline, *val_data, r, mesh, device);
       tp_stats = parallel::CommStats{};  // the evaluation's own
       require_finite(val_loss, "the validation loss", step);
       spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human(tokens), val_loss);

@@ -58,7 +58,7 @@ TEST(DataParallel, GradientsAreSummedOverRanks) {
       SCOPED_TRACE("overlap " + std::to_string(overlap) + ", bucket " +
                    std::to_string(bucket_bytes));
       auto params = make_params();
-      DataParallel dp(params, world, {bucket_bytes, overlap, false});
+      DataParallel dp(params, world, {bucket_bytes, overlap, false, {}});
       if (bucket_bytes == 64) {
         EXPECT_GT(dp.bucket_count(), 2);
       }
@@ -94,7 +94,7 @@ TEST(DataParallel, GradientsAreSummedOverRanks) {
 TEST(DataParallel, ShardsPartitionEveryElementOnce) {
   const Communicator world = Communicator::world();
   auto params = make_params();
-  DataParallel dp(params, world, {64, true, true});
+  DataParallel dp(params, world, {64, true, true, {}});
   EXPECT_TRUE(dp.sharded_optimizer() == (world.size() > 1));
   std::vector<torch::Tensor> hits;
   for (const auto& p : params)
@@ -114,7 +114,7 @@ TEST(DataParallel, ZeroReduceScattersAndGathersParameters) {
   for (const bool overlap : {true, false}) {
     auto params = make_params();
     std::vector<torch::Tensor> handles = params;  // what a model holds: the same tensors
-    DataParallel dp(params, world, {64, overlap, true});
+    DataParallel dp(params, world, {64, overlap, true, {}});
     backward(dp, params, world.rank(), 2);
     // The owned pieces hold the sum over ranks.
     for (const FlatRange& r : dp.owned())
@@ -145,7 +145,7 @@ TEST(DataParallel, ParametersKeepTheirValuesAndIdentity) {
   auto params = make_params();
   const auto before = make_params();  // same seed: same values
   std::vector<torch::Tensor> handles = params;
-  DataParallel dp(params, world, {1 << 20, true, false});
+  DataParallel dp(params, world, {1 << 20, true, false, {}});
   for (size_t k = 0; k < params.size(); ++k) {
     EXPECT_TRUE(torch::equal(handles[k], before[k]));
     EXPECT_TRUE(handles[k].requires_grad());

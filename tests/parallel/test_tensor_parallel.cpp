@@ -131,13 +131,14 @@ TEST(TensorParallelCrossEntropy, EqualsThePlainLossZLossAndGradientsWithPaddedVo
   (out.loss + z_weight * out.z_loss).backward();
   expect_close(local.grad(), block(grad_ref, 1, me, n), "logits gradient");
   // The padding columns (on the last rank) get no gradient.
-  if (me == n - 1)
+  if (me == n - 1) {
     EXPECT_EQ(local.grad()
                   .narrow(1, local.size(1) - (padded - vocab), padded - vocab)
                   .abs()
                   .max()
                   .item<double>(),
               0.0);
+  }
 }
 
 TEST(TensorParallelCrossEntropy, Bf16LogitsGiveAnFp32LossAndBf16Gradients) {

@@ -31,7 +31,8 @@ void write_run(const std::string& dir, double lr, const std::string& arch, bool 
   for (int64_t i = 1; i <= 10; ++i) {
     const double loss = i == 4 ? std::nan("") : 5.0 - 0.1 * static_cast<double>(i);
     if (with_eval) trace.append(EvalRecord{i, 100 * i, 6e6 * 100 * i, loss});
-    trace.append(TrainRecord{i, 100 * i, 6e6 * 100 * i, loss + 0.05, lr, 1, 1, 0, 1, 1, 1, 0, 0});
+    trace.append(TrainRecord{
+        i, 100 * i, 6e6 * 100 * i, loss + 0.05, lr, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, {}, {}});
   }
 }
 

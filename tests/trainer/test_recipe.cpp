@@ -211,8 +211,8 @@ const BadRecipe kBadRecipes[] = {
      with("[parallel]\nschedule = \"1f1f\"\n"),
      {},
      1,
-     "ladder: error: recipe.toml:17: parallel.schedule: must be one of 1f1b, gpipe; got \"1f1f\" "
-     "(did you mean 1f1b?)"},
+     "ladder: error: recipe.toml:17: parallel.schedule: must be one of 1f1b, gpipe, interleaved; "
+     "got \"1f1f\" (did you mean 1f1b?)"},
     {"d_model_not_divisible",
      replacing("n_heads = 4", "n_heads = 3"),
      {},
@@ -331,9 +331,35 @@ const BadRecipe kBadRecipes[] = {
      with("[parallel]\npp = 4\n"),
      {},
      4,
-     "ladder: error: recipe.toml:17: parallel.pp: cannot exceed model.n_layers (2): every stage "
-     "needs "
-     "a layer; got 4"},
+     "ladder: error: recipe.toml:17: parallel.pp: pp x virtual_stages = 4 stages cannot exceed "
+     "model.n_layers (2): every stage needs a layer"},
+    {"interleaved_stages_exceed_layers",
+     with("[parallel]\npp = 2\nschedule = \"interleaved\"\nvirtual_stages = 2\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:19: parallel.virtual_stages: pp x virtual_stages = 4 stages "
+     "cannot "
+     "exceed model.n_layers (2): every stage needs a layer"},
+    {"virtual_stages_without_interleaving",
+     with("[parallel]\npp = 2\nvirtual_stages = 2\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:18: parallel.virtual_stages: needs parallel.schedule = "
+     "\"interleaved\"; got 2 with \"1f1b\""},
+    {"stage_layers_do_not_sum",
+     with("[parallel]\npp = 2\nstage_layers = [1, 2]\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:18: parallel.stage_layers: needs pp x virtual_stages = 2 entries "
+     "summing to model.n_layers (2); got 2 summing to 3"},
+    {"one_f_one_b_with_fewer_microbatches_than_stages",
+     with("[parallel]\npp = 2\n"),
+     {"train.micro_batch=16"},
+     2,
+     "ladder: error: recipe.toml:17: parallel.pp: 1F1B needs at least pp micro-batches per step "
+     "(parallel.microbatches = 1 < pp = 2): raise train.global_batch or lower train.micro_batch, "
+     "or "
+     "use schedule = \"gpipe\""},
 };
 
 INSTANTIATE_TEST_SUITE_P(Table, MalformedRecipe, ::testing::ValuesIn(kBadRecipes),
