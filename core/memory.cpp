@@ -10,20 +10,22 @@ namespace ladder {
 namespace {
 
 // Wraps LibTorch's CPU allocator: every allocation's size is added to `live` and subtracted when
-// its memory is released; `peak` follows the highest `live` since the last reset.
+// its memory is released; `peak` follows the highest `live` since the last reset. LibTorch requires
+// a CPU allocation's context to be its data pointer (raw_allocate, oneDNN's scratch buffers), so
+// the bookkeeping lives in a header just before the data, inside the inner allocation.
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* inner) : inner_(inner) {}
 
   c10::DataPtr allocate(size_t n) override {
-    c10::DataPtr inner = inner_->allocate(n);
-    void* data = inner.get();
-    const c10::Device device = inner.device();
+    auto* inner = new c10::DataPtr(inner_->allocate(n + kHeader));
+    auto* base = static_cast<char*>(inner->get());
+    new (base) Header{inner, static_cast<int64_t>(n), this};
     add(static_cast<int64_t>(n));
-    // The context owns the inner allocation and remembers its size for the release.
-    auto* context = new Allocation{std::move(inner), static_cast<int64_t>(n), this};
-    return c10::DataPtr(data, context, &release, device);
+    void* data = base + kHeader;
+    return c10::DataPtr(data, data, &release, inner->device());
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
@@ -33,15 +35,18 @@ class CountingCpuAllocator final : public c10::Allocator {
   void reset_peak() { peak_.store(live(), std::memory_order_relaxed); }
 
  private:
-  struct Allocation {
-    c10::DataPtr inner;
+  struct Header {
+    c10::DataPtr* inner;
     int64_t bytes;
     CountingCpuAllocator* owner;
   };
-  static void release(void* context) {
-    auto* a = static_cast<Allocation*>(context);
-    a->owner->live_.fetch_sub(a->bytes, std::memory_order_relaxed);
-    delete a;  // releases the inner allocation
+  static constexpr size_t kHeader = 64;  // keeps the data 64-byte aligned, as LibTorch's is
+  static_assert(sizeof(Header) <= kHeader);
+
+  static void release(void* data) {
+    auto* header = reinterpret_cast<Header*>(static_cast<char*>(data) - kHeader);
+    header->owner->live_.fetch_sub(header->bytes, std::memory_order_relaxed);
+    delete header->inner;  // frees the inner allocation, header included
   }
   void add(int64_t bytes) {
     const int64_t now = live_.fetch_add(bytes, std::memory_order_relaxed) + bytes;

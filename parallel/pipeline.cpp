@@ -36,17 +36,26 @@ PipelineAction interleaved_unit(int64_t k, bool is_forward, int stages, int chun
   return is_forward ? forward(chunk, microbatch) : backward(chunk, microbatch);
 }
 
-// Warm-up forwards, then one forward and one backward in turn (one step each pair), then the
-// cool-down backwards: the shape shared by 1F1B and the interleaved schedule, over `units` forward
-// and backward units.
+// Warm-up forwards, then one forward and one backward in turn, then the cool-down backwards: the
+// shape shared by 1F1B and the interleaved schedule, over `units` forward and backward units.
+// paired: each forward and backward of the steady phase form one step (interleaving needs it to be
+// free of deadlock; in 1F1B it would make neighbouring stages wait for each other's backward before
+// a forward's activation leaves, and one pass per step is free of deadlock there).
 PipelineSchedule one_forward_one_backward(
-    int64_t units, int64_t warmup, const std::function<PipelineAction(int64_t, bool)>& unit) {
+    int64_t units, int64_t warmup, bool paired,
+    const std::function<PipelineAction(int64_t, bool)>& unit) {
   warmup = std::min(warmup, units);
   PipelineSchedule out;
   for (int64_t k = 0; k < warmup; ++k)
     out.push_back({unit(k, true)});
-  for (int64_t k = 0; k < units - warmup; ++k)
-    out.push_back({unit(warmup + k, true), unit(k, false)});
+  for (int64_t k = 0; k < units - warmup; ++k) {
+    if (paired) {
+      out.push_back({unit(warmup + k, true), unit(k, false)});
+    } else {
+      out.push_back({unit(warmup + k, true)});
+      out.push_back({unit(k, false)});
+    }
+  }
   for (int64_t k = units - warmup; k < units; ++k)
     out.push_back({unit(k, false)});
   return out;
@@ -86,9 +95,9 @@ PipelineSchedule pipeline_schedule(ScheduleKind kind, int stages, int stage, int
     case ScheduleKind::OneFOneB:
       // Stage s starts stages - s - 1 micro-batches ahead: the last stage runs its backward right
       // after each forward, and each earlier one has one more micro-batch on the way.
-      return one_forward_one_backward(microbatches, stages - stage - 1, [](int64_t k, bool f) {
-        return f ? forward(0, k) : backward(0, k);
-      });
+      return one_forward_one_backward(
+          microbatches, stages - stage - 1, /*paired=*/false,
+          [](int64_t k, bool f) { return f ? forward(0, k) : backward(0, k); });
     case ScheduleKind::Interleaved: {
       if (microbatches % stages != 0)
         throw std::invalid_argument(
@@ -97,9 +106,9 @@ PipelineSchedule pipeline_schedule(ScheduleKind kind, int stages, int stage, int
       // around the ring of stages.
       const int64_t warmup =
           2 * static_cast<int64_t>(stages - stage - 1) + static_cast<int64_t>(chunks - 1) * stages;
-      return one_forward_one_backward(microbatches * chunks, warmup, [&](int64_t k, bool f) {
-        return interleaved_unit(k, f, stages, chunks);
-      });
+      return one_forward_one_backward(
+          microbatches * chunks, warmup, /*paired=*/true,
+          [&](int64_t k, bool f) { return interleaved_unit(k, f, stages, chunks); });
     }
   }
   return out;

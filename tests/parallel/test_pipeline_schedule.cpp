@@ -167,13 +167,10 @@ TEST(PipelineSchedule, OneFOneBKeepsAtMostStagesInFlightAndGPipeKeepsAll) {
 
 TEST(PipelineSchedule, OneFOneBAlternatesAfterTheWarmUp) {
   using A = PipelineAction;
-  // Stage 0 of 3 with 4 micro-batches: two warm-up forwards, then (F, B) steps, then two backwards.
-  const PipelineSchedule want{{{A::Forward, 0, 0}},
-                              {{A::Forward, 0, 1}},
-                              {{A::Forward, 0, 2}, {A::Backward, 0, 0}},
-                              {{A::Forward, 0, 3}, {A::Backward, 0, 1}},
-                              {{A::Backward, 0, 2}},
-                              {{A::Backward, 0, 3}}};
+  // Stage 0 of 3 with 4 micro-batches: two warm-up forwards, then F B F B, then two backwards.
+  const PipelineSchedule want{{{A::Forward, 0, 0}},  {{A::Forward, 0, 1}}, {{A::Forward, 0, 2}},
+                              {{A::Backward, 0, 0}}, {{A::Forward, 0, 3}}, {{A::Backward, 0, 1}},
+                              {{A::Backward, 0, 2}}, {{A::Backward, 0, 3}}};
   EXPECT_EQ(pipeline_schedule(Kind::OneFOneB, 3, 0, 4, 1), want);
 }
 

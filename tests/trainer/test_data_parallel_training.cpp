@@ -120,17 +120,17 @@ TEST_F(DataParallelTraining, DivergenceStopsEveryRankWithOneMessage) {
 }
 
 TEST_F(DataParallelTraining, UnbuiltLayoutsAreRefusedOnEveryRankWithOneMessage) {
-  const auto r = train(recipe("pp", kTrain20), "--set parallel.pp=2", 2);
+  const auto r = train(recipe("islands", kTrain20), "--set parallel.islands=2", 2);
   EXPECT_EQ(r.status, 2) << r.output;
   const std::string message =
-      "ladder: error: parallel.pp = 2: pipeline parallelism is not built yet; train with "
-      "parallel.pp = 1";
+      "ladder: error: parallel.islands = 2: DiLoCo is not built yet; train with parallel.islands = "
+      "1";
   size_t count = 0;
   for (size_t at = r.output.find(message); at != std::string::npos;
        at = r.output.find(message, at + 1))
     ++count;
   EXPECT_EQ(count, 1u) << r.output;
-  EXPECT_FALSE(fs::exists(run_dir("pp")));  // refused before any work
+  EXPECT_FALSE(fs::exists(run_dir("islands")));  // refused before any work
 }
 
 }  // namespace
