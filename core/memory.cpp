@@ -18,12 +18,14 @@ class CountingCpuAllocator final : public c10::Allocator {
   explicit CountingCpuAllocator(c10::Allocator* inner) : inner_(inner) {}
 
   c10::DataPtr allocate(size_t n) override {
-    auto* inner = new c10::DataPtr(inner_->allocate(n + kHeader));
-    auto* base = static_cast<char*>(inner->get());
-    new (base) Header{inner, static_cast<int64_t>(n), this};
+    c10::DataPtr inner = inner_->allocate(n + kHeader);
+    auto* base = static_cast<char*>(inner.get());
+    const c10::Device device = inner.device();
+    // The inner allocation's handle moves into its own header: no second allocation per tensor.
+    new (base) Header{std::move(inner), static_cast<int64_t>(n), this};
     add(static_cast<int64_t>(n));
     void* data = base + kHeader;
-    return c10::DataPtr(data, data, &release, inner->device());
+    return c10::DataPtr(data, data, &release, device);
   }
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
@@ -36,7 +38,7 @@ class CountingCpuAllocator final : public c10::Allocator {
 
  private:
   struct Header {
-    c10::DataPtr* inner;
+    c10::DataPtr inner;
     int64_t bytes;
     CountingCpuAllocator* owner;
   };
@@ -46,7 +48,9 @@ class CountingCpuAllocator final : public c10::Allocator {
   static void release(void* data) {
     auto* header = reinterpret_cast<Header*>(static_cast<char*>(data) - kHeader);
     header->owner->live_.fetch_sub(header->bytes, std::memory_order_relaxed);
-    delete header->inner;  // frees the inner allocation, header included
+    c10::DataPtr inner = std::move(header->inner);  // out of the memory it frees
+    header->~Header();
+    // `inner` frees the allocation, header included, as it goes out of scope.
   }
   void add(int64_t bytes) {
     const int64_t now = live_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
