@@ -248,6 +248,46 @@ void write_tensor(const File& f, const std::string& path, const torch::Tensor& t
   if (f.rank() == 0) write_range(f, path, t.view(-1), 0);
 }
 
+void write_strings(const File& f, const std::string& path, const std::vector<std::string>& values) {
+  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Tset_size(type.id, H5T_VARIABLE);
+  H5Tset_cset(type.id, H5T_CSET_UTF8);
+  const hsize_t n = values.size();
+  Handle space{check(H5Screate_simple(1, &n, nullptr), f, "dataspace for " + path), H5Sclose};
+  Handle lcpl{link_creation_with_parents(), H5Pclose};
+  Handle dset{
+      check(H5Dcreate2(f.id(), path.c_str(), type.id, space.id, lcpl.id, H5P_DEFAULT, H5P_DEFAULT),
+            f, "cannot create dataset " + path),
+      H5Dclose};
+  std::vector<const char*> data;
+  for (const auto& v : values)
+    data.push_back(v.c_str());
+  if (n > 0 && H5Dwrite(dset.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
+    fail(f, "cannot write " + path);
+}
+
+std::vector<std::string> read_strings(const File& f, const std::string& path) {
+  if (!exists(f, path)) fail(f, "missing dataset " + path);
+  Handle dset{check(H5Dopen2(f.id(), path.c_str(), H5P_DEFAULT), f, "cannot open " + path),
+              H5Dclose};
+  Handle stored{H5Dget_type(dset.id), H5Tclose};
+  if (H5Tget_class(stored.id) != H5T_STRING || !H5Tis_variable_str(stored.id))
+    fail(f, path + ": not a dataset of variable-length strings");
+  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Tset_size(type.id, H5T_VARIABLE);
+  H5Tset_cset(type.id, H5T_CSET_UTF8);
+  Handle space{H5Dget_space(dset.id), H5Sclose};
+  const auto n = static_cast<size_t>(H5Sget_simple_extent_npoints(space.id));
+  std::vector<char*> data(n, nullptr);
+  if (n > 0 && H5Dread(dset.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
+    fail(f, "cannot read " + path);
+  std::vector<std::string> out;
+  for (char* p : data)
+    out.emplace_back(p ? p : "");
+  if (n > 0) H5Dvlen_reclaim(type.id, space.id, H5P_DEFAULT, data.data());
+  return out;
+}
+
 std::vector<int64_t> dataset_shape(const File& f, const std::string& path) {
   if (!exists(f, path)) fail(f, "missing dataset " + path);
   Handle dset{check(H5Dopen2(f.id(), path.c_str(), H5P_DEFAULT), f, "cannot open " + path),

@@ -49,6 +49,11 @@ bool exists(const File& f, const std::string& path);
 void write_tensor(const File& f, const std::string& path, const torch::Tensor& t);
 torch::Tensor read_tensor(const File& f, const std::string& path);
 
+// 1-D datasets of variable-length UTF-8 strings (h5py reads them with .asstr()). This process
+// alone (not in a shared file).
+void write_strings(const File& f, const std::string& path, const std::vector<std::string>& values);
+std::vector<std::string> read_strings(const File& f, const std::string& path);
+
 // Pieces of a dataset: elements [offset, offset + n) of its row-major flattening, selected as the
 // few rectangular hyperslabs that make up the range, so each rank writes or reads only the part of
 // the full logical tensor it owns. create_dataset is collective in a shared file; write_range and

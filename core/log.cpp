@@ -1,5 +1,7 @@
 #include "core/log.h"
 
+#include <algorithm>
+
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -14,6 +16,7 @@ std::string pattern_for_rank(int rank) {
 }
 
 int g_rank = 0;
+std::shared_ptr<spdlog::sinks::sink> g_file_sink;  // the log_to_file sink, if any
 
 }  // namespace
 
@@ -42,7 +45,16 @@ void log_to_file(const std::string& path) {
   }
   file->set_pattern(pattern_for_rank(g_rank));
   file->set_level(spdlog::level::trace);  // the file gets everything the logger lets through
+  close_log_file();
   spdlog::default_logger()->sinks().push_back(file);
+  g_file_sink = file;
+}
+
+void close_log_file() {
+  if (!g_file_sink) return;
+  auto& sinks = spdlog::default_logger()->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), g_file_sink), sinks.end());
+  g_file_sink.reset();
 }
 
 spdlog::level::level_enum parse_log_level(const std::string& name) {

@@ -21,8 +21,11 @@ void init_logging(const LogOptions& options);
 
 // Adds a file sink to the default logger: every rank appends to the same file. Each line is flushed
 // with one write(2) to a file opened O_APPEND, so lines of different ranks never interleave
-// mid-line.
+// mid-line. A later call replaces the file (runs of a sweep in one process each log to their own).
 void log_to_file(const std::string& path);
+
+// Stops logging to the file of log_to_file (the console stays).
+void close_log_file();
 
 // Parses "trace|debug|info|warn|error|off"; throws ladder::Error otherwise.
 spdlog::level::level_enum parse_log_level(const std::string& name);

@@ -85,4 +85,8 @@ std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size
                                    int64_t max_seq_len, const parallel::TensorParallel& tp = {},
                                    const StageLayout& stage = {});
 
+// The size accounting of the model a config describes, without allocating its parameters (a
+// model built holding no layer: the store still catalogues every logical tensor). For plans.
+SizeAccounting size_accounting(const ModelConfig& config, int64_t vocab_size, int64_t seq_len);
+
 }  // namespace ladder::models

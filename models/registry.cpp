@@ -19,4 +19,11 @@ StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t se
   throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
 }
 
+SizeAccounting size_accounting(const ModelConfig& config, int64_t vocab_size, int64_t seq_len) {
+  StageLayout nothing_held;
+  nothing_held.chunks = {{0, 0}};
+  nothing_held.first = nothing_held.last = false;
+  return build_model(config, vocab_size, seq_len, {}, nothing_held)->accounting(seq_len);
+}
+
 }  // namespace ladder::models

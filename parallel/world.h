@@ -40,6 +40,7 @@ class MpiWorld {
 // folder). Returns 0 when no rank threw ladder::Error; otherwise every rank returns
 // kExitUserError, after one message from rank 0 when all ranks failed alike, or a message from each
 // failing rank, with its number, when only some did (a file missing on one node). Collective.
+// A job of one rank has nothing to agree on: the ladder::Error reaches the caller unchanged.
 int check_on_every_rank(const MpiWorld& world, const std::function<void()>& checks);
 
 // Runs `body` and returns its status. An AgreedError (thrown by every rank alike) prints once from

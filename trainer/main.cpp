@@ -18,6 +18,7 @@
 #include "trainer/hardware.h"
 #include "trainer/inspect.h"
 #include "trainer/recipe.h"
+#include "trainer/sweep_runner.h"
 #include "trainer/train.h"
 
 namespace {
@@ -130,7 +131,7 @@ struct TrainCommand {
     if (threads > 0) overrides.push_back("train.threads=" + std::to_string(threads));
     ladder::Recipe recipe;
     if (const int status = ladder::parallel::check_on_every_rank(world, [&] {
-          recipe = ladder::load_recipe(recipe_path, {overrides, world.size()});
+          recipe = ladder::load_recipe(recipe_path, {overrides, world.size(), {}});
           ladder::resolve_threads_and_device(recipe, world);
         }))
       return status;
@@ -199,6 +200,33 @@ struct FitCommand {
   int run() { return ladder::scaling::run_fit(c); }
 };
 
+// ----- ladder sweep -----------------------------------------------------------------------------
+
+struct SweepCommand {
+  std::string path;
+  ladder::SweepOptions options;
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "sweep", "Run a sweep of recipes (grids, zips, derived values), resumably; or plan it");
+    cmd->add_option("sweep", path, "Sweep file (recipes/sweeps/README.md)")->required();
+    cmd->add_flag("--dry-run", options.dry_run,
+                  "Print the plan (runs, N, D, FLOPs, estimated times) and stop");
+    cmd->add_flag("--status", options.status,
+                  "Print the plan with each run's status, write the index, run nothing");
+    cmd->add_flag("--slurm", options.slurm,
+                  "Write a Slurm job list and array script for the runs not done, run nothing");
+    cmd->add_flag(
+        "--no-estimate", [this](int64_t) { options.estimate = false; },
+        "Do not measure a step per model shape for the plan's time estimates");
+  }
+  int run(const GlobalOptions& g, int* argc, char*** argv) {
+    init_logging(g, 0);
+    options.log_level = g.log_level;
+    options.argc = argc, options.argv = argv;
+    return ladder::run_sweep(path, options);
+  }
+};
+
 void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
                  std::optional<std::string>& chosen) {
   auto* cmd = app.add_subcommand(name, description + " (not built yet)");
@@ -230,7 +258,8 @@ int main(int argc, char** argv) {
   FitCommand fit;
   fit.add(app);
   std::optional<std::string> unbuilt;
-  add_unbuilt(app, "sweep", "Run a sweep of recipes, resumably", unbuilt);
+  SweepCommand sweep;
+  sweep.add(app);
   add_unbuilt(app, "coordcheck", "muP coordinate check across widths", unbuilt);
 
   try {
@@ -254,6 +283,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
     if (app.got_subcommand("inspect")) return inspect.run(global);
     if (app.got_subcommand("fit")) return fit.run();
+    if (app.got_subcommand("sweep")) return sweep.run(global, &argc, &argv);
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", ladder::format_error(e).c_str());
     return ladder::kExitUserError;

@@ -193,7 +193,7 @@ const std::vector<KeySpec>& schema() {
     std::vector<KeySpec> k;
     // [run]
     k.push_back(key("run.name", &R::run, &RunConfig::name, "run",
-                    "run name; the run lives in out_dir/name/ (letters, digits, . _ -)"));
+                    "run name; the run lives in out_dir/name/ (letters, digits, . _ - =)"));
     k.push_back(key("run.out_dir", &R::run, &RunConfig::out_dir, "runs", "folder of runs"));
     k.push_back(key("run.seed", &R::run, &RunConfig::seed, 0,
                     "seeds initialisation and data order (DESIGN contracts 3 and 4)")
@@ -453,6 +453,14 @@ struct Loader {
   int64_t order = 0;
 
   void put(const std::string& name, Value v, Origin origin) {
+    // train.steps and train.tokens are two ways to give one length: a later file or override that
+    // gives one replaces the other given earlier (the same file giving both stays an error).
+    for (const auto& [key, other] :
+         {std::pair{"train.steps", "train.tokens"}, std::pair{"train.tokens", "train.steps"}}) {
+      auto it = settings.find(other);
+      if (name == key && it != settings.end() && it->second.origin.file != origin.file)
+        settings.erase(it);
+    }
     settings[name] = Setting{std::move(v), std::move(origin), order++};
   }
 
@@ -509,8 +517,9 @@ struct Loader {
     chain.pop_back();
   }
 
-  void read_override(const std::string& arg) {
-    const std::string where = "--set " + arg;
+  // `origin`: where the override was written ("sweep.toml:12"); empty: the command line.
+  void read_override(const std::string& arg, const std::string& origin = "") {
+    const std::string where = origin.empty() ? "--set " + arg : origin;
     const size_t eq = arg.find('=');
     const std::string name = arg.substr(0, eq);
     const size_t dot = name.find('.');
@@ -521,7 +530,7 @@ struct Loader {
     };
     if (eq == std::string::npos || dot == std::string::npos || !word(name.substr(0, dot)) ||
         !word(name.substr(dot + 1)))
-      throw Error(where, "expected section.key=value, as in --set optim.lr=3e-3");
+      throw Error(where, "expected section.key=value, as in optim.lr=3e-3; got \"" + arg + "\"");
     const std::string text = arg.substr(eq + 1);
     if (text.empty()) throw Error(where, "missing value after '='");
     Value value;
@@ -660,11 +669,11 @@ class Resolver {
     const std::string& name = r_.run.name;
     const bool ok = !name.empty() && name[0] != '.' &&
                     std::all_of(name.begin(), name.end(), [](unsigned char c) {
-                      return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+                      return std::isalnum(c) || c == '_' || c == '-' || c == '.' || c == '=';
                     });
     if (!ok)
       fail("run.name",
-           "must be letters, digits, '.', '_' or '-' (a folder name); got " + in_quotes(name));
+           "must be letters, digits, '.', '_', '-' or '=' (a folder name); got " + in_quotes(name));
   }
 
   void parallel() {
@@ -801,38 +810,50 @@ class Resolver {
   int64_t world_;
 };
 
-Recipe resolve(Loader& loader, const std::string& name, const RecipeOptions& options) {
-  for (const auto& o : options.overrides)
-    loader.read_override(o);
-  if (options.world_size < 1) throw Error("world", "the world size must be at least 1");
+void read_overrides(Loader& loader, const RecipeOptions& options) {
+  for (size_t i = 0; i < options.overrides.size(); ++i)
+    loader.read_override(options.overrides[i],
+                         i < options.override_origins.size() ? options.override_origins[i] : "");
+}
 
-  // Check in reading order so the first mistake in the file is the one reported.
+// The schema's entry for a setting the files or overrides gave, or an error that suggests the
+// nearest key.
+const KeySpec& known_key(const std::string& key_name, const Setting& setting) {
+  if (const KeySpec* spec = find_key(key_name)) return *spec;
+  const std::string section = key_name.substr(0, key_name.find('.'));
+  std::vector<std::string> candidates;
+  for (const auto& k : schema())
+    if (k.key.compare(0, section.size() + 1, section + ".") == 0) candidates.push_back(k.key);
+  if (candidates.empty()) {
+    throw Error(setting.origin.where(), section + ": unknown section" +
+                                            suggestion(section, sections()) + "; sections are " +
+                                            join(sections(), ", "));
+  }
+  throw Error(setting.origin.where(), key_name + ": unknown key" +
+                                          suggestion(key_name, candidates) +
+                                          "; recipes/README.md lists every key");
+}
+
+// The settings in reading order, so that the first mistake in the file is the one reported.
+std::vector<std::pair<const std::string*, Setting*>> in_reading_order(Settings& settings) {
   std::vector<std::pair<const std::string*, Setting*>> ordered;
-  for (auto& [k, s] : loader.settings)
+  for (auto& [k, s] : settings)
     ordered.emplace_back(&k, &s);
   std::sort(ordered.begin(), ordered.end(),
             [](const auto& a, const auto& b) { return a.second->order < b.second->order; });
+  return ordered;
+}
+
+Recipe resolve(Loader& loader, const std::string& name, const RecipeOptions& options) {
+  read_overrides(loader, options);
+  if (options.world_size < 1) throw Error("world", "the world size must be at least 1");
 
   Recipe recipe;
   recipe.source = name;
   for (const auto& k : schema())
     k.store(recipe, k.default_value);
-  for (auto& [key_name, setting] : ordered) {
-    const KeySpec* spec = find_key(*key_name);
-    if (!spec) {
-      const std::string section = key_name->substr(0, key_name->find('.'));
-      std::vector<std::string> candidates;
-      for (const auto& k : schema())
-        if (k.key.compare(0, section.size() + 1, section + ".") == 0) candidates.push_back(k.key);
-      if (candidates.empty()) {
-        throw Error(setting->origin.where(), section + ": unknown section" +
-                                                 suggestion(section, sections()) +
-                                                 "; sections are " + join(sections(), ", "));
-      }
-      throw Error(setting->origin.where(), *key_name + ": unknown key" +
-                                               suggestion(*key_name, candidates) +
-                                               "; recipes/README.md lists every key");
-    }
+  for (auto& [key_name, setting] : in_reading_order(loader.settings)) {
+    const KeySpec* spec = &known_key(*key_name, *setting);
     check_value(*spec, *setting);
     spec->store(recipe, setting->value);
   }
@@ -955,6 +976,42 @@ void write_resolved_recipe(const Recipe& recipe, const std::string& path) {
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw Error(path, "cannot write the resolved recipe");
+}
+
+std::map<std::string, GivenValue> given_recipe_values(const std::string& path,
+                                                      const RecipeOptions& options) {
+  Loader loader;
+  std::vector<std::string> chain;
+  loader.read_file(path, "", chain);
+  read_overrides(loader, options);
+  std::map<std::string, GivenValue> out;
+  auto given = [](const Value& v, const std::string& where) {
+    GivenValue g;
+    g.toml = value_text(v), g.where = where;
+    g.numeric = v.kind == Value::Kind::Int || v.kind == Value::Kind::Float;
+    g.number = v.kind == Value::Kind::Int ? static_cast<double>(v.i) : v.f;
+    return g;
+  };
+  for (const auto& k : schema())
+    out[k.key] = given(k.default_value, "default");
+  for (auto& [key_name, setting] : in_reading_order(loader.settings)) {
+    const KeySpec& spec = known_key(*key_name, *setting);
+    check_value(spec, *setting);
+    out[*key_name] = given(setting->value, setting->origin.where());
+  }
+  return out;
+}
+
+std::string recipe_value_toml(const Recipe& recipe, const std::string& key) {
+  const KeySpec* spec = find_key(key);
+  if (!spec) throw std::out_of_range("no recipe key " + key);
+  return value_text(spec->load(recipe));
+}
+
+std::string recipe_key_type(const std::string& key) {
+  for (const auto& doc : recipe_schema())
+    if (doc.key == key) return doc.type;
+  return "";
 }
 
 std::vector<RecipeKeyDoc> recipe_schema() {

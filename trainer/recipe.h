@@ -100,6 +100,8 @@ struct Recipe {
 struct RecipeOptions {
   std::vector<std::string> overrides;  // "section.key=value", applied in order after the files
   int world_size = 1;                  // the number of ranks the run will have
+  // Where each override came from ("sweep.toml:12"), for messages; empty: "--set key=value".
+  std::vector<std::string> override_origins;
 };
 
 // Reads, resolves and validates a recipe file. Throws ladder::Error on any mistake.
@@ -116,6 +118,25 @@ std::string resolved_recipe_toml(const Recipe& recipe);
 
 // Writes resolved_recipe_toml() to `path` atomically.
 void write_resolved_recipe(const Recipe& recipe, const std::string& path);
+
+// A key's value as given (files, overrides, defaults), before cross-checks and derivations: what
+// the expressions of sweep files read.
+struct GivenValue {
+  std::string toml;      // the value as TOML text: 256, 0.003, "cosine", [2, 2]
+  bool numeric = false;  // an integer or a float (then `number` holds it)
+  double number = 0;
+  std::string where;  // file:line or --set ..., or "default"
+};
+// Every key of the schema. Throws ladder::Error for an unknown key or a value of the wrong type.
+std::map<std::string, GivenValue> given_recipe_values(const std::string& path,
+                                                      const RecipeOptions& options = {});
+
+// A resolved recipe's value of `key` as TOML text (as resolved_recipe_toml writes it); throws
+// std::out_of_range for a key outside the schema.
+std::string recipe_value_toml(const Recipe& recipe, const std::string& key);
+
+// The type of `key` ("integer", "float", ...; recipe_schema's names), or "" outside the schema.
+std::string recipe_key_type(const std::string& key);
 
 // The schema, for documentation and tests: "section.key" and a one-line description, in order.
 struct RecipeKeyDoc {

@@ -36,7 +36,7 @@ std::string error_of(const std::string& text, std::vector<std::string> overrides
   for (const auto& [name, body] : extra_files)
     write_file(dir.path(name), body);
   try {
-    load_recipe(dir.path("recipe.toml"), {overrides, world});
+    load_recipe(dir.path("recipe.toml"), {overrides, world, {}});
   } catch (const Error& e) {
     // Messages name the file by its full path; tests compare from the file name on.
     std::string m = format_error(e);
@@ -51,7 +51,7 @@ std::string error_of(const std::string& text, std::vector<std::string> overrides
 TEST(Recipe, LoadsValidRecipeWithDefaultsAndDerivedValues) {
   TempDir dir;
   write_file(dir.path("recipe.toml"), kValid);
-  const Recipe r = load_recipe(dir.path("recipe.toml"), {{}, 2});
+  const Recipe r = load_recipe(dir.path("recipe.toml"), {{}, 2, {}});
   EXPECT_EQ(r.run.name, "unit");
   EXPECT_EQ(r.run.seed, 3);
   EXPECT_EQ(r.model.d_model, 128);
@@ -87,7 +87,7 @@ d_model = 256
 lr = 1e-3
 )");
   const Recipe r = load_recipe(dir.path("child.toml"),
-                               {{"optim.lr=2e-3", "model.arch=moe", "run.name=\"quoted\""}, 1});
+                               {{"optim.lr=2e-3", "model.arch=moe", "run.name=\"quoted\""}, 1, {}});
   EXPECT_EQ(r.model.d_model, 256);     // child over base
   EXPECT_EQ(r.model.n_layers, 2);      // from base
   EXPECT_DOUBLE_EQ(r.optim.lr, 2e-3);  // --set over child
@@ -106,11 +106,11 @@ TEST(Recipe, ResolvedRecipeRoundTripsAndStaysPortableAcrossWorldSizes) {
   write_file(
       dir.path("r.toml"),
       std::string(kValid) + "[checkpoint]\nintermediate = [10, 20, 40]\n[optim]\nlr = 1.5e-4\n");
-  const Recipe a = load_recipe(dir.path("r.toml"), {{}, 2});
+  const Recipe a = load_recipe(dir.path("r.toml"), {{}, 2, {}});
   const std::string text = resolved_recipe_toml(a);
   write_resolved_recipe(a, dir.path("resolved.toml"));
   EXPECT_EQ(testing::read_file(dir.path("resolved.toml")), text);
-  const Recipe b = load_recipe(dir.path("resolved.toml"), {{}, 2});
+  const Recipe b = load_recipe(dir.path("resolved.toml"), {{}, 2, {}});
   // Identical but for the first line, which names the source file.
   const std::string again = resolved_recipe_toml(b);
   EXPECT_EQ(again.substr(again.find('\n')), text.substr(text.find('\n')));
@@ -118,7 +118,7 @@ TEST(Recipe, ResolvedRecipeRoundTripsAndStaysPortableAcrossWorldSizes) {
   EXPECT_DOUBLE_EQ(b.optim.lr, 1.5e-4);
   EXPECT_DOUBLE_EQ(b.model.ffn_multiplier, 8.0 / 3.0);  // floats survive exactly
   // dp was derived, so the resolved recipe loads at another world size too.
-  EXPECT_EQ(load_recipe(dir.path("resolved.toml"), {{}, 4}).parallel.dp, 4);
+  EXPECT_EQ(load_recipe(dir.path("resolved.toml"), {{}, 4, {}}).parallel.dp, 4);
   EXPECT_NE(text.find("dp = 0  # derived: 2"), std::string::npos) << text;
 }
 
@@ -409,8 +409,8 @@ TEST(Recipe, EveryKeyIsDocumented) {
 TEST(Recipe, ShippedRecipesAreValid) {
   for (const char* name : {"quickstart.toml"}) {
     const std::string path = std::string(LADDER_SOURCE_DIR) + "/recipes/" + name;
-    EXPECT_NO_THROW(load_recipe(path, {{}, 1})) << path;
-    EXPECT_NO_THROW(load_recipe(path, {{}, 2})) << path;
+    EXPECT_NO_THROW(load_recipe(path, {{}, 1, {}})) << path;
+    EXPECT_NO_THROW(load_recipe(path, {{}, 2, {}})) << path;
   }
 }
 
