@@ -188,6 +188,56 @@ std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& w
   return points;
 }
 
+// A sweep folder (`ladder sweep`): its index lists the runs; the finished ones are read, and the
+// index's columns (the varied keys, N, D, ...) join each point's attributes for --filter.
+std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings) {
+  const std::string index = (fs::path(dir) / "index.csv").string();
+  std::ifstream in(index);
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<Point> points;
+  std::map<std::string, int> skipped;  // status -> runs
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    const auto cells = split_csv_line(line);
+    if (header.empty()) {
+      header = cells;
+      continue;
+    }
+    if (trim(line).empty()) continue;
+    if (cells.size() != header.size())
+      throw Error(index + ":" + std::to_string(line_no),
+                  "has " + std::to_string(cells.size()) + " cells but the header has " +
+                      std::to_string(header.size()));
+    std::map<std::string, std::string> row;
+    for (size_t c = 0; c < header.size(); ++c)
+      row[header[c]] = cells[c];
+    if (row["status"] != "done") {
+      ++skipped[row["status"]];
+      continue;
+    }
+    const std::string trace = (fs::path(dir) / row["trace"]).string();
+    std::error_code ec;
+    if (row["trace"].empty() || !fs::is_regular_file(trace, ec))
+      throw Error(index + ":" + std::to_string(line_no),
+                  "run " + row["run"] + " is done but its trace " + trace + " is missing");
+    for (Point p : read_trace(trace, warnings)) {
+      for (const auto& [key, value] : row)
+        if (key != "trace" && key != "error" && key != "status" && key != "run" &&
+            !p.attributes.count(key))
+          p.attributes[key] = value;
+      points.push_back(std::move(p));
+    }
+  }
+  if (header.size() < 2 || header[0] != "run" || header[1] != "status")
+    throw Error(index, "not a ladder sweep index (its header starts with run,status)");
+  for (const auto& [status, n] : skipped)
+    warnings.push_back(index + ": " + std::to_string(n) + " run" + (n > 1 ? "s" : "") + " " +
+                       status + ", not used (only finished runs are fitted)");
+  return points;
+}
+
 std::vector<Point> load_points(const std::vector<std::string>& inputs, const PointOptions& options,
                                std::vector<std::string>& warnings) {
   for (const auto& f : options.filters)
@@ -198,7 +248,10 @@ std::vector<Point> load_points(const std::vector<std::string>& inputs, const Poi
   std::vector<Point> all;
   for (const std::string& input : inputs) {
     std::error_code ec;
-    if (fs::is_directory(input, ec)) {
+    if (fs::is_directory(input, ec) && fs::is_regular_file(fs::path(input) / "index.csv", ec)) {
+      auto points = read_sweep(input, warnings);
+      all.insert(all.end(), points.begin(), points.end());
+    } else if (fs::is_directory(input, ec)) {
       std::vector<std::string> traces;
       for (auto it = fs::recursive_directory_iterator(input, ec);
            it != fs::recursive_directory_iterator(); it.increment(ec))

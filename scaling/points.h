@@ -37,13 +37,15 @@ struct PointOptions {
   std::vector<std::string> filters;  // "key=value": keep points whose attribute matches
 };
 
-// Reads every input (a directory, searched recursively for trace.h5; a trace.h5; a .csv file),
+// Reads every input (a sweep folder of `ladder sweep`, whose index.csv lists its runs: the finished
+// ones are read; any other directory, searched recursively for trace.h5; a trace.h5; a .csv file),
 // then applies the options. Warnings go to `warnings`.
 std::vector<Point> load_points(const std::vector<std::string>& inputs, const PointOptions& options,
                                std::vector<std::string>& warnings);
 
 std::vector<Point> read_trace(const std::string& path, std::vector<std::string>& warnings);
 std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& warnings);
+std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings);
 
 // The value of a named quantity of a point: N, D, C, P, E, loss, lr, width.
 double field(const Point& p, const std::string& name);

@@ -1,0 +1,177 @@
+// `ladder sweep` as a user runs it: tiny sweeps trained in the sweep's process, a run that fails
+// without stopping the sweep, a sweep killed and started again, a Slurm array (with a stand-in
+// srun), and the folder read by `ladder fit`.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "trainer/checkpoint.h"
+#include "training_fixture.h"
+
+namespace ladder {
+namespace {
+
+namespace fs = std::filesystem;
+
+class SweepRuns : public TrainingFixture {
+ protected:
+  // A sweep over the fixture's tiny recipe `name`, in fp32 with one thread per run.
+  static std::string sweep(const std::string& name, const std::string& axes,
+                           const std::string& recipe_extra = "", const std::string& head = "") {
+    const std::string base = recipe(name + "-base", recipe_extra);
+    const std::string path = dir_->path(name + ".toml");
+    testing::write_file(path, "[sweep]\nname = \"" + name + "\"\nrecipe = \"" +
+                                  fs::path(base).filename().string() + "\"\nout_dir = \"" +
+                                  dir_->path("sweeps") + "\"\n" + head +
+                                  "[set]\ntrain.precision = \"fp32\"\ntrain.threads = 1\n"
+                                  "train.peak_gflops = 100\n" +
+                                  axes);
+    return path;
+  }
+  static std::string sweep_dir(const std::string& name) { return dir_->path("sweeps/" + name); }
+  static testing::CommandResult ladder(const std::string& args) {
+    return testing::run_command(testing::ladder_binary() + " " + args);
+  }
+  // The index's rows: run name -> status.
+  static std::map<std::string, std::string> statuses(const std::string& name) {
+    std::map<std::string, std::string> out;
+    std::istringstream in(testing::read_file(sweep_dir(name) + "/index.csv"));
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      const size_t a = line.find(',');
+      out[line.substr(0, a)] = line.substr(a + 1, line.find(',', a + 1) - a - 1);
+    }
+    return out;
+  }
+};
+
+const char* kTiny = "[train]\nsteps = 20\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 5\n"
+                    "[checkpoint]\nevery_steps = 10\n[eval]\nevery_steps = 10\ntokens = 256\n";
+
+TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
+  const std::string path =
+      sweep("failing", "[grid]\nmodel.d_model = [32, 64]\ntrain.steps = [20, 30]\n", kTiny);
+  const std::string dir = sweep_dir("failing");
+
+  // The plan: four runs with measured estimates, and nothing written.
+  const auto plan = ladder("sweep " + path + " --dry-run");
+  ASSERT_EQ(plan.status, 0) << plan.output;
+  EXPECT_NE(plan.output.find("failing: 4 runs = 2 model.d_model x 2 train.steps"), std::string::npos)
+      << plan.output;
+  EXPECT_NE(plan.output.find("d_model=64_steps=30"), std::string::npos);
+  EXPECT_NE(plan.output.find("a step measured on 2 model shapes"), std::string::npos) << plan.output;
+  EXPECT_FALSE(fs::exists(dir));
+
+  // The second run finds a damaged checkpoint: it fails, the others train.
+  const std::string damaged = dir + "/d_model=32_steps=30/checkpoints/step_00000010.h5";
+  testing::write_file(damaged, "not an HDF5 file");
+  const auto r = ladder("sweep " + path + " --no-estimate");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("run 2/4 d_model=32_steps=30: FAILED"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("3 of 4 runs done"), std::string::npos) << r.output;
+  EXPECT_EQ(statuses("failing"),
+            (std::map<std::string, std::string>{{"d_model=32_steps=20", "done"},
+                                                {"d_model=32_steps=30", "failed"},
+                                                {"d_model=64_steps=20", "done"},
+                                                {"d_model=64_steps=30", "done"}}));
+  const std::string error = testing::read_file(dir + "/d_model=32_steps=30/error.txt");
+  EXPECT_NE(error.find("ladder: error: " + damaged), std::string::npos) << error;
+  EXPECT_NE(testing::read_file(dir + "/index.csv").find(damaged), std::string::npos);
+
+  // `ladder fit` takes the folder: the finished runs, with a word on the failed one.
+  const auto fit = ladder("fit " + dir + " --law kaplan-n --bootstrap 0 --no-plots --out " +
+                          dir_->path("fit-failing"));
+  ASSERT_EQ(fit.status, 0) << fit.output;
+  EXPECT_NE(fit.output.find("from 3 runs"), std::string::npos) << fit.output;
+  EXPECT_NE(fit.output.find("index.csv: 1 run failed, not used"), std::string::npos) << fit.output;
+
+  // With the damage gone, the failed run trains and the others are skipped.
+  fs::remove(damaged);
+  const auto again = ladder("sweep " + path + " --no-estimate");
+  EXPECT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("run 1/4 d_model=32_steps=20: done, skipped"), std::string::npos);
+  EXPECT_NE(again.output.find("run 4/4 d_model=64_steps=30: done, skipped"), std::string::npos);
+  EXPECT_NE(again.output.find("4 of 4 runs done (1 run now)"), std::string::npos) << again.output;
+  EXPECT_FALSE(fs::exists(dir + "/d_model=32_steps=30/error.txt"));
+  for (const auto& [run, status] : statuses("failing"))
+    EXPECT_EQ(status, "done") << run;
+}
+
+TEST_F(SweepRuns, AKilledSweepResumesWhereItStopped) {
+  const std::string extra =
+      "[train]\nsteps = 300\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 10\n"
+      "[checkpoint]\nevery_steps = 20\nkeep = 2\n[eval]\nevery_steps = 100\ntokens = 256\n";
+  const std::string path = sweep("killed", "[grid]\noptim.lr = [0.001, 0.002, 0.003]\n", extra);
+  const std::string dir = sweep_dir("killed");
+  const std::string second = dir + "/lr=0.002";
+
+  // Start the sweep in the background and kill it (SIGKILL: nothing is tidied up) once the second
+  // run has written a checkpoint.
+  const auto started = testing::run_command(testing::ladder_binary() + " sweep " + path +
+                                            " --no-estimate > " + dir_->path("killed.log") +
+                                            " 2>&1 & echo $!");
+  const pid_t pid = std::stoi(started.output);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (checkpoint_steps(second).empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(pid, SIGKILL);
+  ASSERT_FALSE(checkpoint_steps(second).empty()) << testing::read_file(dir_->path("killed.log"));
+  ASSERT_LT(checkpoint_steps(second).back(), 300) << "the run finished before it was killed";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the process is gone
+  EXPECT_EQ(statuses("killed").at("lr=0.002"), "running");       // as the index was left
+
+  const auto r = ladder("sweep " + path + " --no-estimate");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("run 1/3 lr=0.001: done, skipped"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("run 2/3 lr=0.002: N="), std::string::npos);
+  EXPECT_NE(r.output.find(", resuming at step "), std::string::npos) << r.output;
+  for (const auto& [run, status] : statuses("killed"))
+    EXPECT_EQ(status, "done") << run;
+
+  // The resumed run's losses are those of the run trained without interruption (bitwise in fp32).
+  const std::string reference = sweep("killed-reference", "[grid]\noptim.lr = [0.002]\n", extra);
+  ASSERT_EQ(ladder("sweep " + reference + " --no-estimate").status, 0);
+  expect_same_training(second + "/trace.h5", sweep_dir("killed-reference") + "/run/trace.h5",
+                       "resumed sweep run", 0.0);
+}
+
+TEST_F(SweepRuns, SlurmArrayTasksRunTheRunsAndTheIndexFollows) {
+  const std::string path = sweep("slurm", "[grid]\noptim.lr = [0.001, 0.002]\n", kTiny);
+  const std::string dir = sweep_dir("slurm");
+  const auto w = ladder("sweep " + path + " --slurm");
+  ASSERT_EQ(w.status, 0) << w.output;
+  const std::string script = dir + "/slurm/array.sbatch";
+  const auto syntax = testing::run_command("bash -n " + script);
+  EXPECT_EQ(syntax.status, 0) << syntax.output;
+  const std::string text = testing::read_file(script);
+  EXPECT_NE(text.find("#SBATCH --array=0-1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("#SBATCH --ntasks=1\n"), std::string::npos);
+  const std::string jobs = testing::read_file(dir + "/slurm/jobs.tsv");
+  EXPECT_EQ(std::count(jobs.begin(), jobs.end(), '\n'), 2);
+  EXPECT_NE(jobs.find(" train "), std::string::npos);
+  EXPECT_NE(jobs.find("--set optim.lr=0.002"), std::string::npos) << jobs;
+  EXPECT_NE(jobs.find(" --resume auto"), std::string::npos);
+
+  // Array task 1 under a stand-in srun that runs its command as one task.
+  testing::write_file(dir_->path("bin/srun"), "#!/bin/sh\nexec \"$@\"\n");
+  fs::permissions(dir_->path("bin/srun"), fs::perms::owner_all);
+  const auto task = testing::run_command("PATH=" + dir_->path("bin") +
+                                         ":$PATH SLURM_ARRAY_TASK_ID=1 bash " + script);
+  ASSERT_EQ(task.status, 0) << task.output;
+  EXPECT_TRUE(fs::exists(dir + "/lr=0.002/console.txt"));
+  const auto status = ladder("sweep " + path + " --status");
+  ASSERT_EQ(status.status, 0) << status.output;
+  EXPECT_EQ(statuses("slurm"), (std::map<std::string, std::string>{{"lr=0.001", "pending"},
+                                                                    {"lr=0.002", "done"}}));
+  // Written again, the list holds only the run left.
+  ASSERT_EQ(ladder("sweep " + path + " --slurm").status, 0);
+  const std::string left = testing::read_file(dir + "/slurm/jobs.tsv");
+  EXPECT_EQ(std::count(left.begin(), left.end(), '\n'), 1);
+  EXPECT_NE(left.find("optim.lr=0.001"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ladder
