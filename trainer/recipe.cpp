@@ -530,7 +530,7 @@ struct Loader {
     };
     if (eq == std::string::npos || dot == std::string::npos || !word(name.substr(0, dot)) ||
         !word(name.substr(dot + 1)))
-      throw Error(where, "expected section.key=value, as in optim.lr=3e-3; got \"" + arg + "\"");
+      throw Error(where, "expected section.key=value, as in --set optim.lr=3e-3");
     const std::string text = arg.substr(eq + 1);
     if (text.empty()) throw Error(where, "missing value after '='");
     Value value;

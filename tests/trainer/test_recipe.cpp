@@ -95,6 +95,28 @@ lr = 1e-3
   EXPECT_EQ(r.run.name, "quoted");
 }
 
+TEST(Recipe, ALaterLayerGivingTokensOrStepsReplacesTheOther) {
+  TempDir dir;
+  write_file(dir.path("base.toml"), kValid);  // gives train.steps = 100
+  write_file(dir.path("child.toml"), "base = \"base.toml\"\n[train]\ntokens = 20480\n");
+  const Recipe child = load_recipe(dir.path("child.toml"));
+  EXPECT_EQ(child.train.tokens, 20480);
+  EXPECT_EQ(child.train.steps, 20480 / (16 * 64));
+  const Recipe set = load_recipe(dir.path("base.toml"), {{"train.tokens=30720"}, 1, {}});
+  EXPECT_EQ(set.train.steps, 30);
+  const Recipe back = load_recipe(dir.path("child.toml"), {{"train.steps=17"}, 1, {}});
+  EXPECT_EQ(back.train.steps, 17);
+  // An override's origin names where it was written (a sweep file's line).
+  try {
+    load_recipe(dir.path("base.toml"), {{"model.d_model=99"}, 1, {"sweep.toml:4"}});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(format_error(e),
+              "ladder: error: sweep.toml:4: model.d_model: must be divisible by model.n_heads (4); "
+              "got 99");
+  }
+}
+
 TEST(Recipe, IntegerIsAcceptedForFloatKeys) {
   TempDir dir;
   write_file(dir.path("r.toml"), std::string(kValid) + "[optim]\nlr = 1\n");
@@ -320,8 +342,8 @@ const BadRecipe kBadRecipes[] = {
      replacing("name = \"unit\"", "name = \"a/b\""),
      {},
      1,
-     "ladder: error: recipe.toml:2: run.name: must be letters, digits, '.', '_' or '-' (a folder "
-     "name); got \"a/b\""},
+     "ladder: error: recipe.toml:2: run.name: must be letters, digits, '.', '_', '-' or '=' (a "
+     "folder name); got \"a/b\""},
     {"sequence_parallel_without_tp",
      with("[parallel]\nsequence_parallel = true\n"),
      {},
