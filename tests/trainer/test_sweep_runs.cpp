@@ -171,6 +171,17 @@ TEST_F(SweepRuns, SlurmArrayTasksRunTheRunsAndTheIndexFollows) {
   const std::string left = testing::read_file(dir + "/slurm/jobs.tsv");
   EXPECT_EQ(std::count(left.begin(), left.end(), '\n'), 1);
   EXPECT_NE(left.find("optim.lr=0.001"), std::string::npos);
+
+  // launch/slurm-sweep.sh writes the script and hands it to sbatch with the user's options.
+  testing::write_file(dir_->path("bin/sbatch"),
+                      "#!/bin/sh\necho \"$@\" > " + dir_->path("sbatch-args") + "\n");
+  fs::permissions(dir_->path("bin/sbatch"), fs::perms::owner_all);
+  const auto submit = testing::run_command(
+      "PATH=" + dir_->path("bin") + ":$PATH LADDER=" + testing::ladder_binary() + " " +
+      LADDER_SOURCE_DIR + "/launch/slurm-sweep.sh " + path + " --partition=debug --time=10");
+  ASSERT_EQ(submit.status, 0) << submit.output;
+  EXPECT_EQ(testing::read_file(dir_->path("sbatch-args")),
+            "--partition=debug --time=10 " + fs::absolute(script).string() + "\n");
 }
 
 }  // namespace
