@@ -69,11 +69,17 @@ TEST(Cli, UnknownFlagIsAnError) {
 }
 
 TEST(Cli, UnbuiltSubcommandsSaySo) {
-  for (const char* sub : {"sweep", "coordcheck"}) {
+  for (const char* sub : {"coordcheck"}) {
     const auto r = run_command(ladder_binary() + " " + sub + " anything");
     EXPECT_EQ(r.status, 2) << sub;
     EXPECT_EQ(r.output, std::string("ladder: error: ") + sub + ": not built yet\n");
   }
+}
+
+TEST(Cli, SweepOfAMissingFileIsAnError) {
+  const auto r = run_command(ladder_binary() + " sweep /nonexistent/sweep.toml --dry-run");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output, "ladder: error: /nonexistent/sweep.toml: no such sweep file\n");
 }
 
 // Points from the Chinchilla law (Hoffmann et al. 2022's fit), exactly: 6 sizes x 6 token counts.
