@@ -207,9 +207,9 @@ std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& 
     }
     if (trim(line).empty()) continue;
     if (cells.size() != header.size())
-      throw Error(index + ":" + std::to_string(line_no),
-                  "has " + std::to_string(cells.size()) + " cells but the header has " +
-                      std::to_string(header.size()));
+      throw Error(index + ":" + std::to_string(line_no), "has " + std::to_string(cells.size()) +
+                                                             " cells but the header has " +
+                                                             std::to_string(header.size()));
     std::map<std::string, std::string> row;
     for (size_t c = 0; c < header.size(); ++c)
       row[header[c]] = cells[c];

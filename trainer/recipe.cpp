@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/format.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -553,17 +554,9 @@ struct Loader {
 // ----- Typing, defaults and cross-checks
 // ------------------------------------------------------------
 
-std::string number_text(double v) {
-  char buf[64];
-  auto res = std::to_chars(buf, buf + sizeof buf, v);
-  std::string s(buf, res.ptr);
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // stays a TOML float
-  return s;
-}
-
 std::string range_text(const KeySpec& k) {
   auto num = [&](double v) {
-    return k.type == Type::Int ? std::to_string(static_cast<int64_t>(v)) : number_text(v);
+    return k.type == Type::Int ? std::to_string(static_cast<int64_t>(v)) : shortest_float(v);
   };
   const bool lo = std::isfinite(k.min), hi = std::isfinite(k.max);
   if (lo && hi)
@@ -617,7 +610,7 @@ void check_value(const KeySpec& k, Setting& s) {
     const bool high = k.max_open ? !(x < k.max) : !(x <= k.max);
     if (low || high) {
       throw Error(where, k.key + ": must be " + range_text(k) + "; got " +
-                             (k.type == Type::Int ? std::to_string(v.i) : number_text(v.f)));
+                             (k.type == Type::Int ? std::to_string(v.i) : shortest_float(v.f)));
     }
   }
 }
@@ -861,6 +854,8 @@ Recipe resolve(Loader& loader, const std::string& name, const RecipeOptions& opt
   return recipe;
 }
 
+}  // namespace
+
 std::string toml_string(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
@@ -893,12 +888,14 @@ std::string toml_string(const std::string& s) {
   return out + "\"";
 }
 
+namespace {
+
 std::string value_text(const Value& v) {
   switch (v.kind) {
     case Value::Kind::Int:
       return std::to_string(v.i);
     case Value::Kind::Float:
-      return number_text(v.f);
+      return shortest_float(v.f);
     case Value::Kind::Bool:
       return v.b ? "true" : "false";
     case Value::Kind::String:

@@ -116,6 +116,9 @@ Recipe parse_recipe(const std::string& text, const std::string& name, const std:
 // same Recipe. This is what a run prints at start and saves as recipe.toml.
 std::string resolved_recipe_toml(const Recipe& recipe);
 
+// `s` as a TOML basic string, quoted and escaped.
+std::string toml_string(const std::string& s);
+
 // Writes resolved_recipe_toml() to `path` atomically.
 void write_resolved_recipe(const Recipe& recipe, const std::string& path);
 

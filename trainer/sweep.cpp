@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/format.h"
 #include "data/dataset.h"
 #include "trainer/expression.h"
 
@@ -37,29 +38,12 @@ std::string where_of(const std::string& file, const toml::node& node) {
   return file + ":" + std::to_string(node.source().begin.line);
 }
 
-std::string float_text(double v) {
-  char buf[64];
-  auto res = std::to_chars(buf, buf + sizeof buf, v);
-  std::string s(buf, res.ptr);
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // stays a TOML float
-  return s;
-}
-
-std::string toml_quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
-
 // A TOML value as the text an override takes; tables and dates are refused.
 std::string toml_text(const toml::node& node, const std::string& where, const std::string& key) {
   if (auto v = node.value<int64_t>(); node.is_integer()) return std::to_string(*v);
-  if (node.is_floating_point()) return float_text(*node.value<double>());
+  if (node.is_floating_point()) return shortest_float(*node.value<double>());
   if (node.is_boolean()) return *node.value<bool>() ? "true" : "false";
-  if (node.is_string()) return toml_quoted(*node.value<std::string>());
+  if (node.is_string()) return toml_string(*node.value<std::string>());
   if (const toml::array* a = node.as_array()) {
     std::string out = "[";
     for (size_t i = 0; i < a->size(); ++i)
@@ -221,11 +205,11 @@ std::string derived_text(const std::string& key, double v, const std::string& wh
   if (type == "integer") {
     const double r = std::round(v);
     if (std::abs(v - r) > 1e-9 * std::max(1.0, std::abs(v)))
-      throw Error(where, key + " = \"" + expr + "\" gives " + float_text(v) + ", but " + key +
+      throw Error(where, key + " = \"" + expr + "\" gives " + shortest_float(v) + ", but " + key +
                              " is an integer (wrap the expression in round(), floor() or ceil())");
     return std::to_string(static_cast<int64_t>(r));
   }
-  if (type == "float") return float_text(v);
+  if (type == "float") return shortest_float(v);
   throw Error(where, key + ": is a " + type + "; derived values are numbers");
 }
 
@@ -502,15 +486,15 @@ Sweep load_sweep(const std::string& path) {
           const double v = values.lookup(field, path + ": sweep.run_name", t);
           run.name += name_text(v == std::round(v) && std::abs(v) < 1e15
                                     ? std::to_string(static_cast<int64_t>(v))
-                                    : float_text(v));
+                                    : shortest_float(v));
           c = end;
         }
         if (!valid_folder_name(run.name))
           throw Error(path, "sweep.run_name: gives \"" + run.name + "\", not a folder name");
       }
       run.dir = (fs::path(sweep.dir) / run.name).string();
-      add("run.name", toml_quoted(run.name), path + ": the sweep");
-      add("run.out_dir", toml_quoted(sweep.dir), path + ": the sweep");
+      add("run.name", toml_string(run.name), path + ": the sweep");
+      add("run.out_dir", toml_string(sweep.dir), path + ": the sweep");
       run.recipe = load_run_recipe(sweep, run);
       run.vocab = values.vocab_of(run.recipe, path);
     } catch (const Error& e) {

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/format.h"
 #include "core/hdf5.h"
 #include "core/log.h"
 #include "parallel/world.h"
@@ -33,30 +34,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-std::string human(double v) {
-  char buf[32];
-  if (v >= 1e9)
-    std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
-  else if (v >= 1e6)
-    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
-  else if (v >= 1e3)
-    std::snprintf(buf, sizeof buf, "%.1fK", v / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-  return buf;
-}
-
-std::string duration(double s) {
-  if (std::isnan(s)) return "-";
-  char buf[32];
-  const auto t = static_cast<long long>(std::llround(s));
-  if (t >= 3600)
-    std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, t / 60 % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
-  return buf;
 }
 
 std::string self_binary() {
@@ -228,7 +205,7 @@ class SweepRunner {
       if (!measured.count(shape)) {
         ++shapes;
         spdlog::info("sweep: measuring a step of model shape {} ({}, N={})", shapes, run.name,
-                     human(static_cast<double>(run.size.non_embedding_params)));
+                     human_count(static_cast<double>(run.size.non_embedding_params)));
         std::error_code ec;
         fs::remove_all(scratch, ec);
         std::string error;
@@ -309,12 +286,12 @@ class SweepRunner {
       if (status == "partial") status += " (step " + std::to_string(states_[i].steps_done) + ")";
       std::printf(
           "%4zu  %-*s  %8s  %8s  %9s  %7lld  %8s  %8s  %s\n", i + 1, static_cast<int>(width),
-          r.name.c_str(), human(static_cast<double>(r.size.non_embedding_params)).c_str(),
-          human(static_cast<double>(r.recipe.train.tokens)).c_str(), flops,
+          r.name.c_str(), human_count(static_cast<double>(r.size.non_embedding_params)).c_str(),
+          human_count(static_cast<double>(r.recipe.train.tokens)).c_str(), flops,
           static_cast<long long>(r.recipe.train.steps),
           std::isnan(e.step_s) ? "-"
                                : (std::to_string(std::lround(e.step_s * 1e3)) + " ms").c_str(),
-          done ? "-" : duration(e.seconds).c_str(), status.c_str());
+          done ? "-" : format_duration(e.seconds).c_str(), status.c_str());
       total_flops += r.flops;
       if (!done) {
         left_flops += r.flops;
@@ -334,7 +311,7 @@ class SweepRunner {
                 done, sweep_.runs.size() - done, left_flops);
     if (!estimates_.empty())
       std::printf("estimate     %s to run%s (a step measured on %d model shape%s in %.0f s)\n",
-                  duration(left_s).c_str(), all_estimated ? "" : " for the runs measured",
+                  format_duration(left_s).c_str(), all_estimated ? "" : " for the runs measured",
                   estimated_shapes_, estimated_shapes_ == 1 ? "" : "s", estimate_seconds_);
     std::fflush(stdout);
     (void)total_s;
@@ -358,13 +335,13 @@ class SweepRunner {
       }
       const bool resume = states_[i].status == "partial" || states_[i].status == "failed";
       const int64_t start_step = states_[i].steps_done;
-      spdlog::info(
-          "sweep: run {}/{} {}: N={} D={} C={:.2e}{}{}", i + 1, total, run.name,
-          human(static_cast<double>(run.size.non_embedding_params)),
-          human(static_cast<double>(run.recipe.train.tokens)), run.flops,
-          resume && start_step > 0 ? fmt::format(", resuming at step {}", start_step)
-                                   : std::string(),
-          estimates_.empty() ? std::string() : ", estimated " + duration(estimates_[i].seconds));
+      spdlog::info("sweep: run {}/{} {}: N={} D={} C={:.2e}{}{}", i + 1, total, run.name,
+                   human_count(static_cast<double>(run.size.non_embedding_params)),
+                   human_count(static_cast<double>(run.recipe.train.tokens)), run.flops,
+                   resume && start_step > 0 ? fmt::format(", resuming at step {}", start_step)
+                                            : std::string(),
+                   estimates_.empty() ? std::string()
+                                      : ", estimated " + format_duration(estimates_[i].seconds));
       RunState running = states_[i];
       running.status = "running";
       states_[i] = running;
@@ -422,15 +399,16 @@ class SweepRunner {
       }
       const std::string outcome =
           error.empty()
-              ? fmt::format("done in {}{}", duration(seconds),
-                            estimates_.empty()
-                                ? std::string()
-                                : " (estimated " + duration(estimates_[i].seconds * share) + ")")
-              : "FAILED after " + duration(seconds) + ": " + error;
+              ? fmt::format(
+                    "done in {}{}", format_duration(seconds),
+                    estimates_.empty()
+                        ? std::string()
+                        : " (estimated " + format_duration(estimates_[i].seconds * share) + ")")
+              : "FAILED after " + format_duration(seconds) + ": " + error;
       spdlog::info(
           "sweep: run {}/{} {}: {} | {} done, {} failed, {} left | {:.1f} GFLOP/s | sweep ETA {}",
           i + 1, total, run.name, outcome, done, failed, left,
-          measured_s > 0 ? measured_flops / measured_s / 1e9 : 0.0, duration(eta));
+          measured_s > 0 ? measured_flops / measured_s / 1e9 : 0.0, format_duration(eta));
     }
     int done = 0;
     std::string failures;

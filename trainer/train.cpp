@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/format.h"
 #include "core/log.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -36,29 +37,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-std::string human(double v) {
-  char buf[32];
-  if (v >= 1e9)
-    std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
-  else if (v >= 1e6)
-    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
-  else if (v >= 1e3)
-    std::snprintf(buf, sizeof buf, "%.1fK", v / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-  return buf;
-}
-
-std::string duration(double s) {
-  char buf[32];
-  const auto t = static_cast<long long>(s);
-  if (t >= 3600)
-    std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, t / 60 % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
-  return buf;
 }
 
 // Whether the checkpoint after `step` completed steps is kept for law fitting.
@@ -272,8 +250,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       "model: {} d_model={} layers={} heads={}/{} ffn={} vocab={}: {} parameters, N={}, "
       "{} FLOPs/token",
       r.model.arch, r.model.d_model, r.model.n_layers, r.model.n_heads, r.model.n_kv_heads,
-      r.model.ffn_hidden, vocab, human(acc.total_params), human(acc.non_embedding_params),
-      human(acc.flops_per_token));
+      r.model.ffn_hidden, vocab, human_count(acc.total_params),
+      human_count(acc.non_embedding_params), human_count(acc.flops_per_token));
   spdlog::info("compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
                r.train.precision,
                bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : "");
@@ -474,21 +452,21 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         stage_activation_bytes.push_back(stages[i][1].item<double>());
         pp_bytes = std::max(pp_bytes, stages[i][2].item<double>());
         per_stage += fmt::format("{}{:.0f}%/{}B", i ? " " : "", 100 * stage_bubble.back(),
-                                 human(stage_activation_bytes.back()));
+                                 human_count(stage_activation_bytes.back()));
       }
       spdlog::info(
           "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
           "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B){}{} | elapsed {} | "
           "ETA {}",
-          done, r.train.steps, human(tokens), loss, lr, grad_norm, human(tokens_per_s), 100 * mfu,
-          1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human(comm_bytes),
+          done, r.train.steps, human_count(tokens), loss, lr, grad_norm, human_count(tokens_per_s),
+          100 * mfu, 1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human_count(comm_bytes),
           tp.active() ? fmt::format(" | tp comm {:.0f} ms ({}B) inside compute", 1e3 * tp_comm_s,
-                                    human(tp_comm_bytes))
+                                    human_count(tp_comm_bytes))
                       : std::string(),
           r.parallel.pp > 1 ? fmt::format(" | pp bubble/activations per stage {} ({}B p2p)",
-                                          per_stage, human(pp_bytes))
+                                          per_stage, human_count(pp_bytes))
                             : std::string(),
-          duration(elapsed), duration(eta));
+          format_duration(elapsed), format_duration(eta));
       if (trace)
         trace->append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
                                   tokens_per_s, mfu, elapsed, step_s, step_s - comm_s, comm_s,
@@ -503,7 +481,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       const double val_loss = evaluate(*model, pipeline, *val_data, r, mesh, device);
       tp_stats = parallel::CommStats{};  // the evaluation's own
       require_finite(val_loss, "the validation loss", step);
-      spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human(tokens), val_loss);
+      spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human_count(tokens),
+                   val_loss);
       if (trace) trace->append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});
     }
     const bool intermediate = is_intermediate(done, tokens_per_step, r.checkpoint);
@@ -523,8 +502,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     }
   }
   spdlog::info("done: {} steps, {} tokens in {}", r.train.steps,
-               human(static_cast<double>(r.train.steps * tokens_per_step)),
-               duration(seconds_between(loop_start, Clock::now())));
+               human_count(static_cast<double>(r.train.steps * tokens_per_step)),
+               format_duration(seconds_between(loop_start, Clock::now())));
   return 0;
 }
 

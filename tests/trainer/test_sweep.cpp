@@ -55,7 +55,8 @@ TEST(Expression, FollowsPrecedenceAndFunctions) {
 
 TEST(Expression, RefusesMalformedInput) {
   EXPECT_EQ(expression_error("1 / 0"), "ladder: error: test: \"1 / 0\": division by zero");
-  EXPECT_EQ(expression_error("(1 + 2"), "ladder: error: test: \"(1 + 2\": missing ')' at position 7");
+  EXPECT_EQ(expression_error("(1 + 2"),
+            "ladder: error: test: \"(1 + 2\": missing ')' at position 7");
   EXPECT_EQ(expression_error("2 +"), "ladder: error: test: \"2 +\": the expression ends early");
   EXPECT_EQ(expression_error("2 3"), "ladder: error: test: \"2 3\": unexpected '3' at position 3");
   EXPECT_EQ(expression_error("width * 2"), "ladder: error: lookup: unknown name width");
@@ -76,11 +77,11 @@ class SweepFile : public ::testing::Test {
     meta.train.shards = {"train_000000.bin"}, meta.val.shards = {"val_000000.bin"};
     fs::create_directories(dir.path("ds"));
     meta.write(dir.path("ds"));
-    testing::write_file(dir.path("base.toml"), "[run]\nname = \"base\"\n[data]\npath = \"" +
-                                                   dir.path("ds") +
-                                                   "\"\nseq_len = 64\n[model]\nd_model = 64\n"
-                                                   "n_layers = 2\nn_heads = 2\n[train]\nsteps = "
-                                                   "100\nglobal_batch = 8\nmicro_batch = 8\n[schedule]\nwarmup = 10\n");
+    testing::write_file(dir.path("base.toml"),
+                        "[run]\nname = \"base\"\n[data]\npath = \"" + dir.path("ds") +
+                            "\"\nseq_len = 64\n[model]\nd_model = 64\n"
+                            "n_layers = 2\nn_heads = 2\n[train]\nsteps = "
+                            "100\nglobal_batch = 8\nmicro_batch = 8\n[schedule]\nwarmup = 10\n");
   }
 
   std::string sweep_file(const std::string& body, const std::string& head = "") {
@@ -112,9 +113,9 @@ std::vector<std::string> names(const Sweep& s) {
 TEST_F(SweepFile, GridIsCartesianInFileOrderLastAxisFastest) {
   const Sweep s = load_sweep(sweep_file(
       "[grid]\nmodel.d_model = [64, 128]\noptim.lr = [1e-3, 3e-3, 0.01]\n[set]\nrun.seed = 7\n"));
-  EXPECT_EQ(names(s), (std::vector<std::string>{
-                          "d_model=64_lr=0.001", "d_model=64_lr=0.003", "d_model=64_lr=0.01",
-                          "d_model=128_lr=0.001", "d_model=128_lr=0.003", "d_model=128_lr=0.01"}));
+  EXPECT_EQ(names(s), (std::vector<std::string>{"d_model=64_lr=0.001", "d_model=64_lr=0.003",
+                                                "d_model=64_lr=0.01", "d_model=128_lr=0.001",
+                                                "d_model=128_lr=0.003", "d_model=128_lr=0.01"}));
   EXPECT_EQ(s.varied_keys, (std::vector<std::string>{"model.d_model", "optim.lr"}));
   EXPECT_EQ(s.runs[4].recipe.model.d_model, 128);
   EXPECT_DOUBLE_EQ(s.runs[4].recipe.optim.lr, 3e-3);
@@ -125,9 +126,9 @@ TEST_F(SweepFile, GridIsCartesianInFileOrderLastAxisFastest) {
 }
 
 TEST_F(SweepFile, ZipAdvancesTogetherAndNamesByItsFirstDistinctKey) {
-  const Sweep s = load_sweep(sweep_file(
-      "[[zip]]\nmodel.d_model = [64, 128, 256]\nmodel.n_layers = [2, 4, 4]\n"
-      "[grid]\ntrain.steps = [20, 30]\n"));
+  const Sweep s =
+      load_sweep(sweep_file("[[zip]]\nmodel.d_model = [64, 128, 256]\nmodel.n_layers = [2, 4, 4]\n"
+                            "[grid]\ntrain.steps = [20, 30]\n"));
   ASSERT_EQ(s.runs.size(), 6u);
   EXPECT_EQ(s.runs[0].name, "d_model=64_steps=20");
   EXPECT_EQ(s.runs[5].name, "d_model=256_steps=30");
@@ -156,7 +157,8 @@ TEST_F(SweepFile, DerivedValuesReadKeysAndTheModelSize) {
     EXPECT_EQ(r.train.steps, (20 * size.non_embedding_params + 8 * 64 - 1) / (8 * 64));
     EXPECT_DOUBLE_EQ(run.flops, size.flops_per_token * static_cast<double>(r.train.tokens));
   }
-  EXPECT_EQ(s.derived_keys, (std::vector<std::string>{"model.n_heads", "optim.lr", "train.tokens"}));
+  EXPECT_EQ(s.derived_keys,
+            (std::vector<std::string>{"model.n_heads", "optim.lr", "train.tokens"}));
 }
 
 TEST_F(SweepFile, NamesAreStableAcrossExpansionsAndTemplatesWork) {
@@ -175,15 +177,17 @@ TEST_F(SweepFile, MistakesNameTheFileTheLineAndTheRun) {
   const std::string s = dir.path("s.toml");
   // Line 5 is the first line of the body.
   EXPECT_EQ(error_of("[grid]\nmodel.d_modle = [64]\n"),
-            "ladder: error: " + s + ":6: model.d_modle: not a recipe key (recipes/README.md lists every key)");
+            "ladder: error: " + s +
+                ":6: model.d_modle: not a recipe key (recipes/README.md lists every key)");
   EXPECT_EQ(error_of("[grid]\nmodel.d_model = [64, 96, 99]\n"),
             "ladder: error: " + s +
                 ":6: run 3/3 (d_model=99): model.d_model: must be divisible by model.n_heads (2); "
                 "got 99");
-  EXPECT_EQ(error_of("[grid]\nmodel.d_model = [64, 96]\n[derive]\nmodel.n_heads = \"d_model / 64\"\n"),
-            "ladder: error: " + s +
-                ":8: run 2/2 (d_model=96): model.n_heads = \"d_model / 64\" gives 1.5, but "
-                "model.n_heads is an integer (wrap the expression in round(), floor() or ceil())");
+  EXPECT_EQ(
+      error_of("[grid]\nmodel.d_model = [64, 96]\n[derive]\nmodel.n_heads = \"d_model / 64\"\n"),
+      "ladder: error: " + s +
+          ":8: run 2/2 (d_model=96): model.n_heads = \"d_model / 64\" gives 1.5, but "
+          "model.n_heads is an integer (wrap the expression in round(), floor() or ceil())");
   EXPECT_EQ(error_of("[[zip]]\nmodel.d_model = [64, 128]\nmodel.n_layers = [2]\n"),
             "ladder: error: " + s +
                 ":7: model.n_layers: zipped lists must be equally long; model.n_layers has 1 "
@@ -200,8 +204,9 @@ TEST_F(SweepFile, MistakesNameTheFileTheLineAndTheRun) {
   EXPECT_NE(error_of("[derive]\ntrain.tokens = \"every_steps * 2\"\n")
                 .find("every_steps names keys of several sections; write section.every_steps"),
             std::string::npos);
-  EXPECT_NE(error_of("[grid]\noptim.lr = 0.1\n").find(":6: optim.lr: a grid axis is a non-empty list"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of("[grid]\noptim.lr = 0.1\n").find(":6: optim.lr: a grid axis is a non-empty list"),
+      std::string::npos);
   EXPECT_NE(error_of("[gird]\n").find(":5: gird: unknown section"), std::string::npos);
   EXPECT_NE(error_of("[grid]\nrun.name = [\"a\", \"b\"]\n").find("run.name: set by the sweep"),
             std::string::npos);
@@ -221,8 +226,8 @@ TEST_F(SweepFile, RunsValidateForTheSweepsRanks) {
   // tp = 2 needs two ranks: the sweep's, not this process's.
   EXPECT_NE(error_of("[set]\nparallel.tp = 2\n").find("does not divide the world size 1"),
             std::string::npos);
-  const Sweep s = load_sweep(
-      sweep_file("[set]\nparallel.tp = 2\ntrain.micro_batch = 4\n", "ranks = 4\nlaunch = \"mpirun\"\n"));
+  const Sweep s = load_sweep(sweep_file("[set]\nparallel.tp = 2\ntrain.micro_batch = 4\n",
+                                        "ranks = 4\nlaunch = \"mpirun\"\n"));
   EXPECT_EQ(s.runs[0].recipe.parallel.dp, 2);
 }
 

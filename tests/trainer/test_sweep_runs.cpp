@@ -48,8 +48,9 @@ class SweepRuns : public TrainingFixture {
   }
 };
 
-const char* kTiny = "[train]\nsteps = 20\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 5\n"
-                    "[checkpoint]\nevery_steps = 10\n[eval]\nevery_steps = 10\ntokens = 256\n";
+const char* kTiny =
+    "[train]\nsteps = 20\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 5\n"
+    "[checkpoint]\nevery_steps = 10\n[eval]\nevery_steps = 10\ntokens = 256\n";
 
 TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
   const std::string path =
@@ -59,10 +60,12 @@ TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
   // The plan: four runs with measured estimates, and nothing written.
   const auto plan = ladder("sweep " + path + " --dry-run");
   ASSERT_EQ(plan.status, 0) << plan.output;
-  EXPECT_NE(plan.output.find("failing: 4 runs = 2 model.d_model x 2 train.steps"), std::string::npos)
+  EXPECT_NE(plan.output.find("failing: 4 runs = 2 model.d_model x 2 train.steps"),
+            std::string::npos)
       << plan.output;
   EXPECT_NE(plan.output.find("d_model=64_steps=30"), std::string::npos);
-  EXPECT_NE(plan.output.find("a step measured on 2 model shapes"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("a step measured on 2 model shapes"), std::string::npos)
+      << plan.output;
   EXPECT_FALSE(fs::exists(dir));
 
   // The second run finds a damaged checkpoint: it fails, the others train.
@@ -110,9 +113,9 @@ TEST_F(SweepRuns, AKilledSweepResumesWhereItStopped) {
 
   // Start the sweep in the background and kill it (SIGKILL: nothing is tidied up) once the second
   // run has written a checkpoint.
-  const auto started = testing::run_command(testing::ladder_binary() + " sweep " + path +
-                                            " --no-estimate > " + dir_->path("killed.log") +
-                                            " 2>&1 & echo $!");
+  const auto started =
+      testing::run_command(testing::ladder_binary() + " sweep " + path + " --no-estimate > " +
+                           dir_->path("killed.log") + " 2>&1 & echo $!");
   const pid_t pid = std::stoi(started.output);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (checkpoint_steps(second).empty() && std::chrono::steady_clock::now() < deadline)
@@ -121,7 +124,7 @@ TEST_F(SweepRuns, AKilledSweepResumesWhereItStopped) {
   ASSERT_FALSE(checkpoint_steps(second).empty()) << testing::read_file(dir_->path("killed.log"));
   ASSERT_LT(checkpoint_steps(second).back(), 300) << "the run finished before it was killed";
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the process is gone
-  EXPECT_EQ(statuses("killed").at("lr=0.002"), "running");       // as the index was left
+  EXPECT_EQ(statuses("killed").at("lr=0.002"), "running");      // as the index was left
 
   const auto r = ladder("sweep " + path + " --no-estimate");
   ASSERT_EQ(r.status, 0) << r.output;
@@ -164,8 +167,8 @@ TEST_F(SweepRuns, SlurmArrayTasksRunTheRunsAndTheIndexFollows) {
   EXPECT_TRUE(fs::exists(dir + "/lr=0.002/console.txt"));
   const auto status = ladder("sweep " + path + " --status");
   ASSERT_EQ(status.status, 0) << status.output;
-  EXPECT_EQ(statuses("slurm"), (std::map<std::string, std::string>{{"lr=0.001", "pending"},
-                                                                    {"lr=0.002", "done"}}));
+  EXPECT_EQ(statuses("slurm"),
+            (std::map<std::string, std::string>{{"lr=0.001", "pending"}, {"lr=0.002", "done"}}));
   // Written again, the list holds only the run left.
   ASSERT_EQ(ladder("sweep " + path + " --slurm").status, 0);
   const std::string left = testing::read_file(dir + "/slurm/jobs.tsv");
