@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -70,6 +71,38 @@ void flatten(const toml::table& table, const std::string& prefix, const std::str
   }
 }
 
+const std::set<std::string>& size_names() {
+  static const std::set<std::string> names = {"N", "N_total", "N_active", "flops_per_token",
+                                              "vocab"};
+  return names;
+}
+
+std::string short_name(const std::string& key) {
+  return key.substr(key.find('.') + 1);
+}
+
+// A key without a section is a sweep variable: a number that expressions and names read (a compute
+// budget, a tokens-per-parameter ratio) but no recipe key.
+bool is_variable(const std::string& key) {
+  return key.find('.') == std::string::npos;
+}
+
+void check_variable_name(const Entry& e) {
+  const bool identifier = !e.key.empty() && !std::isdigit(static_cast<unsigned char>(e.key[0])) &&
+                          std::all_of(e.key.begin(), e.key.end(),
+                                      [](unsigned char c) { return std::isalnum(c) || c == '_'; });
+  if (!identifier)
+    throw Error(e.where, e.key +
+                             ": a sweep variable's name is letters, digits and '_'; recipe "
+                             "keys are written section.key (model.d_model)");
+  if (size_names().count(e.key))
+    throw Error(e.where, e.key + ": names the model's size in expressions; choose another name");
+  for (const auto& doc : recipe_schema())
+    if (short_name(doc.key) == e.key)
+      throw Error(e.where, e.key + ": a sweep variable cannot share its name with the recipe key " +
+                               doc.key + " (write " + doc.key + " to set that key)");
+}
+
 std::vector<Entry> entries_of(const toml::table& table, const std::string& file) {
   std::vector<Entry> out;
   flatten(table, "", file, out);
@@ -77,7 +110,11 @@ std::vector<Entry> entries_of(const toml::table& table, const std::string& file)
     return std::tie(a.line, a.column) < std::tie(b.line, b.column);
   });
   for (const Entry& e : out) {
-    if (e.key.find('.') == std::string::npos || e.key.find('.') != e.key.rfind('.'))
+    if (is_variable(e.key)) {
+      check_variable_name(e);
+      continue;
+    }
+    if (e.key.find('.') != e.key.rfind('.'))
       throw Error(e.where, e.key + ": expected a recipe key written section.key (model.d_model)");
     if (e.key == "run.name" || e.key == "run.out_dir")
       throw Error(e.where,
@@ -105,15 +142,11 @@ Axis axis_from(const Entry& e, const std::string& section) {
 std::string name_text(const std::string& toml) {
   std::string out;
   for (char c : toml) {
-    if (c == '"' || c == '[' || c == ']' || c == ' ') continue;
+    if (c == '"' || c == '[' || c == ']' || c == ' ' || c == '+') continue;
     out +=
         (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-') ? c : '-';
   }
   return out;
-}
-
-std::string short_name(const std::string& key) {
-  return key.substr(key.find('.') + 1);
 }
 
 bool valid_folder_name(const std::string& name) {
@@ -131,11 +164,11 @@ class RunValues {
       : sweep_(sweep), short_names_(short_names), vocab_cache_(vocab_cache) {}
 
   std::vector<std::string> overrides, origins;
+  std::map<std::string, double> variables;  // the sweep variables given so far
 
   double lookup(const std::string& name, const std::string& where, const std::string& expr) {
-    static const std::set<std::string> sizes = {"N", "N_total", "N_active", "flops_per_token",
-                                                "vocab"};
-    if (sizes.count(name)) {
+    if (auto it = variables.find(name); it != variables.end()) return it->second;
+    if (size_names().count(name)) {
       const auto [size, vocab] = accounting(where, expr);
       if (name == "N") return static_cast<double>(size.non_embedding_params);
       if (name == "N_total") return static_cast<double>(size.total_params);
@@ -148,8 +181,9 @@ class RunValues {
       auto it = short_names_.find(name);
       if (it == short_names_.end())
         throw Error(where, "\"" + expr + "\": unknown name " + name +
-                               " (recipe keys as section.key or by a unique short name, or N, "
-                               "N_total, N_active, flops_per_token, vocab)");
+                               " (recipe keys as section.key or by a unique short name, sweep "
+                               "variables given before, or N, N_total, N_active, "
+                               "flops_per_token, vocab)");
       if (it->second.empty())
         throw Error(where, "\"" + expr + "\": " + name +
                                " names keys of several sections; write section." + name);
@@ -201,6 +235,9 @@ class RunValues {
 // The TOML text of an expression's value for `key`: integers must come out whole.
 std::string derived_text(const std::string& key, double v, const std::string& where,
                          const std::string& expr) {
+  if (is_variable(key))
+    return v == std::round(v) && std::abs(v) < 1e15 ? std::to_string(static_cast<int64_t>(v))
+                                                    : shortest_float(v);
   const std::string type = recipe_key_type(key);
   if (type == "integer") {
     const double r = std::round(v);
@@ -434,6 +471,15 @@ Sweep load_sweep(const std::string& path) {
     run.index = static_cast<int64_t>(i);
     RunValues values(sweep, short_names, vocab_cache);
     auto add = [&](const std::string& key, const std::string& toml, const std::string& where) {
+      if (is_variable(key)) {
+        double v = 0;
+        const char* end = nullptr;
+        v = std::strtod(toml.c_str(), const_cast<char**>(&end));
+        if (toml.empty() || end != toml.c_str() + toml.size())
+          throw Error(where, key + ": a sweep variable is a number; got " + toml);
+        values.variables[key] = v;
+        return;
+      }
       run.overrides.push_back({key, toml, where});
       values.overrides.push_back(key + "=" + toml);
       values.origins.push_back(where);

@@ -11,22 +11,24 @@
 //   [set]                       # the same overrides for every run
 //   checkpoint.intermediate = "log2"
 //   [grid]                      # cartesian axes: every combination
-//   train.tokens = [1500000, 3000000, 6000000]
+//   C = [3e12, 6e12, 1.2e13]    # a sweep variable (no section): read by expressions and names
+//   optim.weight_decay = [0.0, 0.1]
 //   [[zip]]                     # one axis whose lists advance together
 //   model.d_model = [64, 96, 128]
 //   model.n_layers = [2, 3, 4]
 //   [derive]                    # expressions (trainer/expression.h), in order, after the axes
 //   model.n_heads = "d_model / 32"
 //   optim.lr = "3e-3 * 128 / d_model"
-//   train.tokens = "20 * N"
+//   train.tokens = "round(C / flops_per_token)"
 //
 // Runs are the cartesian product of the axes in file order (the last axis varies fastest). Each
 // run is the base recipe with, in order, the [set] overrides, its axis values, its derived values,
 // and run.name / run.out_dir set by the sweep; it is loaded and validated like `ladder train`
 // would for `ranks` ranks before anything starts. A mistake names the sweep file, the line and
 // the run. Expressions read every recipe key by its full name (model.d_model) or its short name
-// when that is unique (d_model), with the values given so far, and the size accounting of the
-// model so far: N (non-embedding parameters), N_total, N_active, flops_per_token, vocab.
+// when that is unique (d_model), with the values given so far, the sweep variables, and the size
+// accounting of the model so far: N (non-embedding parameters), N_total, N_active,
+// flops_per_token, vocab.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +53,7 @@ struct SweepRun {
   std::string name;                           // its folder in the sweep folder
   std::string dir;                            // sweep folder / name
   std::vector<SweepOverride> overrides;       // [set], axis values, derived values, name, out_dir
-  std::map<std::string, std::string> values;  // every varied and derived key -> TOML text
+  std::map<std::string, std::string> values;  // every axis and derived key or variable -> TOML
   Recipe recipe;                              // resolved for the sweep's ranks
   models::SizeAccounting size;
   int64_t vocab = 0;

@@ -161,6 +161,33 @@ TEST_F(SweepFile, DerivedValuesReadKeysAndTheModelSize) {
             (std::vector<std::string>{"model.n_heads", "optim.lr", "train.tokens"}));
 }
 
+TEST_F(SweepFile, SweepVariablesMakeIsoFlopGrids) {
+  // A compute budget as an axis: each model trains on C / (FLOPs per token) tokens.
+  const Sweep s = load_sweep(sweep_file(
+      "[grid]\nC = [1e12, 2.5e12]\nmodel.d_model = [64, 128]\n"
+      "[derive]\ntrain.tokens = \"round(C / flops_per_token)\"\nratio = \"train.tokens / N\"\n"));
+  EXPECT_EQ(names(s), (std::vector<std::string>{"C=1e12_d_model=64", "C=1e12_d_model=128",
+                                                "C=2.5e12_d_model=64", "C=2.5e12_d_model=128"}));
+  EXPECT_EQ(s.varied_keys, (std::vector<std::string>{"C", "model.d_model"}));
+  for (const auto& run : s.runs) {
+    const double C = std::stod(run.values.at("C"));
+    EXPECT_EQ(run.recipe.train.tokens % (8 * 64), 0);  // rounded up to whole steps
+    EXPECT_NEAR(std::stod(run.values.at("train.tokens")), C / run.size.flops_per_token, 0.5);
+    EXPECT_NEAR(std::stod(run.values.at("ratio")),
+                std::stod(run.values.at("train.tokens")) / run.size.non_embedding_params, 1e-9);
+    for (const auto& o : run.overrides)  // variables are no recipe keys
+      EXPECT_NE(o.key, "C");
+  }
+  EXPECT_NE(
+      error_of("[grid]\nlr = [1, 2]\n")
+          .find(":6: lr: a sweep variable cannot share its name with the recipe key optim.lr"),
+      std::string::npos);
+  EXPECT_NE(error_of("[grid]\nN = [1, 2]\n").find(":6: N: names the model's size"),
+            std::string::npos);
+  EXPECT_NE(error_of("[grid]\nbudget = [\"big\"]\n").find("budget: a sweep variable is a number"),
+            std::string::npos);
+}
+
 TEST_F(SweepFile, NamesAreStableAcrossExpansionsAndTemplatesWork) {
   const std::string body = "[grid]\noptim.lr = [0.001, 0.002]\nmodel.d_model = [64, 128]\n";
   const Sweep a = load_sweep(sweep_file(body)), b = load_sweep(sweep_file(body));
@@ -199,8 +226,8 @@ TEST_F(SweepFile, MistakesNameTheFileTheLineAndTheRun) {
   EXPECT_EQ(error_of("[grid]\nmodel.d_model = [64]\n[derive]\nmodel.n_heads = \"width / 64\"\n"),
             "ladder: error: " + s +
                 ":8: run 1/1 (run): \"width / 64\": unknown name width (recipe keys as "
-                "section.key or by a unique short name, or N, N_total, N_active, flops_per_token, "
-                "vocab)");
+                "section.key or by a unique short name, sweep variables given before, or N, "
+                "N_total, N_active, flops_per_token, vocab)");
   EXPECT_NE(error_of("[derive]\ntrain.tokens = \"every_steps * 2\"\n")
                 .find("every_steps names keys of several sections; write section.every_steps"),
             std::string::npos);
