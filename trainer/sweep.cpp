@@ -15,6 +15,7 @@
 #include "core/format.h"
 #include "data/dataset.h"
 #include "trainer/expression.h"
+#include "trainer/sweep_index.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -97,6 +98,10 @@ void check_variable_name(const Entry& e) {
                              "keys are written section.key (model.d_model)");
   if (size_names().count(e.key))
     throw Error(e.where, e.key + ": names the model's size in expressions; choose another name");
+  if (is_index_column(e.key))
+    throw Error(e.where, e.key + ": names a column of the sweep index (" +
+                             std::string(e.key == "C" ? "the run's FLOPs; " : "") +
+                             "trainer/sweep_index.h); choose another name");
   for (const auto& doc : recipe_schema())
     if (short_name(doc.key) == e.key)
       throw Error(e.where, e.key + ": a sweep variable cannot share its name with the recipe key " +

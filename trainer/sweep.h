@@ -11,7 +11,7 @@
 //   [set]                       # the same overrides for every run
 //   checkpoint.intermediate = "log2"
 //   [grid]                      # cartesian axes: every combination
-//   C = [3e12, 6e12, 1.2e13]    # a sweep variable (no section): read by expressions and names
+//   budget = [3e12, 6e12]       # a sweep variable (no section): read by expressions and names
 //   optim.weight_decay = [0.0, 0.1]
 //   [[zip]]                     # one axis whose lists advance together
 //   model.d_model = [64, 96, 128]
@@ -19,7 +19,7 @@
 //   [derive]                    # expressions (trainer/expression.h), in order, after the axes
 //   model.n_heads = "d_model / 32"
 //   optim.lr = "3e-3 * 128 / d_model"
-//   train.tokens = "round(C / flops_per_token)"
+//   train.tokens = "round(budget / flops_per_token)"
 //
 // Runs are the cartesian product of the axes in file order (the last axis varies fastest). Each
 // run is the base recipe with, in order, the [set] overrides, its axis values, its derived values,

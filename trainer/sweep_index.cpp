@@ -160,6 +160,31 @@ void record_run_error(const SweepRun& run, const std::string& error) {
   out << error << "\n";
 }
 
+const std::vector<std::string>& index_columns() {
+  static const std::vector<std::string> columns = {"run",
+                                                   "status",
+                                                   "N",
+                                                   "N_total",
+                                                   "flops_per_token",
+                                                   "D",
+                                                   "C",
+                                                   "steps",
+                                                   "steps_done",
+                                                   "tokens_seen",
+                                                   "final_loss",
+                                                   "final_val_loss",
+                                                   "best_val_loss",
+                                                   "elapsed_s",
+                                                   "trace",
+                                                   "error"};
+  return columns;
+}
+
+bool is_index_column(const std::string& name) {
+  const auto& c = index_columns();
+  return std::find(c.begin(), c.end(), name) != c.end();
+}
+
 void write_index(const Sweep& sweep, const std::vector<RunState>& states) {
   fs::create_directories(sweep.dir);
   // The columns, each a name and its cells (text; numbers parse back as numbers).

@@ -49,4 +49,8 @@ void record_run_error(const SweepRun& run, const std::string& error);
 
 void write_index(const Sweep& sweep, const std::vector<RunState>& states);
 
+// Whether `name` is one of the index's own columns (run, status, N, D, C, ...), which sweep
+// variables may not take.
+bool is_index_column(const std::string& name);
+
 }  // namespace ladder

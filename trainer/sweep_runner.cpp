@@ -149,12 +149,19 @@ class SweepRunner {
     if (options_.estimate && !options_.status) estimate();
     print_plan();
     if (options_.dry_run) return 0;
-    write_index(sweep_, states_);
     if (options_.status) {
-      std::printf("index        %s/index.csv, %s/index.h5\n", sweep_.dir.c_str(),
-                  sweep_.dir.c_str());
+      // A sweep running in the folder keeps its own index (it marks the run it is on).
+      try {
+        SweepLock lock(sweep_.dir);
+        write_index(sweep_, states_);
+        std::printf("index        %s/index.csv, %s/index.h5\n", sweep_.dir.c_str(),
+                    sweep_.dir.c_str());
+      } catch (const Error&) {
+        std::printf("index        left to the `ladder sweep` running in %s\n", sweep_.dir.c_str());
+      }
       return 0;
     }
+    write_index(sweep_, states_);
     return execute();
   }
 

@@ -163,21 +163,29 @@ TEST_F(SweepFile, DerivedValuesReadKeysAndTheModelSize) {
 
 TEST_F(SweepFile, SweepVariablesMakeIsoFlopGrids) {
   // A compute budget as an axis: each model trains on C / (FLOPs per token) tokens.
-  const Sweep s = load_sweep(sweep_file(
-      "[grid]\nC = [1e12, 2.5e12]\nmodel.d_model = [64, 128]\n"
-      "[derive]\ntrain.tokens = \"round(C / flops_per_token)\"\nratio = \"train.tokens / N\"\n"));
-  EXPECT_EQ(names(s), (std::vector<std::string>{"C=1e12_d_model=64", "C=1e12_d_model=128",
-                                                "C=2.5e12_d_model=64", "C=2.5e12_d_model=128"}));
-  EXPECT_EQ(s.varied_keys, (std::vector<std::string>{"C", "model.d_model"}));
+  const Sweep s =
+      load_sweep(sweep_file("[grid]\nbudget = [1e12, 2.5e12]\nmodel.d_model = [64, 128]\n"
+                            "[derive]\ntrain.tokens = \"round(budget / flops_per_token)\"\nratio = "
+                            "\"train.tokens / N\"\n"));
+  EXPECT_EQ(names(s),
+            (std::vector<std::string>{"budget=1e12_d_model=64", "budget=1e12_d_model=128",
+                                      "budget=2.5e12_d_model=64", "budget=2.5e12_d_model=128"}));
+  EXPECT_EQ(s.varied_keys, (std::vector<std::string>{"budget", "model.d_model"}));
   for (const auto& run : s.runs) {
-    const double C = std::stod(run.values.at("C"));
+    const double C = std::stod(run.values.at("budget"));
     EXPECT_EQ(run.recipe.train.tokens % (8 * 64), 0);  // rounded up to whole steps
     EXPECT_NEAR(std::stod(run.values.at("train.tokens")), C / run.size.flops_per_token, 0.5);
     EXPECT_NEAR(std::stod(run.values.at("ratio")),
                 std::stod(run.values.at("train.tokens")) / run.size.non_embedding_params, 1e-9);
     for (const auto& o : run.overrides)  // variables are no recipe keys
-      EXPECT_NE(o.key, "C");
+      EXPECT_NE(o.key, "budget");
   }
+  // The index holds the variable as a column.
+  write_index(s, std::vector<RunState>(s.runs.size()));
+  h5::File f = h5::File::open(s.dir + "/index.h5", false);
+  EXPECT_EQ(h5::read_tensor(f, "runs/budget")[2].item<double>(), 2.5e12);
+  EXPECT_NE(error_of("[grid]\nC = [1, 2]\n").find(":6: C: names a column of the sweep index"),
+            std::string::npos);
   EXPECT_NE(
       error_of("[grid]\nlr = [1, 2]\n")
           .find(":6: lr: a sweep variable cannot share its name with the recipe key optim.lr"),
