@@ -281,7 +281,7 @@ class SweepRunner {
       width = std::max(width, r.name.size());
     std::printf("\n%4s  %-*s  %8s  %8s  %9s  %7s  %8s  %8s  %s\n", "#", static_cast<int>(width),
                 "run", "N", "D", "C", "steps", "step", "est.", "status");
-    double total_flops = 0, left_flops = 0, total_s = 0, left_s = 0;
+    double total_flops = 0, left_flops = 0, left_s = 0;
     bool all_estimated = !estimates_.empty();
     for (size_t i = 0; i < sweep_.runs.size(); ++i) {
       const SweepRun& r = sweep_.runs[i];
@@ -308,7 +308,7 @@ class SweepRunner {
         if (std::isnan(e.seconds))
           all_estimated = false;
         else
-          left_s += e.seconds * rest, total_s += e.seconds;
+          left_s += e.seconds * rest;
       }
     }
     int done = 0;
@@ -321,7 +321,6 @@ class SweepRunner {
                   format_duration(left_s).c_str(), all_estimated ? "" : " for the runs measured",
                   estimated_shapes_, estimated_shapes_ == 1 ? "" : "s", estimate_seconds_);
     std::fflush(stdout);
-    (void)total_s;
   }
 
   // ----- Running -----
