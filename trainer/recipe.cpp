@@ -660,11 +660,7 @@ class Resolver {
       r_.derived.push_back("model.ffn_hidden");
     }
     const std::string& name = r_.run.name;
-    const bool ok = !name.empty() && name[0] != '.' &&
-                    std::all_of(name.begin(), name.end(), [](unsigned char c) {
-                      return std::isalnum(c) || c == '_' || c == '-' || c == '.' || c == '=';
-                    });
-    if (!ok)
+    if (!is_folder_name(name))
       fail("run.name",
            "must be letters, digits, '.', '_', '-' or '=' (a folder name); got " + in_quotes(name));
   }
@@ -855,6 +851,13 @@ Recipe resolve(Loader& loader, const std::string& name, const RecipeOptions& opt
 }
 
 }  // namespace
+
+bool is_folder_name(const std::string& name) {
+  return !name.empty() && name[0] != '.' &&
+         std::all_of(name.begin(), name.end(), [](unsigned char c) {
+           return std::isalnum(c) || c == '_' || c == '-' || c == '.' || c == '=';
+         });
+}
 
 std::string toml_string(const std::string& s) {
   std::string out = "\"";

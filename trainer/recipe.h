@@ -116,6 +116,10 @@ Recipe parse_recipe(const std::string& text, const std::string& name, const std:
 // same Recipe. This is what a run prints at start and saves as recipe.toml.
 std::string resolved_recipe_toml(const Recipe& recipe);
 
+// Whether `name` may name a run's (or a sweep's) folder: letters, digits, '.', '_', '-' and '=',
+// not starting with '.'.
+bool is_folder_name(const std::string& name);
+
 // `s` as a TOML basic string, quoted and escaped.
 std::string toml_string(const std::string& s);
 

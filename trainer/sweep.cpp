@@ -3,11 +3,11 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -154,13 +154,6 @@ std::string name_text(const std::string& toml) {
   return out;
 }
 
-bool valid_folder_name(const std::string& name) {
-  return !name.empty() && name[0] != '.' &&
-         std::all_of(name.begin(), name.end(), [](unsigned char c) {
-           return std::isalnum(c) || c == '_' || c == '-' || c == '.' || c == '=';
-         });
-}
-
 // Values an expression may read, for one run as its overrides accumulate.
 class RunValues {
  public:
@@ -168,8 +161,13 @@ class RunValues {
             std::map<std::string, int64_t>& vocab_cache)
       : sweep_(sweep), short_names_(short_names), vocab_cache_(vocab_cache) {}
 
-  std::vector<std::string> overrides, origins;
   std::map<std::string, double> variables;  // the sweep variables given so far
+
+  // Adds the run's next override; what was read of the recipe so far no longer holds.
+  void add_override(const std::string& text, const std::string& origin) {
+    overrides_.push_back(text), origins_.push_back(origin);
+    given_.reset(), size_.reset();
+  }
 
   double lookup(const std::string& name, const std::string& where, const std::string& expr) {
     if (auto it = variables.find(name); it != variables.end()) return it->second;
@@ -194,7 +192,9 @@ class RunValues {
                                " names keys of several sections; write section." + name);
       key = it->second;
     }
-    const auto values = given_recipe_values(sweep_.recipe_path, {overrides, 1, origins});
+    // Read once per state of the overrides, however many names the expressions look up.
+    if (!given_) given_ = given_recipe_values(sweep_.recipe_path, {overrides_, 1, origins_});
+    const auto& values = *given_;
     auto it = values.find(key);
     if (it == values.end()) throw Error(where, "\"" + expr + "\": " + key + " is not a recipe key");
     if (!it->second.numeric)
@@ -219,9 +219,10 @@ class RunValues {
  private:
   std::pair<models::SizeAccounting, int64_t> accounting(const std::string& where,
                                                         const std::string& expr) {
+    if (size_) return *size_;
     Recipe r;
     try {
-      r = load_recipe(sweep_.recipe_path, {overrides, static_cast<int>(sweep_.ranks), origins});
+      r = load_recipe(sweep_.recipe_path, {overrides_, static_cast<int>(sweep_.ranks), origins_});
     } catch (const Error& e) {
       throw Error(where, "\"" + expr +
                              "\" needs the model's size, but the recipe so far is not "
@@ -229,10 +230,14 @@ class RunValues {
                              format_error(e));
     }
     const int64_t vocab = vocab_of(r, where);
-    return {models::size_accounting(r.model, vocab, r.data.seq_len), vocab};
+    size_.emplace(models::size_accounting(r.model, vocab, r.data.seq_len), vocab);
+    return *size_;
   }
 
   const Sweep& sweep_;
+  std::vector<std::string> overrides_, origins_;
+  std::optional<std::map<std::string, GivenValue>> given_;
+  std::optional<std::pair<models::SizeAccounting, int64_t>> size_;
   const std::map<std::string, std::string>& short_names_;
   std::map<std::string, int64_t>& vocab_cache_;
 };
@@ -333,7 +338,7 @@ Sweep load_sweep(const std::string& path) {
     };
     if (key == "name") {
       text(sweep.name);
-      if (!valid_folder_name(sweep.name))
+      if (!is_folder_name(sweep.name))
         throw Error(where,
                     "sweep.name: must be letters, digits, '.', '_', '-' or '=' (a folder "
                     "name); got \"" +
@@ -486,8 +491,7 @@ Sweep load_sweep(const std::string& path) {
         return;
       }
       run.overrides.push_back({key, toml, where});
-      values.overrides.push_back(key + "=" + toml);
-      values.origins.push_back(where);
+      values.add_override(key + "=" + toml, where);
     };
     for (const Entry& e : fixed)
       add(e.key, toml_text(*e.node, e.where, e.key), e.where);
@@ -540,7 +544,7 @@ Sweep load_sweep(const std::string& path) {
                                     : shortest_float(v));
           c = end;
         }
-        if (!valid_folder_name(run.name))
+        if (!is_folder_name(run.name))
           throw Error(path, "sweep.run_name: gives \"" + run.name + "\", not a folder name");
       }
       run.dir = (fs::path(sweep.dir) / run.name).string();
