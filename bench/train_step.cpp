@@ -88,15 +88,15 @@ int main(int argc, char** argv) {
   c.n_kv_heads = heads, c.ffn_hidden = (8 * d_model / 3 + 63) / 64 * 64;
   c.norm_eps = 1e-5, c.rope_theta = 10000;
   auto model = ladder::models::build_model(c, vocab, seq);
-  const ladder::optim::MupConfig mup{"sp", d_model};
   const ladder::optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
-  ladder::optim::initialize(model->params(), mup, 0);
+  const auto settings =
+      ladder::optim::param_settings(model->params().all(), ladder::optim::RuleInputs{.optim = oc});
+  ladder::optim::initialize(model->params(), settings, 0);
   for (auto& p : model->params().all()) {
     torch::NoGradGuard no_grad;
     p.value.set_data(p.value.to(device));
   }
-  ladder::optim::AdamW adamw(model->params(), oc,
-                             ladder::optim::param_settings(model->params(), oc, mup));
+  ladder::optim::AdamW adamw(model->params(), oc, settings);
   const auto acc = model->accounting(seq);
 
   torch::manual_seed(0);

@@ -37,11 +37,12 @@ torch::Tensor RotaryEmbedding::apply(const torch::Tensor& x) const {
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v) {
+                               const torch::Tensor& v, double scale) {
   // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
   // key/value head serve heads / kv_heads query heads without materialising the repeats.
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                          /*is_causal=*/true, /*scale=*/std::nullopt,
+                                          /*is_causal=*/true,
+                                          scale > 0 ? std::optional<double>(scale) : std::nullopt,
                                           /*enable_gqa=*/k.size(1) != q.size(1));
 }
 

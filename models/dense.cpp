@@ -20,8 +20,11 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
   const models::Shard rows{0, tp.rank(), tp.size()}, columns{1, tp.rank(), tp.size()},
       vocab_rows{0, tp.rank(), tp.size(), /*pad=*/true};
   // Output projections into the residual stream start smaller by 1/sqrt(2 L), as in GPT-2
-  // (Radford et al. 2019), so the residual's variance does not grow with depth at init.
-  const double residual_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(c.n_layers));
+  // (Radford et al. 2019), so the residual's variance does not grow with depth at init. Under a
+  // depth parametrization L is the base depth: the branch multiplier does the rest.
+  const int64_t init_depth =
+      c.scales.residual_init_depth > 0 ? c.scales.residual_init_depth : c.n_layers;
+  const double residual_scale = 1.0 / std::sqrt(2.0 * static_cast<double>(init_depth));
   // Pipeline stages: every parameter is described on every rank (checkpoints and the size
   // accounting see the whole model) but held only by the stage that uses it. The last stage keeps a
   // copy of a tied embedding as its readout.
@@ -118,13 +121,41 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   q = rope_.apply(q).transpose(1, 2);  // [batch, heads, seq, head_dim]
   k = rope_.apply(k).transpose(1, 2);
   v = v.transpose(1, 2);
-  const torch::Tensor attn =
-      causal_attention(q, k, v).transpose(1, 2).reshape({batch * seq, local_heads_ * head_dim_});
-  const torch::Tensor out = x + b.wo.forward(attn);
+  const torch::Tensor attn = causal_attention(q, k, v, config_.scales.attention_scale)
+                                 .transpose(1, 2)
+                                 .reshape({batch * seq, local_heads_ * head_dim_});
+  const torch::Tensor attn_out = residual_branch(b.wo.forward(attn));
+  const torch::Tensor out = x + attn_out;
 
   const torch::Tensor g =
       parallel::enter_column_region(rms_norm(out, token_gain(b.mlp_norm), eps), tp_);
-  return out + b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g)));
+  const torch::Tensor mlp_out =
+      residual_branch(b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g))));
+  const torch::Tensor result = out + mlp_out;
+  if (probe_) {
+    probe_->record("attention", attn_out);
+    probe_->record("mlp", mlp_out);
+    probe_->record("residual", result);
+  }
+  return result;
+}
+
+torch::Tensor DenseTransformer::residual_branch(const torch::Tensor& branch) const {
+  const double r = config_.scales.residual_branch;
+  return r == 1.0 ? branch : branch * r;
+}
+
+torch::Tensor DenseTransformer::readout(const torch::Tensor& x) const {
+  torch::Tensor logits = readout_.forward(final_normed(x));
+  if (config_.scales.logits != 1.0) logits = logits * config_.scales.logits;
+  if (probe_) probe_->record("logits", logits);
+  return logits;
+}
+
+torch::Tensor DenseTransformer::embed(const torch::Tensor& tokens) const {
+  torch::Tensor x = embedding_.forward(tokens.reshape({-1}));
+  if (probe_) probe_->record("embedding", x);
+  return x;
 }
 
 torch::Tensor DenseTransformer::final_normed(const torch::Tensor& x) const {
@@ -138,13 +169,12 @@ ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& t
                                             const torch::Tensor& activation) {
   const int64_t batch = tokens.size(0), seq = tokens.size(1);
   // [tokens (this rank's with sequence parallelism), d_model]
-  torch::Tensor x =
-      chunk == 0 && stage_.first ? embedding_.forward(tokens.reshape({-1})) : activation;
+  torch::Tensor x = chunk == 0 && stage_.first ? embed(tokens) : activation;
   const auto [begin, end] = stage_.chunks.at(chunk);
   for (int64_t l = begin; l < end; ++l)
     x = block(static_cast<size_t>(l), x, batch, seq);
   if (chunk + 1 < stage_.chunks.size() || !stage_.last) return {x, {}};
-  const torch::Tensor flat = readout_.forward(final_normed(x));  // [tokens, vocab block]
+  const torch::Tensor flat = readout(x);  // [tokens, vocab block]
   auto ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}), tp_, vocab_size_);
   ModelOutput out{ce.loss, ce.z_loss, ce.loss};
   if (config_.z_loss > 0) out.objective = ce.loss + config_.z_loss * ce.z_loss;
@@ -158,11 +188,11 @@ std::vector<int64_t> DenseTransformer::activation_shape(int64_t batch, int64_t s
 torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {
   require_whole("logits");
   const int64_t batch = tokens.size(0), seq = tokens.size(1);
-  torch::Tensor x = embedding_.forward(tokens.reshape({-1}));
+  torch::Tensor x = embed(tokens);
   for (size_t l = 0; l < blocks_.size(); ++l)
     x = block(l, x, batch, seq);
   // [batch, seq, vocab]: this rank's block of the (padded) vocabulary at tp > 1.
-  return readout_.forward(final_normed(x)).view({batch, seq, -1});
+  return readout(x).view({batch, seq, -1});
 }
 
 ModelOutput DenseTransformer::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {

@@ -44,6 +44,11 @@ class DenseTransformer final : public Model {
   // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
   torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;
   torch::Tensor final_normed(const torch::Tensor& x) const;
+  // The token embedding, a residual branch's output times its multiplier, and the logits of the
+  // final hidden states (times the output multiplier); each reports to the probe when one is set.
+  torch::Tensor embed(const torch::Tensor& tokens) const;
+  torch::Tensor residual_branch(const torch::Tensor& branch) const;
+  torch::Tensor readout(const torch::Tensor& x) const;
   void require_whole(const char* what) const;
 
   ModelConfig config_;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -49,9 +50,35 @@ struct ChunkOutput {
   ModelOutput loss;
 };
 
+// Coordinate statistics for `ladder coordcheck` (Yang et al. 2021, "Tensor Programs V", section
+// "coordinate check"): the mean absolute value of each layer type's output ("embedding",
+// "attention", "mlp", "residual", "logits"), averaged over the layers of that type. A model with a
+// probe set reports to it on every forward; without one it costs nothing.
+class CoordinateProbe {
+ public:
+  void record(const std::string& layer_type, const torch::Tensor& output) {
+    auto& [sum, count] = sums_[layer_type];
+    sum += output.detach().abs().mean().item<double>();
+    ++count;
+  }
+  // Layer type -> the mean over its recorded outputs.
+  std::map<std::string, double> means() const {
+    std::map<std::string, double> out;
+    for (const auto& [type, sum_count] : sums_)
+      out[type] = sum_count.first / static_cast<double>(sum_count.second);
+    return out;
+  }
+  void clear() { sums_.clear(); }
+
+ private:
+  std::map<std::string, std::pair<double, int64_t>> sums_;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
+  // Reports layer outputs to `probe` from now on (nullptr: stop).
+  void set_probe(CoordinateProbe* probe) { probe_ = probe; }
   // Logits [batch, seq, vocab] for tokens [batch, seq] (a model built whole).
   virtual torch::Tensor logits(const torch::Tensor& tokens) = 0;
   // Loss of predicting targets [batch, seq] from tokens [batch, seq] (a model built whole).
@@ -66,6 +93,9 @@ class Model {
   virtual std::vector<int64_t> activation_shape(int64_t batch, int64_t seq) const = 0;
   virtual SizeAccounting accounting(int64_t seq_len) const = 0;
   virtual ParamStore& params() = 0;
+
+ protected:
+  CoordinateProbe* probe_ = nullptr;
 };
 
 // What a pipeline split balances: the cost of each layer, of the embedding (on the first stage) and

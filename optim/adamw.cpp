@@ -46,7 +46,7 @@ void AdamW::step(double lr) {
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(t_)));
   auto& params = store_.all();
   std::vector<torch::Tensor> p, g, m, v, decayed;
-  std::vector<c10::Scalar> step_sizes, decay_factors;
+  std::vector<c10::Scalar> step_sizes, decay_factors, eps;
   for (size_t k = 0; k < segments_.size(); ++k) {
     const ParamSegment& s = segments_[k];
     const torch::Tensor& value = params[s.param].value;
@@ -57,6 +57,7 @@ void AdamW::step(double lr) {
     m.push_back(m_[k]);
     v.push_back(v_[k]);
     step_sizes.emplace_back(-step_lr / bias1);
+    eps.emplace_back(settings_[s.param].eps);
     if (settings_[s.param].weight_decay > 0) {
       decayed.push_back(p.back());
       decay_factors.emplace_back(1.0 - step_lr * settings_[s.param].weight_decay);
@@ -71,7 +72,7 @@ void AdamW::step(double lr) {
   // denominator = sqrt(v) / sqrt(1 - b2^t) + eps, then p -= lr / (1 - b1^t) * m / denominator
   std::vector<torch::Tensor> denom = at::_foreach_sqrt(v);
   at::_foreach_div_(denom, bias2_sqrt);
-  at::_foreach_add_(denom, config_.eps);
+  at::_foreach_add_(denom, eps);
   at::_foreach_addcdiv_(p, m, denom, step_sizes);
 }
 

@@ -1,5 +1,5 @@
 // AdamW (Loshchilov and Hutter 2019) with decoupled weight decay and per-parameter learning-rate
-// multipliers and decay:
+// multipliers, decay and eps (optim/parametrization.h):
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
 //   p = p - lr * wd * p - lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1^t), v_hat = v /
 //   (1 - b2^t)
@@ -40,6 +40,7 @@ class AdamW {
   // schedule's value).
   void step(double lr);
   int64_t steps_taken() const { return t_; }
+  const std::vector<ParamSettings>& settings() const { return settings_; }
   void set_steps_taken(int64_t t) { t_ = t; }
 
   // State for checkpoints: the moments of segment k, flat, of its length.

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "models/config.h"
+
 namespace ladder::optim {
 
 struct OptimConfig {
@@ -20,9 +22,26 @@ struct ScheduleConfig {
   std::string decay_shape;
 };
 
+// The parametrization: how initial values, learning rates, AdamW eps and weight decay follow width
+// and depth (optim/parametrization.h has the rules; docs/parametrization.md the formulas). The
+// defaults here are the identity (SP at the base shape), for code that builds models without a
+// recipe; a recipe's defaults are in trainer/recipe.cpp.
 struct MupConfig {
-  std::string parametrization;
-  int64_t base_width = 0;
+  std::string parametrization = "sp";  // sp | mup
+  int64_t base_width = 256;            // m = d_model / base_width
+  int64_t base_depth = 0;              // m_L = n_layers / base_depth; 0: no depth scaling
+  double depth_alpha = 0;              // residual branches x m_L^-alpha (0, 0.5 or 1)
+  double output_multiplier = 1;        // alpha_out: logits x alpha_out (SP) or alpha_out / m (muP)
+  double attention_multiplier = 1;     // scores x this / sqrt(d_head) (SP) or / d_head (muP)
+  bool readout_zero_init = false;      // muP: start the readout at zero
+  std::string wd_rule = "constant";    // hidden matrices: constant | width_power | timescale
+  double wd_width_exponent = 1;        // width_power: lambda x m^e
+  double wd_timescale = 0;             // timescale: tau = B / (eta lambda D), fraction of training
 };
+
+// The factors of the parametrization that act inside the model's forward pass (attention scale,
+// residual branch and output multipliers). Declared here, free of LibTorch, for the recipe loader;
+// defined with the other rules in optim/parametrization.cpp.
+models::ScaleFactors scale_factors(const MupConfig& mup, const models::ModelConfig& model);
 
 }  // namespace ladder::optim

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/hdf5.h"
@@ -150,6 +151,7 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     h5::set_attr(f, "/", "embedding_params", meta.accounting.embedding_params);
     h5::set_attr(f, "/", "active_params", meta.accounting.active_params);
     h5::set_attr(f, "/", "flops_per_token", meta.accounting.flops_per_token);
+    h5::set_attr(f, "/", "rules", meta.rules);
     f.close();
   } catch (...) {
     if (leader) std::remove(tmp.c_str());
@@ -210,8 +212,45 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
   meta.intermediate = h5::get_int_attr(f, "/", "intermediate") != 0;
   meta.recipe_toml = h5::get_string_attr(f, "/", "recipe");
   meta.arch = h5::get_string_attr(f, "/", "arch");
+  if (h5::has_attr(f, "/", "rules")) meta.rules = h5::get_string_attr(f, "/", "rules");
   f.close();
   return meta;
+}
+
+void check_same_rules(const std::string& path, const std::string& stored,
+                      const std::string& current) {
+  if (stored.empty() || stored == current) return;
+  std::istringstream a(stored), b(current);
+  std::string header, line_a, line_b;
+  std::getline(a, header), std::getline(b, header);
+  while (true) {
+    const bool more_a = static_cast<bool>(std::getline(a, line_a));
+    const bool more_b = static_cast<bool>(std::getline(b, line_b));
+    if (!more_a && !more_b) break;
+    if (line_a == line_b) continue;
+    // name role shape base_shape init_std lr_multiplier weight_decay eps
+    std::istringstream columns(header);
+    std::vector<std::string> names, va, vb;
+    for (std::string c; std::getline(columns, c, '\t');)
+      names.push_back(c);
+    std::istringstream sa(line_a), sb(line_b);
+    for (std::string c; std::getline(sa, c, '\t');)
+      va.push_back(c);
+    for (std::string c; std::getline(sb, c, '\t');)
+      vb.push_back(c);
+    std::string what =
+        va.empty() ? "the recipe builds " + (vb.empty() ? "" : vb[0]) : "parameter " + va[0];
+    for (size_t i = 1; i < names.size() && i < va.size() && i < vb.size(); ++i)
+      if (va[i] != vb[i]) {
+        what = "parameter " + va[0] + " was trained with " + names[i] + " " + va[i] +
+               " but the recipe gives " + vb[i];
+        break;
+      }
+    throw Error(path, what +
+                          ": resuming keeps the parametrization's rules ([mup], optim.lr, "
+                          "optim.weight_decay, optim.eps); resume with the recipe the run was "
+                          "trained with");
+  }
 }
 
 std::vector<int64_t> checkpoint_steps(const std::string& run_dir) {

@@ -8,7 +8,8 @@
 //   /rng/torch_cpu            LibTorch's default CPU generator state
 //   attributes on /           format, version, step, tokens, optimizer_steps, lr, seed,
 //                             intermediate, recipe (the resolved TOML), arch, N, total, embedding
-//                             and active params, FLOPs/token
+//                             and active params, FLOPs/token, rules (per parameter: role, shape,
+//                             base shape, init std, lr multiplier, weight decay, eps)
 //
 // Written to "<name>.tmp" and renamed, so a crash mid-write never damages an existing checkpoint
 // and a file with the final name is complete. Readable with h5py.
@@ -40,9 +41,18 @@ struct CheckpointMeta {
   std::string arch;
   std::string precision;  // the resolved train.precision the state was trained in
   models::SizeAccounting accounting;
+  // The parametrization's rules in force, one line per parameter (optim::rules_table); empty in a
+  // checkpoint written before they were saved.
+  std::string rules;
 };
 
 std::string checkpoint_path(const std::string& run_dir, int64_t step);
+
+// Resuming keeps the rules a run was trained under: throws ladder::Error naming the first parameter
+// whose rules differ between the checkpoint at `path` and the recipe (nothing to compare when the
+// checkpoint has none).
+void check_same_rules(const std::string& path, const std::string& stored,
+                      const std::string& current);
 
 // Who shares a checkpoint file and which pieces this rank writes. Pieces are of this rank's tensors
 // (its tensor-parallel blocks of its pipeline stage's layers); the file holds the logical tensors

@@ -350,6 +350,32 @@ const std::vector<KeySpec>& schema() {
         key("mup.base_width", &R::mup, &MupConfig::base_width, 256,
             "the width hyperparameters were tuned at; muP multiplier m = d_model / base_width")
             .at_least(1));
+    k.push_back(key("mup.base_depth", &R::mup, &MupConfig::base_depth, 0,
+                    "the depth hyperparameters were tuned at; depth multiplier m_L = n_layers / "
+                    "base_depth; 0: no depth scaling")
+                    .at_least(0));
+    k.push_back(key("mup.depth_alpha", &R::mup, &MupConfig::depth_alpha, 0.0,
+                    "residual branches x m_L^-alpha (CompleteP, Dey et al. 2025): 0, 0.5 or 1")
+                    .at_least(0)
+                    .at_most(1));
+    k.push_back(key("mup.output_multiplier", &R::mup, &MupConfig::output_multiplier, 1.0,
+                    "alpha_out: logits x alpha_out (sp) or alpha_out / m (mup)")
+                    .above(0));
+    k.push_back(key("mup.attention_multiplier", &R::mup, &MupConfig::attention_multiplier, 1.0,
+                    "attention scores x this / sqrt(d_head) (sp) or this / d_head (mup)")
+                    .above(0));
+    k.push_back(key("mup.readout_zero_init", &R::mup, &MupConfig::readout_zero_init, false,
+                    "mup: the readout starts at zero"));
+    k.push_back(key("mup.wd_rule", &R::mup, &MupConfig::wd_rule, "constant",
+                    "weight decay of hidden matrices: constant (lambda), width_power (lambda x "
+                    "m^e), timescale (lambda = B / (eta tau D))")
+                    .one_of({"constant", "width_power", "timescale"}));
+    k.push_back(key("mup.wd_width_exponent", &R::mup, &MupConfig::wd_width_exponent, 1.0,
+                    "width_power: the exponent e of lambda x m^e"));
+    k.push_back(key("mup.wd_timescale", &R::mup, &MupConfig::wd_timescale, 0.0,
+                    "timescale: the AdamW timescale tau = B / (eta lambda D) as a fraction of the "
+                    "run (Power Lines, Bergsma et al. 2025)")
+                    .at_least(0));
     // [checkpoint]
     k.push_back(key("checkpoint.every_steps", &R::checkpoint, &CheckpointConfig::every_steps, 200,
                     "periodic checkpoints for resuming; 0: off")
@@ -629,6 +655,7 @@ class Resolver {
     schedule();
     checkpoint();
     eval();
+    mup();
   }
 
  private:
@@ -785,6 +812,28 @@ class Resolver {
                                             " " + c.intermediate_unit + ")");
       previous = point;
     }
+  }
+
+  void mup() {
+    const auto& m = r_.mup;
+    if (m.depth_alpha != 0 && m.depth_alpha != 0.5 && m.depth_alpha != 1)
+      fail("mup.depth_alpha",
+           "must be 0, 0.5 or 1 (the depth parametrizations of CompleteP); got " +
+               shortest_float(m.depth_alpha));
+    if (m.depth_alpha > 0 && m.base_depth == 0)
+      fail("mup.depth_alpha", "needs mup.base_depth (the depth the hyperparameters were tuned at)");
+    if (m.parametrization == "mup" && r_.model.tie_embeddings)
+      fail("model.tie_embeddings",
+           "muP needs an untied readout (the embedding keeps its scale with width, the readout's "
+           "output shrinks as 1/m); set model.tie_embeddings = false");
+    if (m.wd_rule == "timescale" && m.wd_timescale <= 0)
+      fail("mup.wd_rule",
+           "\"timescale\" needs mup.wd_timescale > 0 (the AdamW timescale as a "
+           "fraction of the run)");
+    if (m.wd_rule != "timescale" && m.wd_timescale > 0)
+      fail("mup.wd_timescale",
+           "is read only with mup.wd_rule = \"timescale\"; got wd_rule " + in_quotes(m.wd_rule));
+    r_.model.scales = optim::scale_factors(m, r_.model);
   }
 
   void eval() {

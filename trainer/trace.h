@@ -7,7 +7,9 @@
 //   /checkpoints/{step, tokens, intermediate}                             one row per save
 //   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
 //     flops_per_token, width, depth, n_heads, streams, experts, seq_len, global_batch,
-//     batch_tokens, lr, weight_decay, seed, parametrization, total_steps, dp, zero, recipe
+//     batch_tokens, lr, weight_decay, seed, parametrization, base_width, base_depth,
+//     width_multiplier, depth_multiplier, depth_alpha, output_multiplier, attention_multiplier,
+//     wd_rule, rules (optim::rules_table), total_steps, dp, zero, recipe
 //
 // step_s, compute_s and comm_s are seconds per step on rank 0, averaged over the steps since the
 // previous row: comm_s is the time spent inside communication calls (what the backward pass did not

@@ -166,7 +166,6 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   std::optional<std::string> resume_from;
   const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
   const int refused = parallel::check_on_every_rank(world, [&] {
-    optim::check_parametrization(r.mup);
     check_layout_is_built(r.parallel);
     train_data = std::make_shared<data::TokenDataset>(r.data.path, "train");
     if (r.eval.every_steps > 0) {
@@ -215,7 +214,16 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const parallel::Pipeline pipeline(mesh.pp(), parallel::schedule_kind(r.parallel.schedule),
                                     static_cast<int>(r.parallel.virtual_stages));
   models::ParamStore& params = model->params();
-  optim::initialize(params, r.mup, static_cast<uint64_t>(r.run.seed));  // identical on every rank
+  // The parametrization's rules for every parameter (contract 1), the same on every rank.
+  const optim::RuleInputs rule_inputs =
+      optim::rule_inputs(r.mup, r.optim, r.model, r.train.global_batch * r.data.seq_len,
+                         r.train.steps * r.train.global_batch * r.data.seq_len);
+  const std::vector<optim::ParamSettings> settings =
+      optim::param_settings(params.all(), rule_inputs);
+  const std::string rules =
+      optim::rules_table(params.catalog(), optim::param_settings(params.catalog(), rule_inputs),
+                         rule_inputs.width_multiplier);
+  optim::initialize(params, settings, static_cast<uint64_t>(r.run.seed));
   std::vector<torch::Tensor> values;
   std::vector<size_t> tied;  // a tied embedding held by both ends of the pipeline
   for (auto& p : params.all()) {
@@ -233,8 +241,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       values, mesh.dp(),
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
-  optim::AdamW optimizer(params, r.optim, optim::param_settings(params, r.optim, r.mup),
-                         segments_of(dp.owned()));
+  optim::AdamW optimizer(params, r.optim, settings, segments_of(dp.owned()));
   const CheckpointLayout checkpoint_layout{&world_comm, segments_of(dp.shard()), mesh.coord().tp};
   // The gradient norm's two parts: tensor-parallel blocks (disjoint across tp ranks, summed over
   // them) and replicated tensors (the same on every tp rank, counted once); each pipeline stage
@@ -286,6 +293,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   int64_t start_step = 0;
   if (resume_from) {
     const CheckpointMeta meta = read_checkpoint(*resume_from, params, optimizer, checkpoint_layout);
+    check_same_rules(*resume_from, meta.rules, rules);
     start_step = meta.step;
     spdlog::info("resumed from {} at step {} ({} tokens)", *resume_from, meta.step, meta.tokens);
   } else if (options.resume == "auto") {
@@ -320,6 +328,15 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                       {"weight_decay", r.optim.weight_decay},
                       {"seed", r.run.seed},
                       {"parametrization", r.mup.parametrization},
+                      {"base_width", r.mup.base_width},
+                      {"base_depth", r.mup.base_depth},
+                      {"width_multiplier", rule_inputs.width_multiplier},
+                      {"depth_multiplier", rule_inputs.depth_multiplier},
+                      {"depth_alpha", r.mup.depth_alpha},
+                      {"output_multiplier", r.mup.output_multiplier},
+                      {"attention_multiplier", r.mup.attention_multiplier},
+                      {"wd_rule", r.mup.wd_rule},
+                      {"rules", rules},
                       {"precision", r.train.precision},
                       {"device", r.train.device},
                       {"threads", r.train.threads},
@@ -492,7 +509,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       write_checkpoint(
           path, params, optimizer,
           CheckpointMeta{done, tokens, lr, static_cast<uint64_t>(r.run.seed), intermediate,
-                         recipe_text, r.model.arch, r.train.precision, acc},
+                         recipe_text, r.model.arch, r.train.precision, acc, rules},
           checkpoint_layout);
       if (trace) {
         trace->append_checkpoint(done, tokens, intermediate);

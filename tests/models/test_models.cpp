@@ -116,6 +116,17 @@ TEST(Blocks, AttentionIsCausalAndMatchesReference) {
   EXPECT_TRUE(torch::allclose(causal_attention(q, k, v2).slice(2, 0, 4), out.slice(2, 0, 4)));
 }
 
+TEST(Blocks, AttentionScaleMultipliesTheScores) {
+  torch::manual_seed(4);
+  const torch::Tensor q = torch::randn({1, 2, 6, 8}), k = torch::randn({1, 2, 6, 8}),
+                      v = torch::randn({1, 2, 6, 8});
+  // 0 is the kernel's 1/sqrt(head_dim); muP's 1/head_dim equals the default on q / sqrt(8).
+  EXPECT_TRUE(torch::allclose(causal_attention(q, k, v, 1.0 / std::sqrt(8.0)),
+                              causal_attention(q, k, v), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(causal_attention(q, k, v, 1.0 / 8),
+                              causal_attention(q / std::sqrt(8.0), k, v), 1e-6, 1e-6));
+}
+
 TEST(Blocks, GroupedQueryAttentionEqualsRepeatedHeads) {
   torch::manual_seed(3);
   const torch::Tensor q = torch::randn({1, 4, 5, 8}), k = torch::randn({1, 2, 5, 8}),
@@ -148,7 +159,7 @@ void to_double(ParamStore& store) {
 TEST(Dense, BlockGradientsIncludingEveryParameter) {
   for (bool qk_norm : {false, true}) {
     DenseTransformer model(small_config(qk_norm, false), 11, 8);
-    optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+    optim::initialize(model.params(), optim::param_settings(model.params().all(), {}), 0);
     to_double(model.params());
     const torch::Tensor x = leaf(torch::randn({2, 5, 16}));
     std::vector<torch::Tensor> leaves = {x};
@@ -162,7 +173,7 @@ TEST(Dense, BlockGradientsIncludingEveryParameter) {
 TEST(Dense, LossGradientsThroughTheWholeModel) {
   for (bool tied : {false, true}) {
     DenseTransformer model(small_config(true, tied), 11, 8);
-    optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+    optim::initialize(model.params(), optim::param_settings(model.params().all(), {}), 0);
     to_double(model.params());
     const torch::Tensor tokens = torch::randint(0, 11, {2, 6});
     const torch::Tensor targets = torch::randint(0, 11, {2, 6});
@@ -196,7 +207,7 @@ std::pair<torch::Tensor, double> loss_and_gradients(DenseTransformer& model, con
 
 TEST(Precision, Bf16AutocastComputesInBf16AndKeepsFp32GradientsAndLoss) {
   DenseTransformer model(small_config(true, false), 11, 8);
-  optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+  optim::initialize(model.params(), optim::param_settings(model.params().all(), {}), 0);
   const torch::Tensor x = torch::randint(0, 11, {2, 8}), y = torch::randint(0, 11, {2, 8});
   {
     const Autocast autocast(torch::kCPU, true);
@@ -218,7 +229,7 @@ TEST(Precision, CastsMadeWithoutGradientsDoNotLeakIntoTraining) {
   // An evaluation (no gradients) under autocast, then a training forward: the training forward must
   // not reuse the evaluation's bf16 weight copies, which have no path back to the fp32 weights.
   DenseTransformer model(small_config(false, false), 11, 8);
-  optim::initialize(model.params(), optim::MupConfig{"sp", 16}, 0);
+  optim::initialize(model.params(), optim::param_settings(model.params().all(), {}), 0);
   const torch::Tensor x = torch::randint(0, 11, {2, 8}), y = torch::randint(0, 11, {2, 8});
   {
     torch::NoGradGuard no_grad;
@@ -231,6 +242,73 @@ TEST(Precision, CastsMadeWithoutGradientsDoNotLeakIntoTraining) {
   EXPECT_GT(first.abs().sum().item<double>(), 0.0);
   EXPECT_TRUE(torch::equal(first, second)) << "cached casts give the same gradients again";
   EXPECT_EQ(loss1, loss2);
+}
+
+// Two models with the same weights, the second built with `scales`.
+std::pair<std::unique_ptr<DenseTransformer>, std::unique_ptr<DenseTransformer>> scaled_pair(
+    ScaleFactors scales, int64_t layers = 2) {
+  ModelConfig c = small_config(false, false);
+  c.n_layers = layers;
+  auto plain = std::make_unique<DenseTransformer>(c, 11, 8);
+  c.scales = scales;
+  auto scaled = std::make_unique<DenseTransformer>(c, 11, 8);
+  optim::initialize(plain->params(), optim::param_settings(plain->params().all(), {}), 3);
+  optim::initialize(scaled->params(), optim::param_settings(scaled->params().all(), {}), 3);
+  return {std::move(plain), std::move(scaled)};
+}
+
+TEST(Dense, OutputMultiplierScalesTheLogits) {
+  ScaleFactors scales;
+  scales.logits = 0.25;
+  auto [plain, scaled] = scaled_pair(scales);
+  const torch::Tensor tokens = torch::randint(0, 11, {2, 6});
+  EXPECT_TRUE(torch::allclose(scaled->logits(tokens), 0.25 * plain->logits(tokens), 1e-6, 1e-7));
+}
+
+TEST(Dense, AttentionScaleReachesTheAttention) {
+  ScaleFactors scales;
+  scales.attention_scale = 1.0 / 4;  // head_dim 4: the default 1/2, here 1/4
+  auto [plain, scaled] = scaled_pair(scales);
+  const torch::Tensor tokens = torch::randint(0, 11, {2, 6});
+  EXPECT_FALSE(torch::allclose(scaled->logits(tokens), plain->logits(tokens), 1e-4, 1e-5));
+  scales.attention_scale = 1.0 / 2;  // the default, explicitly
+  auto [plain2, same] = scaled_pair(scales);
+  EXPECT_TRUE(torch::allclose(same->logits(tokens), plain2->logits(tokens), 1e-5, 1e-6));
+}
+
+TEST(Dense, ResidualBranchMultiplierAndProbe) {
+  // One layer: the attention branch reads only the block's input, so the probe's mean |attention|
+  // scales exactly by the branch multiplier; the embedding is untouched.
+  ScaleFactors scales;
+  scales.residual_branch = 0.5;
+  auto [plain, scaled] = scaled_pair(scales, /*layers=*/1);
+  const torch::Tensor tokens = torch::randint(0, 11, {2, 6});
+  CoordinateProbe a, b;
+  plain->set_probe(&a);
+  scaled->set_probe(&b);
+  plain->logits(tokens);
+  scaled->logits(tokens);
+  const auto ma = a.means(), mb = b.means();
+  for (const char* type : {"embedding", "attention", "mlp", "residual", "logits"}) {
+    ASSERT_TRUE(ma.count(type)) << type;
+    EXPECT_GT(ma.at(type), 0) << type;
+  }
+  EXPECT_NEAR(mb.at("attention"), 0.5 * ma.at("attention"), 1e-6);
+  EXPECT_DOUBLE_EQ(mb.at("embedding"), ma.at("embedding"));
+  // The probe's value is the mean absolute value of the output.
+  CoordinateProbe c;
+  c.record("x", torch::tensor({1.0, -3.0}));
+  c.record("x", torch::tensor({2.0}));
+  EXPECT_DOUBLE_EQ(c.means().at("x"), (2.0 + 2.0) / 2);
+  // Residual outputs start at std / sqrt(2 x residual_init_depth) rather than n_layers.
+  ModelConfig deep = small_config(false, false);
+  deep.n_layers = 8;
+  deep.scales.residual_init_depth = 2;
+  DenseTransformer m(deep, 11, 8);
+  const auto settings = optim::param_settings(m.params().all(), {});
+  for (size_t i = 0; i < settings.size(); ++i)
+    if (m.params().all()[i].name == "layers.5.attn.wo")
+      EXPECT_DOUBLE_EQ(settings[i].init_std, 1 / std::sqrt(16.0) / std::sqrt(4.0));
 }
 
 TEST(Dense, AccountingMatchesTheFormula) {
@@ -252,13 +330,13 @@ TEST(Dense, AccountingMatchesTheFormula) {
 
 TEST(Dense, InitialisationIsKeyedByNameAndSeed) {
   DenseTransformer a(small_config(false, false), 11, 8), b(small_config(true, false), 11, 8);
-  optim::initialize(a.params(), optim::MupConfig{"sp", 16}, 5);
-  optim::initialize(b.params(), optim::MupConfig{"sp", 16}, 5);
+  optim::initialize(a.params(), optim::param_settings(a.params().all(), {}), 5);
+  optim::initialize(b.params(), optim::param_settings(b.params().all(), {}), 5);
   // b has extra (QK-norm) parameters, yet every shared name starts identical.
   for (const auto& p : a.params().all())
     EXPECT_TRUE(torch::equal(p.value, b.params().get(p.name).value)) << p.name;
   DenseTransformer c(small_config(false, false), 11, 8);
-  optim::initialize(c.params(), optim::MupConfig{"sp", 16}, 6);
+  optim::initialize(c.params(), optim::param_settings(c.params().all(), {}), 6);
   EXPECT_FALSE(torch::equal(a.params().get("layers.0.attn.wq").value,
                             c.params().get("layers.0.attn.wq").value));
   // Fan-in scaling: hidden std ~ 1/sqrt(16); residual projections smaller by 1/sqrt(2L).
@@ -275,7 +353,7 @@ TEST(Params, ShardedParametersStartAsBlocksOfTheSingleProcessWeights) {
     store.add("layers.0.attn.wo", Role::Hidden, InitKind::Normal, {6, 8}, {0, 1}, 8, 0.5,
               Shard{shard.dim < 0 ? -1 : 1, shard.rank, shard.size});
     store.add("final_norm", Role::Vector, InitKind::Ones, {6}, {0}, 1);
-    optim::initialize(store, optim::MupConfig{"sp", 6}, 11);
+    optim::initialize(store, optim::param_settings(store.all(), {}), 11);
     return store;
   };
   const ParamStore whole = build({});

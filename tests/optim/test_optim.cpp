@@ -19,9 +19,9 @@ TEST(AdamW, MatchesLibTorchAdamW) {
   models::ParamStore store;
   store.add("w", Role::Hidden, InitKind::Normal, {4, 3}, {0, 1}, 3);
   store.add("b", Role::Vector, InitKind::Ones, {4}, {0}, 1);
-  initialize(store, MupConfig{"sp", 4}, 1);
+  initialize(store, param_settings(store.all(), {}), 1);
   OptimConfig config{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
-  AdamW mine(store, config, param_settings(store, config, MupConfig{"sp", 4}));
+  AdamW mine(store, config, param_settings(store.all(), RuleInputs{.optim = config}));
 
   torch::Tensor w = store.get("w").value.detach().clone().requires_grad_(true);
   torch::Tensor b = store.get("b").value.detach().clone().requires_grad_(true);
@@ -52,19 +52,187 @@ TEST(AdamW, MatchesLibTorchAdamW) {
   EXPECT_EQ(mine.steps_taken(), 5);
 }
 
-TEST(Parametrization, WeightDecayOnMatricesOnly) {
+// A model's parameters at width d (base width 64): one of each role, as the dense model registers
+// them (fan-in d for the hidden and readout matrices).
+models::ParamStore store_at_width(int64_t d) {
   models::ParamStore store;
-  store.add("e", Role::Embedding, InitKind::Normal, {5, 4}, {1}, 1);
-  store.add("h", Role::Hidden, InitKind::Normal, {4, 4}, {0, 1}, 4);
-  store.add("r", Role::Readout, InitKind::Normal, {5, 4}, {1}, 4);
-  store.add("g", Role::Vector, InitKind::Ones, {4}, {0}, 1);
-  OptimConfig config{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
-  const auto s = param_settings(store, config, MupConfig{"sp", 4});
-  EXPECT_DOUBLE_EQ(s[0].weight_decay, 0.1);
-  EXPECT_DOUBLE_EQ(s[1].weight_decay, 0.1);
-  EXPECT_DOUBLE_EQ(s[2].weight_decay, 0.1);
-  EXPECT_DOUBLE_EQ(s[3].weight_decay, 0.0);
-  EXPECT_THROW(param_settings(store, config, MupConfig{"mup", 4}), std::exception);
+  store.add("e", Role::Embedding, InitKind::Normal, {50, d}, {1}, 1);
+  store.add("h", Role::Hidden, InitKind::Normal, {2 * d, d}, {0, 1}, d);
+  store.add("o", Role::Hidden, InitKind::Normal, {d, 2 * d}, {0, 1}, 2 * d, 0.5);
+  store.add("r", Role::Readout, InitKind::Normal, {50, d}, {1}, d);
+  store.add("g", Role::Vector, InitKind::Ones, {d}, {0}, 1);
+  return store;
+}
+
+RuleInputs inputs_at(const std::string& parametrization, int64_t d, int64_t layers = 4) {
+  models::ModelConfig model;
+  model.d_model = d;
+  model.n_layers = layers;
+  model.n_heads = 4;
+  MupConfig mup;
+  mup.parametrization = parametrization;
+  mup.base_width = 64;
+  return rule_inputs(mup, OptimConfig{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0}, model, 1000, 1000000);
+}
+
+TEST(Parametrization, StandardRulesAtTwoWidths) {
+  for (int64_t d : {64, 256}) {
+    const auto s = param_settings(store_at_width(d).all(), inputs_at("sp", d));
+    const double fan_in_std = 1 / std::sqrt(double(d));
+    EXPECT_DOUBLE_EQ(s[0].init_std, 1.0);
+    EXPECT_DOUBLE_EQ(s[1].init_std, fan_in_std);
+    EXPECT_DOUBLE_EQ(s[2].init_std, 0.5 / std::sqrt(2.0 * d));
+    EXPECT_DOUBLE_EQ(s[3].init_std, fan_in_std);
+    for (const auto& p : s) {
+      EXPECT_DOUBLE_EQ(p.lr_multiplier, 1.0);
+      EXPECT_DOUBLE_EQ(p.eps, 1e-8);
+    }
+    EXPECT_DOUBLE_EQ(s[0].weight_decay, 0.1);
+    EXPECT_DOUBLE_EQ(s[1].weight_decay, 0.1);
+    EXPECT_DOUBLE_EQ(s[3].weight_decay, 0.1);
+    EXPECT_DOUBLE_EQ(s[4].weight_decay, 0.0);  // vectors never decay
+  }
+}
+
+TEST(Parametrization, MupRulesAtTwoWidthsMatchTheTable) {
+  // At the base width 64 (m = 1) and at 256 (m = 4): sigma is the std at the base width.
+  for (int64_t d : {64, 256}) {
+    const double m = d / 64.0;
+    const auto s = param_settings(store_at_width(d).all(), inputs_at("mup", d));
+    const double sigma_hidden = 1 / std::sqrt(64.0), sigma_readout = 1 / std::sqrt(64.0);
+    // embedding: std sigma, lr eta, wd lambda
+    EXPECT_DOUBLE_EQ(s[0].init_std, 1.0);
+    EXPECT_DOUBLE_EQ(s[0].lr_multiplier, 1.0);
+    EXPECT_DOUBLE_EQ(s[0].weight_decay, 0.1);
+    EXPECT_DOUBLE_EQ(s[0].eps, 1e-8);
+    // hidden: std sigma / sqrt(m), lr eta / m, eps / m, wd lambda (the constant rule)
+    EXPECT_NEAR(s[1].init_std, sigma_hidden / std::sqrt(m), 1e-15);
+    EXPECT_NEAR(s[2].init_std, 0.5 / std::sqrt(128.0) / std::sqrt(m), 1e-15);
+    for (int i : {1, 2}) {
+      EXPECT_DOUBLE_EQ(s[i].lr_multiplier, 1 / m);
+      EXPECT_DOUBLE_EQ(s[i].eps, 1e-8 / m);
+      EXPECT_DOUBLE_EQ(s[i].weight_decay, 0.1);
+    }
+    // readout: std sigma (constant), lr eta, wd lambda
+    EXPECT_NEAR(s[3].init_std, sigma_readout, 1e-15);
+    EXPECT_DOUBLE_EQ(s[3].lr_multiplier, 1.0);
+    EXPECT_DOUBLE_EQ(s[3].weight_decay, 0.1);
+    // vector: lr eta, wd 0
+    EXPECT_DOUBLE_EQ(s[4].lr_multiplier, 1.0);
+    EXPECT_DOUBLE_EQ(s[4].weight_decay, 0.0);
+  }
+  RuleInputs zero = inputs_at("mup", 256);
+  zero.mup.readout_zero_init = true;
+  EXPECT_EQ(param_settings(store_at_width(256).all(), zero)[3].init_std, 0.0);
+}
+
+TEST(Parametrization, MupAtTheBaseWidthIsTheStandardParametrization) {
+  const auto sp = param_settings(store_at_width(64).all(), inputs_at("sp", 64));
+  const auto mu = param_settings(store_at_width(64).all(), inputs_at("mup", 64));
+  for (size_t i = 0; i < sp.size(); ++i) {
+    EXPECT_DOUBLE_EQ(sp[i].init_std, mu[i].init_std) << i;
+    EXPECT_DOUBLE_EQ(sp[i].lr_multiplier, mu[i].lr_multiplier) << i;
+    EXPECT_DOUBLE_EQ(sp[i].weight_decay, mu[i].weight_decay) << i;
+    EXPECT_DOUBLE_EQ(sp[i].eps, mu[i].eps) << i;
+  }
+}
+
+TEST(Parametrization, WidthAwareWeightDecayRules) {
+  const auto store = store_at_width(256);  // m = 4
+  RuleInputs in = inputs_at("mup", 256);
+  in.mup.wd_rule = "width_power";
+  in.mup.wd_width_exponent = 1;
+  auto s = param_settings(store.all(), in);
+  EXPECT_DOUBLE_EQ(s[1].weight_decay, 0.4);
+  // e = 1 keeps eta x lambda of the hidden matrices at its base-width value (MuAdamW).
+  EXPECT_DOUBLE_EQ(s[1].lr_multiplier * s[1].weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(s[0].weight_decay, 0.1);  // only hidden matrices follow the rule
+  EXPECT_DOUBLE_EQ(s[4].weight_decay, 0.0);
+  in.mup.wd_width_exponent = 0.5;
+  EXPECT_DOUBLE_EQ(param_settings(store.all(), in)[1].weight_decay, 0.2);
+  // timescale: tau = B / (eta_p lambda D) holds for each hidden matrix at its own lr.
+  in.mup.wd_rule = "timescale";
+  in.mup.wd_timescale = 0.25;
+  s = param_settings(store.all(), in);
+  const double eta = 1e-2 * s[1].lr_multiplier;
+  EXPECT_NEAR(1000.0 / (eta * s[1].weight_decay * 1000000.0), 0.25, 1e-12);
+  EXPECT_DOUBLE_EQ(s[1].weight_decay, 1000.0 / (eta * 0.25 * 1e6));
+}
+
+TEST(Parametrization, DepthRulesOfCompleteP) {
+  const auto store = store_at_width(64);
+  models::ModelConfig c;
+  c.d_model = 64, c.n_layers = 16, c.n_heads = 4;
+  for (double alpha : {0.5, 1.0}) {
+    MupConfig mup;
+    mup.parametrization = "mup";
+    mup.base_width = 64;
+    mup.base_depth = 4;
+    mup.depth_alpha = alpha;
+    const RuleInputs in =
+        rule_inputs(mup, OptimConfig{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0}, c, 1, 1);
+    EXPECT_DOUBLE_EQ(in.depth_multiplier, 4.0);  // 16 / 4
+    const auto s = param_settings(store.all(), in);
+    // alpha = 0.5: lr and eps x m_L^-1/2; alpha = 1: lr unchanged, eps x m_L^-1.
+    EXPECT_DOUBLE_EQ(s[1].lr_multiplier, alpha == 0.5 ? 0.5 : 1.0);
+    EXPECT_DOUBLE_EQ(s[1].eps, alpha == 0.5 ? 0.5e-8 : 0.25e-8);
+    EXPECT_DOUBLE_EQ(s[0].lr_multiplier, 1.0);  // only hidden matrices
+    EXPECT_DOUBLE_EQ(s[0].eps, 1e-8);
+    const models::ScaleFactors f = scale_factors(mup, c);
+    EXPECT_DOUBLE_EQ(f.residual_branch, alpha == 0.5 ? 0.5 : 0.25);
+    EXPECT_EQ(f.residual_init_depth, 4);
+  }
+}
+
+TEST(Parametrization, ForwardFactors) {
+  models::ModelConfig c;
+  c.d_model = 256, c.n_layers = 4, c.n_heads = 4;  // head_dim 64
+  MupConfig mup;
+  mup.base_width = 64;
+  models::ScaleFactors sp = scale_factors(mup, c);
+  EXPECT_EQ(sp.attention_scale, 0.0);  // the kernel's own 1/sqrt(head_dim)
+  EXPECT_EQ(sp.logits, 1.0);
+  EXPECT_EQ(sp.residual_branch, 1.0);
+  mup.parametrization = "mup";
+  mup.output_multiplier = 2;
+  mup.attention_multiplier = 3;
+  const models::ScaleFactors mu = scale_factors(mup, c);
+  EXPECT_DOUBLE_EQ(mu.attention_scale, 3.0 / 64);
+  EXPECT_DOUBLE_EQ(mu.logits, 2.0 / 4);
+  mup.parametrization = "sp";
+  EXPECT_DOUBLE_EQ(scale_factors(mup, c).attention_scale, 3.0 / 8);
+  EXPECT_DOUBLE_EQ(scale_factors(mup, c).logits, 2.0);
+}
+
+TEST(Parametrization, RulesTableNamesBaseShapes) {
+  const auto store = store_at_width(256);
+  const auto in = inputs_at("mup", 256);
+  const std::string table = rules_table(store.all(), param_settings(store.all(), in), 4);
+  EXPECT_NE(table.find("h\thidden\t[512, 256]\t[128, 64]\t0.0625\t0.25\t0.1\t2.5e-09\n"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("e\tembedding\t[50, 256]\t[50, 64]\t1.0\t1.0\t0.1\t1e-08\n"),
+            std::string::npos)
+      << table;
+}
+
+TEST(AdamW, UsesEachParametersEps) {
+  // With zero gradients after one step the update is m / (sqrt(v) + eps): a per-parameter eps
+  // shows directly. One step of gradient g: m_hat = g, v_hat = g^2 -> update g / (|g| + eps).
+  models::ParamStore store;
+  store.add("a", Role::Hidden, InitKind::Zeros, {1}, {}, 1);
+  store.add("b", Role::Hidden, InitKind::Zeros, {1}, {}, 1);
+  OptimConfig config{1.0, 0.0, 0.9, 0.95, 1.0, 1.0, 0};
+  std::vector<ParamSettings> settings(2);
+  settings[0].eps = 1.0;
+  settings[1].eps = 3.0;
+  initialize(store, settings, 0);
+  AdamW adam(store, config, settings);
+  for (auto& p : store.all())
+    p.value.mutable_grad() = torch::ones({1});
+  adam.step(1.0);
+  EXPECT_NEAR(store.get("a").value.item<double>(), -1.0 / 2.0, 1e-6);
+  EXPECT_NEAR(store.get("b").value.item<double>(), -1.0 / 4.0, 1e-6);
 }
 
 TEST(Clipping, ScalesToTheMaximumNorm) {
@@ -97,10 +265,10 @@ TEST(AdamW, SegmentsUpdateExactlyLikeTheWholeParameter) {
   for (auto* store : {&whole_store, &cut_store}) {
     store->add("w", Role::Hidden, InitKind::Normal, {5, 3}, {0, 1}, 3);
     store->add("b", Role::Vector, InitKind::Ones, {4}, {0}, 1);
-    initialize(*store, MupConfig{"sp", 4}, 7);
+    initialize(*store, param_settings(store->all(), {}), 7);
   }
   OptimConfig config{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
-  const auto settings = param_settings(whole_store, config, MupConfig{"sp", 4});
+  const auto settings = param_settings(whole_store.all(), RuleInputs{.optim = config});
   AdamW whole(whole_store, config, settings);
   // Two pieces of w (one crossing a row), b whole; w's middle element left to another rank.
   AdamW cut(cut_store, config, settings, {{0, 0, 7}, {0, 8, 7}, {1, 0, 4}});

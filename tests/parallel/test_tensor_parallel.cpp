@@ -176,7 +176,7 @@ TEST(TensorParallelDense, LossAndGradientsEqualOneProcess) {
       const int64_t vocab = 11;  // padded to 12 at tp = 2 and 4
       auto build = [&](const TensorParallel& tp) {
         auto model = std::make_unique<models::DenseTransformer>(c, vocab, 8, tp);
-        optim::initialize(model->params(), optim::MupConfig{"sp", 32}, 5);
+        optim::initialize(model->params(), optim::param_settings(model->params().all(), {}), 5);
         for (auto& p : model->params().all()) {
           torch::NoGradGuard no_grad;
           p.value.set_data(p.value.to(torch::kFloat64));

@@ -382,6 +382,37 @@ const BadRecipe kBadRecipes[] = {
      "(parallel.microbatches = 1 < pp = 2): raise train.global_batch or lower train.micro_batch, "
      "or "
      "use schedule = \"gpipe\""},
+    {"mup_with_tied_embeddings",
+     with("[mup]\nparametrization = \"mup\"\n"),
+     {"model.tie_embeddings=true"},
+     1,
+     "ladder: error: --set model.tie_embeddings=true: model.tie_embeddings: muP needs an untied "
+     "readout (the embedding keeps its scale with width, the readout's output shrinks as 1/m); set "
+     "model.tie_embeddings = false"},
+    {"depth_alpha_not_of_completep",
+     with("[mup]\nbase_depth = 2\ndepth_alpha = 0.3\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:18: mup.depth_alpha: must be 0, 0.5 or 1 (the depth "
+     "parametrizations of CompleteP); got 0.3"},
+    {"depth_alpha_without_base_depth",
+     with("[mup]\ndepth_alpha = 1\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: mup.depth_alpha: needs mup.base_depth (the depth the "
+     "hyperparameters were tuned at)"},
+    {"timescale_without_tau",
+     with("[mup]\nwd_rule = \"timescale\"\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: mup.wd_rule: \"timescale\" needs mup.wd_timescale > 0 (the "
+     "AdamW timescale as a fraction of the run)"},
+    {"tau_without_timescale",
+     with("[mup]\nwd_timescale = 0.2\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: mup.wd_timescale: is read only with mup.wd_rule = "
+     "\"timescale\"; got wd_rule \"constant\""},
 };
 
 INSTANTIATE_TEST_SUITE_P(Table, MalformedRecipe, ::testing::ValuesIn(kBadRecipes),

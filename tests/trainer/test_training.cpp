@@ -255,12 +255,12 @@ TEST(Checkpoint, RoundTripsParametersMomentsAndMetadata) {
   c.arch = "dense", c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 2;
   c.ffn_hidden = 32, c.norm_eps = 1e-5, c.rope_theta = 1e4;
   optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
-  const optim::MupConfig mup{"sp", 16};
+  const optim::RuleInputs rules{.optim = oc};
   models::DenseTransformer a(c, 7, 8), b(c, 7, 8);
-  optim::initialize(a.params(), mup, 1);
-  optim::initialize(b.params(), mup, 2);
-  optim::AdamW oa(a.params(), oc, optim::param_settings(a.params(), oc, mup));
-  optim::AdamW ob(b.params(), oc, optim::param_settings(b.params(), oc, mup));
+  optim::initialize(a.params(), optim::param_settings(a.params().all(), rules), 1);
+  optim::initialize(b.params(), optim::param_settings(b.params().all(), rules), 2);
+  optim::AdamW oa(a.params(), oc, optim::param_settings(a.params().all(), rules));
+  optim::AdamW ob(b.params(), oc, optim::param_settings(b.params().all(), rules));
   a.loss(torch::randint(0, 7, {2, 8}), torch::randint(0, 7, {2, 8})).objective.backward();
   oa.step(1e-3);
   testing::TempDir dir;
@@ -281,7 +281,7 @@ TEST(Checkpoint, RoundTripsParametersMomentsAndMetadata) {
   }
   // An optimizer holding pieces (a ZeRO-1 shard) reads exactly its pieces of the moments.
   const int64_t numel = a.params().all()[1].value.numel();
-  optim::AdamW piece(b.params(), oc, optim::param_settings(b.params(), oc, mup),
+  optim::AdamW piece(b.params(), oc, optim::param_settings(b.params().all(), rules),
                      {{1, 1, numel - 2}, {3, 5, 9}});
   read_checkpoint(dir.path("c.h5"), b.params(), piece);
   EXPECT_TRUE(torch::equal(piece.exp_avg(0), oa.exp_avg(1).narrow(0, 1, numel - 2)));
@@ -290,7 +290,7 @@ TEST(Checkpoint, RoundTripsParametersMomentsAndMetadata) {
   models::ModelConfig wider = c;
   wider.d_model = 32, wider.ffn_hidden = 64;
   models::DenseTransformer w(wider, 7, 8);
-  optim::AdamW ow(w.params(), oc, optim::param_settings(w.params(), oc, mup));
+  optim::AdamW ow(w.params(), oc, optim::param_settings(w.params().all(), rules));
   try {
     read_checkpoint(dir.path("c.h5"), w.params(), ow);
     FAIL();
