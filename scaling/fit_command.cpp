@@ -1,7 +1,5 @@
 #include "scaling/fit_command.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/plot.h"
 
 namespace ladder::scaling {
 namespace fs = std::filesystem;
@@ -52,33 +51,15 @@ void write_text(const fs::path& path, const std::string& text) {
   if (!out) throw Error(path.string(), "cannot write the file");
 }
 
-bool gnuplot_installed() {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');)
-    if (!dir.empty() && ::access((fs::path(dir) / "gnuplot").c_str(), X_OK) == 0) return true;
-  return false;
-}
-
-// Writes NAME.gp into the output folder and runs gnuplot there; the data files are already beside
-// it. Returns the PNG's name, or "" (with a warning) when gnuplot failed.
+// Runs the figure's gnuplot script (core/plot.h) under the fits' common style.
 std::string plot(const fs::path& dir, const std::string& name, const std::string& body,
                  std::vector<std::string>& warnings) {
-  write_text(dir / (name + ".gp"),
-             "set terminal pngcairo noenhanced size 900,600 font 'sans,11'\nset output '" + name +
-                 ".png'\nset grid\nset key top right\nset autoscale fix\n"
-                 "set offsets graph 0.02, graph 0.02, graph 0.05, graph 0.05\n"
-                 "set format x '%.0e'\n" +
-                 body);
-  const std::string command =
-      "cd '" + dir.string() + "' && gnuplot '" + name + ".gp' > '" + name + ".gnuplot.log' 2>&1";
-  if (std::system(command.c_str()) != 0) {
-    warnings.push_back("gnuplot failed on " + (dir / (name + ".gp")).string() + " (see " +
-                       (dir / (name + ".gnuplot.log")).string() + ")");
-    return "";
-  }
-  fs::remove(dir / (name + ".gnuplot.log"));
-  return name + ".png";
+  return run_gnuplot(dir.string(), name,
+                     "set grid\nset key top right\nset autoscale fix\n"
+                     "set offsets graph 0.02, graph 0.02, graph 0.05, graph 0.05\n"
+                     "set format x '%.0e'\n" +
+                         body,
+                     warnings);
 }
 
 size_t run_count(const std::vector<Point>& points) {

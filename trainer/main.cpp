@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <iostream>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +14,7 @@
 #include "data/prep.h"
 #include "parallel/world.h"
 #include "scaling/fit_command.h"
+#include "trainer/coordcheck.h"
 #include "trainer/hardware.h"
 #include "trainer/inspect.h"
 #include "trainer/recipe.h"
@@ -157,8 +157,6 @@ struct InspectCommand {
   }
 };
 
-// Subcommands whose work lands in later issues: they parse their own --help and say they are not
-// built.
 // ----- ladder fit -------------------------------------------------------------------------------
 
 struct FitCommand {
@@ -200,6 +198,36 @@ struct FitCommand {
   int run() { return ladder::scaling::run_fit(c); }
 };
 
+// ----- ladder coordcheck ------------------------------------------------------------------------
+
+struct CoordcheckCommand {
+  ladder::CoordcheckOptions options;
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "coordcheck",
+        "Coordinate check: each layer type's mean |output| over a few steps at several widths, "
+        "with the log-log slope against width (muP: about 0)");
+    cmd->add_option("recipe", options.recipe, "Recipe file (recipes/README.md)")->required();
+    cmd->add_option("--widths", options.widths, "d_model values, comma-separated")
+        ->delimiter(',')
+        ->capture_default_str();
+    cmd->add_option("--steps", options.steps, "Training steps at each width")
+        ->capture_default_str();
+    cmd->add_option("--seeds", options.seeds, "Seeds averaged at each width")
+        ->capture_default_str();
+    cmd->add_option("--out", options.out_dir,
+                    "Folder for coords.csv, slopes.csv and coordcheck.png (default: "
+                    "coordcheck/<recipe name>)");
+    cmd->add_option("--set", options.overrides,
+                    "Override a recipe key: --set section.key=value (repeatable)");
+    cmd->add_option("--threads", options.threads, "LibTorch threads (default: every core)");
+  }
+  int run(const GlobalOptions& g) {
+    init_logging(g, 0);
+    return ladder::run_coordcheck(options);
+  }
+};
+
 // ----- ladder sweep -----------------------------------------------------------------------------
 
 struct SweepCommand {
@@ -227,16 +255,6 @@ struct SweepCommand {
   }
 };
 
-void add_unbuilt(CLI::App& app, const std::string& name, const std::string& description,
-                 std::optional<std::string>& chosen) {
-  auto* cmd = app.add_subcommand(name, description + " (not built yet)");
-  // Whatever follows is accepted, so the answer is "not built yet" rather than a parse error.
-  static std::vector<std::string> ignored;
-  cmd->add_option("args", ignored, "Arguments (the command is not built yet)");
-  cmd->allow_extras();
-  cmd->callback([&chosen, name] { chosen = name; });
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,10 +275,10 @@ int main(int argc, char** argv) {
   inspect.add(app);
   FitCommand fit;
   fit.add(app);
-  std::optional<std::string> unbuilt;
   SweepCommand sweep;
   sweep.add(app);
-  add_unbuilt(app, "coordcheck", "muP coordinate check across widths", unbuilt);
+  CoordcheckCommand coordcheck;
+  coordcheck.add(app);
 
   try {
     app.parse(argc, argv);
@@ -278,12 +296,12 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (unbuilt) throw Error(*unbuilt, "not built yet");
     if (app.got_subcommand("prep")) return prep.run(global);
     if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
     if (app.got_subcommand("inspect")) return inspect.run(global);
     if (app.got_subcommand("fit")) return fit.run();
     if (app.got_subcommand("sweep")) return sweep.run(global, &argc, &argv);
+    if (app.got_subcommand("coordcheck")) return coordcheck.run(global);
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", ladder::format_error(e).c_str());
     return ladder::kExitUserError;

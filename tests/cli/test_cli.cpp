@@ -68,12 +68,21 @@ TEST(Cli, UnknownFlagIsAnError) {
   EXPECT_NE(r.output.find("--bogus"), std::string::npos) << r.output;
 }
 
-TEST(Cli, UnbuiltSubcommandsSaySo) {
-  for (const char* sub : {"coordcheck"}) {
-    const auto r = run_command(ladder_binary() + " " + sub + " anything");
-    EXPECT_EQ(r.status, 2) << sub;
-    EXPECT_EQ(r.output, std::string("ladder: error: ") + sub + ": not built yet\n");
-  }
+TEST(Cli, CoordcheckRefusesBadWidthsBeforeAnyWork) {
+  auto r = run_command(ladder_binary() + " coordcheck " + std::string(LADDER_SOURCE_DIR) +
+                       "/recipes/coordcheck-mup.toml --widths 64");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.output, "ladder: error: --widths: needs at least two widths\n");
+  // A width the heads do not divide: the recipe's own message, pointing at the width.
+  r = run_command(ladder_binary() + " coordcheck " + std::string(LADDER_SOURCE_DIR) +
+                  "/recipes/coordcheck-mup.toml --widths 64,100");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("ladder: error: --widths: width 100: "),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("model.n_heads: the head dimension d_model / n_heads = 25 must be even"),
+            std::string::npos)
+      << r.output;
 }
 
 TEST(Cli, SweepOfAMissingFileIsAnError) {

@@ -2,6 +2,10 @@
 // the rules it was trained under and keeps them on resume.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <map>
+#include <sstream>
+
 #include "core/hdf5.h"
 #include "training_fixture.h"
 
@@ -73,6 +77,43 @@ TEST_F(MupTraining, RunRecordsItsRulesAndResumeKeepsThem) {
   // With its own rules it continues.
   const auto same = train(recipe("mup_rules", std::string(kTrain10) + mup), "--resume auto");
   EXPECT_EQ(same.status, 0) << same.output;
+}
+
+// The slopes coordcheck prints: slopes.csv rows "step,layer,slope".
+std::map<std::pair<int, std::string>, double> read_slopes(const std::string& path) {
+  std::map<std::pair<int, std::string>, double> slopes;
+  std::istringstream in(testing::read_file(path));
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "step,layer,slope");
+  while (std::getline(in, line)) {
+    const size_t a = line.find(','), b = line.find(',', a + 1);
+    slopes[{std::stoi(line.substr(0, a)), line.substr(a + 1, b - a - 1)}] =
+        std::stod(line.substr(b + 1));
+  }
+  return slopes;
+}
+
+TEST_F(MupTraining, CoordcheckSeparatesMupFromSp) {
+  // The shipped coordcheck recipes on three widths and four steps: under muP no layer type's
+  // output moves with width once training has started; under SP the hidden branches grow.
+  std::map<std::string, std::map<std::pair<int, std::string>, double>> slopes;
+  for (const std::string p : {"mup", "sp"}) {
+    const auto r = run_command(testing::ladder_binary() + " coordcheck " + LADDER_SOURCE_DIR +
+                               "/recipes/coordcheck-" + p + ".toml --widths 64,128,256 --steps 4 " +
+                               "--threads 1 --set data.path=\"" + dir_->path("ds") + "\" --out " +
+                               dir_->path("cc-" + p));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("log-log slope of mean |output| against width (" + p), std::string::npos)
+        << r.output;
+    EXPECT_TRUE(std::filesystem::exists(dir_->path("cc-" + p + "/coords.csv")));
+    slopes[p] = read_slopes(dir_->path("cc-" + p + "/slopes.csv"));
+    ASSERT_EQ(slopes[p].size(), 5u * 4u);
+  }
+  for (const char* layer : {"embedding", "attention", "mlp", "residual", "logits"})
+    EXPECT_LT(std::abs(slopes["mup"][{3, layer}]), 0.2) << layer;
+  EXPECT_GT((slopes["sp"][{3, "residual"}]), 0.8);
+  EXPECT_GT((slopes["sp"][{3, "mlp"}]), 0.8);
 }
 
 }  // namespace
