@@ -416,6 +416,10 @@ const std::vector<KeySpec>& schema() {
     k.push_back(
         key("eval.tokens", &R::eval, &EvalConfig::tokens, 65536, "validation tokens per evaluation")
             .at_least(0));
+    k.push_back(key("eval.spectra_every_steps", &R::eval, &EvalConfig::spectra_every_steps, 100,
+                    "record every hidden matrix's top singular value (power iteration) in the "
+                    "trace every this many steps; 0: off")
+                    .at_least(0));
     return k;
   }();
   return keys;

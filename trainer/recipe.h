@@ -76,6 +76,7 @@ struct CheckpointConfig {
 struct EvalConfig {
   int64_t every_steps = 0;
   int64_t tokens = 0;
+  int64_t spectra_every_steps = 0;  // hidden matrices' top singular values into the trace
 };
 
 struct Recipe {

@@ -9,8 +9,8 @@
 namespace ladder {
 namespace {
 
-// 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*
-constexpr int64_t kTraceVersion = 4;
+// 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra
+constexpr int64_t kTraceVersion = 5;
 
 struct Column {
   std::string name;
@@ -67,22 +67,28 @@ void truncate_after(const h5::File& f, const std::string& group, const std::vect
 }  // namespace
 
 Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
-             int64_t resume_step, int stages)
-    : path_(std::move(path)), stages_(stages) {
+             int64_t resume_step, int stages, std::vector<std::string> spectra)
+    : path_(std::move(path)), stages_(stages), spectra_(std::move(spectra)) {
   const std::vector<Column> train = train_columns(stages);
+  std::vector<Column> spectra_columns = {{"step", true}};
+  for (const auto& name : spectra_)
+    spectra_columns.push_back({name, false});
   const bool reuse = resume_step >= 0 && std::filesystem::exists(path_);
   h5::File f = reuse ? h5::File::open(path_, true) : h5::File::create(path_);
   if (reuse) {
     add_missing(f, "train", train);
     add_missing(f, "eval", kEval);
     add_missing(f, "checkpoints", kCheckpoints);
+    add_missing(f, "spectra", spectra_columns);
     truncate_after(f, "train", train, resume_step);
     truncate_after(f, "eval", kEval, resume_step);
     truncate_after(f, "checkpoints", kCheckpoints, resume_step);
+    truncate_after(f, "spectra", spectra_columns, resume_step);
   } else {
     create_group(f, "train", train);
     create_group(f, "eval", kEval);
     create_group(f, "checkpoints", kCheckpoints);
+    create_group(f, "spectra", spectra_columns);
   }
   h5::set_attr(f, "/", "format", std::string("ladder-trace"));
   h5::set_attr(f, "/", "version", kTraceVersion);
@@ -126,6 +132,14 @@ void Trace::append(const EvalRecord& r) {
   h5::append_series(f, "eval/tokens", r.tokens);
   h5::append_series(f, "eval/flops", r.flops);
   h5::append_series(f, "eval/loss", r.loss);
+  f.close();
+}
+
+void Trace::append_spectra(int64_t step, const std::vector<double>& top_singular_values) {
+  h5::File f = h5::File::open(path_, true);
+  h5::append_series(f, "spectra/step", step);
+  for (size_t i = 0; i < spectra_.size(); ++i)
+    h5::append_series(f, "spectra/" + spectra_[i], top_singular_values.at(i));
   f.close();
 }
 

@@ -5,6 +5,8 @@
 //           stage_bubble_S, stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
 //   /eval/{step, tokens, flops, loss}                                     one row per eval
 //   /checkpoints/{step, tokens, intermediate}                             one row per save
+//   /spectra/{step, <hidden matrix name>...}   top singular values (trainer/spectra.h), one row
+//                                              at the start and every eval.spectra_every_steps
 //   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
 //     flops_per_token, width, depth, n_heads, streams, experts, seq_len, global_batch,
 //     batch_tokens, lr, weight_decay, seed, parametrization, base_width, base_depth,
@@ -53,16 +55,20 @@ class Trace {
   // Creates the trace, or (resume_step >= 0) reopens it and drops rows with step > resume_step.
   // Columns an older trace lacks are added, NaN for its existing rows.
   // `stages`: pipeline stages, one column of bubble and activation memory each.
+  // `spectra`: the hidden matrices whose top singular values append_spectra() records.
   Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
-        int64_t resume_step, int stages = 1);
+        int64_t resume_step, int stages = 1, std::vector<std::string> spectra = {});
   void append(const TrainRecord& r);
   void append(const EvalRecord& r);
   void append_checkpoint(int64_t step, int64_t tokens, bool intermediate);
+  // One value per matrix named at construction, after `step` optimizer steps.
+  void append_spectra(int64_t step, const std::vector<double>& top_singular_values);
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
   int stages_;
+  std::vector<std::string> spectra_;
 };
 
 }  // namespace ladder

@@ -27,6 +27,7 @@
 #include "parallel/pipeline.h"
 #include "trainer/checkpoint.h"
 #include "trainer/hardware.h"
+#include "trainer/spectra.h"
 #include "trainer/trace.h"
 
 namespace ladder {
@@ -350,7 +351,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                       {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
                       {"zero", r.optim.zero},
                       {"recipe", recipe_text}},
-                  resume_from ? start_step : -1, static_cast<int>(r.parallel.pp));
+                  resume_from ? start_step : -1, static_cast<int>(r.parallel.pp),
+                  spectra_names(params));
 
   // MFU is stated against the sum of the ranks' peaks, measured at once (they share the machine)
   // in the precision the matmuls run in: a 1024^3 product on the CPU, 8192^3 on a GPU.
@@ -367,6 +369,16 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                r.train.peak_gflops > 0
                    ? "train.peak_gflops"
                    : "measured " + std::string(bf16 ? "bf16" : "fp32") + " matmul");
+
+  // Every hidden matrix's top singular value (trainer/spectra.h), at the start and as the run goes.
+  const bool spectra_contributor = mesh.coord().tp == 0 && mesh.coord().dp == 0;
+  auto record_spectra = [&](int64_t step) {
+    const std::vector<double> sigma =
+        top_singular_values(params, mesh.tp(), world_comm, spectra_contributor);
+    tp_stats = parallel::CommStats{};
+    if (trace) trace->append_spectra(step, sigma);
+  };
+  if (r.eval.spectra_every_steps > 0 && start_step == 0) record_spectra(0);
 
   // ----- The loop. -----
   const int64_t micro = r.parallel.microbatches;
@@ -502,6 +514,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                    val_loss);
       if (trace) trace->append(EvalRecord{done, tokens, acc.flops_per_token * tokens, val_loss});
     }
+    if (r.eval.spectra_every_steps > 0 &&
+        (done % r.eval.spectra_every_steps == 0 || done == r.train.steps))
+      record_spectra(done);
     const bool intermediate = is_intermediate(done, tokens_per_step, r.checkpoint);
     const bool periodic = r.checkpoint.every_steps > 0 && done % r.checkpoint.every_steps == 0;
     if (intermediate || periodic || done == r.train.steps) {

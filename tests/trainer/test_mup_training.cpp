@@ -63,6 +63,18 @@ TEST_F(MupTraining, RunRecordsItsRulesAndResumeKeepsThem) {
     EXPECT_NE(rules.find("final_norm\tvector\t[32]\t[16]\t"), std::string::npos) << rules;
     h5::File c = h5::File::open(run_dir("mup_rules") + "/checkpoints/step_00000010.h5", false);
     EXPECT_EQ(h5::get_string_attr(c, "/", "rules"), rules);
+    // The top singular values: at the start and at the end (every 100 steps by default), the
+    // final one that of the checkpointed matrix.
+    EXPECT_EQ(series(run_dir("mup_rules") + "/trace.h5", "spectra/step"),
+              (std::vector<double>{0, 10}));
+    for (const char* m : {"layers.0.attn.wq", "layers.1.mlp.w_down"}) {
+      const auto sigma = series(run_dir("mup_rules") + "/trace.h5", std::string("spectra/") + m);
+      ASSERT_EQ(sigma.size(), 2u);
+      const double expected =
+          torch::linalg_svdvals(h5::read_tensor(c, std::string("params/") + m))[0].item<double>();
+      EXPECT_NEAR(sigma[1], expected, 1e-3 * expected) << m;
+      EXPECT_NE(sigma[0], sigma[1]) << m;
+    }
   }
   // The same run resumed under other rules is refused before any step, naming what changed.
   std::filesystem::remove(run_dir("mup_rules") + "/checkpoints/step_00000010.h5");

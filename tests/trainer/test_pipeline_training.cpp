@@ -46,6 +46,7 @@ TEST_F(PipelineTraining, EveryScheduleAndLayoutMatchesOneProcess) {
       ASSERT_EQ(r.status, 0) << r.output;
       const std::string trace = run_dir(name) + "/trace.h5";
       expect_same_training(trace, one, name, kTolerance);
+      expect_same_spectra(trace, one, name, 1e-4);  // each stage contributes its own matrices
       EXPECT_NE(
           r.output.find("pipeline parallel: pp=" + std::to_string(l.pp) + ", schedule " + schedule),
           std::string::npos)

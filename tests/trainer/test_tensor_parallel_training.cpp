@@ -50,6 +50,8 @@ TEST_F(TensorParallelTraining, LossesMatchOneProcess) {
     ASSERT_EQ(r.status, 0) << r.output;
     const std::string trace = run_dir(name) + "/trace.h5";
     expect_same_training(trace, one, name, kTolerance);
+    // Power iteration over row and column blocks summed across the group (fp32).
+    expect_same_spectra(trace, one, name, 1e-4);
     EXPECT_NE(r.output.find("tensor parallel: tp=" + std::to_string(l.tp)), std::string::npos);
     for (const double bytes : series(trace, "train/tp_comm_bytes"))
       EXPECT_GT(bytes, 0.0) << name;

@@ -57,6 +57,10 @@ class TrainingFixture : public ::testing::Test {
   static void expect_same_training(const std::string& trace, const std::string& reference,
                                    const std::string& what, double tolerance);
 
+  // The top singular values of every hidden matrix (/spectra) against a reference run's.
+  static void expect_same_spectra(const std::string& trace, const std::string& reference,
+                                  const std::string& what, double tolerance);
+
   static inline testing::TempDir* dir_ = nullptr;
 };
 
@@ -76,6 +80,20 @@ inline void TrainingFixture::expect_same_training(const std::string& trace,
   for (const char* column : {"train/loss", "train/grad_norm", "eval/loss"})
     expect_series_close(series(trace, column), series(reference, column), 0, what + " " + column,
                         tolerance);
+}
+
+inline void TrainingFixture::expect_same_spectra(const std::string& trace,
+                                                 const std::string& reference,
+                                                 const std::string& what, double tolerance) {
+  std::vector<std::string> columns;
+  {
+    h5::File f = h5::File::open(reference, false);
+    columns = h5::list_group(f, "spectra");
+  }
+  ASSERT_GT(columns.size(), 1u) << what;  // step and at least one matrix
+  for (const auto& c : columns)
+    expect_series_close(series(trace, "spectra/" + c), series(reference, "spectra/" + c), 0,
+                        what + " spectra/" + c, tolerance);
 }
 
 }  // namespace ladder
