@@ -1,7 +1,11 @@
 #include "trainer/inspect.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <set>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/hdf5.h"
@@ -24,6 +28,36 @@ void print_attrs(const h5::File& f, const std::vector<std::string>& ints,
       std::printf("%-18s %s\n", a.c_str(), h5::get_string_attr(f, "/", a).c_str());
 }
 
+// Hidden matrix kind -> the mean over layers of its last recorded top singular value ("layers.3.
+// attn.wq" is of kind "attn.wq"); empty for a trace without spectra.
+std::map<std::string, double> last_spectra(const h5::File& f) {
+  std::map<std::string, std::pair<double, int>> sums;
+  if (!h5::exists(f, "spectra") || h5::series_length(f, "spectra/step") == 0) return {};
+  for (const auto& name : h5::list_group(f, "spectra")) {
+    if (name == "step") continue;
+    const torch::Tensor values = h5::read_tensor(f, "spectra/" + name);
+    std::string kind = name;
+    if (kind.rfind("layers.", 0) == 0) kind = kind.substr(kind.find('.', 7) + 1);
+    auto& [sum, count] = sums[kind];
+    sum += values[values.numel() - 1].item<double>();
+    ++count;
+  }
+  std::map<std::string, double> means;
+  for (const auto& [kind, sum_count] : sums)
+    means[kind] = sum_count.first / sum_count.second;
+  return means;
+}
+
+void print_spectra(const h5::File& f) {
+  const int64_t rows = h5::exists(f, "spectra") ? h5::series_length(f, "spectra/step") : 0;
+  if (rows == 0) return;
+  const auto steps = h5::read_tensor(f, "spectra/step");
+  std::printf("\ntop singular values at step %lld (mean over layers; %lld records)\n",
+              (long long)steps[rows - 1].item<int64_t>(), (long long)rows);
+  for (const auto& [kind, sigma] : last_spectra(f))
+    std::printf("  %-16s %.4g\n", kind.c_str(), sigma);
+}
+
 void inspect_checkpoint(const h5::File& f) {
   std::printf("checkpoint         %s\n", f.path().c_str());
   print_attrs(f,
@@ -41,7 +75,8 @@ void inspect_checkpoint(const h5::File& f) {
 void inspect_trace(const h5::File& f) {
   std::printf("trace              %s\n", f.path().c_str());
   print_attrs(f, {"N", "total_params", "width", "depth", "seq_len", "global_batch", "total_steps"},
-              {"flops_per_token", "lr", "weight_decay"}, {"arch", "parametrization"});
+              {"flops_per_token", "lr", "weight_decay", "width_multiplier"},
+              {"arch", "parametrization", "wd_rule"});
   for (const char* group : {"train", "eval"}) {
     const int64_t n = h5::series_length(f, std::string(group) + "/step");
     std::printf("%-18s %lld rows", group, (long long)n);
@@ -55,6 +90,7 @@ void inspect_trace(const h5::File& f) {
   }
   const int64_t c = h5::series_length(f, "checkpoints/step");
   std::printf("%-18s %lld\n", "checkpoints", (long long)c);
+  print_spectra(f);
 }
 
 void inspect_dataset(const std::string& dir) {
@@ -74,6 +110,61 @@ void inspect_dataset(const std::string& dir) {
 }
 
 }  // namespace
+
+void inspect_spectra(const std::vector<std::string>& paths) {
+  std::vector<std::string> traces;
+  for (const auto& path : paths) {
+    if (!fs::exists(path)) throw Error(path, "no such file or folder");
+    if (!fs::is_directory(path)) {
+      traces.push_back(path);
+      continue;
+    }
+    for (const auto& e : fs::recursive_directory_iterator(path))
+      if (e.path().filename() == "trace.h5") traces.push_back(e.path().string());
+  }
+  struct Row {
+    int64_t width;
+    std::string run;
+    double lr, weight_decay;
+    std::map<std::string, double> sigma;
+  };
+  std::vector<Row> rows;
+  std::set<std::string> kinds;
+  for (const auto& t : traces) {
+    h5::File f = h5::File::open(t, false);
+    if (!h5::has_attr(f, "/", "format") || h5::get_string_attr(f, "/", "format") != "ladder-trace")
+      throw Error(t, "not a ladder trace");
+    Row row{h5::get_int_attr(f, "/", "width"), fs::path(t).parent_path().filename().string(),
+            h5::get_double_attr(f, "/", "lr"), h5::get_double_attr(f, "/", "weight_decay"),
+            last_spectra(f)};
+    if (row.sigma.empty()) continue;
+    for (const auto& [kind, value] : row.sigma)
+      kinds.insert(kind);
+    rows.push_back(row);
+  }
+  if (rows.empty())
+    throw Error(paths.front(), "no trace with top singular values (eval.spectra_every_steps)");
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return std::tie(a.width, a.lr, a.weight_decay, a.run) <
+           std::tie(b.width, b.lr, b.weight_decay, b.run);
+  });
+  std::printf("top singular value of each hidden matrix kind at the end of each run (mean over "
+              "layers)\n%6s %10s %10s", "width", "lr", "wd");
+  for (const auto& k : kinds)
+    std::printf(" %11s", k.c_str());
+  std::printf("  run\n");
+  for (const auto& r : rows) {
+    std::printf("%6lld %10.4g %10.4g", (long long)r.width, r.lr, r.weight_decay);
+    for (const auto& k : kinds) {
+      const auto it = r.sigma.find(k);
+      if (it == r.sigma.end())
+        std::printf(" %11s", "-");
+      else
+        std::printf(" %11.4g", it->second);
+    }
+    std::printf("  %s\n", r.run.c_str());
+  }
+}
 
 void inspect(const std::string& path) {
   if (fs::is_directory(path)) return inspect_dataset(path);

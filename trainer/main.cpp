@@ -144,15 +144,27 @@ struct TrainCommand {
 };
 
 struct InspectCommand {
-  std::string path;
+  std::vector<std::string> paths;
+  bool spectra = false;
   void add(CLI::App& app) {
-    auto* cmd = app.add_subcommand("inspect", "Summarise a checkpoint, a trace or a dataset");
-    cmd->add_option("path", path, "A checkpoint (.h5), a trace (trace.h5) or a dataset folder")
+    auto* cmd = app.add_subcommand(
+        "inspect", "Summarise a checkpoint, a trace or a dataset; or compare runs' spectra");
+    cmd->add_option("paths", paths,
+                    "A checkpoint (.h5), a trace (trace.h5) or a dataset folder; with --spectra, "
+                    "traces or folders of runs")
         ->required();
+    cmd->add_flag("--spectra", spectra,
+                  "The hidden matrices' top singular values of every run found, against width");
   }
   int run(const GlobalOptions& g) {
     init_logging(g, 0);
-    ladder::inspect(path);
+    if (spectra) {
+      ladder::inspect_spectra(paths);
+      return 0;
+    }
+    if (paths.size() != 1)
+      throw ladder::Error("ladder inspect", "one path at a time (or --spectra for several runs)");
+    ladder::inspect(paths.front());
     return 0;
   }
 };

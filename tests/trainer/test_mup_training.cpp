@@ -91,6 +91,42 @@ TEST_F(MupTraining, RunRecordsItsRulesAndResumeKeepsThem) {
   EXPECT_EQ(same.status, 0) << same.output;
 }
 
+TEST_F(MupTraining, InspectPrintsTopSingularValuesAgainstWidth) {
+  const std::string run =
+      "[train]\nsteps = 6\nglobal_batch = 4\nmicro_batch = 4\n[eval]\nevery_steps = 0\n"
+      "spectra_every_steps = 3\n[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"
+      "[mup]\nparametrization = \"mup\"\nbase_width = 32\n";
+  ASSERT_EQ(train(recipe("spectra_wide", run), "--set model.d_model=64 --set run.out_dir=\"" +
+                                                   dir_->path("spectra") + "\"")
+                .status,
+            0);
+  ASSERT_EQ(train(recipe("spectra_narrow", run), "--set run.out_dir=\"" + dir_->path("spectra") +
+                                                     "\"")
+                .status,
+            0);
+  const auto steps = series(dir_->path("spectra/spectra_wide/trace.h5"), "spectra/step");
+  EXPECT_EQ(steps, (std::vector<double>{0, 3, 6}));
+  const auto r = run_command(testing::ladder_binary() + " inspect --spectra " +
+                             dir_->path("spectra"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  // One row per run, narrow first, with every kind of hidden matrix as a column.
+  const size_t narrow = r.output.find("spectra_narrow"), wide = r.output.find("spectra_wide");
+  ASSERT_NE(narrow, std::string::npos) << r.output;
+  ASSERT_NE(wide, std::string::npos) << r.output;
+  EXPECT_LT(narrow, wide) << r.output;
+  for (const char* kind : {"attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w_gate", "mlp.w_up",
+                           "mlp.w_down"})
+    EXPECT_NE(r.output.find(kind), std::string::npos) << kind << "\n" << r.output;
+  EXPECT_NE(r.output.find("\n    32 "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\n    64 "), std::string::npos) << r.output;
+  // One trace alone: its own summary ends with them.
+  const auto one = run_command(testing::ladder_binary() + " inspect " +
+                               dir_->path("spectra/spectra_wide/trace.h5"));
+  EXPECT_NE(one.output.find("top singular values at step 6 (mean over layers; 3 records)"),
+            std::string::npos)
+      << one.output;
+}
+
 // The slopes coordcheck prints: slopes.csv rows "step,layer,slope".
 std::map<std::pair<int, std::string>, double> read_slopes(const std::string& path) {
   std::map<std::pair<int, std::string>, double> slopes;
