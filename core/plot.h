@@ -1,5 +1,5 @@
-// Plots through gnuplot, when it is installed: the script is kept beside the PNG (and its data), so a
-// user can restyle a figure without rerunning anything.
+// Plots through gnuplot, when it is installed: the script is kept beside the PNG (and its data), so
+// a user can restyle a figure without rerunning anything.
 #pragma once
 
 #include <string>

@@ -363,50 +363,72 @@ IsoflopResult isoflop_profiles(const std::vector<Point>& points,
   return result;
 }
 
-LrTransfer lr_transfer(const std::vector<Point>& points, std::vector<std::string>& warnings) {
+Transfer transfer(const std::vector<Point>& points, const std::string& hyperparameter,
+                  std::vector<std::string>& warnings) {
+  const std::string flag = hyperparameter == "lr" ? "--lr-transfer" : "--wd-transfer";
   // The last point of each run.
   std::map<std::string, const Point*> last;
   for (const Point& p : points) {
     const Point*& l = last[p.run];
     if (!l || p.D > l->D) l = &p;
   }
-  std::map<double, LrCurve> by_width;
+  std::map<double, TransferCurve> by_width;
   for (const auto& [run, p] : last) {
-    if (!(p->width > 0) || !(p->lr > 0))
-      throw Error(run, "--lr-transfer needs a width and a learning rate for every run");
-    LrCurve& c = by_width[p->width];
+    double value = kMissing;
+    if (hyperparameter == "lr") {
+      value = p->lr;
+    } else if (const auto it = p->attributes.find(hyperparameter); it != p->attributes.end()) {
+      try {
+        value = std::stod(it->second);
+      } catch (const std::exception&) {
+      }
+    }
+    if (!(p->width > 0) || !(value > 0))
+      throw Error(run, flag + " needs a width and a positive " + hyperparameter + " for every run");
+    TransferCurve& c = by_width[p->width];
     c.width = p->width;
-    c.lr.push_back(p->lr), c.loss.push_back(p->loss);
+    c.value.push_back(value), c.loss.push_back(p->loss);
   }
-  LrTransfer result;
+  Transfer result;
+  result.hyperparameter = hyperparameter;
   for (auto& [width, c] : by_width) {
-    std::vector<double> x;
-    for (double lr : c.lr)
-      x.push_back(std::log(lr));
-    if (!fit_parabola(x, c.loss, c.c0, c.c1, c.c2)) {
-      warnings.push_back("lr transfer: width " + number(width) +
-                         " has fewer than 3 learning rates; skipped");
+    // In order of value; the best grid point and up to two neighbours on each side.
+    std::vector<size_t> order(c.value.size());
+    for (size_t i = 0; i < order.size(); ++i)
+      order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return c.value[a] < c.value[b]; });
+    size_t best = 0;
+    for (size_t i = 1; i < order.size(); ++i)
+      if (c.loss[order[i]] < c.loss[order[best]]) best = i;
+    const size_t from = best >= 2 ? best - 2 : 0, to = std::min(order.size(), best + 3);
+    std::vector<double> x, y;
+    for (size_t i = from; i < to; ++i)
+      x.push_back(std::log(c.value[order[i]])), y.push_back(c.loss[order[i]]);
+    if (order.size() < 3 || !fit_parabola(x, y, c.c0, c.c1, c.c2)) {
+      warnings.push_back(hyperparameter + " transfer: width " + number(width) +
+                         " has fewer than 3 values; skipped");
       continue;
     }
     const double at = -c.c1 / (2 * c.c2);
-    const double lo = *std::min_element(x.begin(), x.end()),
-                 hi = *std::max_element(x.begin(), x.end());
-    if (!(c.c2 > 0) || at < lo || at > hi) {
-      warnings.push_back("lr transfer: width " + number(width) +
-                         " has no loss minimum inside its learning rates; skipped");
+    const double lo = std::log(c.value[order.front()]), hi = std::log(c.value[order.back()]);
+    if (best == 0 || best + 1 == order.size() || !(c.c2 > 0) || at < lo || at > hi) {
+      warnings.push_back(hyperparameter + " transfer: width " + number(width) +
+                         " has no loss minimum inside its values (best at " +
+                         number(c.value[order[best]]) + "); skipped");
       continue;
     }
-    c.lr_opt = std::exp(at);
+    c.value_opt = std::exp(at);
     c.loss_opt = c.c0 + c.c1 * at + c.c2 * at * at;
     result.curves.push_back(c);
   }
   if (result.curves.empty())
-    throw Error("ladder fit --lr-transfer",
-                "no width has a learning-rate sweep with a minimum inside it (3 or more learning "
-                "rates per width are needed)");
+    throw Error("ladder fit " + flag, "no width has a sweep of " + hyperparameter +
+                                          " with a minimum inside it (3 or more values per width "
+                                          "are needed)");
   double lo = std::numeric_limits<double>::infinity(), hi = 0;
   for (const auto& c : result.curves)
-    lo = std::min(lo, c.lr_opt), hi = std::max(hi, c.lr_opt);
+    lo = std::min(lo, c.value_opt), hi = std::max(hi, c.value_opt);
   result.spread = hi / lo;
   return result;
 }

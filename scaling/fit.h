@@ -11,7 +11,8 @@
 //
 // isoflop_profiles is Approach 2: per compute budget, a parabola of loss in log N, its minimum
 // N*(C) (and the D there), then power laws N* ~ C^a and D* ~ C^b across budgets.
-// lr_transfer fits a parabola of loss in log learning rate per width, for muP transfer checks.
+// transfer fits a parabola of loss in the log of a hyperparameter (learning rate, weight decay) per
+// width, for muP transfer checks.
 #pragma once
 
 #include <cstdint>
@@ -82,20 +83,28 @@ struct IsoflopResult {
 IsoflopResult isoflop_profiles(const std::vector<Point>& points,
                                std::vector<std::string>& warnings);
 
-struct LrCurve {
+// One width's sweep of a hyperparameter: final losses against its values, the parabola in the log
+// of the value fitted around the best grid point, and the optimum it places.
+struct TransferCurve {
   double width = 0;
-  std::vector<double> lr, loss;
-  double c0 = 0, c1 = 0, c2 = 0;  // loss = c0 + c1 x + c2 x^2, x = ln lr
-  double lr_opt = 0, loss_opt = 0;
+  std::vector<double> value, loss;
+  double c0 = 0, c1 = 0, c2 = 0;  // loss = c0 + c1 x + c2 x^2, x = ln value, near the best point
+  double value_opt = 0, loss_opt = 0;
 };
 
-struct LrTransfer {
-  std::vector<LrCurve> curves;  // widths with a minimum inside their learning rates
-  double spread = 0;            // max lr* / min lr* across widths
+struct Transfer {
+  std::string hyperparameter;         // "lr" or "weight_decay"
+  std::vector<TransferCurve> curves;  // widths with a minimum inside their values
+  double spread = 0;                  // max optimum / min optimum across widths
 };
 
-// Uses the last point of each run; points need a width and a learning rate.
-LrTransfer lr_transfer(const std::vector<Point>& points, std::vector<std::string>& warnings);
+// Uses the last point of each run; points need a width and the hyperparameter ("lr": the learning
+// rate; otherwise a run attribute such as "weight_decay"). Each width's parabola is fitted to its
+// best grid point and up to two neighbours on each side (a diverged run far from the optimum does
+// not bend it); a width whose best value lies at an end of its grid has no optimum inside: warned
+// and left out.
+Transfer transfer(const std::vector<Point>& points, const std::string& hyperparameter,
+                  std::vector<std::string>& warnings);
 
 // A bootstrap resample of whole runs (with replacement; a run drawn twice appears under two names),
 // for procedures whose unit is a run or a loss curve rather than a point: isoFLOP profiles and

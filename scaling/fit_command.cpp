@@ -372,20 +372,26 @@ void fit_isoflop(const FitCommand& c, const std::vector<Point>& points, json& ou
 
 // ----- Learning-rate transfer -----
 
-void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json& out,
-                     std::vector<std::string>& warnings, std::vector<std::string>& pngs) {
-  const LrTransfer t = lr_transfer(points, warnings);
-  std::printf("ladder fit --lr-transfer: loss against log learning rate, a parabola per width\n\n");
-  std::printf("%10s %6s %12s %10s\n", "width", "runs", "lr_opt", "loss");
+void fit_transfer(const FitCommand& c, const std::vector<Point>& points, json& out,
+                  std::vector<std::string>& warnings, std::vector<std::string>& pngs) {
+  const bool lr = c.transfer == "lr";
+  const std::string key = lr ? "lr" : "wd";  // of the JSON and the plot
+  const std::string what = lr ? "learning rate" : "weight decay";
+  const Transfer t = transfer(points, c.transfer, warnings);
+  std::printf(
+      "ladder fit --%s-transfer: loss against log %s, a parabola per width (around its "
+      "best run)\n\n",
+      key.c_str(), what.c_str());
+  std::printf("%10s %6s %12s %10s\n", "width", "runs", (key + "_opt").c_str(), "loss");
   json widths = json::array();
   for (const auto& curve : t.curves) {
-    std::printf("%10s %6zu %12s %10s\n", num(curve.width, "%.0f").c_str(), curve.lr.size(),
-                num(curve.lr_opt).c_str(), num(curve.loss_opt, "%.4f").c_str());
+    std::printf("%10s %6zu %12s %10s\n", num(curve.width, "%.0f").c_str(), curve.value.size(),
+                num(curve.value_opt).c_str(), num(curve.loss_opt, "%.4f").c_str());
     widths.push_back({{"width", curve.width},
-                      {"runs", curve.lr.size()},
-                      {"lr_opt", curve.lr_opt},
+                      {"runs", curve.value.size()},
+                      {key + "_opt", curve.value_opt},
                       {"loss_opt", curve.loss_opt},
-                      {"parabola_in_ln_lr", {curve.c0, curve.c1, curve.c2}}});
+                      {"parabola_in_ln_" + key, {curve.c0, curve.c1, curve.c2}}});
   }
   // Bootstrap over runs: intervals for each width's optimum and for the spread.
   std::map<double, std::vector<double>> optima;
@@ -394,9 +400,9 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
   for (int64_t k = 0; k < c.fit.bootstrap; ++k) {
     std::vector<std::string> ignored;
     try {
-      const LrTransfer b = lr_transfer(resample_runs(points, state), ignored);
+      const Transfer b = transfer(resample_runs(points, state), c.transfer, ignored);
       for (const auto& curve : b.curves)
-        optima[curve.width].push_back(curve.lr_opt);
+        optima[curve.width].push_back(curve.value_opt);
       if (b.curves.size() == t.curves.size()) spreads.push_back(b.spread);
     } catch (const Error&) {
       // no width with a usable sweep in this resample
@@ -406,18 +412,19 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
     const auto& v = optima[t.curves[k].width];
     if (v.empty()) continue;
     const Interval i = percentile_interval(v);
-    widths[k]["lr_opt_ci95"] = ci95_json(v);
-    std::printf("  width %s: lr_opt 95%% interval [%s, %s] (%zu of %lld resamples)\n",
-                num(t.curves[k].width, "%.0f").c_str(), num(i.low).c_str(), num(i.high).c_str(),
-                v.size(), static_cast<long long>(c.fit.bootstrap));
+    widths[k][key + "_opt_ci95"] = ci95_json(v);
+    std::printf("  width %s: %s_opt 95%% interval [%s, %s] (%zu of %lld resamples)\n",
+                num(t.curves[k].width, "%.0f").c_str(), key.c_str(), num(i.low).c_str(),
+                num(i.high).c_str(), v.size(), static_cast<long long>(c.fit.bootstrap));
   }
-  std::printf("\nspread of the optimal learning rate across widths: %.3gx (max / min)", t.spread);
+  std::printf("\nspread of the optimal %s across widths: %.3gx (max / min)", what.c_str(),
+              t.spread);
   if (!spreads.empty()) {
     const Interval i = percentile_interval(spreads);
     std::printf(", 95%% interval [%.3g, %.3g]", i.low, i.high);
   }
   std::printf("\n");
-  out["lr_transfer"] = {
+  out[key + "_transfer"] = {
       {"widths", widths}, {"spread", t.spread}, {"spread_ci95", ci95_json(spreads)}};
   out["settings"] = {{"inputs", c.inputs},
                      {"bootstrap", c.fit.bootstrap},
@@ -426,21 +433,21 @@ void fit_lr_transfer(const FitCommand& c, const std::vector<Point>& points, json
   if (!c.plots) return;
   std::vector<ParabolaGroup> groups;
   for (const auto& cv : t.curves)
-    groups.push_back({"width " + num(cv.width, "%.0f"), cv.lr, cv.loss, cv.c0, cv.c1, cv.c2});
+    groups.push_back({"width " + num(cv.width, "%.0f"), cv.value, cv.loss, cv.c0, cv.c1, cv.c2});
   pngs.push_back(
-      plot_parabolas(c.out_dir, "lr_transfer", "learning rate", "final loss", groups, warnings));
+      plot_parabolas(c.out_dir, key + "_transfer", what, "final loss", groups, warnings));
 }
 
 }  // namespace
 
 int run_fit(const FitCommand& c) {
   if (c.inputs.empty()) throw Error("ladder fit", "give run folders, trace.h5 or CSV files");
-  if (c.law != "isoflop" && !c.lr_transfer) law_named(c.law);  // an unknown law fails first
+  if (c.law != "isoflop" && c.transfer.empty()) law_named(c.law);  // an unknown law fails first
   if (c.holdout < 0) throw Error("--holdout", "must be >= 0");
   if (c.fit.bootstrap < 0) throw Error("--bootstrap", "must be >= 0");
   if (!(c.fit.huber_delta > 0)) throw Error("--delta", "must be > 0");
   PointOptions options = c.points;
-  if (c.lr_transfer) options.final_only = true;
+  if (!c.transfer.empty()) options.final_only = true;
   std::vector<std::string> warnings;
   const std::vector<Point> points = load_points(c.inputs, options, warnings);
   for (const auto& w : warnings)
@@ -458,8 +465,8 @@ int run_fit(const FitCommand& c) {
   json out;
   out["ladder_fit"] = 1;
   std::vector<std::string> pngs;
-  if (c.lr_transfer)
-    fit_lr_transfer(command, points, out, warnings, pngs);
+  if (!c.transfer.empty())
+    fit_transfer(command, points, out, warnings, pngs);
   else if (c.law == "isoflop")
     fit_isoflop(command, points, out, warnings, pngs);
   else

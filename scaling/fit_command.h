@@ -7,7 +7,7 @@
 //              same input and options give the same bytes.
 //   *.png      via gnuplot when it is installed, each beside its .dat data and .gp script:
 //              loss_vs_compute (points and the fitted frontier or predictions), residuals,
-//              isoflop, lr_transfer.
+//              isoflop, lr_transfer, wd_transfer.
 #pragma once
 
 #include <string>
@@ -24,8 +24,10 @@ struct FitCommand {
   std::string out_dir = ".";
   PointOptions points;
   FitOptions fit;
-  int64_t holdout = 0;       // keep this many of the largest model sizes out of the fit
-  bool lr_transfer = false;  // fit learning-rate curves per width instead of a law
+  int64_t holdout = 0;  // keep this many of the largest model sizes out of the fit
+  // Instead of a law: the loss-optimal value of a hyperparameter per width ("lr" or
+  // "weight_decay"; "" for a law).
+  std::string transfer;
   bool plots = true;
 };
 

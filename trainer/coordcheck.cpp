@@ -35,14 +35,14 @@ using Coords = std::map<std::tuple<int64_t, int64_t, std::string>, double>;
 
 // Trains the recipe's model at one width for `steps` steps, recording the probe before each
 // update.
-void check_width(const Recipe& r, const std::shared_ptr<data::TokenDataset>& dataset,
-                 int64_t steps, std::ofstream& csv, Coords& coords) {
+void check_width(const Recipe& r, const std::shared_ptr<data::TokenDataset>& dataset, int64_t steps,
+                 std::ofstream& csv, Coords& coords) {
   const int64_t vocab = dataset->meta().vocab_size;
   auto model = models::build_model(r.model, vocab, r.data.seq_len);
   models::ParamStore& params = model->params();
-  const optim::RuleInputs inputs = optim::rule_inputs(
-      r.mup, r.optim, r.model, r.train.global_batch * r.data.seq_len,
-      r.train.steps * r.train.global_batch * r.data.seq_len);
+  const optim::RuleInputs inputs =
+      optim::rule_inputs(r.mup, r.optim, r.model, r.train.global_batch * r.data.seq_len,
+                         r.train.steps * r.train.global_batch * r.data.seq_len);
   const auto settings = optim::param_settings(params.all(), inputs);
   optim::initialize(params, settings, static_cast<uint64_t>(r.run.seed));
   optim::AdamW optimizer(params, r.optim, settings);
@@ -73,7 +73,8 @@ std::string plot_script(const std::vector<int64_t>& widths, int64_t steps,
   std::string s = "set multiplot layout 2,3 title 'coordinate check (" + parametrization +
                   "): mean |output| against width, one line per step'\nset logscale xy\n"
                   "set grid\nset key top left reverse Left font ',7' samplen 1 spacing 0.8\n"
-                  "set xrange [" + std::to_string(*low / 1.25) + ":" + std::to_string(*high * 1.25) +
+                  "set xrange [" +
+                  std::to_string(*low / 1.25) + ":" + std::to_string(*high * 1.25) +
                   "]\nset format y '%g'\nset xtics font ',8' (";
   for (size_t i = 0; i < widths.size(); ++i)
     s += (i ? ", " : "") + std::string("'") + std::to_string(widths[i]) + "' " +
@@ -128,15 +129,17 @@ int run_coordcheck(const CoordcheckOptions& o) {
       try {
         recipes.push_back(load_recipe(o.recipe, {overrides, 1, origins}));
       } catch (const Error& e) {
-        throw Error("--widths", "width " + std::to_string(w) + ": " + e.where() + ": " + e.detail());
+        throw Error("--widths",
+                    "width " + std::to_string(w) + ": " + e.where() + ": " + e.detail());
       }
     }
   const auto dataset = std::make_shared<data::TokenDataset>(base.data.path, "train");
   const std::string out =
       o.out_dir.empty() ? (fs::path("coordcheck") / fs::path(o.recipe).stem()).string() : o.out_dir;
   fs::create_directories(out);
-  at::set_num_threads(o.threads > 0 ? o.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(o.threads > 0
+                          ? o.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   spdlog::info("coordcheck: {} ({}), widths {}, {} steps at lr {}, {} seed(s), {} threads",
                o.recipe, base.mup.parametrization, o.widths.size(), o.steps,
                shortest_float(base.optim.lr), o.seeds, at::get_num_threads());
@@ -154,7 +157,8 @@ int run_coordcheck(const CoordcheckOptions& o) {
 
   // Means over seeds, and each layer type's slope per step.
   std::vector<double> widths(o.widths.begin(), o.widths.end());
-  std::ofstream mean_csv(fs::path(out) / "coords_mean.csv"), slope_csv(fs::path(out) / "slopes.csv");
+  std::ofstream mean_csv(fs::path(out) / "coords_mean.csv"),
+      slope_csv(fs::path(out) / "slopes.csv");
   mean_csv << "width,step,layer,mean_abs\n";
   slope_csv << "step,layer,slope\n";
   std::map<std::pair<std::string, int64_t>, double> slopes;
@@ -173,7 +177,8 @@ int run_coordcheck(const CoordcheckOptions& o) {
   mean_csv.close(), slope_csv.close();
 
   // The table: one row per layer type, one column per step.
-  std::printf("\nlog-log slope of mean |output| against width (%s, widths", base.mup.parametrization.c_str());
+  std::printf("\nlog-log slope of mean |output| against width (%s, widths",
+              base.mup.parametrization.c_str());
   for (int64_t w : o.widths)
     std::printf(" %lld", static_cast<long long>(w));
   std::printf(")\n%-10s", "layer");

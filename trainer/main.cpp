@@ -202,8 +202,12 @@ struct FitCommand {
     cmd->add_flag("--final-only", c.points.final_only, "Use only the last point of each run");
     cmd->add_option("--filter", c.points.filters,
                     "Keep points whose attribute matches: key=value (repeatable)");
-    cmd->add_flag("--lr-transfer", c.lr_transfer,
-                  "Optimal learning rate per width (a parabola in log lr) instead of a law");
+    cmd->add_flag(
+        "--lr-transfer", [this](int64_t) { c.transfer = "lr"; },
+        "Optimal learning rate per width (a parabola in log lr) instead of a law");
+    cmd->add_flag(
+        "--wd-transfer", [this](int64_t) { c.transfer = "weight_decay"; },
+        "Optimal weight decay (the runs' weight_decay) per width instead of a law");
     cmd->add_flag(
         "--no-plots", [this](int64_t) { c.plots = false; }, "Write no plots");
   }

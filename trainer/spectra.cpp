@@ -19,9 +19,8 @@ double top_singular_value(const models::Param& param, const parallel::Communicat
   // The same start on every rank and at every call: a fixed-seed Gaussian over the logical columns,
   // of which a column-split rank takes its block.
   auto generator = at::detail::createCPUGenerator(0x5bec7);
-  const int64_t columns = param.shard.split() && param.shard.dim == 1
-                              ? param.shape.at(1)
-                              : w.size(1);
+  const int64_t columns =
+      param.shard.split() && param.shard.dim == 1 ? param.shape.at(1) : w.size(1);
   torch::Tensor v = torch::empty({columns}, torch::kFloat32).normal_(0, 1, generator);
   if (columns_split) v = v.narrow(0, models::block_start(param), w.size(1)).clone();
   v = v.to(w.device());

@@ -224,7 +224,7 @@ TEST(Isoflop, LossCurvesAreInterpolatedAtBudgets) {
   EXPECT_NEAR(r.a, kBeta / (kAlpha + kBeta), 0.1);
 }
 
-TEST(LrTransfer, FindsTheOptimumOfEachWidth) {
+TEST(Transfer, FindsTheOptimumOfEachWidth) {
   std::vector<Point> points;
   const std::map<double, double> optimum{{128, 1e-2}, {256, 1.1e-2}, {512, 0.9e-2}};
   for (const auto& [width, best] : optimum)
@@ -233,20 +233,40 @@ TEST(LrTransfer, FindsTheOptimumOfEachWidth) {
       p.width = width, p.lr = best * std::pow(2.0, i), p.D = 1e9;
       p.loss = 3.0 + 0.05 * std::pow(std::log(p.lr / best), 2) + 1e3 / width;
       p.run = std::to_string(width) + "/" + std::to_string(i);
+      p.attributes["weight_decay"] = std::to_string(p.lr * 10);  // the same sweep, as a wd one
       points.push_back(p);
     }
   std::vector<std::string> warnings;
-  const LrTransfer t = lr_transfer(points, warnings);
+  const Transfer t = transfer(points, "lr", warnings);
   ASSERT_EQ(t.curves.size(), 3u);
   for (const auto& c : t.curves)
-    EXPECT_NEAR(c.lr_opt / optimum.at(c.width), 1.0, 1e-9) << c.width;
+    EXPECT_NEAR(c.value_opt / optimum.at(c.width), 1.0, 1e-9) << c.width;
   EXPECT_NEAR(t.spread, 1.1 / 0.9, 1e-9);
+  // Any run attribute: here weight_decay = 10 x lr.
+  const Transfer wd = transfer(points, "weight_decay", warnings);
+  ASSERT_EQ(wd.curves.size(), 3u);
+  for (const auto& c : wd.curves)
+    EXPECT_NEAR(c.value_opt / (10 * optimum.at(c.width)), 1.0, 1e-5) << c.width;
+  // A diverged run at the largest value does not bend the parabola: it lies outside the window of
+  // the best point and two neighbours on each side.
+  for (auto& p : points)
+    if (p.width == 128 && p.lr > 7e-2) p.loss = 100.0;
+  warnings.clear();
+  const Transfer robust = transfer(points, "lr", warnings);
+  ASSERT_EQ(robust.curves.size(), 3u) << (warnings.empty() ? "" : warnings[0]);
+  EXPECT_NEAR(robust.curves[0].value_opt / 1e-2, 1.0, 1e-9);
   // A width whose sweep keeps improving at the edge has no optimum inside it: warned, left out.
   for (auto& p : points)
     if (p.width == 512) p.loss = 3.0 - p.lr;
-  const LrTransfer partial = lr_transfer(points, warnings);
+  warnings.clear();
+  const Transfer partial = transfer(points, "lr", warnings);
   EXPECT_EQ(partial.curves.size(), 2u);
-  EXPECT_EQ(warnings.size(), 1u);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("width 512 has no loss minimum inside its values"), std::string::npos)
+      << warnings[0];
+  // A run without the hyperparameter is an error naming it.
+  points[0].attributes.erase("weight_decay");
+  EXPECT_THROW(transfer(points, "weight_decay", warnings), Error);
 }
 
 TEST(Parabola, ExactOnAParabolaAndRefusesTwoPoints) {

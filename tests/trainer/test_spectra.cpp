@@ -17,8 +17,8 @@ TEST(Spectra, PowerIterationFindsTheTopSingularValue) {
   for (const auto& [rows, columns] : {std::pair{48, 32}, std::pair{32, 96}, std::pair{1, 7}}) {
     // A top value apart from the rest, as trained matrices have (Marchenko-Pastur bulk below).
     const int64_t k = std::min(rows, columns);
-    const torch::Tensor s = torch::cat({torch::tensor({3.0}, torch::kFloat64),
-                                        torch::linspace(2.0, 0.5, k - 1, torch::kFloat64)});
+    const torch::Tensor s = torch::cat(
+        {torch::tensor({3.0}, torch::kFloat64), torch::linspace(2.0, 0.5, k - 1, torch::kFloat64)});
     models::ParamStore store;
     torch::Tensor w = store.add("w", models::Role::Hidden, models::InitKind::Normal,
                                 {rows, columns}, {0, 1}, columns);
