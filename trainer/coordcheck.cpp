@@ -191,7 +191,10 @@ int run_coordcheck(const CoordcheckOptions& o) {
     std::printf("%-10s", layer.c_str());
     for (int64_t t = 0; t < o.steps; ++t) {
       const double s = slopes[{layer, t}];
-      std::printf(" %+8.3f", s);
+      if (std::isfinite(s))
+        std::printf(" %+8.3f", s);
+      else
+        std::printf(" %8s", "-");  // fewer than two nonzero values (a readout started at zero)
       if (t >= 2 && std::isfinite(s) && std::abs(s) > std::abs(worst))
         worst = s, worst_at = layer + ", step " + std::to_string(t);
     }
