@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/dense.h"
 #include "models/params.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
@@ -124,6 +125,59 @@ TEST(Parametrization, MupRulesAtTwoWidthsMatchTheTable) {
   RuleInputs zero = inputs_at("mup", 256);
   zero.mup.readout_zero_init = true;
   EXPECT_EQ(param_settings(store_at_width(256).all(), zero)[3].init_std, 0.0);
+}
+
+TEST(Parametrization, DenseModelAtTwoWidthsFollowsTheTable) {
+  // The dense model's own parameters, base width 64, at m = 1 and m = 4 (4 layers).
+  for (int64_t d : {64, 256}) {
+    const double m = d / 64.0;
+    models::ModelConfig c;
+    c.arch = "dense", c.d_model = d, c.n_layers = 4, c.n_heads = 4, c.n_kv_heads = 4;
+    c.ffn_hidden = 2 * d, c.norm_eps = 1e-5, c.rope_theta = 1e4;
+    models::DenseTransformer model(c, 50, 8);
+    const auto& params = model.params().all();
+    const auto s = param_settings(params, inputs_at("mup", d));
+    ASSERT_EQ(s.size(), params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const models::Param& p = params[i];
+      const std::string& n = p.name;
+      SCOPED_TRACE(n + " at d_model " + std::to_string(d));
+      const bool output =
+          n.find("attn.wo") != std::string::npos || n.find("mlp.w_down") != std::string::npos;
+      switch (p.role) {
+        case Role::Embedding:
+          EXPECT_EQ(n, "embedding");
+          EXPECT_DOUBLE_EQ(s[i].init_std, 1.0);
+          EXPECT_DOUBLE_EQ(s[i].lr_multiplier, 1.0);
+          EXPECT_DOUBLE_EQ(s[i].weight_decay, 0.1);
+          EXPECT_DOUBLE_EQ(s[i].eps, 1e-8);
+          break;
+        case Role::Hidden: {
+          // sigma / sqrt(m), sigma the base width's fan-in std (x 1/sqrt(2 L) on outputs).
+          const double base_fan_in = (n.find("w_down") != std::string::npos ? 2 * 64.0 : 64.0);
+          const double sigma = 1 / std::sqrt(base_fan_in) * (output ? 1 / std::sqrt(8.0) : 1.0);
+          EXPECT_NEAR(s[i].init_std, sigma / std::sqrt(m), 1e-15);
+          EXPECT_DOUBLE_EQ(s[i].lr_multiplier, 1 / m);
+          EXPECT_DOUBLE_EQ(s[i].eps, 1e-8 / m);
+          EXPECT_DOUBLE_EQ(s[i].weight_decay, 0.1);
+          break;
+        }
+        case Role::Readout:
+          EXPECT_EQ(n, "readout");
+          EXPECT_NEAR(s[i].init_std, 1 / std::sqrt(64.0), 1e-15);  // sigma at every width
+          EXPECT_DOUBLE_EQ(s[i].lr_multiplier, 1.0);
+          EXPECT_DOUBLE_EQ(s[i].weight_decay, 0.1);
+          EXPECT_DOUBLE_EQ(s[i].eps, 1e-8);
+          break;
+        case Role::Vector:
+          EXPECT_EQ(p.init, InitKind::Ones);
+          EXPECT_DOUBLE_EQ(s[i].lr_multiplier, 1.0);
+          EXPECT_DOUBLE_EQ(s[i].weight_decay, 0.0);
+          EXPECT_DOUBLE_EQ(s[i].eps, 1e-8);
+          break;
+      }
+    }
+  }
 }
 
 TEST(Parametrization, MupAtTheBaseWidthIsTheStandardParametrization) {

@@ -316,5 +316,29 @@ TEST_F(SweepFile, StateAndIndexFollowTheRunFolders) {
   EXPECT_EQ(read_run_state(s.runs[1]).status, "pending");
 }
 
+// Every shipped sweep file expands and validates every run, from a folder holding data/brown (the
+// metadata of the bundled corpus prepared with the bytes tokenizer, as the recipes expect).
+TEST_F(SweepFile, ShippedSweepsAreValid) {
+  data::DatasetMeta meta = data::DatasetMeta::read(dir.path("ds"));
+  fs::create_directories(dir.path("data/brown"));
+  meta.write(dir.path("data/brown"));
+  const fs::path before = fs::current_path();
+  fs::current_path(dir.path(""));
+  const std::string sweeps = std::string(LADDER_SOURCE_DIR) + "/recipes/sweeps/";
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(sweeps))
+    if (e.path().extension() == ".toml") {
+      ++files;
+      try {
+        const Sweep s = load_sweep(e.path().string());
+        EXPECT_GE(s.runs.size(), 2u) << e.path();
+      } catch (const Error& error) {
+        ADD_FAILURE() << e.path() << ": " << error.what();
+      }
+    }
+  fs::current_path(before);
+  EXPECT_GE(files, 5u);
+}
+
 }  // namespace
 }  // namespace ladder
