@@ -138,8 +138,13 @@ void check_run_folder(const SweepRun& run) {
   if (!fs::exists(saved, ec)) return;
   const auto have = recipe_lines(read_text(saved));
   const auto want = recipe_lines(resolved_recipe_toml(run.recipe));
+  // A key the folder's recipe lacks came into ladder after that run: it ran as the key's default.
+  std::map<std::string, std::string> defaults;
+  for (const auto& k : recipe_schema())
+    defaults[k.key] = k.default_value;
   for (const auto& [key, value] : want) {
     auto it = have.find(key);
+    if (it == have.end() && defaults.count(key) && defaults.at(key) == value) continue;
     if (it == have.end() || it->second != value)
       throw Error(run.dir, "holds a run of another recipe (" + key + " = " +
                                (it == have.end() ? "<missing>" : it->second) + " there, " + value +

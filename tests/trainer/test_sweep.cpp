@@ -282,6 +282,18 @@ TEST_F(SweepFile, RefusesARunFolderOfAnotherRecipe) {
               std::string::npos)
         << format_error(e);
   }
+  // A run written before a key existed ran as its default: the same recipe when the sweep keeps the
+  // default, another one when it does not.
+  auto without = [](std::string text, const std::string& line) {
+    return text.erase(text.find(line), line.size());
+  };
+  testing::write_file(
+      s.runs[0].dir + "/recipe.toml",
+      without(resolved_recipe_toml(s.runs[0].recipe), "spectra_every_steps = 100\n"));
+  EXPECT_NO_THROW(check_run_folder(s.runs[0]));
+  testing::write_file(s.runs[0].dir + "/recipe.toml",
+                      without(resolved_recipe_toml(s.runs[0].recipe), "lr = 0.001\n"));
+  EXPECT_THROW(check_run_folder(s.runs[0]), Error);
 }
 
 TEST_F(SweepFile, StateAndIndexFollowTheRunFolders) {
