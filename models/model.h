@@ -50,8 +50,8 @@ struct ChunkOutput {
   ModelOutput loss;
 };
 
-// Coordinate statistics for `ladder coordcheck` (Yang et al. 2021, "Tensor Programs V", section
-// "coordinate check"): the mean absolute value of each layer type's output ("embedding",
+// Coordinate statistics for `ladder coordcheck` (the coordinate check of Yang et al. 2021, "Tensor
+// Programs V"): the mean absolute value of each layer type's output ("embedding",
 // "attention", "mlp", "residual", "logits"), averaged over the layers of that type. A model with a
 // probe set reports to it on every forward; without one it costs nothing.
 class CoordinateProbe {

@@ -34,7 +34,7 @@ models::ScaleFactors scale_factors(const MupConfig& mup, const models::ModelConf
   const double m = static_cast<double>(model.d_model) / static_cast<double>(mup.base_width);
   const double head_dim = static_cast<double>(model.d_model / model.n_heads);
   // muP: q.k sums head_dim coordinates that become correlated in training, so it grows like
-  // head_dim, not sqrt(head_dim) (Yang et al. 2021, Tensor Programs V, section 4).
+  // head_dim, not sqrt(head_dim) (Yang et al. 2021, Tensor Programs V).
   if (mu)
     s.attention_scale = mup.attention_multiplier / head_dim;
   else if (mup.attention_multiplier != 1.0)
