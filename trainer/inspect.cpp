@@ -1,7 +1,7 @@
 #include "trainer/inspect.h"
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -148,8 +148,10 @@ void inspect_spectra(const std::vector<std::string>& paths) {
     return std::tie(a.width, a.lr, a.weight_decay, a.run) <
            std::tie(b.width, b.lr, b.weight_decay, b.run);
   });
-  std::printf("top singular value of each hidden matrix kind at the end of each run (mean over "
-              "layers)\n%6s %10s %10s", "width", "lr", "wd");
+  std::printf(
+      "top singular value of each hidden matrix kind at the end of each run (mean over "
+      "layers)\n%6s %10s %10s",
+      "width", "lr", "wd");
   for (const auto& k : kinds)
     std::printf(" %11s", k.c_str());
   std::printf("  run\n");

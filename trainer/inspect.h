@@ -1,6 +1,6 @@
-// `ladder inspect PATH...`: a readable summary of a checkpoint, a trace, or a prepared dataset; given
-// several traces or run folders (a sweep's folder, say), the hidden matrices' top singular values
-// (trainer/spectra.h) of each run against its width.
+// `ladder inspect PATH...`: a readable summary of a checkpoint, a trace, or a prepared dataset;
+// given several traces or run folders (a sweep's folder, say), the hidden matrices' top singular
+// values (trainer/spectra.h) of each run against its width.
 #pragma once
 
 #include <string>

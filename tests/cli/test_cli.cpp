@@ -77,9 +77,7 @@ TEST(Cli, CoordcheckRefusesBadWidthsBeforeAnyWork) {
   r = run_command(ladder_binary() + " coordcheck " + std::string(LADDER_SOURCE_DIR) +
                   "/recipes/coordcheck-mup.toml --widths 64,100");
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.output.find("ladder: error: --widths: width 100: "),
-            std::string::npos)
-      << r.output;
+  EXPECT_NE(r.output.find("ladder: error: --widths: width 100: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("model.n_heads: the head dimension d_model / n_heads = 25 must be even"),
             std::string::npos)
       << r.output;

@@ -96,26 +96,26 @@ TEST_F(MupTraining, InspectPrintsTopSingularValuesAgainstWidth) {
       "[train]\nsteps = 6\nglobal_batch = 4\nmicro_batch = 4\n[eval]\nevery_steps = 0\n"
       "spectra_every_steps = 3\n[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"
       "[mup]\nparametrization = \"mup\"\nbase_width = 32\n";
-  ASSERT_EQ(train(recipe("spectra_wide", run), "--set model.d_model=64 --set run.out_dir=\"" +
-                                                   dir_->path("spectra") + "\"")
+  ASSERT_EQ(train(recipe("spectra_wide", run),
+                  "--set model.d_model=64 --set run.out_dir=\"" + dir_->path("spectra") + "\"")
                 .status,
             0);
-  ASSERT_EQ(train(recipe("spectra_narrow", run), "--set run.out_dir=\"" + dir_->path("spectra") +
-                                                     "\"")
-                .status,
-            0);
+  ASSERT_EQ(
+      train(recipe("spectra_narrow", run), "--set run.out_dir=\"" + dir_->path("spectra") + "\"")
+          .status,
+      0);
   const auto steps = series(dir_->path("spectra/spectra_wide/trace.h5"), "spectra/step");
   EXPECT_EQ(steps, (std::vector<double>{0, 3, 6}));
-  const auto r = run_command(testing::ladder_binary() + " inspect --spectra " +
-                             dir_->path("spectra"));
+  const auto r =
+      run_command(testing::ladder_binary() + " inspect --spectra " + dir_->path("spectra"));
   ASSERT_EQ(r.status, 0) << r.output;
   // One row per run, narrow first, with every kind of hidden matrix as a column.
   const size_t narrow = r.output.find("spectra_narrow"), wide = r.output.find("spectra_wide");
   ASSERT_NE(narrow, std::string::npos) << r.output;
   ASSERT_NE(wide, std::string::npos) << r.output;
   EXPECT_LT(narrow, wide) << r.output;
-  for (const char* kind : {"attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w_gate", "mlp.w_up",
-                           "mlp.w_down"})
+  for (const char* kind :
+       {"attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w_gate", "mlp.w_up", "mlp.w_down"})
     EXPECT_NE(r.output.find(kind), std::string::npos) << kind << "\n" << r.output;
   EXPECT_NE(r.output.find("\n    32 "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\n    64 "), std::string::npos) << r.output;
@@ -152,7 +152,8 @@ TEST_F(MupTraining, CoordcheckSeparatesMupFromSp) {
                                "--threads 1 --set data.path=\"" + dir_->path("ds") + "\" --out " +
                                dir_->path("cc-" + p));
     ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_NE(r.output.find("log-log slope of mean |output| against width (" + p), std::string::npos)
+    EXPECT_NE(r.output.find("log-log slope of mean |output| against width (" + p),
+              std::string::npos)
         << r.output;
     EXPECT_TRUE(std::filesystem::exists(dir_->path("cc-" + p + "/coords.csv")));
     slopes[p] = read_slopes(dir_->path("cc-" + p + "/slopes.csv"));
