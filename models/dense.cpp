@@ -65,15 +65,19 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     b.wo.weight = store_.add(p + "attn.wo", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d,
                              residual_scale, columns, h);
     b.mlp_norm = store_.add(p + "mlp_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
+    for (auto* layer : {&b.wq, &b.wk, &b.wv, &b.w_gate, &b.w_up})
+      layer->tp = tp;
+    b.wo.tp = b.w_down.tp = tp;
+    if (c.moe.routed(l)) {
+      b.moe = std::make_unique<RoutedExperts>(c.moe, d, tp, store_, p + "moe.", residual_scale, h);
+      continue;
+    }
     b.w_gate.weight = store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1},
                                  d, 1.0, rows, h);
     b.w_up.weight =
         store_.add(p + "mlp.w_up", Role::Hidden, InitKind::Normal, {f, d}, {0, 1}, d, 1.0, rows, h);
     b.w_down.weight = store_.add(p + "mlp.w_down", Role::Hidden, InitKind::Normal, {d, f}, {0, 1},
                                  f, residual_scale, columns, h);
-    for (auto* layer : {&b.wq, &b.wk, &b.wv, &b.w_gate, &b.w_up})
-      layer->tp = tp;
-    b.wo.tp = b.w_down.tp = tp;
   }
   final_norm_ = store_.add("final_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {},
                            holding(stage_.last));
@@ -127,10 +131,15 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   const torch::Tensor attn_out = residual_branch(b.wo.forward(attn));
   const torch::Tensor out = x + attn_out;
 
-  const torch::Tensor g =
-      parallel::enter_column_region(rms_norm(out, token_gain(b.mlp_norm), eps), tp_);
-  const torch::Tensor mlp_out =
-      residual_branch(b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g))));
+  const torch::Tensor normed = rms_norm(out, token_gain(b.mlp_norm), eps);
+  torch::Tensor mlp;
+  if (b.moe) {
+    mlp = b.moe->forward(normed);
+  } else {
+    const torch::Tensor g = parallel::enter_column_region(normed, tp_);
+    mlp = b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g)));
+  }
+  const torch::Tensor mlp_out = residual_branch(mlp);
   const torch::Tensor result = out + mlp_out;
   if (probe_) {
     probe_->record("attention", attn_out);
@@ -200,23 +209,54 @@ ModelOutput DenseTransformer::loss(const torch::Tensor& tokens, const torch::Ten
   return forward_chunk(0, tokens, targets, {}).loss;
 }
 
+namespace {
+
+// Matrix parameters of one layer: all of them, and those a token uses (the router, top_k routed
+// experts, the shared experts; every one in a dense layer).
+struct LayerMatrices {
+  double total = 0, active = 0;
+};
+
+LayerMatrices layer_matrices(const ModelConfig& c, int64_t layer) {
+  const double d = static_cast<double>(c.d_model);
+  const double kv = static_cast<double>(c.n_kv_heads * (c.d_model / c.n_heads));
+  const double attention = 2 * d * d + 2 * kv * d;  // wq, wo, wk, wv
+  if (!c.moe.routed(layer)) {
+    const double mlp = 3 * static_cast<double>(c.ffn_hidden) * d;
+    return {attention + mlp, attention + mlp};
+  }
+  const double expert = 3 * static_cast<double>(c.moe.expert_ffn) * d;
+  const double router = static_cast<double>(c.moe.experts) * d;
+  const double shared = static_cast<double>(c.moe.shared_experts) * expert;
+  return {attention + router + shared + static_cast<double>(c.moe.experts) * expert,
+          attention + router + shared + static_cast<double>(c.moe.top_k) * expert};
+}
+
+}  // namespace
+
 StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_size, int64_t seq_len,
                                          const std::string& by) {
-  const double d = static_cast<double>(c.d_model), f = static_cast<double>(c.ffn_hidden);
-  const double kv = static_cast<double>(c.n_kv_heads * (c.d_model / c.n_heads));
+  const double d = static_cast<double>(c.d_model);
   const double v = static_cast<double>(vocab_size);
-  const double matmul = 2 * d * d + 2 * kv * d + 3 * f * d;  // wq, wo, wk, wv, the SwiGLU
   StageCosts costs;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerMatrices m = layer_matrices(c, l);
+    if (by == "params") {
+      // Memory follows every expert; the vectors are the norms (and a router's bias).
+      const double vectors =
+          2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0) +
+          (c.moe.routed(l) && c.moe.balance == "bias" ? static_cast<double>(c.moe.experts) : 0);
+      costs.layers.push_back(m.total + vectors);
+    } else {
+      // FLOPs per token as in accounting(): a token pays for the experts it uses.
+      costs.layers.push_back(6 * m.active + 12 * d * static_cast<double>(seq_len));
+    }
+  }
   if (by == "params") {
-    const double vectors =
-        2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0);
-    costs.layers.assign(c.n_layers, matmul + vectors);
     costs.first = v * d;     // the embedding
     costs.last = v * d + d;  // the readout (a tied copy weighs the same) and the final norm
   } else {
-    // FLOPs per token as in accounting(): the embedding costs none.
-    costs.layers.assign(c.n_layers, 6 * matmul + 12 * d * static_cast<double>(seq_len));
-    costs.last = 6 * v * d;
+    costs.last = 6 * v * d;  // the embedding costs no FLOPs
   }
   return costs;
 }
@@ -226,11 +266,19 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
   a.total_params = store_.numel();
   a.embedding_params = store_.numel(Role::Embedding);
   a.non_embedding_params = a.total_params - a.embedding_params;
-  a.active_params = a.total_params;
-  // Every parameter but the embedding enters a matmul once per token; a tied matrix enters as
-  // readout.
+  // Routed experts a token does not use are not active (Clark et al. 2022; DeepSeek-V3 counts
+  // "activated parameters" the same way).
+  double inactive = 0;
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    const LayerMatrices m = layer_matrices(config_, l);
+    inactive += m.total - m.active;
+  }
+  a.active_params = a.total_params - static_cast<int64_t>(inactive);
+  a.active_non_embedding_params = a.active_params - a.embedding_params;
+  // Every active parameter but the embedding enters a matmul once per token (contract 8); a tied
+  // matrix enters as readout.
   const double matmul_params =
-      static_cast<double>(a.non_embedding_params) +
+      static_cast<double>(a.active_non_embedding_params) +
       (config_.tie_embeddings ? static_cast<double>(vocab_size_ * config_.d_model) : 0.0);
   a.flops_per_token = 6.0 * matmul_params + 12.0 * static_cast<double>(config_.n_layers) *
                                                 static_cast<double>(config_.d_model) *
@@ -238,6 +286,26 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
   a.width = config_.d_model;
   a.depth = config_.n_layers;
   return a;
+}
+
+torch::Tensor DenseTransformer::take_routing_counts() {
+  if (config_.moe.experts == 0) return {};
+  // Every routed layer has its RoutedExperts, held here or not (those held elsewhere count zero).
+  std::vector<torch::Tensor> rows;
+  for (const Block& b : blocks_)
+    if (b.moe) rows.push_back(b.moe->take_counts());
+  return torch::stack(rows);
+}
+
+void DenseTransformer::balance_experts(const torch::Tensor& counts) {
+  int64_t row = 0;
+  for (const Block& b : blocks_)
+    if (b.moe) b.moe->balance(counts[row++].narrow(0, 0, config_.moe.experts));
+}
+
+void DenseTransformer::set_objective_scale(double scale) {
+  for (Block& b : blocks_)
+    if (b.moe) b.moe->set_objective_scale(scale);
 }
 
 }  // namespace ladder::models

@@ -3,6 +3,9 @@
 // Wortsman et al. 2023) -> residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; readout tied
 // or untied; optional z-loss.
 //
+// The same class is the mixture-of-experts model (model.arch = "moe"): the layers config.moe routes
+// replace the SwiGLU MLP with RoutedExperts (models/moe.h); everything else is shared.
+//
 // Tensor parallelism (parallel/tensor_parallel.h): attention is split by heads (query and key/value
 // heads alike: tp must divide both), the MLP along its hidden dimension, the embedding and the
 // readout along the vocabulary (padded to a multiple of tp). Activations are [tokens, d_model]
@@ -13,6 +16,7 @@
 
 #include "models/blocks.h"
 #include "models/model.h"
+#include "models/moe.h"
 #include "parallel/tensor_parallel.h"
 
 namespace ladder::models {
@@ -30,6 +34,9 @@ class DenseTransformer final : public Model {
                                 const std::string& by);
   SizeAccounting accounting(int64_t seq_len) const override;
   ParamStore& params() override { return store_; }
+  torch::Tensor take_routing_counts() override;
+  void balance_experts(const torch::Tensor& counts) override;
+  void set_objective_scale(double scale) override;
 
   // One block's residual update, exposed for tests: x [batch, seq, d_model] -> x + attn + mlp
   // (unsplit models only).
@@ -40,6 +47,7 @@ class DenseTransformer final : public Model {
     torch::Tensor attn_norm, mlp_norm, q_norm, k_norm;
     parallel::ColumnParallelLinear wq, wk, wv, w_gate, w_up;
     parallel::RowParallelLinear wo, w_down;
+    std::unique_ptr<RoutedExperts> moe;  // a routed layer: in place of the SwiGLU MLP
   };
   // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
   torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;

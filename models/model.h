@@ -21,6 +21,7 @@ struct SizeAccounting {
   int64_t embedding_params = 0;      // the token embedding (shared with the readout when tied)
   int64_t non_embedding_params = 0;  // N of the scaling laws: total - embedding
   int64_t active_params = 0;         // parameters used per token (= total for dense models)
+  int64_t active_non_embedding_params = 0;  // N_active: active_params - embedding
   // Model FLOPs per trained token (forward + backward): 6 x (parameters in matmuls per token, the
   // readout included even when tied) + 12 x n_layers x d_model x seq_len for causal self-attention
   // (Hoffmann et al. 2022, appendix F). The embedding lookup costs no FLOPs.
@@ -93,6 +94,18 @@ class Model {
   virtual std::vector<int64_t> activation_shape(int64_t batch, int64_t seq) const = 0;
   virtual SizeAccounting accounting(int64_t seq_len) const = 0;
   virtual ParamStore& params() = 0;
+
+  // Mixture-of-experts routing (models/moe.h) of the training forwards since the last call: one
+  // row per routed layer of the whole model, [routed layers, experts + kRoutingExtras] fp64 on the
+  // CPU, zero for layers this rank does not hold; then the counts restart. Every tp rank counts
+  // the same tokens, so a sum over dp and pp ranks gives the step's. Undefined for models without
+  // routed layers.
+  virtual torch::Tensor take_routing_counts() { return {}; }
+  // The auxiliary-loss-free bias rule of each routed layer, from counts summed as above.
+  virtual void balance_experts(const torch::Tensor& /*counts*/) {}
+  // The factor each micro-batch's objective is multiplied by before its backward pass: auxiliary
+  // losses that enter the backward pass inside the model take it too.
+  virtual void set_objective_scale(double /*scale*/) {}
 
  protected:
   CoordinateProbe* probe_ = nullptr;

@@ -83,6 +83,15 @@ torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
   return params_.back().value;
 }
 
+void ParamStore::set_rule_updated(const std::string& name) {
+  for (auto* list : {&params_, &catalog_})
+    for (auto& p : *list)
+      if (p.name == name) {
+        p.trained = false;
+        if (p.value.defined()) p.value.set_requires_grad(false);
+      }
+}
+
 const Param& ParamStore::get(const std::string& name) const {
   for (const auto& p : params_)
     if (p.name == name) return p;

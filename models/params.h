@@ -54,6 +54,9 @@ struct Param {
   // stage, used as its readout. Its gradient is summed with the owner's so both stay identical; it
   // is never written to checkpoints nor counted twice in norms.
   bool tied_copy = false;
+  // False for a tensor a rule of the model sets between steps (DeepSeek-V3's balancing bias of a
+  // router): it takes no gradient, and optim/ gives it no learning rate and no weight decay.
+  bool trained = true;
 };
 
 // This rank's block of a tensor at the parameter's logical shape (the tensor itself when not
@@ -80,6 +83,10 @@ class ParamStore {
   torch::Tensor add(const std::string& name, Role role, InitKind init, std::vector<int64_t> shape,
                     std::vector<int> width_dims, int64_t fan_in, double init_multiplier = 1.0,
                     Shard shard = {}, Holding holding = Holding::Held);
+
+  // Marks a registered parameter as set by a rule of the model, not by the optimizer
+  // (Param::trained); its value takes no gradient.
+  void set_rule_updated(const std::string& name);
 
   // The parameters this rank holds, in registration order.
   std::vector<Param>& all() { return params_; }

@@ -8,15 +8,17 @@ namespace ladder::models {
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
                                    int64_t max_seq_len, const parallel::TensorParallel& tp,
                                    const StageLayout& stage) {
-  if (config.arch == "dense")
+  // A mixture of experts is the dense model with routed MLPs (models/moe.h).
+  if (config.arch == "dense" || config.arch == "moe")
     return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp, stage);
-  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
+  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense and moe are)");
 }
 
 StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
                        const std::string& by) {
-  if (config.arch == "dense") return DenseTransformer::stage_costs(config, vocab_size, seq_len, by);
-  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense is)");
+  if (config.arch == "dense" || config.arch == "moe")
+    return DenseTransformer::stage_costs(config, vocab_size, seq_len, by);
+  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense and moe are)");
 }
 
 SizeAccounting size_accounting(const ModelConfig& config, int64_t vocab_size, int64_t seq_len) {

@@ -94,6 +94,7 @@ std::vector<ParamSettings> param_settings(const std::vector<models::Param>& para
         s.init_std = fan_in_std * p.init_multiplier;
         break;
     }
+    if (!p.trained) s.lr_multiplier = 0, s.weight_decay = 0;  // set by the model's own rule
     out.push_back(s);
   }
   return out;

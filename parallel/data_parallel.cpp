@@ -122,7 +122,7 @@ DataParallel::DataParallel(const std::vector<torch::Tensor>& params, const Commu
   if (options.bucket_bytes < 1) throw std::invalid_argument("DataParallel: bucket_bytes < 1");
   int64_t total = 0;
   for (const auto& p : params) {
-    if (p.scalar_type() != torch::kFloat32 || !p.is_leaf())
+    if (p.scalar_type() != torch::kFloat32 || !p.is_leaf())  // (a tensor without grad is a leaf)
       throw std::invalid_argument("DataParallel: parameters must be fp32 leaf tensors");
     total += p.numel();
   }
@@ -203,6 +203,7 @@ DataParallel::DataParallel(const std::vector<torch::Tensor>& params, const Commu
 
   if (ranks > 1 && options.overlap) {
     for (size_t k = 0; k < params.size(); ++k) {
+      if (!params[k].requires_grad()) continue;
       auto accumulator = torch::autograd::impl::grad_accumulator(params[k]);
       accumulator->add_post_hook(std::make_unique<GradReadyHook>(state_, k));
       s.accumulators.push_back(std::move(accumulator));
@@ -222,7 +223,9 @@ void DataParallel::before_backward(bool last) {
   if (!s.armed) return;
   s.next_launch = 0;
   for (Bucket& b : s.buckets) {
-    b.waiting = static_cast<int64_t>(b.tensors.size());
+    // Tensors that take no gradient (set by a rule of the model) are never waited for.
+    b.waiting = std::count_if(b.tensors.begin(), b.tensors.end(),
+                              [&](size_t k) { return s.params[k].requires_grad(); });
     b.launched = false;
   }
 }

@@ -105,6 +105,21 @@ struct ReduceScatterToSequenceParallel
   }
 };
 
+// All-gather of the token blocks forward; backward, this rank's block of the (complete) gradient.
+struct GatherTokensToReplicate : torch::autograd::Function<GatherTokensToReplicate> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               std::vector<int64_t> tp) {
+    const Handles h = handles(tp);
+    ctx->saved_data["rank"] = static_cast<int64_t>(h.group->rank());
+    ctx->saved_data["rows"] = x.size(0);
+    return all_gathered(x, h);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad) {
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    return {grad[0].narrow(0, ctx->saved_data["rank"].toInt() * rows, rows), torch::Tensor()};
+  }
+};
+
 // Cross-entropy over a vocabulary split by columns. Outputs per position: the loss lse - z_target
 // and the log-partition lse. The gradient with respect to the local logits is
 // softmax x (g_loss + g_lse) - onehot(target) x g_loss, which needs no communication: the softmax
@@ -194,11 +209,19 @@ torch::Tensor enter_column_region(const torch::Tensor& x, const TensorParallel& 
                                        tp);
 }
 
-torch::Tensor RowParallelLinear::forward(const torch::Tensor& x) const {
-  const torch::Tensor partial = torch::matmul(x, weight.t());
+torch::Tensor gather_tokens_to_replicate(const torch::Tensor& x, const TensorParallel& tp) {
+  if (!tp.active() || !tp.sequence_parallel) return x;
+  return GatherTokensToReplicate::apply(x, addresses(tp));
+}
+
+torch::Tensor exit_row_region(const torch::Tensor& partial, const TensorParallel& tp) {
   if (!tp.active()) return partial;
   return tp.sequence_parallel ? reduce_scatter_to_sequence_parallel(partial, tp)
                               : reduce_from_tensor_parallel(partial, tp);
+}
+
+torch::Tensor RowParallelLinear::forward(const torch::Tensor& x) const {
+  return exit_row_region(torch::matmul(x, weight.t()), tp);
 }
 
 torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& tokens) const {

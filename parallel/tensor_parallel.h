@@ -46,6 +46,16 @@ torch::Tensor reduce_from_tensor_parallel(const torch::Tensor& x, const TensorPa
 torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, const TensorParallel& tp);
 torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, const TensorParallel& tp);
 
+// The all-gather of the token blocks for a computation every rank repeats whole (the router of a
+// mixture-of-experts layer): the backward keeps this rank's block of the gradient, which is already
+// complete on every rank (no reduction: summing would count it tp times). x itself without
+// sequence parallelism.
+torch::Tensor gather_tokens_to_replicate(const torch::Tensor& x, const TensorParallel& tp);
+
+// The output of a row-parallel region (partial sums on each rank): summed over the group (g), or
+// reduce-scattered into token blocks with sequence parallelism; x itself when not split.
+torch::Tensor exit_row_region(const torch::Tensor& x, const TensorParallel& tp);
+
 // A replicated parameter (a norm gain) read where each rank acts on part of the data — inside the
 // head-split attention, or on a block of tokens under sequence parallelism — enters through f, so
 // that its gradient is summed over the group and stays the same on every rank. x itself when not

@@ -51,37 +51,28 @@ struct Run {
 };
 
 // Where elements [offset, offset + length) of a parameter's local block (row-major) lie in its
-// logical tensor: one run when the parameter is whole or split by rows, one per row when split by
-// columns; the zero padding beyond the logical tensor is left out.
+// logical tensor. A block split along dimension k is [outer, block rows, inner] with outer the
+// product of the dimensions before k and inner of those after: one run per outer index (one in
+// all for a split along dimension 0), the zero padding beyond the logical tensor left out.
 std::vector<Run> logical_runs(const models::Param& p, int64_t offset, int64_t length) {
   if (!p.shard.split()) return {Run{0, offset, length}};
-  if (p.shape.size() != 2)
-    throw std::logic_error("checkpoint: only matrices are split; " + p.name + " is not");
-  const int64_t rows = p.value.size(0), cols = p.value.size(1);
-  const int64_t logical_rows = p.shape[0], logical_cols = p.shape[1];
+  const auto dim = static_cast<size_t>(p.shard.dim);
+  int64_t outer = 1, inner = 1;
+  for (size_t i = 0; i < dim; ++i)
+    outer *= p.shape[i];
+  for (size_t i = dim + 1; i < p.shape.size(); ++i)
+    inner *= p.shape[i];
+  const int64_t logical_rows = p.shape[dim], rows = p.value.size(static_cast<int64_t>(dim));
   const int64_t start = models::block_start(p);
+  const int64_t block = rows * inner;  // local elements per outer index
+  const int64_t valid = std::clamp<int64_t>(logical_rows - start, 0, rows) * inner;
   std::vector<Run> runs;
-  for (int64_t r = offset / cols; r < rows && r * cols < offset + length; ++r) {
-    const int64_t a = std::max(offset, r * cols), b = std::min(offset + length, (r + 1) * cols);
-    int64_t row = r, col = a - r * cols, n = b - a;
-    if (p.shard.dim == 0)
-      row += start;
-    else
-      col += start;
-    if (row >= logical_rows || col >= logical_cols) continue;  // padding
-    n = std::min(n, logical_cols - col);
-    runs.push_back(Run{a - offset, row * logical_cols + col, n});
+  for (int64_t o = offset / block; o < outer && o * block < offset + length; ++o) {
+    const int64_t a = std::max(offset, o * block), b = std::min(offset + length, o * block + valid);
+    if (b > a)
+      runs.push_back(Run{a - offset, (o * logical_rows + start) * inner + (a - o * block), b - a});
   }
-  // Runs of consecutive rows that join up (a row split) become one write.
-  std::vector<Run> merged;
-  for (const Run& run : runs) {
-    if (!merged.empty() && merged.back().local + merged.back().length == run.local &&
-        merged.back().logical + merged.back().length == run.logical)
-      merged.back().length += run.length;
-    else
-      merged.push_back(run);
-  }
-  return merged;
+  return runs;
 }
 
 void write_runs(const h5::File& f, const std::string& name, const models::Param& p,

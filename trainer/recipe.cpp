@@ -236,6 +236,44 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("model.z_loss", &R::model, &ModelConfig::z_loss, 0.0,
                     "weight of the z-loss on the log-partition of the logits (PaLM); 0: off")
                     .at_least(0));
+    // [moe]
+    k.push_back(key("moe.experts", &R::moe, &MoeConfig::experts, 8, "routed experts per MoE layer")
+                    .at_least(1));
+    k.push_back(
+        key("moe.top_k", &R::moe, &MoeConfig::top_k, 2, "experts each token is sent to").at_least(1));
+    k.push_back(key("moe.shared_experts", &R::moe, &MoeConfig::shared_experts, 0,
+                    "experts every token goes through (DeepSeekMoE), of expert_ffn each")
+                    .at_least(0));
+    k.push_back(key("moe.expert_ffn", &R::moe, &MoeConfig::expert_ffn, 0,
+                    "SwiGLU hidden size of each expert; 0: model.ffn_hidden / granularity")
+                    .at_least(0));
+    k.push_back(key("moe.granularity", &R::moe, &MoeConfig::granularity, 1.0,
+                    "G = model.ffn_hidden / expert_ffn (Krajewski et al. 2024); read when "
+                    "expert_ffn = 0, derived otherwise")
+                    .above(0));
+    k.push_back(key("moe.moe_every", &R::moe, &MoeConfig::moe_every, 1,
+                    "layer l (from 0) is routed when (l + 1) % moe_every = 0; the others dense")
+                    .at_least(1));
+    k.push_back(key("moe.capacity_factor", &R::moe, &MoeConfig::capacity_factor, 0.0,
+                    "assignments an expert takes, x tokens x top_k / experts; 0: dropless")
+                    .at_least(0));
+    k.push_back(key("moe.aux_loss", &R::moe, &MoeConfig::aux_loss, 0.01,
+                    "weight of the Switch/GShard load-balancing loss; 0: off")
+                    .at_least(0));
+    k.push_back(key("moe.router_z_loss", &R::moe, &MoeConfig::router_z_loss, 0.001,
+                    "weight of the ST-MoE router z-loss; 0: off")
+                    .at_least(0));
+    k.push_back(key("moe.gate", &R::moe, &MoeConfig::gate, "softmax",
+                    "router scores: softmax over experts, or sigmoid per expert (DeepSeek-V3)")
+                    .one_of({"softmax", "sigmoid"}));
+    k.push_back(key("moe.balance", &R::moe, &MoeConfig::balance, "aux",
+                    "load balancing: aux (the auxiliary loss alone), or bias (DeepSeek-V3's "
+                    "auxiliary-loss-free expert bias)")
+                    .one_of({"aux", "bias"}));
+    k.push_back(key("moe.bias_update_rate", &R::moe, &MoeConfig::bias_update_rate, 0.001,
+                    "balance = \"bias\": the bias of an expert above (below) the mean load falls "
+                    "(rises) by this after each step")
+                    .above(0));
     // [parallel]
     k.push_back(key("parallel.tp", &R::parallel, &ParallelConfig::tp, 1, "tensor-parallel size")
                     .at_least(1));
@@ -247,6 +285,9 @@ const std::vector<KeySpec>& schema() {
     k.push_back(
         key("parallel.islands", &R::parallel, &ParallelConfig::islands, 1, "DiLoCo replicas")
             .at_least(1));
+    k.push_back(key("parallel.ep", &R::parallel, &ParallelConfig::ep, 1,
+                    "expert-parallel size: experts split over groups of ep data-parallel ranks")
+                    .at_least(1));
     k.push_back(key("parallel.sequence_parallel", &R::parallel, &ParallelConfig::sequence_parallel,
                     false,
                     "shard activations by token (batch x seq) between tensor-parallel regions"));
@@ -690,10 +731,35 @@ class Resolver {
       m.ffn_hidden = (raw + m.ffn_multiple_of - 1) / m.ffn_multiple_of * m.ffn_multiple_of;
       r_.derived.push_back("model.ffn_hidden");
     }
+    moe();
     const std::string& name = r_.run.name;
     if (!is_folder_name(name))
       fail("run.name",
            "must be letters, digits, '.', '_', '-' or '=' (a folder name); got " + in_quotes(name));
+  }
+
+  // [moe] enters the model only when model.arch = "moe".
+  void moe() {
+    auto& m = r_.model;
+    MoeConfig& e = r_.moe;
+    if (m.arch != "moe") return;
+    if (e.top_k > e.experts)
+      fail("moe.top_k", "must not exceed moe.experts (" + n(e.experts) + "); got " + n(e.top_k));
+    if (e.expert_ffn == 0) {
+      const double size = static_cast<double>(m.ffn_hidden) / e.granularity;
+      e.expert_ffn = static_cast<int64_t>(std::llround(size));
+      if (e.expert_ffn < 1 || std::abs(size - static_cast<double>(e.expert_ffn)) > 1e-9 * size)
+        fail("moe.granularity", "model.ffn_hidden / granularity = " + n(m.ffn_hidden) + " / " +
+                                    shortest_float(e.granularity) +
+                                    " must be a whole number of hidden units (or set moe.expert_ffn)");
+      r_.derived.push_back("moe.expert_ffn");
+    } else {
+      e.granularity = static_cast<double>(m.ffn_hidden) / static_cast<double>(e.expert_ffn);
+    }
+    if (e.moe_every > m.n_layers)
+      fail("moe.moe_every", "routes no layer: it exceeds model.n_layers (" + n(m.n_layers) +
+                                "); got " + n(e.moe_every));
+    m.moe = e;
   }
 
   void parallel() {
@@ -718,6 +784,16 @@ class Resolver {
     if (m.n_heads % p.tp != 0 || m.n_kv_heads % p.tp != 0)
       fail("parallel.tp", "must divide model.n_heads (" + n(m.n_heads) +
                               ") and model.n_kv_heads (" + n(m.n_kv_heads) + "); got " + n(p.tp));
+    if (m.moe.experts > 0 && m.moe.expert_ffn % p.tp != 0)
+      fail("parallel.tp",
+           "must divide moe.expert_ffn (" + n(m.moe.expert_ffn) + "); got " + n(p.tp));
+    if (p.ep > 1 && m.arch != "moe")
+      fail("parallel.ep", "splits experts: it needs model.arch = \"moe\"; got " + in_quotes(m.arch));
+    if (p.dp % p.ep != 0)
+      fail("parallel.ep", "must divide parallel.dp (" + n(p.dp) + "): expert-parallel groups are "
+                          "carved out of the data-parallel ranks; got " + n(p.ep));
+    if (m.moe.experts % p.ep != 0)
+      fail("parallel.ep", "must divide moe.experts (" + n(m.moe.experts) + "); got " + n(p.ep));
     if (r_.model.ffn_hidden % p.tp != 0)
       fail("parallel.tp",
            "must divide the SwiGLU hidden size (" + n(r_.model.ffn_hidden) + "); got " + n(p.tp));

@@ -19,6 +19,7 @@
 namespace ladder {
 
 using models::ModelConfig;
+using models::MoeConfig;
 using optim::MupConfig;
 using optim::OptimConfig;
 using optim::ScheduleConfig;
@@ -38,6 +39,7 @@ struct ParallelConfig {
   int64_t tp = 1, pp = 1;
   int64_t dp = 0;  // resolved: 0 in the file means world / (tp * pp * islands)
   int64_t islands = 1;
+  int64_t ep = 1;  // expert parallelism, carved out of dp
   bool sequence_parallel = false;
   std::string schedule;               // pipeline schedule: "1f1b" | "gpipe" | "interleaved"
   int64_t virtual_stages = 1;         // model chunks per pipeline rank (interleaved)
@@ -83,6 +85,7 @@ struct Recipe {
   RunConfig run;
   DataConfig data;
   ModelConfig model;
+  MoeConfig moe;  // as given; the resolver copies it into model.moe when model.arch = "moe"
   ParallelConfig parallel;
   TrainConfig train;
   OptimConfig optim;

@@ -50,7 +50,7 @@ double top_singular_value(const models::Param& param, const parallel::Communicat
 std::vector<std::string> spectra_names(const models::ParamStore& params) {
   std::vector<std::string> names;
   for (const auto& p : params.catalog())
-    if (p.role == models::Role::Hidden && p.shape.size() >= 2) names.push_back(p.name);
+    if (p.role == models::Role::Hidden && p.shape.size() == 2) names.push_back(p.name);
   return names;
 }
 

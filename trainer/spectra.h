@@ -25,7 +25,8 @@ constexpr int kMaxPowerIterations = 100;
 double top_singular_value(const models::Param& param, const parallel::Communicator* tp,
                           int max_iterations = kMaxPowerIterations);
 
-// The hidden matrices of the whole model, by name (the trace's /spectra columns).
+// The hidden matrices of the whole model, by name (the trace's /spectra columns). Stacks of
+// matrices (a mixture of experts' [experts, out, in]) are left out.
 std::vector<std::string> spectra_names(const models::ParamStore& params);
 
 // Every hidden matrix's top singular value, in spectra_names order, known on every rank of `world`:

@@ -9,8 +9,9 @@
 namespace ladder {
 namespace {
 
-// 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra
-constexpr int64_t kTraceVersion = 5;
+// 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra;
+// 6: moe_*
+constexpr int64_t kTraceVersion = 6;
 
 struct Column {
   std::string name;
@@ -20,7 +21,9 @@ const std::vector<Column> kTrain = {
     {"step", true},        {"tokens", true},     {"flops", false},         {"loss", false},
     {"lr", false},         {"grad_norm", false}, {"tokens_per_s", false},  {"mfu", false},
     {"elapsed_s", false},  {"step_s", false},    {"compute_s", false},     {"comm_s", false},
-    {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}, {"pp_p2p_bytes", false}};
+    {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}, {"pp_p2p_bytes", false},
+    {"moe_aux_loss", false}, {"moe_z_loss", false}, {"moe_load_max_over_mean", false},
+    {"moe_load_cv", false}, {"moe_dropped_fraction", false}};
 
 // The train columns with those of each of `stages` pipeline stages.
 std::vector<Column> train_columns(int stages) {
@@ -115,6 +118,11 @@ void Trace::append(const TrainRecord& r) {
   h5::append_series(f, "train/tp_comm_s", r.tp_comm_s);
   h5::append_series(f, "train/tp_comm_bytes", r.tp_comm_bytes);
   h5::append_series(f, "train/pp_p2p_bytes", r.pp_p2p_bytes);
+  h5::append_series(f, "train/moe_aux_loss", r.moe_aux_loss);
+  h5::append_series(f, "train/moe_z_loss", r.moe_z_loss);
+  h5::append_series(f, "train/moe_load_max_over_mean", r.moe_load_max_over_mean);
+  h5::append_series(f, "train/moe_load_cv", r.moe_load_cv);
+  h5::append_series(f, "train/moe_dropped_fraction", r.moe_dropped_fraction);
   for (int s = 0; s < stages_; ++s) {
     const auto at = [&](const std::vector<double>& v) {
       return s < static_cast<int>(v.size()) ? v[s] : std::numeric_limits<double>::quiet_NaN();

@@ -2,13 +2,16 @@
 //
 //   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
 //           step_s, compute_s, comm_s, comm_bytes, tp_comm_s, tp_comm_bytes, pp_p2p_bytes,
+//           moe_aux_loss, moe_z_loss, moe_load_max_over_mean, moe_load_cv, moe_dropped_fraction
+//           (NaN without routed layers),
 //           stage_bubble_S, stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
 //   /eval/{step, tokens, flops, loss}                                     one row per eval
 //   /checkpoints/{step, tokens, intermediate}                             one row per save
 //   /spectra/{step, <hidden matrix name>...}   top singular values (trainer/spectra.h), one row
 //                                              at the start and every eval.spectra_every_steps
 //   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
-//     flops_per_token, width, depth, n_heads, streams, experts, seq_len, global_batch,
+//     flops_per_token, width, depth, n_heads, streams, experts, top_k, granularity,
+//     active_N (active non-embedding), shared_experts, expert_ffn, seq_len, global_batch,
 //     batch_tokens, lr, weight_decay, seed, parametrization, base_width, base_depth,
 //     width_multiplier, depth_multiplier, depth_alpha, output_multiplier, attention_multiplier,
 //     wd_rule, rules (optim::rules_table), total_steps, dp, zero, recipe
@@ -24,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <variant>
@@ -32,6 +36,8 @@
 namespace ladder {
 
 using TraceAttribute = std::variant<int64_t, double, std::string>;
+
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 struct TrainRecord {
   int64_t step, tokens;
@@ -43,6 +49,9 @@ struct TrainRecord {
   // memory allocated above the step's starting level (activations in flight).
   double pp_p2p_bytes = 0;
   std::vector<double> stage_bubble, stage_activation_bytes;
+  // Mixture of experts (models/moe.h RoutingSummary over the interval's steps); NaN otherwise.
+  double moe_aux_loss = kNaN, moe_z_loss = kNaN, moe_load_max_over_mean = kNaN, moe_load_cv = kNaN,
+         moe_dropped_fraction = kNaN;
 };
 
 struct EvalRecord {

@@ -18,6 +18,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "models/model.h"
+#include "models/moe.h"
 #include "models/precision.h"
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
@@ -128,6 +129,10 @@ models::StageLayout stage_layout(const Recipe& r, int64_t vocab, int stage,
 
 // The layouts this trainer builds so far: tensor, pipeline and data parallelism (with ZeRO-1).
 void check_layout_is_built(const ParallelConfig& p) {
+  if (p.ep > 1)
+    throw Error("parallel.ep = " + std::to_string(p.ep),
+                "expert parallelism is not built yet; train with parallel.ep = 1 (every dp rank "
+                "holds every expert)");
   if (p.islands > 1)
     throw Error("parallel.islands = " + std::to_string(p.islands),
                 "DiLoCo is not built yet; train with parallel.islands = 1 (dp takes the remaining "
@@ -260,6 +265,20 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       r.model.arch, r.model.d_model, r.model.n_layers, r.model.n_heads, r.model.n_kv_heads,
       r.model.ffn_hidden, vocab, human_count(acc.total_params),
       human_count(acc.non_embedding_params), human_count(acc.flops_per_token));
+  if (r.model.moe.experts > 0) {
+    const auto& e = r.model.moe;
+    int64_t routed = 0;
+    for (int64_t l = 0; l < r.model.n_layers; ++l)
+      routed += e.routed(l) ? 1 : 0;
+    spdlog::info(
+        "mixture of experts: {} of {} layers routed to {} experts (top-{}, {} shared) of hidden {} "
+        "(granularity {}), {} gate, {}, balance by {}: {} of {} parameters active per token",
+        routed, r.model.n_layers, e.experts, e.top_k, e.shared_experts, e.expert_ffn,
+        shortest_float(e.granularity), e.gate,
+        e.capacity_factor > 0 ? "capacity factor " + shortest_float(e.capacity_factor)
+                              : std::string("dropless"),
+        e.balance, human_count(acc.active_params), human_count(acc.total_params));
+  }
   spdlog::info("compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
                r.train.precision,
                bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : "");
@@ -320,7 +339,12 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                       {"depth", acc.depth},
                       {"n_heads", r.model.n_heads},
                       {"streams", int64_t{1}},
-                      {"experts", int64_t{0}},
+                      {"experts", r.model.moe.experts},
+                      {"top_k", r.model.moe.top_k},
+                      {"granularity", r.model.moe.experts > 0 ? r.model.moe.granularity : 0.0},
+                      {"shared_experts", r.model.moe.shared_experts},
+                      {"expert_ffn", r.model.moe.expert_ffn},
+                      {"active_N", acc.active_non_embedding_params},
                       {"vocab_size", vocab},
                       {"seq_len", r.data.seq_len},
                       {"global_batch", r.train.global_batch},
@@ -390,6 +414,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   parallel::CommStats interval_comm;
   parallel::PipelineStats interval_pipeline;  // summed, and the peak's maximum
   tp_stats = parallel::CommStats{};           // drop the start-up's
+  model->set_objective_scale(1.0 / static_cast<double>(step_micro));
+  model->take_routing_counts();  // drop anything counted before the loop
+  torch::Tensor interval_routing;  // routed layers' counters since the last log (models/moe.h)
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
     dp.zero_grad();
@@ -442,6 +469,14 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
     optimizer.step(lr);
     dp.gather_params();
+    // Routed layers: the step's counts over every rank that routes different tokens (each tp rank
+    // routes the same ones), then the auxiliary-loss-free bias rule, the same on every rank.
+    if (torch::Tensor routing = model->take_routing_counts(); routing.defined()) {
+      mesh.pp().all_reduce(routing);
+      mesh.dp().all_reduce(routing);
+      model->balance_experts(routing);
+      interval_routing = interval_routing.defined() ? interval_routing + routing : routing;
+    }
 
     const int64_t done = step + 1;
     const int64_t tokens = done * tokens_per_step;
@@ -496,11 +531,25 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                                           per_stage, human_count(pp_bytes))
                             : std::string(),
           format_duration(elapsed), format_duration(eta));
-      if (trace)
-        trace->append(TrainRecord{done, tokens, acc.flops_per_token * tokens, loss, lr, grad_norm,
-                                  tokens_per_s, mfu, elapsed, step_s, step_s - comm_s, comm_s,
-                                  comm_bytes, tp_comm_s, tp_comm_bytes, pp_bytes, stage_bubble,
-                                  stage_activation_bytes});
+      TrainRecord record{done,         tokens,         acc.flops_per_token * tokens,
+                         loss,         lr,             grad_norm,
+                         tokens_per_s, mfu,            elapsed,
+                         step_s,       step_s - comm_s, comm_s,
+                         comm_bytes,   tp_comm_s,      tp_comm_bytes,
+                         pp_bytes,     stage_bubble,   stage_activation_bytes};
+      if (interval_routing.defined()) {
+        const models::RoutingSummary moe = models::summarize_routing(interval_routing);
+        spdlog::info(
+            "experts step {} | aux loss {:.4f} | router z-loss {:.3f} | load max/mean {:.2f} | "
+            "load cv {:.3f} | dropped {:.2f}%",
+            done, moe.aux_loss, moe.z_loss, moe.load_max_over_mean, moe.load_cv,
+            100 * moe.dropped_fraction);
+        record.moe_aux_loss = moe.aux_loss, record.moe_z_loss = moe.z_loss;
+        record.moe_load_max_over_mean = moe.load_max_over_mean, record.moe_load_cv = moe.load_cv;
+        record.moe_dropped_fraction = moe.dropped_fraction;
+        interval_routing = torch::Tensor();
+      }
+      if (trace) trace->append(record);
       interval_busy = 0, interval_tokens = 0, interval_steps = 0;
       interval_comm = parallel::CommStats{};
       interval_pipeline = parallel::PipelineStats{};
