@@ -750,8 +750,9 @@ class Resolver {
       e.expert_ffn = static_cast<int64_t>(std::llround(size));
       if (e.expert_ffn < 1 || std::abs(size - static_cast<double>(e.expert_ffn)) > 1e-9 * size)
         fail("moe.granularity", "model.ffn_hidden / granularity = " + n(m.ffn_hidden) + " / " +
-                                    shortest_float(e.granularity) +
-                                    " must be a whole number of hidden units (or set moe.expert_ffn)");
+                                    shortest_float(e.granularity) + " = " + shortest_float(size) +
+                                    " is not a whole number of hidden units; choose another "
+                                    "granularity or set moe.expert_ffn");
       r_.derived.push_back("moe.expert_ffn");
     } else {
       e.granularity = static_cast<double>(m.ffn_hidden) / static_cast<double>(e.expert_ffn);

@@ -197,14 +197,14 @@ const BadRecipe kBadRecipes[] = {
      {},
      1,
      "ladder: error: recipe.toml:16: [optimizer]: unknown section (did you mean optim?); sections "
-     "are run, data, model, parallel, train, optim, schedule, mup, checkpoint, eval"},
+     "are run, data, model, moe, parallel, train, optim, schedule, mup, checkpoint, eval"},
     {"top_level_key",
      "lr = 3\n" + std::string(kValid),
      {},
      1,
      "ladder: error: recipe.toml:1: lr: keys belong in a [section]; only `base` may stand at the "
      "top "
-     "(sections: run, data, model, parallel, train, optim, schedule, mup, checkpoint, eval)"},
+     "(sections: run, data, model, moe, parallel, train, optim, schedule, mup, checkpoint, eval)"},
     {"wrong_type_string_for_int",
      replacing("d_model = 128", "d_model = \"128\""),
      {},
@@ -415,6 +415,40 @@ const BadRecipe kBadRecipes[] = {
      1,
      "ladder: error: recipe.toml:17: mup.wd_timescale: is read only with mup.wd_rule = "
      "\"timescale\"; got wd_rule \"constant\""},
+    {"top_k_above_experts",
+     with("[moe]\nexperts = 4\ntop_k = 5\n"),
+     {"model.arch=moe"},
+     1,
+     "ladder: error: recipe.toml:18: moe.top_k: must not exceed moe.experts (4); got 5"},
+    {"ep_not_dividing_dp",
+     std::string(kValid),
+     {"model.arch=moe", "parallel.ep=2"},
+     3,
+     "ladder: error: --set parallel.ep=2: parallel.ep: must divide parallel.dp (3): expert-parallel "
+     "groups are carved out of the data-parallel ranks; got 2"},
+    {"ep_not_dividing_experts",
+     with("[moe]\nexperts = 6\n[parallel]\nep = 4\n"),
+     {"model.arch=moe", "train.micro_batch=2"},
+     4,
+     "ladder: error: recipe.toml:19: parallel.ep: must divide moe.experts (6); got 4"},
+    {"ep_without_experts",
+     with("[parallel]\nep = 2\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:17: parallel.ep: splits experts: it needs model.arch = \"moe\"; got "
+     "\"dense\""},
+    {"granularity_not_whole",
+     with("[moe]\ngranularity = 5.0\n"),
+     {"model.arch=moe"},
+     1,
+     "ladder: error: recipe.toml:17: moe.granularity: model.ffn_hidden / granularity = 384 / 5.0 = "
+     "76.8 is not a whole number of hidden units; choose another granularity or set "
+     "moe.expert_ffn"},
+    {"tp_not_dividing_expert_ffn",
+     with("[moe]\nexpert_ffn = 65\n[parallel]\ntp = 2\n"),
+     {"model.arch=moe"},
+     2,
+     "ladder: error: recipe.toml:19: parallel.tp: must divide moe.expert_ffn (65); got 2"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Table, MalformedRecipe, ::testing::ValuesIn(kBadRecipes),
