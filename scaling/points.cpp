@@ -51,6 +51,8 @@ double* numeric_slot(Point& p, const std::string& column) {
   if (column == "C") return &p.C;
   if (column == "P") return &p.P;
   if (column == "E") return &p.E;
+  if (column == "N_active") return &p.N_active;
+  if (column == "G") return &p.G;
   if (column == "loss") return &p.loss;
   if (column == "lr") return &p.lr;
   if (column == "width") return &p.width;
@@ -100,6 +102,9 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
   base.N = number("N", kMissing);
   base.P = number("streams", 1);
   base.E = std::max(1.0, number("experts", 1));  // the trainer writes 0 for a dense model
+  base.N_active = number("active_N", kMissing);   // traces before the MoE model: dense, = N
+  const double granularity = number("granularity", 0);
+  if (granularity > 0) base.G = granularity;
   base.lr = number("lr", kMissing);
   base.width = number("width", kMissing);
 
@@ -150,7 +155,7 @@ std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& w
       header = cells;
       if (std::find(header.begin(), header.end(), "loss") == header.end())
         throw Error(path + ":" + std::to_string(line_no),
-                    "the header has no loss column (columns: N, D, C, P, E, loss, lr, width, run, "
+                    "the header has no loss column (columns: N, N_active, D, C, P, E, G, loss, lr, width, run, "
                     "and any attribute)");
       continue;
     }

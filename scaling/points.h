@@ -3,9 +3,9 @@
 //
 // From a trace, every evaluation row is a point: N = the run's non-embedding parameters, D = tokens
 // seen, C = FLOPs so far, loss = validation loss, with the run's attributes (streams P, experts E,
-// learning rate, width, ...). A trace without evaluation rows falls back to its training losses,
-// with a warning. From a CSV (header row, '#' comments), the columns N, D, C, P, E, loss, lr, width
-// and run are recognised; any other column is an attribute usable by --filter.
+// active parameters N_active, granularity G, learning rate, width, ...). A trace without evaluation rows falls back to its training losses,
+// with a warning. From a CSV (header row, '#' comments), the columns N, N_active, D, C, P, E, G,
+// loss, lr, width and run are recognised; any other column is an attribute usable by --filter.
 //
 // Bad input never crashes: an unreadable or foreign HDF5 file, a CSV with a missing column or a
 // malformed number is a ladder::Error naming the file (and line); non-finite losses and empty runs
@@ -27,6 +27,9 @@ struct Point {
   double N = kMissing, D = kMissing, C = kMissing;
   double P = 1;  // parallel streams (ParScale)
   double E = 1;  // experts (1: dense)
+  // Active non-embedding parameters (a mixture of experts uses top_k of its experts per token;
+  // missing: N, a dense model) and the experts' granularity G (Krajewski et al. 2024).
+  double N_active = kMissing, G = kMissing;
   double loss = kMissing, lr = kMissing, width = kMissing;
   std::map<std::string, std::string> attributes;  // every run attribute / extra column, as text
 };
@@ -47,7 +50,7 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
 std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& warnings);
 std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings);
 
-// The value of a named quantity of a point: N, D, C, P, E, loss, lr, width.
+// The value of a named quantity of a point: N, N_active, D, C, P, E, G, loss, lr, width.
 double field(const Point& p, const std::string& name);
 
 }  // namespace ladder::scaling
