@@ -24,7 +24,8 @@ namespace ladder::models {
 class DenseTransformer final : public Model {
  public:
   DenseTransformer(const ModelConfig& config, int64_t vocab_size, int64_t max_seq_len,
-                   const parallel::TensorParallel& tp = {}, const StageLayout& stage = {});
+                   const parallel::TensorParallel& tp = {}, const StageLayout& stage = {},
+                   const parallel::ExpertParallel& ep = {});
   torch::Tensor logits(const torch::Tensor& tokens) override;
   ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) override;
   ChunkOutput forward_chunk(size_t chunk, const torch::Tensor& tokens, const torch::Tensor& targets,

@@ -12,6 +12,7 @@
 
 #include "models/config.h"
 #include "models/params.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/tensor_parallel.h"
 
 namespace ladder::models {
@@ -123,10 +124,11 @@ StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t se
 
 // The architecture registry: model.arch -> a model whose parameters are registered in its store
 // (uninitialised: optim/ initialises them), split over `tp` when it is active, holding the layers
-// of `stage`. Throws ladder::Error for an architecture not built.
+// of `stage`, its experts split over `ep`. Throws ladder::Error for an architecture not built.
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
                                    int64_t max_seq_len, const parallel::TensorParallel& tp = {},
-                                   const StageLayout& stage = {});
+                                   const StageLayout& stage = {},
+                                   const parallel::ExpertParallel& ep = {});
 
 // The size accounting of the model a config describes, without allocating its parameters (a
 // model built holding no layer: the store still catalogues every logical tensor). For plans.

@@ -72,7 +72,9 @@ torch::Tensor grouped_linear(const torch::Tensor& x_in, const torch::Tensor& w_i
     if (e[g] > begin) parts.push_back(torch::matmul(x.narrow(0, begin, e[g] - begin), w[g].t()));
     begin = e[g];
   }
-  return parts.empty() ? x.new_zeros({0, out}) : torch::cat(parts);
+  // No rows at all (a rank whose experts got none): an empty product that keeps the graph, so the
+  // backward pass still reaches the collectives before it on every rank.
+  return parts.empty() ? torch::matmul(x, w[0].t()) : torch::cat(parts);
 }
 
 Routing route(const torch::Tensor& logits, const MoeConfig& c, const torch::Tensor& selection_bias) {
@@ -114,14 +116,15 @@ RoutingSummary summarize_routing(const torch::Tensor& counts) {
 }
 
 RoutedExperts::RoutedExperts(const MoeConfig& c, int64_t d, const parallel::TensorParallel& tp,
-                             ParamStore& store, const std::string& prefix, double residual_scale,
-                             Holding holding)
-    : config_(c), tp_(tp), local_ffn_(c.expert_ffn / tp.size()) {
+                             const parallel::ExpertParallel& ep, ParamStore& store,
+                             const std::string& prefix, double residual_scale, Holding holding)
+    : config_(c), tp_(tp), ep_(ep) {
   const int64_t experts = c.experts, f = c.expert_ffn;
   // Each expert's hidden units split over tp: gate and up by their rows (dim 1 of [E, f, d]), down
   // by its columns (dim 2 of [E, d, f]).
   const Shard expert_rows{1, tp.rank(), tp.size()}, expert_columns{2, tp.rank(), tp.size()};
   const Shard rows{0, tp.rank(), tp.size()}, columns{1, tp.rank(), tp.size()};
+  const Shard mine{0, ep.rank(), ep.size()};  // this rank's experts
   router_ = store.add(prefix + "router", Role::Hidden, InitKind::Normal, {experts, d}, {1}, d, 1.0,
                       {}, holding);
   if (c.balance == "bias") {
@@ -130,11 +133,11 @@ RoutedExperts::RoutedExperts(const MoeConfig& c, int64_t d, const parallel::Tens
     store.set_rule_updated(prefix + "router_bias");
   }
   w_gate_ = store.add(prefix + "experts.w_gate", Role::Hidden, InitKind::Normal, {experts, f, d},
-                      {1, 2}, d, 1.0, expert_rows, holding);
+                      {1, 2}, d, 1.0, expert_rows, holding, mine);
   w_up_ = store.add(prefix + "experts.w_up", Role::Hidden, InitKind::Normal, {experts, f, d},
-                    {1, 2}, d, 1.0, expert_rows, holding);
+                    {1, 2}, d, 1.0, expert_rows, holding, mine);
   w_down_ = store.add(prefix + "experts.w_down", Role::Hidden, InitKind::Normal, {experts, d, f},
-                      {1, 2}, f, residual_scale, expert_columns, holding);
+                      {1, 2}, f, residual_scale, expert_columns, holding, mine);
   if (c.shared_experts > 0) {
     const int64_t s = c.shared_experts * f;
     shared_gate_.weight = store.add(prefix + "shared.w_gate", Role::Hidden, InitKind::Normal,
@@ -183,11 +186,18 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
 
   // The experts: gather the assigned tokens once, three grouped products, weighted scatter back.
   const torch::Tensor h = parallel::enter_column_region(normed, tp_);  // [tokens, d_model]
-  const torch::Tensor x = h.index_select(0, token);
-  const torch::Tensor ends = kept_load.cumsum(0);
+  torch::Tensor x = h.index_select(0, token);
+  torch::Tensor ends = kept_load.cumsum(0);
+  parallel::ExpertDispatch plan;
+  if (ep_.active()) {  // to the ranks that hold the experts, grouped by this rank's experts
+    plan = parallel::plan_dispatch(kept_load, experts, ep_);
+    x = parallel::dispatch_rows(x, plan, ep_);
+    ends = plan.local_load.cumsum(0);
+  }
   const torch::Tensor hidden =
       swiglu(grouped_linear(x, w_gate_, ends), grouped_linear(x, w_up_, ends));
-  const torch::Tensor out = grouped_linear(hidden, w_down_, ends);  // partial sums over tp
+  torch::Tensor out = grouped_linear(hidden, w_down_, ends);  // partial sums over tp
+  if (ep_.active()) out = parallel::combine_rows(out, plan, ep_);
   const torch::Tensor gate = tp_.active() ? parallel::copy_to_tensor_parallel(weight, tp_) : weight;
   const torch::Tensor weighted = out * gate.unsqueeze(1);
   torch::Tensor y = torch::zeros({tokens, weighted.size(1)}, weighted.options())

@@ -22,6 +22,9 @@
 // 2.1.2): a per-expert bias added to the scores for the choice of experts only (never to the
 // weights), raised by u for experts below the mean load and lowered by u above it after each step.
 //
+// Expert parallelism (parallel/expert_parallel.h): this rank holds experts/ep of the experts; the
+// sorted rows go to the ranks that hold their experts and come back before the weighting.
+//
 // Tensor parallelism: each expert's hidden dimension is split over tp like the dense MLP's (gate and
 // up by rows, down by columns); every tp rank routes all tokens the same way. The router reads
 // the replicated input (with sequence parallelism: its token block, logits all-gathered), so its
@@ -35,6 +38,7 @@
 
 #include "models/config.h"
 #include "models/params.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/tensor_parallel.h"
 
 namespace ladder::models {
@@ -88,8 +92,8 @@ class RoutedExperts {
   // Registers the layer's parameters under `prefix` (e.g. "layers.3.moe.") in `store`.
   // `residual_scale` multiplies the init of the output projections (as the dense MLP's w_down).
   RoutedExperts(const MoeConfig& config, int64_t d_model, const parallel::TensorParallel& tp,
-                ParamStore& store, const std::string& prefix, double residual_scale,
-                Holding holding);
+                const parallel::ExpertParallel& ep, ParamStore& store, const std::string& prefix,
+                double residual_scale, Holding holding);
 
   // normed [tokens, d_model] (with sequence parallelism this rank's block of the tokens) -> the
   // branch output in the same layout, reduced over tp. In grad mode the routing is counted and the
@@ -108,7 +112,7 @@ class RoutedExperts {
  private:
   MoeConfig config_;
   parallel::TensorParallel tp_;
-  int64_t local_ffn_;  // this rank's share of expert_ffn
+  parallel::ExpertParallel ep_;
   torch::Tensor router_, selection_bias_, w_gate_, w_up_, w_down_;
   // The shared experts as one SwiGLU of hidden shared_experts x expert_ffn (the same function as
   // their sum); its down projection's partial output joins the routed one before the tp reduce.

@@ -47,7 +47,12 @@ int64_t block_start(const Param& param) {
   return param.shard.split() ? param.shard.rank * block_length(param) : 0;
 }
 
-torch::Tensor local_block(const Param& param, const torch::Tensor& full) {
+torch::Tensor local_block(const Param& param, const torch::Tensor& whole) {
+  torch::Tensor full = whole;
+  if (param.experts.split()) {
+    const int64_t per_rank = param.shape[0] / param.experts.size;
+    full = full.narrow(0, param.experts.rank * per_rank, per_rank);
+  }
   if (!param.shard.split()) return full;
   const int dim = param.shard.dim;
   const int64_t n = param.shape[dim], start = block_start(param), length = block_length(param);
@@ -62,7 +67,7 @@ torch::Tensor local_block(const Param& param, const torch::Tensor& full) {
 torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
                               std::vector<int64_t> shape, std::vector<int> width_dims,
                               int64_t fan_in, double init_multiplier, Shard shard,
-                              Holding holding) {
+                              Holding holding, Shard experts) {
   for (const auto& p : catalog_)
     if (p.name == name) throw std::logic_error("parameter registered twice: " + name);
   std::vector<int64_t> local = shape;
@@ -74,6 +79,14 @@ torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
       throw std::logic_error("parameter " + name + ": dimension " + std::to_string(shard.dim) +
                              " cannot be split into " + std::to_string(shard.size) + " blocks");
     local[shard.dim] = block_length(p);
+  }
+  if (experts.split()) {
+    if (experts.dim != 0 || shard.dim == 0 || shape.empty() || shape[0] % experts.size != 0)
+      throw std::logic_error("parameter " + name + ": " + std::to_string(shape[0]) +
+                             " experts cannot be split into " + std::to_string(experts.size) +
+                             " blocks along dimension 0");
+    p.experts = experts;
+    local[0] = shape[0] / experts.size;
   }
   catalog_.push_back(p);
   if (holding == Holding::Elsewhere) return {};

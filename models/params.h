@@ -49,7 +49,10 @@ struct Param {
   double init_multiplier =
       1.0;              // extra factor on the init std (e.g. depth-scaled output projections)
   torch::Tensor value;  // this rank's block (the full tensor when not split), requires_grad
-  Shard shard;          // which block of the logical tensor `value` is
+  Shard shard;          // which block of the logical tensor `value` is (tensor parallelism)
+  // Expert parallelism: a stack of experts [experts, ...] split along dim 0 over the ep ranks
+  // (parallel/expert_parallel.h), before the tensor-parallel split of another dimension.
+  Shard experts;
   // A copy of a parameter whose owner is another pipeline stage: the tied embedding on the last
   // stage, used as its readout. Its gradient is summed with the owner's so both stay identical; it
   // is never written to checkpoints nor counted twice in norms.
@@ -60,9 +63,10 @@ struct Param {
 };
 
 // This rank's block of a tensor at the parameter's logical shape (the tensor itself when not
-// split), zero-padded where the block reaches beyond it.
+// split): its experts, then its tensor-parallel block, zero-padded where that reaches beyond it.
 torch::Tensor local_block(const Param& param, const torch::Tensor& full);
-// The first index along the split dimension of this rank's block, and the block's length there.
+// The first index along the tensor-parallel split dimension of this rank's block, and the block's
+// length there.
 int64_t block_start(const Param& param);
 int64_t block_length(const Param& param);
 
@@ -82,7 +86,7 @@ class ParamStore {
   // divide evenly.
   torch::Tensor add(const std::string& name, Role role, InitKind init, std::vector<int64_t> shape,
                     std::vector<int> width_dims, int64_t fan_in, double init_multiplier = 1.0,
-                    Shard shard = {}, Holding holding = Holding::Held);
+                    Shard shard = {}, Holding holding = Holding::Held, Shard experts = {});
 
   // Marks a registered parameter as set by a rule of the model, not by the optimizer
   // (Param::trained); its value takes no gradient.

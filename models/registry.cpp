@@ -7,10 +7,10 @@ namespace ladder::models {
 
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
                                    int64_t max_seq_len, const parallel::TensorParallel& tp,
-                                   const StageLayout& stage) {
+                                   const StageLayout& stage, const parallel::ExpertParallel& ep) {
   // A mixture of experts is the dense model with routed MLPs (models/moe.h).
   if (config.arch == "dense" || config.arch == "moe")
-    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp, stage);
+    return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp, stage, ep);
   throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense and moe are)");
 }
 

@@ -51,26 +51,48 @@ struct Run {
 };
 
 // Where elements [offset, offset + length) of a parameter's local block (row-major) lie in its
-// logical tensor. A block split along dimension k is [outer, block rows, inner] with outer the
-// product of the dimensions before k and inner of those after: one run per outer index (one in
-// all for a split along dimension 0), the zero padding beyond the logical tensor left out.
+// logical tensor. The block is a box: along each split dimension (the experts' dimension 0 under
+// expert parallelism, one dimension under tensor parallelism) it starts somewhere and is shorter;
+// past the innermost split dimension k it is whole, so each index of the dimensions up to k is one
+// contiguous run in both tensors (one run in all for a split along dimension 0). The zero padding
+// beyond the logical tensor (a vocabulary padded to a multiple of tp) is left out.
 std::vector<Run> logical_runs(const models::Param& p, int64_t offset, int64_t length) {
-  if (!p.shard.split()) return {Run{0, offset, length}};
-  const auto dim = static_cast<size_t>(p.shard.dim);
-  int64_t outer = 1, inner = 1;
-  for (size_t i = 0; i < dim; ++i)
-    outer *= p.shape[i];
-  for (size_t i = dim + 1; i < p.shape.size(); ++i)
+  const size_t dims = p.shape.size();
+  std::vector<int64_t> start(dims, 0), local(p.shape);
+  int innermost = -1;
+  if (p.experts.split()) {
+    local[0] = p.shape[0] / p.experts.size;
+    start[0] = p.experts.rank * local[0];
+    innermost = 0;
+  }
+  if (p.shard.split()) {
+    const auto k = static_cast<size_t>(p.shard.dim);
+    start[k] = models::block_start(p), local[k] = models::block_length(p);
+    innermost = std::max(innermost, p.shard.dim);
+  }
+  if (innermost < 0) return {Run{0, offset, length}};
+  const auto k = static_cast<size_t>(innermost);
+  int64_t inner = 1;
+  for (size_t i = k + 1; i < dims; ++i)
     inner *= p.shape[i];
-  const int64_t logical_rows = p.shape[dim], rows = p.value.size(static_cast<int64_t>(dim));
-  const int64_t start = models::block_start(p);
-  const int64_t block = rows * inner;  // local elements per outer index
-  const int64_t valid = std::clamp<int64_t>(logical_rows - start, 0, rows) * inner;
+  std::vector<int64_t> logical_stride(dims, 1);
+  for (size_t i = dims - 1; i-- > 0;)
+    logical_stride[i] = logical_stride[i + 1] * p.shape[i + 1];
+  const int64_t block = local[k] * inner;  // local elements per index of the dimensions before k
+  const int64_t valid = std::clamp<int64_t>(p.shape[k] - start[k], 0, local[k]) * inner;
+  int64_t outer = 1;
+  for (size_t i = 0; i < k; ++i)
+    outer *= local[i];
   std::vector<Run> runs;
   for (int64_t o = offset / block; o < outer && o * block < offset + length; ++o) {
+    int64_t logical = start[k] * logical_stride[k];
+    int64_t rest = o;  // o as an index of the dimensions before k, the last fastest
+    for (size_t i = k; i-- > 0;) {
+      logical += (start[i] + rest % local[i]) * logical_stride[i];
+      rest /= local[i];
+    }
     const int64_t a = std::max(offset, o * block), b = std::min(offset + length, o * block + valid);
-    if (b > a)
-      runs.push_back(Run{a - offset, (o * logical_rows + start) * inner + (a - o * block), b - a});
+    if (b > a) runs.push_back(Run{a - offset, logical + (a - o * block), b - a});
   }
   return runs;
 }

@@ -10,7 +10,7 @@ namespace ladder {
 namespace {
 
 // 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra;
-// 6: moe_*
+// 6: ep_comm_*, moe_*
 constexpr int64_t kTraceVersion = 6;
 
 struct Column {
@@ -22,7 +22,7 @@ const std::vector<Column> kTrain = {
     {"lr", false},         {"grad_norm", false}, {"tokens_per_s", false},  {"mfu", false},
     {"elapsed_s", false},  {"step_s", false},    {"compute_s", false},     {"comm_s", false},
     {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}, {"pp_p2p_bytes", false},
-    {"moe_aux_loss", false}, {"moe_z_loss", false}, {"moe_load_max_over_mean", false},
+    {"ep_comm_s", false}, {"ep_comm_bytes", false}, {"moe_aux_loss", false}, {"moe_z_loss", false}, {"moe_load_max_over_mean", false},
     {"moe_load_cv", false}, {"moe_dropped_fraction", false}};
 
 // The train columns with those of each of `stages` pipeline stages.
@@ -118,6 +118,8 @@ void Trace::append(const TrainRecord& r) {
   h5::append_series(f, "train/tp_comm_s", r.tp_comm_s);
   h5::append_series(f, "train/tp_comm_bytes", r.tp_comm_bytes);
   h5::append_series(f, "train/pp_p2p_bytes", r.pp_p2p_bytes);
+  h5::append_series(f, "train/ep_comm_s", r.ep_comm_s);
+  h5::append_series(f, "train/ep_comm_bytes", r.ep_comm_bytes);
   h5::append_series(f, "train/moe_aux_loss", r.moe_aux_loss);
   h5::append_series(f, "train/moe_z_loss", r.moe_z_loss);
   h5::append_series(f, "train/moe_load_max_over_mean", r.moe_load_max_over_mean);

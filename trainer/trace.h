@@ -2,7 +2,7 @@
 //
 //   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
 //           step_s, compute_s, comm_s, comm_bytes, tp_comm_s, tp_comm_bytes, pp_p2p_bytes,
-//           moe_aux_loss, moe_z_loss, moe_load_max_over_mean, moe_load_cv, moe_dropped_fraction
+//           ep_comm_s, ep_comm_bytes, moe_aux_loss, moe_z_loss, moe_load_max_over_mean, moe_load_cv, moe_dropped_fraction
 //           (NaN without routed layers),
 //           stage_bubble_S, stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
 //   /eval/{step, tokens, flops, loss}                                     one row per eval
@@ -49,6 +49,8 @@ struct TrainRecord {
   // memory allocated above the step's starting level (activations in flight).
   double pp_p2p_bytes = 0;
   std::vector<double> stage_bubble, stage_activation_bytes;
+  // Expert parallelism's all-to-alls per step, inside forward and backward.
+  double ep_comm_s = 0, ep_comm_bytes = 0;
   // Mixture of experts (models/moe.h RoutingSummary over the interval's steps); NaN otherwise.
   double moe_aux_loss = kNaN, moe_z_loss = kNaN, moe_load_max_over_mean = kNaN, moe_load_cv = kNaN,
          moe_dropped_fraction = kNaN;

@@ -81,6 +81,12 @@ double evaluate(models::Model& model, const parallel::Pipeline& pipeline,
   std::vector<int64_t> firsts;  // this dp rank's micro-batches: their first windows
   for (int64_t first = mesh.dp().rank() * micro; first < windows; first += mesh.dp().size() * micro)
     firsts.push_back(first);
+  // Expert parallelism exchanges rows between dp ranks in every forward: then each rank runs as
+  // many forwards as the busiest, the extra ones on the first windows, counted for nothing.
+  const auto counted = static_cast<int64_t>(firsts.size());
+  if (r.parallel.ep > 1)
+    while (static_cast<int64_t>(firsts.size()) * mesh.dp().size() * micro < windows)
+      firsts.push_back(0);
   auto rows = [&](int64_t m) { return std::min(micro, windows - firsts[m]); };
   const auto f64 = torch::TensorOptions(torch::kFloat64).device(device);
   torch::Tensor sum = torch::zeros({1}, f64);
@@ -93,7 +99,7 @@ double evaluate(models::Model& model, const parallel::Pipeline& pipeline,
       const torch::Tensor batch = data::sequential_windows(val, seq, firsts[m], rows(m)).to(device);
       const auto out = model.forward_chunk(chunk, batch.slice(1, 0, seq), batch.slice(1, 1), input);
       if (!pipeline.last(chunk)) return out.activation;
-      sum += out.loss.loss.to(torch::kFloat64) * static_cast<double>(rows(m));
+      if (m < counted) sum += out.loss.loss.to(torch::kFloat64) * static_cast<double>(rows(m));
       return out.loss.loss;
     };
     pipeline.run_forward(work);
@@ -129,10 +135,6 @@ models::StageLayout stage_layout(const Recipe& r, int64_t vocab, int stage,
 
 // The layouts this trainer builds so far: tensor, pipeline and data parallelism (with ZeRO-1).
 void check_layout_is_built(const ParallelConfig& p) {
-  if (p.ep > 1)
-    throw Error("parallel.ep = " + std::to_string(p.ep),
-                "expert parallelism is not built yet; train with parallel.ep = 1 (every dp rank "
-                "holds every expert)");
   if (p.islands > 1)
     throw Error("parallel.islands = " + std::to_string(p.islands),
                 "DiLoCo is not built yet; train with parallel.islands = 1 (dp takes the remaining "
@@ -147,12 +149,80 @@ double sum_over(const parallel::Communicator& group, double value) {
   return t.item<double>();
 }
 
-std::vector<optim::ParamSegment> segments_of(const std::vector<parallel::FlatRange>& ranges) {
-  std::vector<optim::ParamSegment> out;
-  for (const auto& r : ranges)
-    out.push_back(optim::ParamSegment{r.tensor, r.offset, r.length});
-  return out;
-}
+// The gradient reduction of every parameter this rank holds: over dp, except the experts split over
+// ep, which are reduced over the dp / ep ranks that hold the same experts (the mesh's expert_dp;
+// parallel/expert_parallel.h). Without expert parallelism, one reduction over dp for everything.
+class GradientReduction {
+ public:
+  GradientReduction(const std::vector<torch::Tensor>& values, const std::vector<bool>& split_experts,
+                    const parallel::ProcessMesh& mesh, const parallel::DataParallelOptions& options) {
+    std::vector<torch::Tensor> dense, experts;
+    for (size_t k = 0; k < values.size(); ++k) {
+      (split_experts[k] ? expert_index_ : dense_index_).push_back(k);
+      (split_experts[k] ? experts : dense).push_back(values[k]);
+    }
+    parallel::DataParallelOptions dense_options = options;
+    dense_options.late_tensors.clear();
+    for (size_t k : options.late_tensors)
+      for (size_t i = 0; i < dense_index_.size(); ++i)
+        if (dense_index_[i] == k) dense_options.late_tensors.push_back(i);
+    dense_ = std::make_unique<parallel::DataParallel>(dense, mesh.dp(), dense_options);
+    if (!experts.empty()) {
+      parallel::DataParallelOptions expert_options = options;
+      expert_options.late_tensors.clear();
+      experts_ = std::make_unique<parallel::DataParallel>(experts, mesh.expert_dp(), expert_options);
+    }
+  }
+  parallel::DataParallel& dense() { return *dense_; }
+  parallel::DataParallel* experts() { return experts_.get(); }
+
+  void zero_grad() { each([](auto& d) { d.zero_grad(); }); }
+  void before_backward(bool last) { each([&](auto& d) { d.before_backward(last); }); }
+  void finish_grad_sync() { each([](auto& d) { d.finish_grad_sync(); }); }
+  void gather_params() { each([](auto& d) { d.gather_params(); }); }
+  // What this rank's optimizer updates, and what it writes to checkpoints, as segments of the
+  // ParamStore's parameters.
+  std::vector<optim::ParamSegment> owned() const {
+    return segments(&parallel::DataParallel::owned);
+  }
+  std::vector<optim::ParamSegment> shard() const {
+    return segments(&parallel::DataParallel::shard);
+  }
+  parallel::CommStats take_stats() {
+    parallel::CommStats total;
+    each([&](auto& d) {
+      const parallel::CommStats s = d.take_stats();
+      total.seconds += s.seconds, total.bytes += s.bytes, total.collectives += s.collectives;
+    });
+    return total;
+  }
+  int64_t bucket_count() const {
+    return dense_->bucket_count() + (experts_ ? experts_->bucket_count() : 0);
+  }
+
+ private:
+  template <class F>
+  void each(F f) {
+    f(*dense_);
+    if (experts_) f(*experts_);
+  }
+  std::vector<optim::ParamSegment> segments(
+      const std::vector<parallel::FlatRange>& (parallel::DataParallel::*ranges)() const) const {
+    std::vector<optim::ParamSegment> out;
+    auto add = [&](const parallel::DataParallel& d, const std::vector<size_t>& index) {
+      for (const auto& r : (d.*ranges)())
+        out.push_back(optim::ParamSegment{index[r.tensor], r.offset, r.length});
+    };
+    add(*dense_, dense_index_);
+    if (experts_) add(*experts_, expert_index_);
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+      return a.param != b.param ? a.param < b.param : a.offset < b.offset;
+    });
+    return out;
+  }
+  std::vector<size_t> dense_index_, expert_index_;  // positions in the ParamStore's list
+  std::unique_ptr<parallel::DataParallel> dense_, experts_;
+};
 
 // `value` is the same on every rank (reduced over dp), so every rank stops here alike.
 void require_finite(double value, const std::string& what, int64_t step) {
@@ -199,7 +269,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const parallel::ProcessMesh mesh(
       world_comm,
       parallel::MeshShape{static_cast<int>(r.parallel.tp), static_cast<int>(r.parallel.pp),
-                          static_cast<int>(r.parallel.dp), static_cast<int>(r.parallel.islands)});
+                          static_cast<int>(r.parallel.dp), static_cast<int>(r.parallel.islands),
+                          static_cast<int>(r.parallel.ep)});
   const bool leader = world.rank() == 0;
   if (leader) {
     fs::create_directories(run_dir);
@@ -214,9 +285,11 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const bool bf16 = r.train.precision == "bf16";
   parallel::CommStats tp_stats;  // the tensor-parallel layers count their collectives here
   const parallel::TensorParallel tp{&mesh.tp(), r.parallel.sequence_parallel, &tp_stats};
+  parallel::CommStats ep_stats;  // the experts' all-to-alls
+  const parallel::ExpertParallel ep{&mesh.ep(), &ep_stats};
   std::vector<int64_t> layers_per_stage;
   const models::StageLayout stage = stage_layout(r, vocab, mesh.coord().pp, layers_per_stage);
-  auto model = models::build_model(r.model, vocab, r.data.seq_len, tp, stage);
+  auto model = models::build_model(r.model, vocab, r.data.seq_len, tp, stage, ep);
   const parallel::Pipeline pipeline(mesh.pp(), parallel::schedule_kind(r.parallel.schedule),
                                     static_cast<int>(r.parallel.virtual_stages));
   models::ParamStore& params = model->params();
@@ -231,8 +304,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                          rule_inputs.width_multiplier);
   optim::initialize(params, settings, static_cast<uint64_t>(r.run.seed));
   std::vector<torch::Tensor> values;
-  std::vector<size_t> tied;  // a tied embedding held by both ends of the pipeline
+  std::vector<bool> split_experts;  // experts split over ep: reduced over expert_dp
+  std::vector<size_t> tied;         // a tied embedding held by both ends of the pipeline
   for (auto& p : params.all()) {
+    split_experts.push_back(p.experts.split());
     if (r.parallel.pp > 1 && r.model.tie_embeddings && p.role == models::Role::Embedding)
       tied.push_back(values.size());
     // Initialised on the CPU (the same generator on every device), then moved: set_data keeps the
@@ -243,19 +318,24 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     }
     values.push_back(p.value);
   }
-  parallel::DataParallel dp(
-      values, mesh.dp(),
+  GradientReduction dp(
+      values, split_experts, mesh,
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
-  optim::AdamW optimizer(params, r.optim, settings, segments_of(dp.owned()));
-  const CheckpointLayout checkpoint_layout{&world_comm, segments_of(dp.shard()), mesh.coord().tp};
-  // The gradient norm's two parts: tensor-parallel blocks (disjoint across tp ranks, summed over
-  // them) and replicated tensors (the same on every tp rank, counted once); each pipeline stage
-  // adds its own, and the last stage's copy of a tied embedding is not counted again.
-  std::vector<optim::ParamSegment> split_segments, replicated_segments;
+  optim::AdamW optimizer(params, r.optim, settings, dp.owned());
+  const CheckpointLayout checkpoint_layout{&world_comm, dp.shard(), mesh.coord().tp};
+  // The gradient norm's three parts: tensor-parallel blocks (disjoint across tp ranks, summed over
+  // them), replicated tensors (the same on every tp rank, counted once) and experts split over ep
+  // (disjoint across ep ranks and tp ranks); each pipeline stage adds its own, and the last stage's
+  // copy of a tied embedding is not counted again.
+  std::vector<optim::ParamSegment> split_segments, replicated_segments, expert_segments;
   for (const auto& s : optimizer.segments()) {
     const models::Param& p = params.all()[s.param];
-    if (!p.tied_copy) (p.shard.split() ? split_segments : replicated_segments).push_back(s);
+    if (p.tied_copy) continue;
+    (p.experts.split() ? expert_segments
+     : p.shard.split() ? split_segments
+                       : replicated_segments)
+        .push_back(s);
   }
   const models::SizeAccounting acc = model->accounting(r.data.seq_len);
   const int64_t tokens_per_step = r.train.global_batch * r.data.seq_len;
@@ -308,7 +388,13 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       "<= {} MiB{}{}",
       mesh.dp().size(), r.parallel.microbatches, r.train.micro_batch, dp.bucket_count(),
       r.parallel.bucket_mb, r.parallel.overlap_grad_reduce ? ", overlapped with backward" : "",
-      dp.sharded_optimizer() ? ", ZeRO-1 (optimizer state sharded)" : "");
+      dp.dense().sharded_optimizer() ? ", ZeRO-1 (optimizer state sharded)" : "");
+  if (ep.active())
+    spdlog::info(
+        "expert parallel: ep={}: {} of {} experts per rank, their gradients reduced over {} "
+        "rank{}",
+        ep.size(), r.model.moe.experts / ep.size(), r.model.moe.experts, mesh.expert_dp().size(),
+        mesh.expert_dp().size() == 1 ? "" : "s");
 
   int64_t start_step = 0;
   if (resume_from) {
@@ -389,6 +475,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   world_comm.all_reduce(peaks);  // every rank of the job computes
   const double peak_gflops = peaks.item<double>();
   dp.take_stats();
+  ep_stats = parallel::CommStats{};
   spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {})", peak_gflops, world_comm.size(),
                r.train.peak_gflops > 0
                    ? "train.peak_gflops"
@@ -413,7 +500,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   int64_t interval_tokens = 0, interval_steps = 0;
   parallel::CommStats interval_comm;
   parallel::PipelineStats interval_pipeline;  // summed, and the peak's maximum
-  tp_stats = parallel::CommStats{};           // drop the start-up's
+  tp_stats = ep_stats = parallel::CommStats{};  // drop the start-up's
   model->set_objective_scale(1.0 / static_cast<double>(step_micro));
   model->take_routing_counts();  // drop anything counted before the loop
   torch::Tensor interval_routing;  // routed layers' counters since the last log (models/moe.h)
@@ -453,17 +540,22 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     for (size_t k : tied)
       mesh.pipeline_ends().all_reduce(values[k].mutable_grad());
     dp.finish_grad_sync();
-    const double loss =
-        dp.sum(sum_over(mesh.pp(), loss_sum.item<double>())) / static_cast<double>(step_micro);
+    const double loss = dp.dense().sum(sum_over(mesh.pp(), loss_sum.item<double>())) /
+                        static_cast<double>(step_micro);
     require_finite(loss, "the training loss", step);
     // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only;
     // tensor-parallel blocks are summed over tp, replicated tensors counted once, stages summed.
     double split_square = optim::grad_square_sum(params, split_segments);
     double replicated_square = optim::grad_square_sum(params, replicated_segments);
-    if (dp.sharded_optimizer())
-      split_square = dp.sum(split_square), replicated_square = dp.sum(replicated_square);
-    const double grad_norm =
-        std::sqrt(sum_over(mesh.pp(), sum_over(mesh.tp(), split_square) + replicated_square));
+    double expert_square = optim::grad_square_sum(params, expert_segments);
+    if (dp.dense().sharded_optimizer())
+      split_square = dp.dense().sum(split_square),
+      replicated_square = dp.dense().sum(replicated_square);
+    if (dp.experts() && dp.experts()->sharded_optimizer())
+      expert_square = dp.experts()->sum(expert_square);
+    if (ep.active()) expert_square = sum_over(mesh.ep(), sum_over(mesh.tp(), expert_square));
+    const double grad_norm = std::sqrt(sum_over(
+        mesh.pp(), sum_over(mesh.tp(), split_square) + replicated_square + expert_square));
     require_finite(grad_norm, "the gradient norm", step);
     optim::clip_grads(params, optimizer.segments(), grad_norm, r.optim.grad_clip);
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
@@ -549,15 +641,21 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         record.moe_dropped_fraction = moe.dropped_fraction;
         interval_routing = torch::Tensor();
       }
+      if (ep.active()) {
+        record.ep_comm_s = ep_stats.seconds / n;
+        record.ep_comm_bytes = static_cast<double>(ep_stats.bytes) / n;
+        spdlog::info("expert parallel step {} | all-to-all {:.0f} ms ({}B) per step inside compute",
+                     done, 1e3 * record.ep_comm_s, human_count(record.ep_comm_bytes));
+      }
       if (trace) trace->append(record);
       interval_busy = 0, interval_tokens = 0, interval_steps = 0;
       interval_comm = parallel::CommStats{};
       interval_pipeline = parallel::PipelineStats{};
-      tp_stats = parallel::CommStats{};
+      tp_stats = ep_stats = parallel::CommStats{};
     }
     if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
       const double val_loss = evaluate(*model, pipeline, *val_data, r, mesh, device);
-      tp_stats = parallel::CommStats{};  // the evaluation's own
+      tp_stats = ep_stats = parallel::CommStats{};  // the evaluation's own
       require_finite(val_loss, "the validation loss", step);
       spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human_count(tokens),
                    val_loss);

@@ -21,7 +21,8 @@ MoeConfig moe_config(int64_t experts, int64_t top_k, int64_t expert_ffn) {
 // One routed layer with its own store, initialised as training would.
 struct Layer {
   Layer(const MoeConfig& c, int64_t d, uint64_t seed = 3) {
-    moe = std::make_unique<RoutedExperts>(c, d, parallel::TensorParallel{}, store, "moe.", 1.0,
+    moe = std::make_unique<RoutedExperts>(c, d, parallel::TensorParallel{},
+                                          parallel::ExpertParallel{}, store, "moe.", 1.0,
                                           Holding::Held);
     optim::initialize(store, optim::param_settings(store.all(), {}), seed);
   }
