@@ -1,7 +1,7 @@
 // Mixture-of-experts training with the `ladder` binary (fp32): dropless top-2 routing over 8 experts
-// under tensor (with and without sequence parallelism), data and pipeline parallelism against one
-// process; the auxiliary-loss-free bias rule across data-parallel ranks; checkpoints that move from
-// tp = 2 to one process; what the trace records.
+// under expert, tensor (with and without sequence parallelism), data and pipeline parallelism and
+// their compositions against one process; the auxiliary-loss-free bias rule across data-parallel
+// ranks; checkpoints that move from ep = 2 and from tp = 2 to one process; what the trace records.
 #include <gtest/gtest.h>
 
 #include "core/hdf5.h"
@@ -38,9 +38,20 @@ TEST_F(MoeTraining, LayoutsMatchOneProcess) {
        {Layout{"moe_tp2", "--set parallel.tp=2", 2},
         Layout{"moe_tp2_sp", "--set parallel.tp=2 --set parallel.sequence_parallel=true", 2},
         Layout{"moe_dp2", "", 2}, Layout{"moe_pp2", "--set parallel.pp=2", 2},
-        Layout{"moe_tp2_dp2_zero", "--set parallel.tp=2 --set optim.zero=1", 4}}) {
+        Layout{"moe_tp2_dp2_zero", "--set parallel.tp=2 --set optim.zero=1", 4},
+        Layout{"moe_ep2", "--set parallel.ep=2", 2},
+        Layout{"moe_ep2_tp2", "--set parallel.ep=2 --set parallel.tp=2", 4},
+        Layout{"moe_ep2_pp2", "--set parallel.ep=2 --set parallel.pp=2", 4},
+        // dp 4: two replicas of each expert half, their gradients (and ZeRO shards) over 2 ranks.
+        Layout{"moe_ep2_dp4_zero", "--set parallel.ep=2 --set optim.zero=1", 4}}) {
     const auto r = train(recipe(l.name, kMoe20), kMoeArch + std::string(l.flags), l.ranks);
     ASSERT_EQ(r.status, 0) << r.output;
+    if (std::string(l.flags).find("ep=2") != std::string::npos) {
+      EXPECT_NE(r.output.find("expert parallel: ep=2: 4 of 8 experts per rank"), std::string::npos)
+          << l.name;
+      for (const double bytes : series(run_dir(l.name) + "/trace.h5", "train/ep_comm_bytes"))
+        EXPECT_GT(bytes, 0.0) << l.name;
+    }
     expect_same_training(run_dir(l.name) + "/trace.h5", one, l.name, kTolerance);
     // The routing statistics are the step's over all ranks, so they agree too.
     for (const char* column : {"train/moe_aux_loss", "train/moe_load_cv"})
@@ -101,18 +112,27 @@ TEST_F(MoeTraining, BiasBalancingMatchesOneProcessAcrossDataParallelRanks) {
             0.0);
 }
 
-TEST_F(MoeTraining, CheckpointFromTensorParallelResumesInOneProcess) {
+TEST_F(MoeTraining, CheckpointsMoveBetweenExpertAndTensorParallelLayouts) {
   ASSERT_EQ(train(recipe("moe_ref", kMoe20), kMoeArch).status, 0);
   const auto one = series(run_dir("moe_ref") + "/trace.h5", "train/loss");
-  ASSERT_EQ(train(recipe("moe_tp2_ck", kMoe20), kMoeArch + std::string("--set parallel.tp=2"), 2)
-                .status,
-            0);
-  const auto r = train(recipe("moe_resumed", kMoe20),
-                       kMoeArch + std::string("--resume ") +
-                           checkpoint_path(run_dir("moe_tp2_ck"), 10));
-  ASSERT_EQ(r.status, 0) << r.output;
-  expect_series_close(series(run_dir("moe_resumed") + "/trace.h5", "train/loss"), one, 10,
-                      "tp2 -> one", kTolerance);
+  // Writes run `from` at `flags` on `ranks`, then resumes its step-10 checkpoint as run `to` at
+  // `to_flags` on `to_ranks`: steps 11 to 20 continue one process's losses.
+  auto move = [&](const std::string& from, const std::string& flags, int ranks,
+                  const std::string& to, const std::string& to_flags, int to_ranks) {
+    const auto written = train(recipe(from, kMoe20), kMoeArch + flags, ranks);
+    ASSERT_EQ(written.status, 0) << written.output;
+    const auto r = train(recipe(to, kMoe20),
+                         kMoeArch + to_flags + " --resume " + checkpoint_path(run_dir(from), 10),
+                         to_ranks);
+    ASSERT_EQ(r.status, 0) << r.output;
+    expect_series_close(series(run_dir(to) + "/trace.h5", "train/loss"), one, 10, from + " -> " + to,
+                        kTolerance);
+  };
+  move("moe_ep2_ck", "--set parallel.ep=2", 2, "moe_ep2_to_one", "", 0);
+  move("moe_tp2_ck", "--set parallel.tp=2", 2, "moe_tp2_to_one", "", 0);
+  // ep 2 x tp 2 -> ep 4 over dp 4.
+  move("moe_ep2_tp2_ck", "--set parallel.ep=2 --set parallel.tp=2", 4, "moe_to_ep4",
+       "--set parallel.ep=4", 4);
 }
 
 }  // namespace
