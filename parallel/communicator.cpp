@@ -340,7 +340,10 @@ torch::Tensor Communicator::all_to_all(const torch::Tensor& tensor,
   if (tensor.dim() == 0 || sent != tensor.size(0))
     throw std::invalid_argument("all_to_all: send counts sum to " + std::to_string(sent) +
                                 " rows but the tensor has " + std::to_string(tensor.size(0)));
-  const int64_t row = tensor.numel() / std::max<int64_t>(1, tensor.size(0));
+  // Elements per row from the shape: a rank may send no rows and still receive some.
+  int64_t row = 1;
+  for (int64_t d = 1; d < tensor.dim(); ++d)
+    row *= tensor.size(d);
   std::vector<int> scounts(size_), sdispls(size_), rcounts(size_), rdispls(size_);
   int64_t s_off = 0, r_off = 0;
   for (int r = 0; r < size_; ++r) {

@@ -228,7 +228,9 @@ std::unique_ptr<NcclWork> NcclComm::all_to_all(torch::Tensor in, torch::Tensor o
                                                const std::vector<int64_t>& send_counts,
                                                const std::vector<int64_t>& recv_counts) {
   // NCCL has no all-to-all-v: grouped sends and receives of each peer's rows.
-  const int64_t row = in.numel() / std::max<int64_t>(1, in.size(0));
+  int64_t row = 1;  // from the shape: a rank may send no rows and still receive some
+  for (int64_t d = 1; d < in.dim(); ++d)
+    row *= in.size(d);
   const ncclDataType_t type = nccl_type(in.scalar_type());
   const size_t elem = in.element_size();
   auto* src = static_cast<char*>(in.data_ptr());

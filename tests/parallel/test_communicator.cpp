@@ -2,6 +2,8 @@
 // checked against a reference each rank computes locally, on the world and on the sub-groups of the
 // mesh.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <mpi.h>
 
 #include "core/error.h"
@@ -169,14 +171,15 @@ TEST(Communicator, RefusesNonContiguousTensors) {
 }  // namespace
 }  // namespace ladder::parallel
 
-// gtest under MPI: every rank runs every test; only rank 0 prints, and the exit status is non-zero
-// if any rank failed.
+// gtest under MPI: every rank runs every test; only rank 0 prints (every rank with
+// LADDER_TEST_ALL_RANKS=1 in the environment, `mpirun -x LADDER_TEST_ALL_RANKS`), and the exit status
+// is non-zero if any rank failed.
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
+  if (rank != 0 && !std::getenv("LADDER_TEST_ALL_RANKS")) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
   }

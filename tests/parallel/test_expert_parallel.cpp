@@ -63,7 +63,7 @@ TEST(ExpertParallel, DispatchDeliversEachExpertsRowsAndCombineBringsThemBack) {
   const torch::Tensor back = combine_rows(scaled, plan, ep);
   const torch::Tensor expect_back = mine.detach() * (1 + mine.detach().select(1, 2)).unsqueeze(1);
   ASSERT_EQ(back.sizes(), mine.sizes());
-  EXPECT_TRUE(torch::equal(back, expect_back));
+  EXPECT_TRUE(torch::equal(back, expect_back)) << "rank " << rank;
   back.sum().backward();  // every rank, even one without rows, takes part in the backward
   EXPECT_TRUE(torch::equal(mine.grad(), (1 + mine.detach().select(1, 2)).unsqueeze(1).expand_as(mine)));
   EXPECT_EQ(stats.collectives, 4);  // dispatch and combine, forward and backward
