@@ -19,17 +19,17 @@ struct ScaleFactors {
 
 // The routed MLP of model.arch = "moe" (recipes/README.md, [moe]; models/moe.h).
 struct MoeConfig {
-  int64_t experts = 0;         // routed experts per MoE layer
-  int64_t top_k = 0;           // experts each token is sent to
-  int64_t shared_experts = 0;  // experts every token goes through (DeepSeekMoE)
-  int64_t expert_ffn = 0;      // resolved: 0 in the file means ffn_hidden / granularity
-  double granularity = 0;      // resolved: ffn_hidden / expert_ffn (Krajewski et al. 2024)
-  int64_t moe_every = 0;       // layer l (from 0) is routed when (l + 1) % moe_every == 0
-  double capacity_factor = 0;  // 0: dropless
-  double aux_loss = 0;         // Switch / GShard load-balancing loss weight
-  double router_z_loss = 0;    // ST-MoE router z-loss weight
-  std::string gate;            // "softmax" | "sigmoid"
-  std::string balance;         // "aux" | "bias" (DeepSeek-V3 auxiliary-loss-free)
+  int64_t experts = 0;          // routed experts per MoE layer
+  int64_t top_k = 0;            // experts each token is sent to
+  int64_t shared_experts = 0;   // experts every token goes through (DeepSeekMoE)
+  int64_t expert_ffn = 0;       // resolved: 0 in the file means ffn_hidden / granularity
+  double granularity = 0;       // resolved: ffn_hidden / expert_ffn (Krajewski et al. 2024)
+  int64_t moe_every = 0;        // layer l (from 0) is routed when (l + 1) % moe_every == 0
+  double capacity_factor = 0;   // 0: dropless
+  double aux_loss = 0;          // Switch / GShard load-balancing loss weight
+  double router_z_loss = 0;     // ST-MoE router z-loss weight
+  std::string gate;             // "softmax" | "sigmoid"
+  std::string balance;          // "aux" | "bias" (DeepSeek-V3 auxiliary-loss-free)
   double bias_update_rate = 0;  // u of the bias rule
   bool routed(int64_t layer) const { return experts > 0 && (layer + 1) % moe_every == 0; }
 };

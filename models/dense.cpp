@@ -70,8 +70,8 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
       layer->tp = tp;
     b.wo.tp = b.w_down.tp = tp;
     if (c.moe.routed(l)) {
-      b.moe = std::make_unique<RoutedExperts>(c.moe, d, tp, ep, store_, p + "moe.",
-                                              residual_scale, h);
+      b.moe =
+          std::make_unique<RoutedExperts>(c.moe, d, tp, ep, store_, p + "moe.", residual_scale, h);
       continue;
     }
     b.w_gate.weight = store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1},

@@ -59,8 +59,10 @@ torch::Tensor grouped_linear(const torch::Tensor& x_in, const torch::Tensor& w_i
     w = at::autocast::cached_cast(dtype, w, device);
   }
   const int64_t out = w.size(1), in = w.size(2), bytes = x.element_size();
-  const bool supported = (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16) &&
-                         w.scalar_type() == x.scalar_type();
+  // The grouped kernel takes fp32 and bf16 on the CPU, bf16 only on CUDA (Hopper's).
+  const bool supported =
+      w.scalar_type() == x.scalar_type() &&
+      (x.scalar_type() == torch::kBFloat16 || (x.scalar_type() == torch::kFloat32 && !x.is_cuda()));
   if (supported && (in * bytes) % 16 == 0 && (out * bytes) % 16 == 0 && x.size(0) > 0)
     return at::_grouped_mm(x.contiguous(), w.transpose(1, 2),
                            ends.to(torch::kInt32).to(x.device()));
@@ -77,7 +79,8 @@ torch::Tensor grouped_linear(const torch::Tensor& x_in, const torch::Tensor& w_i
   return parts.empty() ? torch::matmul(x, w[0].t()) : torch::cat(parts);
 }
 
-Routing route(const torch::Tensor& logits, const MoeConfig& c, const torch::Tensor& selection_bias) {
+Routing route(const torch::Tensor& logits, const MoeConfig& c,
+              const torch::Tensor& selection_bias) {
   const torch::Tensor scores = c.gate == "sigmoid" ? logits.sigmoid() : logits.softmax(-1);
   const torch::Tensor choice =
       selection_bias.defined() ? scores.detach() + selection_bias : scores.detach();
@@ -176,8 +179,8 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
     const auto capacity = static_cast<int64_t>(std::ceil(
         config_.capacity_factor * static_cast<double>(tokens * k) / static_cast<double>(experts)));
     const torch::Tensor first = load.cumsum(0) - load;  // each expert's first sorted position
-    const torch::Tensor position =
-        torch::arange(tokens * k, order.options()) - first.index_select(0, assigned.index_select(0, order));
+    const torch::Tensor position = torch::arange(tokens * k, order.options()) -
+                                   first.index_select(0, assigned.index_select(0, order));
     kept = order.masked_select(position < capacity);
     kept_load = load.clamp_max(capacity);
   }
@@ -200,8 +203,8 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
   if (ep_.active()) out = parallel::combine_rows(out, plan, ep_);
   const torch::Tensor gate = tp_.active() ? parallel::copy_to_tensor_parallel(weight, tp_) : weight;
   const torch::Tensor weighted = out * gate.unsqueeze(1);
-  torch::Tensor y = torch::zeros({tokens, weighted.size(1)}, weighted.options())
-                        .index_add(0, token, weighted);
+  torch::Tensor y =
+      torch::zeros({tokens, weighted.size(1)}, weighted.options()).index_add(0, token, weighted);
   if (config_.shared_experts > 0)
     y = y + torch::matmul(swiglu(shared_gate_.local(h), shared_up_.local(h)), shared_down_.t());
   torch::Tensor result = parallel::exit_row_region(y, tp_);
@@ -210,8 +213,8 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
     const torch::Tensor aux = load_balancing_loss(routing, experts);
     const torch::Tensor z = torch::logsumexp(logits, -1).square().mean();
     if (config_.aux_loss > 0 || config_.router_z_loss > 0)
-      result = AttachAuxiliaryLoss::apply(result, aux * config_.aux_loss + z * config_.router_z_loss,
-                                          objective_scale_);
+      result = AttachAuxiliaryLoss::apply(
+          result, aux * config_.aux_loss + z * config_.router_z_loss, objective_scale_);
     torch::NoGradGuard no_grad;
     counts_.narrow(0, 0, experts) += load.to(torch::kCPU, torch::kFloat64);
     const double assignments = static_cast<double>(tokens * k);

@@ -25,8 +25,8 @@
 // Expert parallelism (parallel/expert_parallel.h): this rank holds experts/ep of the experts; the
 // sorted rows go to the ranks that hold their experts and come back before the weighting.
 //
-// Tensor parallelism: each expert's hidden dimension is split over tp like the dense MLP's (gate and
-// up by rows, down by columns); every tp rank routes all tokens the same way. The router reads
+// Tensor parallelism: each expert's hidden dimension is split over tp like the dense MLP's (gate
+// and up by rows, down by columns); every tp rank routes all tokens the same way. The router reads
 // the replicated input (with sequence parallelism: its token block, logits all-gathered), so its
 // gradient is never summed twice; the routing weights enter the partial expert outputs through f,
 // which sums their gradient over the group.

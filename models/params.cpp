@@ -66,12 +66,15 @@ torch::Tensor local_block(const Param& param, const torch::Tensor& whole) {
 
 torch::Tensor ParamStore::add(const std::string& name, Role role, InitKind init,
                               std::vector<int64_t> shape, std::vector<int> width_dims,
-                              int64_t fan_in, double init_multiplier, Shard shard,
-                              Holding holding, Shard experts) {
+                              int64_t fan_in, double init_multiplier, Shard shard, Holding holding,
+                              Shard experts) {
   for (const auto& p : catalog_)
     if (p.name == name) throw std::logic_error("parameter registered twice: " + name);
   std::vector<int64_t> local = shape;
-  Param p{name, role, init, shape, std::move(width_dims), fan_in, init_multiplier, {}, shard};
+  Param p;
+  p.name = name, p.role = role, p.init = init, p.shape = shape,
+  p.width_dims = std::move(width_dims);
+  p.fan_in = fan_in, p.init_multiplier = init_multiplier, p.shard = shard;
   if (shard.split()) {
     if (shard.dim >= static_cast<int>(shape.size()) ||
         (!shard.pad && shape[shard.dim] % shard.size != 0) || shard.rank < 0 ||

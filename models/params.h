@@ -41,11 +41,11 @@ struct Shard {
 
 struct Param {
   std::string name;  // canonical, e.g. "layers.3.attn.wq"
-  Role role;
-  InitKind init;
+  Role role = Role::Hidden;
+  InitKind init = InitKind::Normal;
   std::vector<int64_t> shape;   // full logical shape
   std::vector<int> width_dims;  // dimensions that scale with d_model
-  int64_t fan_in;               // inputs per output unit, for fan-in-scaled init
+  int64_t fan_in = 1;           // inputs per output unit, for fan-in-scaled init
   double init_multiplier =
       1.0;              // extra factor on the init std (e.g. depth-scaled output projections)
   torch::Tensor value;  // this rank's block (the full tensor when not split), requires_grad

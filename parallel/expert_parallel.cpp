@@ -61,8 +61,8 @@ ExpertDispatch plan_dispatch(const torch::Tensor& load, int64_t experts, const E
   ExpertDispatch plan;
   // counts[s][e]: rows rank s sends to this rank's local expert e.
   const torch::Tensor counts =
-      ep.group->all_to_all(mine, std::vector<int64_t>(ranks, local),
-                           std::vector<int64_t>(ranks, local))
+      ep.group
+          ->all_to_all(mine, std::vector<int64_t>(ranks, local), std::vector<int64_t>(ranks, local))
           .view({ranks, local});
   const torch::Tensor sent = mine.view({ranks, local}).sum(1);
   const torch::Tensor received = counts.sum(1);
@@ -71,7 +71,8 @@ ExpertDispatch plan_dispatch(const torch::Tensor& load, int64_t experts, const E
   plan.local_load = counts.sum(0);
   // The received rows come by source rank, each source's by expert; the grouped products want them
   // by expert. Block (s, e) starts at start[s][e].
-  const torch::Tensor start = (counts.reshape({-1}).cumsum(0) - counts.reshape({-1})).view_as(counts);
+  const torch::Tensor start =
+      (counts.reshape({-1}).cumsum(0) - counts.reshape({-1})).view_as(counts);
   const int64_t total = counts.sum().item<int64_t>();
   std::vector<int64_t> order;
   order.reserve(static_cast<size_t>(total));

@@ -22,8 +22,8 @@ ProcessMesh::ProcessMesh(const Communicator& world, const MeshShape& shape) : sh
                                 std::to_string(shape.size()) + ", but the job has " +
                                 std::to_string(world.size()) + " ranks");
   if (shape.ep < 1 || shape.dp % shape.ep != 0)
-    throw Error("parallel", "ep = " + std::to_string(shape.ep) + " must divide dp = " +
-                                std::to_string(shape.dp));
+    throw Error("parallel", "ep = " + std::to_string(shape.ep) +
+                                " must divide dp = " + std::to_string(shape.dp));
   coord_ = mesh_coord(shape, world.rank());
   const auto& c = coord_;
   const auto& s = shape_;

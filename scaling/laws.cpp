@@ -100,76 +100,85 @@ std::vector<Law> make_laws() {
       }});
   laws.push_back(kaplan_law("kaplan-n", "N", &Features::log_N, steps(5, 40, 5)));
   laws.push_back(kaplan_law("kaplan-c", "C", &Features::log_C, steps(10, 80, 10)));
-  laws.push_back(Law{
-      "routed",
-      "log L = a * log N + b * log Ê + c * log N * log Ê + d,  1/Ê = 1/(E - 1 + (1/E_start - "
-      "1/E_max)^-1) + 1/E_max",
-      {"N_active", "E"},
-      {"a", "b", "c", "d", "s", "m"},
-      {{-0.2, -0.1, -0.05}, {-0.1, -0.05, 0.0}, {-0.01, 0.0, 0.01}, steps(0, 4, 1), {0.0, 0.5, 1.0},
-       {3.0, 5.0, 7.0}},
-      [](const double* t, const Features& x, int64_t i, double* grad) {
-        const double n = x.log_N_active[i], experts = std::exp(x.log_E[i]);
-        // The transform and its derivatives in s and m (E_start = e^s, E_max = e^s + e^m).
-        const double start = std::exp(t[4]), extra = std::exp(t[5]), max = start + extra;
-        const double u = 1.0 / start - 1.0 / max;  // > 0
-        const double inner = experts - 1.0 + 1.0 / u;
-        const double r = 1.0 / inner + 1.0 / max;  // 1 / Ê
-        const double log_hat = -std::log(r);
-        if (grad) {
-          // d log Ê = -dr / r; dr = -d(inner) / inner^2 - d(max) / max^2; d(inner) = -du / u^2;
-          // du = -d(start) / start^2 + d(max) / max^2.
-          auto d_log_hat = [&](double d_start, double d_max) {
-            const double du = -d_start / (start * start) + d_max / (max * max);
-            const double d_inner = -du / (u * u);
-            const double dr = -d_inner / (inner * inner) - d_max / (max * max);
-            return -dr / r;
-          };
-          const double slope = t[1] + t[2] * n;  // d prediction / d log Ê
-          grad[0] = n, grad[1] = log_hat, grad[2] = n * log_hat, grad[3] = 1;
-          grad[4] = slope * d_log_hat(start, start);
-          grad[5] = slope * d_log_hat(0.0, extra);
-        }
-        return t[0] * n + t[1] * log_hat + t[2] * n * log_hat + t[3];
-      },
-      [](const std::vector<double>& t) {
-        return std::vector<std::pair<std::string, double>>{
-            {"a", t[0]},
-            {"b", t[1]},
-            {"c", t[2]},
-            {"d", t[3]},
-            {"E_start", std::exp(t[4])},
-            {"E_max", std::exp(t[4]) + std::exp(t[5])}};
-      }});
-  laws.push_back(Law{
-      "fine-grained",
-      "L = c + (g / G^gamma + a) / N^alpha + b / D^beta",
-      {"N_active", "D", "G"},
-      {"la", "lg", "lb", "lc", "alpha", "beta", "gamma"},
-      {steps(0, 10, 5), steps(0, 10, 5), steps(0, 10, 5), steps(-1, 1, 1), {0.2, 0.5, 1.0},
-       {0.2, 0.5, 1.0}, {0.2, 0.5, 1.0}},
-      [](const double* t, const Features& x, int64_t i, double* grad) {
-        const double log_G = x.log_G[i];
-        const double coefficient[2] = {t[1] - t[6] * log_G, t[0]};  // log(g / G^gamma), log a
-        double v[2];
-        const double log_coefficient = log_sum_exp(coefficient, 2, v);
-        const double terms[3] = {log_coefficient - t[4] * x.log_N_active[i],
-                                 t[2] - t[5] * x.log_D[i], t[3]};
-        double w[3];
-        const double out = log_sum_exp(terms, 3, w);
-        if (grad) {
-          grad[0] = w[0] * v[1], grad[1] = w[0] * v[0], grad[2] = w[1], grad[3] = w[2];
-          grad[4] = -w[0] * x.log_N_active[i], grad[5] = -w[1] * x.log_D[i];
-          grad[6] = -w[0] * v[0] * log_G;
-        }
-        return out;
-      },
-      [](const std::vector<double>& t) {
-        return std::vector<std::pair<std::string, double>>{
-            {"a", std::exp(t[0])},  {"g", std::exp(t[1])}, {"b", std::exp(t[2])},
-            {"c", std::exp(t[3])},  {"alpha", t[4]},       {"beta", t[5]},
-            {"gamma", t[6]}};
-      }});
+  laws.push_back(
+      Law{"routed",
+          "log L = a * log N + b * log Ê + c * log N * log Ê + d,  1/Ê = 1/(E - 1 + (1/E_start - "
+          "1/E_max)^-1) + 1/E_max",
+          {"N_active", "E"},
+          {"a", "b", "c", "d", "s", "m"},
+          {{-0.2, -0.1, -0.05},
+           {-0.1, -0.05, 0.0},
+           {-0.01, 0.0, 0.01},
+           steps(0, 4, 1),
+           {0.0, 0.5, 1.0},
+           {3.0, 5.0, 7.0}},
+          [](const double* t, const Features& x, int64_t i, double* grad) {
+            const double n = x.log_N_active[i], experts = std::exp(x.log_E[i]);
+            // The transform and its derivatives in s and m (E_start = e^s, E_max = e^s + e^m).
+            const double start = std::exp(t[4]), extra = std::exp(t[5]), max = start + extra;
+            const double u = 1.0 / start - 1.0 / max;  // > 0
+            const double inner = experts - 1.0 + 1.0 / u;
+            const double r = 1.0 / inner + 1.0 / max;  // 1 / Ê
+            const double log_hat = -std::log(r);
+            if (grad) {
+              // d log Ê = -dr / r; dr = -d(inner) / inner^2 - d(max) / max^2; d(inner) = -du / u^2;
+              // du = -d(start) / start^2 + d(max) / max^2.
+              auto d_log_hat = [&](double d_start, double d_max) {
+                const double du = -d_start / (start * start) + d_max / (max * max);
+                const double d_inner = -du / (u * u);
+                const double dr = -d_inner / (inner * inner) - d_max / (max * max);
+                return -dr / r;
+              };
+              const double slope = t[1] + t[2] * n;  // d prediction / d log Ê
+              grad[0] = n, grad[1] = log_hat, grad[2] = n * log_hat, grad[3] = 1;
+              grad[4] = slope * d_log_hat(start, start);
+              grad[5] = slope * d_log_hat(0.0, extra);
+            }
+            return t[0] * n + t[1] * log_hat + t[2] * n * log_hat + t[3];
+          },
+          [](const std::vector<double>& t) {
+            return std::vector<std::pair<std::string, double>>{
+                {"a", t[0]},
+                {"b", t[1]},
+                {"c", t[2]},
+                {"d", t[3]},
+                {"E_start", std::exp(t[4])},
+                {"E_max", std::exp(t[4]) + std::exp(t[5])}};
+          }});
+  laws.push_back(
+      Law{"fine-grained",
+          "L = c + (g / G^gamma + a) / N^alpha + b / D^beta",
+          {"N_active", "D", "G"},
+          {"la", "lg", "lb", "lc", "alpha", "beta", "gamma"},
+          {steps(0, 10, 5),
+           steps(0, 10, 5),
+           steps(0, 10, 5),
+           steps(-1, 1, 1),
+           {0.2, 0.5, 1.0},
+           {0.2, 0.5, 1.0},
+           {0.2, 0.5, 1.0}},
+          [](const double* t, const Features& x, int64_t i, double* grad) {
+            const double log_G = x.log_G[i];
+            const double coefficient[2] = {t[1] - t[6] * log_G, t[0]};  // log(g / G^gamma), log a
+            double v[2];
+            const double log_coefficient = log_sum_exp(coefficient, 2, v);
+            const double terms[3] = {log_coefficient - t[4] * x.log_N_active[i],
+                                     t[2] - t[5] * x.log_D[i], t[3]};
+            double w[3];
+            const double out = log_sum_exp(terms, 3, w);
+            if (grad) {
+              grad[0] = w[0] * v[1], grad[1] = w[0] * v[0], grad[2] = w[1], grad[3] = w[2];
+              grad[4] = -w[0] * x.log_N_active[i], grad[5] = -w[1] * x.log_D[i];
+              grad[6] = -w[0] * v[0] * log_G;
+            }
+            return out;
+          },
+          [](const std::vector<double>& t) {
+            return std::vector<std::pair<std::string, double>>{
+                {"a", std::exp(t[0])}, {"g", std::exp(t[1])}, {"b", std::exp(t[2])},
+                {"c", std::exp(t[3])}, {"alpha", t[4]},       {"beta", t[5]},
+                {"gamma", t[6]}};
+          }});
   return laws;
 }
 
@@ -227,9 +236,10 @@ Features features(const std::vector<Point>& points, const Law& law) {
     }
     return out;
   };
-  Features x{column("N"), column("D"), column("C"), column("P"), column("E"), column("loss")};
-  x.log_N_active = column("N_active");
-  x.log_G = column("G");
+  Features x;
+  x.log_N = column("N"), x.log_D = column("D"), x.log_C = column("C"), x.log_P = column("P");
+  x.log_E = column("E"), x.log_loss = column("loss");
+  x.log_N_active = column("N_active"), x.log_G = column("G");
   return x;
 }
 

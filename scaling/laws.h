@@ -42,8 +42,8 @@ struct Features {
 struct Law {
   std::string name;
   std::string formula;
-  std::vector<std::string> needs;  // point quantities: "N", "N_active", "D", "C", "P", "E", "G"
-  std::vector<std::string> variables;     // what L-BFGS moves
+  std::vector<std::string> needs;      // point quantities: "N", "N_active", "D", "C", "P", "E", "G"
+  std::vector<std::string> variables;  // what L-BFGS moves
   std::vector<std::vector<double>> grid;  // starting values, one axis per variable
   // Predicted log-loss of point i; when `grad` is not null, adds nothing and writes
   // d(prediction)/d(theta) into grad[0 .. variables.size()).

@@ -102,7 +102,7 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
   base.N = number("N", kMissing);
   base.P = number("streams", 1);
   base.E = std::max(1.0, number("experts", 1));  // the trainer writes 0 for a dense model
-  base.N_active = number("active_N", kMissing);   // traces before the MoE model: dense, = N
+  base.N_active = number("active_N", kMissing);  // traces before the MoE model: dense, = N
   const double granularity = number("granularity", 0);
   if (granularity > 0) base.G = granularity;
   base.lr = number("lr", kMissing);
@@ -155,7 +155,8 @@ std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& w
       header = cells;
       if (std::find(header.begin(), header.end(), "loss") == header.end())
         throw Error(path + ":" + std::to_string(line_no),
-                    "the header has no loss column (columns: N, N_active, D, C, P, E, G, loss, lr, width, run, "
+                    "the header has no loss column (columns: N, N_active, D, C, P, E, G, loss, lr, "
+                    "width, run, "
                     "and any attribute)");
       continue;
     }

@@ -3,9 +3,10 @@
 //
 // From a trace, every evaluation row is a point: N = the run's non-embedding parameters, D = tokens
 // seen, C = FLOPs so far, loss = validation loss, with the run's attributes (streams P, experts E,
-// active parameters N_active, granularity G, learning rate, width, ...). A trace without evaluation rows falls back to its training losses,
-// with a warning. From a CSV (header row, '#' comments), the columns N, N_active, D, C, P, E, G,
-// loss, lr, width and run are recognised; any other column is an attribute usable by --filter.
+// active parameters N_active, granularity G, learning rate, width, ...). A trace without evaluation
+// rows falls back to its training losses, with a warning. From a CSV (header row, '#' comments),
+// the columns N, N_active, D, C, P, E, G, loss, lr, width and run are recognised; any other column
+// is an attribute usable by --filter.
 //
 // Bad input never crashes: an unreadable or foreign HDF5 file, a CSV with a missing column or a
 // malformed number is a ladder::Error naming the file (and line); non-finite losses and empty runs

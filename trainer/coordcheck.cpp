@@ -117,6 +117,8 @@ int run_coordcheck(const CoordcheckOptions& o) {
   // Every width's recipe is loaded (and so validated) before any training.
   const double ffn_ratio =
       static_cast<double>(base.model.ffn_hidden) / static_cast<double>(base.model.d_model);
+  const double expert_ratio =
+      static_cast<double>(base.model.moe.expert_ffn) / static_cast<double>(base.model.d_model);
   std::vector<Recipe> recipes;
   for (int64_t w : o.widths)
     for (int64_t s = 0; s < o.seeds; ++s) {
@@ -125,7 +127,10 @@ int run_coordcheck(const CoordcheckOptions& o) {
       overrides.push_back("model.ffn_hidden=" +
                           std::to_string(std::max<int64_t>(1, std::llround(ffn_ratio * w))));
       overrides.push_back("run.seed=" + std::to_string(base.run.seed + s));
-      origins.insert(origins.end(), 3, "--widths " + std::to_string(w));
+      if (base.model.moe.experts > 0)  // experts' hidden size in proportion too
+        overrides.push_back("moe.expert_ffn=" +
+                            std::to_string(std::max<int64_t>(1, std::llround(expert_ratio * w))));
+      origins.resize(overrides.size(), "--widths " + std::to_string(w));
       try {
         recipes.push_back(load_recipe(o.recipe, {overrides, 1, origins}));
       } catch (const Error& e) {

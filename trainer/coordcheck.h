@@ -1,11 +1,11 @@
 // `ladder coordcheck`: the coordinate check of Yang et al. 2021 ("Tensor Programs V";
 // microsoft/mup's get_coord_data). The recipe's model is built at several widths (d_model; n_heads
-// kept, so the head dimension grows, and the SwiGLU hidden size kept in proportion) and trained a
-// few steps with AdamW at the recipe's constant peak learning rate; before each update the mean
-// absolute value of every layer type's output (embedding, attention and MLP branches, residual
-// stream, logits) is recorded. In a parametrization whose updates are maximal and stable, none of
-// them grows or shrinks with width: the log-log slope against width is about 0. Under SP the logits
-// (and, with Adam, the hidden branches) grow with width after the first steps.
+// kept, so the head dimension grows; the SwiGLU and expert hidden sizes kept in proportion) and
+// trained a few steps with AdamW at the recipe's constant peak learning rate; before each update
+// the mean absolute value of every layer type's output (embedding, attention and MLP branches,
+// residual stream, logits) is recorded. In a parametrization whose updates are maximal and stable,
+// none of them grows or shrinks with width: the log-log slope against width is about 0. Under SP
+// the logits (and, with Adam, the hidden branches) grow with width after the first steps.
 //
 // Writes OUT/coords.csv (width, seed, step, layer, mean_abs), OUT/slopes.csv (step, layer, slope)
 // and OUT/coordcheck.png (gnuplot: one panel per layer type, one line per step).

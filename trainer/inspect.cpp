@@ -90,6 +90,22 @@ void inspect_trace(const h5::File& f) {
   }
   const int64_t c = h5::series_length(f, "checkpoints/step");
   std::printf("%-18s %lld\n", "checkpoints", (long long)c);
+  if (h5::has_attr(f, "/", "experts") && h5::get_int_attr(f, "/", "experts") > 0) {
+    print_attrs(f,
+                {"experts", "top_k", "shared_experts", "expert_ffn", "active_params", "active_N"},
+                {"granularity"}, {});
+    const int64_t n = h5::series_length(f, "train/step");
+    if (n > 0 && h5::exists(f, "train/moe_load_cv")) {
+      auto last = [&](const char* name) {
+        return h5::read_tensor(f, std::string("train/") + name)[n - 1].item<double>();
+      };
+      std::printf(
+          "%-18s aux loss %.4f, router z-loss %.3f, load max/mean %.2f, load cv %.3f, "
+          "dropped %.2f%%\n",
+          "routing (last)", last("moe_aux_loss"), last("moe_z_loss"),
+          last("moe_load_max_over_mean"), last("moe_load_cv"), 100 * last("moe_dropped_fraction"));
+    }
+  }
   print_spectra(f);
 }
 

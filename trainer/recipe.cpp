@@ -239,8 +239,8 @@ const std::vector<KeySpec>& schema() {
     // [moe]
     k.push_back(key("moe.experts", &R::moe, &MoeConfig::experts, 8, "routed experts per MoE layer")
                     .at_least(1));
-    k.push_back(
-        key("moe.top_k", &R::moe, &MoeConfig::top_k, 2, "experts each token is sent to").at_least(1));
+    k.push_back(key("moe.top_k", &R::moe, &MoeConfig::top_k, 2, "experts each token is sent to")
+                    .at_least(1));
     k.push_back(key("moe.shared_experts", &R::moe, &MoeConfig::shared_experts, 0,
                     "experts every token goes through (DeepSeekMoE), of expert_ffn each")
                     .at_least(0));
@@ -789,10 +789,13 @@ class Resolver {
       fail("parallel.tp",
            "must divide moe.expert_ffn (" + n(m.moe.expert_ffn) + "); got " + n(p.tp));
     if (p.ep > 1 && m.arch != "moe")
-      fail("parallel.ep", "splits experts: it needs model.arch = \"moe\"; got " + in_quotes(m.arch));
+      fail("parallel.ep",
+           "splits experts: it needs model.arch = \"moe\"; got " + in_quotes(m.arch));
     if (p.dp % p.ep != 0)
-      fail("parallel.ep", "must divide parallel.dp (" + n(p.dp) + "): expert-parallel groups are "
-                          "carved out of the data-parallel ranks; got " + n(p.ep));
+      fail("parallel.ep", "must divide parallel.dp (" + n(p.dp) +
+                              "): expert-parallel groups are "
+                              "carved out of the data-parallel ranks; got " +
+                              n(p.ep));
     if (m.moe.experts % p.ep != 0)
       fail("parallel.ep", "must divide moe.experts (" + n(m.moe.experts) + "); got " + n(p.ep));
     if (r_.model.ffn_hidden % p.tp != 0)

@@ -17,13 +17,29 @@ struct Column {
   std::string name;
   bool integer;
 };
-const std::vector<Column> kTrain = {
-    {"step", true},        {"tokens", true},     {"flops", false},         {"loss", false},
-    {"lr", false},         {"grad_norm", false}, {"tokens_per_s", false},  {"mfu", false},
-    {"elapsed_s", false},  {"step_s", false},    {"compute_s", false},     {"comm_s", false},
-    {"comm_bytes", false}, {"tp_comm_s", false}, {"tp_comm_bytes", false}, {"pp_p2p_bytes", false},
-    {"ep_comm_s", false}, {"ep_comm_bytes", false}, {"moe_aux_loss", false}, {"moe_z_loss", false}, {"moe_load_max_over_mean", false},
-    {"moe_load_cv", false}, {"moe_dropped_fraction", false}};
+const std::vector<Column> kTrain = {{"step", true},
+                                    {"tokens", true},
+                                    {"flops", false},
+                                    {"loss", false},
+                                    {"lr", false},
+                                    {"grad_norm", false},
+                                    {"tokens_per_s", false},
+                                    {"mfu", false},
+                                    {"elapsed_s", false},
+                                    {"step_s", false},
+                                    {"compute_s", false},
+                                    {"comm_s", false},
+                                    {"comm_bytes", false},
+                                    {"tp_comm_s", false},
+                                    {"tp_comm_bytes", false},
+                                    {"pp_p2p_bytes", false},
+                                    {"ep_comm_s", false},
+                                    {"ep_comm_bytes", false},
+                                    {"moe_aux_loss", false},
+                                    {"moe_z_loss", false},
+                                    {"moe_load_max_over_mean", false},
+                                    {"moe_load_cv", false},
+                                    {"moe_dropped_fraction", false}};
 
 // The train columns with those of each of `stages` pipeline stages.
 std::vector<Column> train_columns(int stages) {

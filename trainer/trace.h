@@ -2,9 +2,9 @@
 //
 //   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
 //           step_s, compute_s, comm_s, comm_bytes, tp_comm_s, tp_comm_bytes, pp_p2p_bytes,
-//           ep_comm_s, ep_comm_bytes, moe_aux_loss, moe_z_loss, moe_load_max_over_mean, moe_load_cv, moe_dropped_fraction
-//           (NaN without routed layers),
-//           stage_bubble_S, stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
+//           ep_comm_s, ep_comm_bytes, moe_aux_loss, moe_z_loss, moe_load_max_over_mean,
+//           moe_load_cv, moe_dropped_fraction (NaN without routed layers), stage_bubble_S,
+//           stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
 //   /eval/{step, tokens, flops, loss}                                     one row per eval
 //   /checkpoints/{step, tokens, intermediate}                             one row per save
 //   /spectra/{step, <hidden matrix name>...}   top singular values (trainer/spectra.h), one row

@@ -154,8 +154,9 @@ double sum_over(const parallel::Communicator& group, double value) {
 // parallel/expert_parallel.h). Without expert parallelism, one reduction over dp for everything.
 class GradientReduction {
  public:
-  GradientReduction(const std::vector<torch::Tensor>& values, const std::vector<bool>& split_experts,
-                    const parallel::ProcessMesh& mesh, const parallel::DataParallelOptions& options) {
+  GradientReduction(const std::vector<torch::Tensor>& values,
+                    const std::vector<bool>& split_experts, const parallel::ProcessMesh& mesh,
+                    const parallel::DataParallelOptions& options) {
     std::vector<torch::Tensor> dense, experts;
     for (size_t k = 0; k < values.size(); ++k) {
       (split_experts[k] ? expert_index_ : dense_index_).push_back(k);
@@ -170,16 +171,25 @@ class GradientReduction {
     if (!experts.empty()) {
       parallel::DataParallelOptions expert_options = options;
       expert_options.late_tensors.clear();
-      experts_ = std::make_unique<parallel::DataParallel>(experts, mesh.expert_dp(), expert_options);
+      experts_ =
+          std::make_unique<parallel::DataParallel>(experts, mesh.expert_dp(), expert_options);
     }
   }
   parallel::DataParallel& dense() { return *dense_; }
   parallel::DataParallel* experts() { return experts_.get(); }
 
-  void zero_grad() { each([](auto& d) { d.zero_grad(); }); }
-  void before_backward(bool last) { each([&](auto& d) { d.before_backward(last); }); }
-  void finish_grad_sync() { each([](auto& d) { d.finish_grad_sync(); }); }
-  void gather_params() { each([](auto& d) { d.gather_params(); }); }
+  void zero_grad() {
+    each([](auto& d) { d.zero_grad(); });
+  }
+  void before_backward(bool last) {
+    each([&](auto& d) { d.before_backward(last); });
+  }
+  void finish_grad_sync() {
+    each([](auto& d) { d.finish_grad_sync(); });
+  }
+  void gather_params() {
+    each([](auto& d) { d.gather_params(); });
+  }
   // What this rank's optimizer updates, and what it writes to checkpoints, as segments of the
   // ParamStore's parameters.
   std::vector<optim::ParamSegment> owned() const {
@@ -499,10 +509,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   double interval_busy = 0;  // seconds of training (not eval or checkpoint) since the last log
   int64_t interval_tokens = 0, interval_steps = 0;
   parallel::CommStats interval_comm;
-  parallel::PipelineStats interval_pipeline;  // summed, and the peak's maximum
+  parallel::PipelineStats interval_pipeline;    // summed, and the peak's maximum
   tp_stats = ep_stats = parallel::CommStats{};  // drop the start-up's
   model->set_objective_scale(1.0 / static_cast<double>(step_micro));
-  model->take_routing_counts();  // drop anything counted before the loop
+  model->take_routing_counts();    // drop anything counted before the loop
   torch::Tensor interval_routing;  // routed layers' counters since the last log (models/moe.h)
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
@@ -554,8 +564,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     if (dp.experts() && dp.experts()->sharded_optimizer())
       expert_square = dp.experts()->sum(expert_square);
     if (ep.active()) expert_square = sum_over(mesh.ep(), sum_over(mesh.tp(), expert_square));
-    const double grad_norm = std::sqrt(sum_over(
-        mesh.pp(), sum_over(mesh.tp(), split_square) + replicated_square + expert_square));
+    const double grad_norm = std::sqrt(
+        sum_over(mesh.pp(), sum_over(mesh.tp(), split_square) + replicated_square + expert_square));
     require_finite(grad_norm, "the gradient norm", step);
     optim::clip_grads(params, optimizer.segments(), grad_norm, r.optim.grad_clip);
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
@@ -623,12 +633,24 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                                           per_stage, human_count(pp_bytes))
                             : std::string(),
           format_duration(elapsed), format_duration(eta));
-      TrainRecord record{done,         tokens,         acc.flops_per_token * tokens,
-                         loss,         lr,             grad_norm,
-                         tokens_per_s, mfu,            elapsed,
-                         step_s,       step_s - comm_s, comm_s,
-                         comm_bytes,   tp_comm_s,      tp_comm_bytes,
-                         pp_bytes,     stage_bubble,   stage_activation_bytes};
+      TrainRecord record{done,
+                         tokens,
+                         acc.flops_per_token * tokens,
+                         loss,
+                         lr,
+                         grad_norm,
+                         tokens_per_s,
+                         mfu,
+                         elapsed,
+                         step_s,
+                         step_s - comm_s,
+                         comm_s,
+                         comm_bytes,
+                         tp_comm_s,
+                         tp_comm_bytes,
+                         pp_bytes,
+                         stage_bubble,
+                         stage_activation_bytes};
       if (interval_routing.defined()) {
         const models::RoutingSummary moe = models::summarize_routing(interval_routing);
         spdlog::info(

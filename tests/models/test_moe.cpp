@@ -37,11 +37,11 @@ torch::Tensor reference_moe(const Layer& layer, const MoeConfig& c, const torch:
   const torch::Tensor router = layer.value("router"), gate = layer.value("experts.w_gate"),
                       up = layer.value("experts.w_up"), down = layer.value("experts.w_down");
   const int64_t tokens = x.size(0);
-  const auto capacity =
-      c.capacity_factor > 0
-          ? static_cast<int64_t>(std::ceil(c.capacity_factor * static_cast<double>(tokens * c.top_k) /
-                                           static_cast<double>(c.experts)))
-          : tokens * c.top_k;
+  const auto capacity = c.capacity_factor > 0
+                            ? static_cast<int64_t>(std::ceil(c.capacity_factor *
+                                                             static_cast<double>(tokens * c.top_k) /
+                                                             static_cast<double>(c.experts)))
+                            : tokens * c.top_k;
   std::vector<int64_t> used(c.experts, 0);
   std::vector<torch::Tensor> rows;
   for (int64_t t = 0; t < tokens; ++t) {
@@ -87,8 +87,8 @@ void expect_layer_matches_reference(const MoeConfig& c, int64_t d, const std::st
   }
   const torch::Tensor yr = reference_moe(layer, c, xr);
   (yr * weights).sum().backward();
-  EXPECT_TRUE(torch::allclose(y, yr, 1e-5, 1e-6)) << what << ": outputs differ by "
-                                                   << (y - yr).abs().max().item<double>();
+  EXPECT_TRUE(torch::allclose(y, yr, 1e-5, 1e-6))
+      << what << ": outputs differ by " << (y - yr).abs().max().item<double>();
   EXPECT_TRUE(torch::allclose(x.grad(), xr.grad(), 1e-5, 1e-6)) << what << ": input gradients";
   for (size_t i = 0; i < fast_grads.size(); ++i) {
     const auto& p = layer.store.all()[i];
@@ -141,8 +141,8 @@ TEST(RoutedExperts, GroupedLinearEqualsOneProductPerGroup) {
     const torch::Tensor x = torch::randn({9, width}, torch::requires_grad());
     const torch::Tensor ends = torch::tensor({3, 3, 9, 9}, torch::kInt64);  // two empty groups
     const torch::Tensor y = grouped_linear(x, w, ends);
-    const torch::Tensor expected =
-        torch::cat({torch::matmul(x.narrow(0, 0, 3), w[0].t()), torch::matmul(x.narrow(0, 3, 6), w[2].t())});
+    const torch::Tensor expected = torch::cat(
+        {torch::matmul(x.narrow(0, 0, 3), w[0].t()), torch::matmul(x.narrow(0, 3, 6), w[2].t())});
     EXPECT_TRUE(torch::allclose(y, expected, 1e-6, 1e-6)) << width;
     const torch::Tensor g = torch::randn_like(y);
     const auto grads = torch::autograd::grad({y}, {x, w}, {g});
@@ -169,8 +169,8 @@ TEST(RoutedExperts, AuxiliaryLossesEnterTheBackwardPassScaled) {
   const torch::Tensor router = plain.value("router").detach().requires_grad_(true);
   const torch::Tensor logits = torch::matmul(x, router.t());
   const Routing routing = route(logits, c);
-  const torch::Tensor losses = 0.3 * load_balancing_loss(routing, 6) +
-                               0.02 * torch::logsumexp(logits, -1).square().mean();
+  const torch::Tensor losses =
+      0.3 * load_balancing_loss(routing, 6) + 0.02 * torch::logsumexp(logits, -1).square().mean();
   const torch::Tensor expected = torch::autograd::grad({losses * 0.25}, {router})[0];
   const torch::Tensor difference =
       with_losses.value("router").grad() - plain.value("router").grad();
@@ -179,8 +179,8 @@ TEST(RoutedExperts, AuxiliaryLossesEnterTheBackwardPassScaled) {
   EXPECT_GT(expected.abs().max().item<double>(), 0.0);
   // The values are counted: one forward each.
   const torch::Tensor counts = with_losses.moe->take_counts();
-  EXPECT_NEAR(counts[6 + kAuxLoss].item<double>(),
-              load_balancing_loss(routing, 6).item<double>(), 1e-6);
+  EXPECT_NEAR(counts[6 + kAuxLoss].item<double>(), load_balancing_loss(routing, 6).item<double>(),
+              1e-6);
 }
 
 TEST(RoutedExperts, LoadBalancingLossIsOneWhenBalanced) {
@@ -231,9 +231,9 @@ TEST(RoutedExperts, BiasRuleEvensOutASkewedRouter) {
 
 TEST(RoutedExperts, SummaryOfCounts) {
   // Two layers of four experts: loads [2, 2, 2, 2] and [4, 2, 1, 1] (mean 2).
-  const torch::Tensor counts = torch::tensor(
-      {{2., 2., 2., 2., 1., 8., 2.0, 10., 2.}, {4., 2., 1., 1., 0., 8., 1.0, 6., 2.}},
-      torch::kFloat64);
+  const torch::Tensor counts =
+      torch::tensor({{2., 2., 2., 2., 1., 8., 2.0, 10., 2.}, {4., 2., 1., 1., 0., 8., 1.0, 6., 2.}},
+                    torch::kFloat64);
   const RoutingSummary s = summarize_routing(counts);
   EXPECT_NEAR(s.load_max_over_mean, (1.0 + 2.0) / 2, 1e-12);
   const double cv2 = std::sqrt((4.0 + 0 + 1 + 1) / 4) / 2;
@@ -294,14 +294,14 @@ TEST(MoeModel, AccountingCountsActiveParameters) {
   const int64_t dense_mlp = 3 * 32 * d;
   const int64_t expert = 3 * 16 * d, router = 8 * d, bias = 8;
   // Layers 1 and 3 routed (moe_every 2), layers 0 and 2 dense.
-  const int64_t layers = 4 * (attention + norms) + 2 * dense_mlp +
-                         2 * (router + bias + 8 * expert + 1 * expert);
+  const int64_t layers =
+      4 * (attention + norms) + 2 * dense_mlp + 2 * (router + bias + 8 * expert + 1 * expert);
   EXPECT_EQ(a.embedding_params, vocab * d);
   EXPECT_EQ(a.total_params, layers + 2 * vocab * d + d);
   EXPECT_EQ(a.active_params, a.total_params - 2 * 6 * expert);  // 6 of 8 experts idle
   EXPECT_EQ(a.active_non_embedding_params, a.active_params - vocab * d);
-  EXPECT_DOUBLE_EQ(a.flops_per_token, 6.0 * static_cast<double>(a.active_non_embedding_params) +
-                                          12.0 * 4 * d * seq);
+  EXPECT_DOUBLE_EQ(a.flops_per_token,
+                   6.0 * static_cast<double>(a.active_non_embedding_params) + 12.0 * 4 * d * seq);
   // A pipeline split by FLOPs sees the same active costs; by parameters every expert.
   const StageCosts flops = stage_costs(c, vocab, seq, "flops");
   EXPECT_DOUBLE_EQ(flops.layers[1] - flops.layers[0], 6.0 * (router + 3 * expert - dense_mlp));

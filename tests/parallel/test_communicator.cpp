@@ -3,8 +3,8 @@
 // mesh.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <mpi.h>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "parallel/communicator.h"
@@ -172,8 +172,8 @@ TEST(Communicator, RefusesNonContiguousTensors) {
 }  // namespace ladder::parallel
 
 // gtest under MPI: every rank runs every test; only rank 0 prints (every rank with
-// LADDER_TEST_ALL_RANKS=1 in the environment, `mpirun -x LADDER_TEST_ALL_RANKS`), and the exit status
-// is non-zero if any rank failed.
+// LADDER_TEST_ALL_RANKS=1 in the environment, `mpirun -x LADDER_TEST_ALL_RANKS`), and the exit
+// status is non-zero if any rank failed.
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);

@@ -65,7 +65,8 @@ TEST(ExpertParallel, DispatchDeliversEachExpertsRowsAndCombineBringsThemBack) {
   ASSERT_EQ(back.sizes(), mine.sizes());
   EXPECT_TRUE(torch::equal(back, expect_back)) << "rank " << rank;
   back.sum().backward();  // every rank, even one without rows, takes part in the backward
-  EXPECT_TRUE(torch::equal(mine.grad(), (1 + mine.detach().select(1, 2)).unsqueeze(1).expand_as(mine)));
+  EXPECT_TRUE(
+      torch::equal(mine.grad(), (1 + mine.detach().select(1, 2)).unsqueeze(1).expand_as(mine)));
   EXPECT_EQ(stats.collectives, 4);  // dispatch and combine, forward and backward
 }
 

@@ -140,8 +140,8 @@ TEST(Fit, KaplanAndRoutedFormsRecoverExactData) {
       q.E = experts;
       q.N_active = p.N, q.N = p.N * experts;  // the law reads the active (dense-base) size
       const double log_hat = std::log(saturated_experts(experts, start, max));
-      q.loss = std::exp(-0.08 * std::log(p.N) - 0.1 * log_hat +
-                        0.003 * std::log(p.N) * log_hat + 2.5);
+      q.loss =
+          std::exp(-0.08 * std::log(p.N) - 0.1 * log_hat + 0.003 * std::log(p.N) * log_hat + 2.5);
       routed.push_back(q);
     }
   }

@@ -1,7 +1,8 @@
-// Mixture-of-experts training with the `ladder` binary (fp32): dropless top-2 routing over 8 experts
-// under expert, tensor (with and without sequence parallelism), data and pipeline parallelism and
-// their compositions against one process; the auxiliary-loss-free bias rule across data-parallel
-// ranks; checkpoints that move from ep = 2 and from tp = 2 to one process; what the trace records.
+// Mixture-of-experts training with the `ladder` binary (fp32): dropless top-2 routing over 8
+// experts under expert, tensor (with and without sequence parallelism), data and pipeline
+// parallelism and their compositions against one process; the auxiliary-loss-free bias rule across
+// data-parallel ranks; checkpoints that move from ep = 2 and from tp = 2 to one process; what the
+// trace records.
 #include <gtest/gtest.h>
 
 #include "core/hdf5.h"
@@ -121,12 +122,12 @@ TEST_F(MoeTraining, CheckpointsMoveBetweenExpertAndTensorParallelLayouts) {
                   const std::string& to, const std::string& to_flags, int to_ranks) {
     const auto written = train(recipe(from, kMoe20), kMoeArch + flags, ranks);
     ASSERT_EQ(written.status, 0) << written.output;
-    const auto r = train(recipe(to, kMoe20),
-                         kMoeArch + to_flags + " --resume " + checkpoint_path(run_dir(from), 10),
-                         to_ranks);
+    const auto r =
+        train(recipe(to, kMoe20),
+              kMoeArch + to_flags + " --resume " + checkpoint_path(run_dir(from), 10), to_ranks);
     ASSERT_EQ(r.status, 0) << r.output;
-    expect_series_close(series(run_dir(to) + "/trace.h5", "train/loss"), one, 10, from + " -> " + to,
-                        kTolerance);
+    expect_series_close(series(run_dir(to) + "/trace.h5", "train/loss"), one, 10,
+                        from + " -> " + to, kTolerance);
   };
   move("moe_ep2_ck", "--set parallel.ep=2", 2, "moe_ep2_to_one", "", 0);
   move("moe_tp2_ck", "--set parallel.tp=2", 2, "moe_tp2_to_one", "", 0);

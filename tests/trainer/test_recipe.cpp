@@ -424,7 +424,8 @@ const BadRecipe kBadRecipes[] = {
      std::string(kValid),
      {"model.arch=moe", "parallel.ep=2"},
      3,
-     "ladder: error: --set parallel.ep=2: parallel.ep: must divide parallel.dp (3): expert-parallel "
+     "ladder: error: --set parallel.ep=2: parallel.ep: must divide parallel.dp (3): "
+     "expert-parallel "
      "groups are carved out of the data-parallel ranks; got 2"},
     {"ep_not_dividing_experts",
      with("[moe]\nexperts = 6\n[parallel]\nep = 4\n"),
@@ -435,7 +436,8 @@ const BadRecipe kBadRecipes[] = {
      with("[parallel]\nep = 2\n"),
      {},
      2,
-     "ladder: error: recipe.toml:17: parallel.ep: splits experts: it needs model.arch = \"moe\"; got "
+     "ladder: error: recipe.toml:17: parallel.ep: splits experts: it needs model.arch = \"moe\"; "
+     "got "
      "\"dense\""},
     {"granularity_not_whole",
      with("[moe]\ngranularity = 5.0\n"),
