@@ -28,9 +28,11 @@ class RotaryEmbedding {
 // device). q: [batch, heads, seq, head_dim]; k, v: [batch, kv_heads, seq, head_dim] with heads a
 // multiple of kv_heads (grouped-query attention, Ainslie et al. 2023). Returns [batch, heads, seq,
 // head_dim].
-// `scale` multiplies the scores q.k; 0: 1 / sqrt(head_dim) (Vaswani et al. 2017).
+// `scale` multiplies the scores q.k; 0: 1 / sqrt(head_dim) (Vaswani et al. 2017). `window` > 0:
+// each position attends to itself and the window - 1 before it (sliding-window attention, as in
+// Longformer and Mistral).
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, double scale = 0);
+                               const torch::Tensor& v, double scale = 0, int64_t window = 0);
 
 // SwiGLU (Shazeer 2020): silu(gate) * up.
 inline torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {

@@ -34,6 +34,22 @@ struct MoeConfig {
   bool routed(int64_t layer) const { return experts > 0 && (layer + 1) % moe_every == 0; }
 };
 
+// The layer pattern and the Mamba-2 sizes of model.arch = "hybrid" (recipes/README.md, [hybrid];
+// models/mamba.h).
+struct HybridConfig {
+  std::string pattern;       // per-layer letters repeated over the depth: M Mamba-2, A attention
+  int64_t ssm_state = 0;     // N: the state size per head
+  int64_t ssm_head_dim = 0;  // P: channels per SSM head
+  int64_t conv_kernel = 0;   // the causal depthwise convolution's width
+  int64_t chunk = 0;         // Q: the SSD algorithm's chunk length
+  int64_t expand = 0;        // d_inner = expand x d_model
+  int64_t window = 0;        // sliding-window attention in the A layers; 0: full causal
+  // Whether layer l is a Mamba-2 layer (pattern empty: every layer is attention).
+  bool mamba(int64_t layer) const {
+    return !pattern.empty() && pattern[static_cast<size_t>(layer) % pattern.size()] == 'M';
+  }
+};
+
 struct ModelConfig {
   std::string arch;
   int64_t d_model = 0;
@@ -49,6 +65,7 @@ struct ModelConfig {
   bool tie_embeddings = false;
   double z_loss = 0;
   MoeConfig moe;        // the [moe] section; experts = 0 unless arch = "moe"
+  HybridConfig hybrid;  // the [hybrid] section; pattern empty unless arch = "hybrid"
   ScaleFactors scales;  // not a [model] key: set from [mup]
 };
 

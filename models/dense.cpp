@@ -49,6 +49,12 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     const std::string p = "layers." + std::to_string(l) + ".";
     const Holding h = holding(held[l]);
     Block& b = blocks_[l];
+    if (c.hybrid.mamba(l)) {
+      b.mamba_norm =
+          store_.add(p + "mamba_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
+      b.mamba = std::make_unique<Mamba2Mixer>(c, tp, store_, p + "mamba.", residual_scale, h);
+      continue;
+    }
     b.attn_norm =
         store_.add(p + "attn_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
     b.wq.weight =
@@ -114,6 +120,17 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
     return parallel::replicated_in_partial_use(w, tp_);
   };
 
+  if (b.mamba) {
+    const torch::Tensor mixed =
+        residual_branch(b.mamba->forward(rms_norm(x, token_gain(b.mamba_norm), eps), batch, seq));
+    const torch::Tensor result = x + mixed;
+    if (probe_) {
+      probe_->record("mamba", mixed);
+      probe_->record("residual", result);
+    }
+    return result;
+  }
+
   // Attention: q, k, v read one entered input (one f / token all-gather for the three).
   const torch::Tensor h =
       parallel::enter_column_region(rms_norm(x, token_gain(b.attn_norm), eps), tp_);
@@ -127,7 +144,8 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   q = rope_.apply(q).transpose(1, 2);  // [batch, heads, seq, head_dim]
   k = rope_.apply(k).transpose(1, 2);
   v = v.transpose(1, 2);
-  const torch::Tensor attn = causal_attention(q, k, v, config_.scales.attention_scale)
+  const torch::Tensor attn = causal_attention(q, k, v, config_.scales.attention_scale,
+                                              config_.hybrid.window)
                                  .transpose(1, 2)
                                  .reshape({batch * seq, local_heads_ * head_dim_});
   const torch::Tensor attn_out = residual_branch(b.wo.forward(attn));
@@ -221,6 +239,10 @@ struct LayerMatrices {
 
 LayerMatrices layer_matrices(const ModelConfig& c, int64_t layer) {
   const double d = static_cast<double>(c.d_model);
+  if (c.hybrid.mamba(layer)) {
+    const double m = static_cast<double>(MambaSizes(c).matmul_params(c.d_model));
+    return {m, m};
+  }
   const double kv = static_cast<double>(c.n_kv_heads * (c.d_model / c.n_heads));
   const double attention = 2 * d * d + 2 * kv * d;  // wq, wo, wk, wv
   if (!c.moe.routed(layer)) {
@@ -236,6 +258,15 @@ LayerMatrices layer_matrices(const ModelConfig& c, int64_t layer) {
 
 }  // namespace
 
+// Forward-and-backward FLOPs per token outside the parameters' matrix products (contract 8): causal
+// self-attention over the context (12 d T, within the window when there is one), or a Mamba-2
+// layer's convolution and chunked scan (3 x its forward FLOPs).
+double mixing_flops(const ModelConfig& c, int64_t layer, int64_t seq_len) {
+  if (c.hybrid.mamba(layer)) return 3.0 * MambaSizes(c).scan_flops(c.hybrid.chunk);
+  const int64_t context = c.hybrid.window > 0 ? std::min(c.hybrid.window, seq_len) : seq_len;
+  return 12.0 * static_cast<double>(c.d_model) * static_cast<double>(context);
+}
+
 StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_size, int64_t seq_len,
                                          const std::string& by) {
   const double d = static_cast<double>(c.d_model);
@@ -246,12 +277,15 @@ StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_siz
     if (by == "params") {
       // Memory follows every expert; the vectors are the norms (and a router's bias).
       const double vectors =
-          2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0) +
-          (c.moe.routed(l) && c.moe.balance == "bias" ? static_cast<double>(c.moe.experts) : 0);
+          c.hybrid.mamba(l)
+              ? d + static_cast<double>(MambaSizes(c).other_params())
+              : 2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0) +
+                    (c.moe.routed(l) && c.moe.balance == "bias" ? static_cast<double>(c.moe.experts)
+                                                                : 0);
       costs.layers.push_back(m.total + vectors);
     } else {
       // FLOPs per token as in accounting(): a token pays for the experts it uses.
-      costs.layers.push_back(6 * m.active + 12 * d * static_cast<double>(seq_len));
+      costs.layers.push_back(6 * m.active + mixing_flops(c, l, seq_len));
     }
   }
   if (by == "params") {
@@ -277,14 +311,14 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
   }
   a.active_params = a.total_params - static_cast<int64_t>(inactive);
   a.active_non_embedding_params = a.active_params - a.embedding_params;
-  // Every active parameter but the embedding enters a matmul once per token (contract 8); a tied
-  // matrix enters as readout.
+  // Every active parameter but the embedding enters a matmul once per token (contract 8; a Mamba-2
+  // layer's few vector parameters are counted with them); a tied matrix enters as readout.
   const double matmul_params =
       static_cast<double>(a.active_non_embedding_params) +
       (config_.tie_embeddings ? static_cast<double>(vocab_size_ * config_.d_model) : 0.0);
-  a.flops_per_token = 6.0 * matmul_params + 12.0 * static_cast<double>(config_.n_layers) *
-                                                static_cast<double>(config_.d_model) *
-                                                static_cast<double>(seq_len);
+  a.flops_per_token = 6.0 * matmul_params;
+  for (int64_t l = 0; l < config_.n_layers; ++l)
+    a.flops_per_token += mixing_flops(config_, l, seq_len);
   a.width = config_.d_model;
   a.depth = config_.n_layers;
   return a;

@@ -4,7 +4,10 @@
 // or untied; optional z-loss.
 //
 // The same class is the mixture-of-experts model (model.arch = "moe"): the layers config.moe routes
-// replace the SwiGLU MLP with RoutedExperts (models/moe.h); everything else is shared.
+// replace the SwiGLU MLP with RoutedExperts (models/moe.h); and the hybrid state-space model
+// (model.arch = "hybrid"): the layers config.hybrid.pattern marks M are RMSNorm -> Mamba-2 mixer ->
+// residual (models/mamba.h) instead of the attention + MLP block, and the others may attend
+// within a sliding window. Everything else is shared.
 //
 // Tensor parallelism (parallel/tensor_parallel.h): attention is split by heads (query and key/value
 // heads alike: tp must divide both), the MLP along its hidden dimension, the embedding and the
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "models/blocks.h"
+#include "models/mamba.h"
 #include "models/model.h"
 #include "models/moe.h"
 #include "parallel/tensor_parallel.h"
@@ -49,6 +53,8 @@ class DenseTransformer final : public Model {
     parallel::ColumnParallelLinear wq, wk, wv, w_gate, w_up;
     parallel::RowParallelLinear wo, w_down;
     std::unique_ptr<RoutedExperts> moe;  // a routed layer: in place of the SwiGLU MLP
+    torch::Tensor mamba_norm;            // a Mamba-2 layer: in place of everything above
+    std::unique_ptr<Mamba2Mixer> mamba;
   };
   // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
   torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;

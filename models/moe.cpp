@@ -5,29 +5,13 @@
 #include <cmath>
 
 #include "models/blocks.h"
+#include "models/precision.h"
 
 namespace ladder::models {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
-
-// Autocast off for the scope on `device`: the router runs in fp32 so that the choice of experts
-// does not flip with bf16 rounding (as Megatron-Core and DeepSeek-V3 route).
-class NoAutocast {
- public:
-  explicit NoAutocast(c10::DeviceType device)
-      : device_(device), was_enabled_(at::autocast::is_autocast_enabled(device)) {
-    at::autocast::set_autocast_enabled(device_, false);
-  }
-  ~NoAutocast() { at::autocast::set_autocast_enabled(device_, was_enabled_); }
-  NoAutocast(const NoAutocast&) = delete;
-  NoAutocast& operator=(const NoAutocast&) = delete;
-
- private:
-  c10::DeviceType device_;
-  bool was_enabled_;
-};
 
 // Identity on the layer's output forward; backward, the auxiliary loss receives the gradient
 // `scale` (its weight times the trainer's objective scale). The losses thus reach the backward
@@ -160,7 +144,7 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
   // Route every token of the sequence-parallel group alike on every tp rank (see the header).
   torch::Tensor logits;
   {
-    const NoAutocast fp32(normed.device().type());
+    const NoAutocast fp32(normed.device().type());  // the choice must not flip with bf16 rounding
     const torch::Tensor router =
         tp_.sequence_parallel ? parallel::replicated_in_partial_use(router_, tp_) : router_;
     logits = torch::matmul(normed.to(torch::kFloat32), router.t());

@@ -108,6 +108,17 @@ void ParamStore::set_rule_updated(const std::string& name) {
       }
 }
 
+void ParamStore::set_given(const std::string& name, const torch::Tensor& full) {
+  for (auto* list : {&params_, &catalog_})
+    for (auto& p : *list)
+      if (p.name == name) {
+        if (full.sizes().vec() != p.shape)
+          throw std::logic_error("parameter " + name + ": the given value has the wrong shape");
+        p.init = InitKind::Given;
+        p.given = full.to(torch::kFloat32);
+      }
+}
+
 const Param& ParamStore::get(const std::string& name) const {
   for (const auto& p : params_)
     if (p.name == name) return p;

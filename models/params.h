@@ -24,7 +24,9 @@ Role role_from_name(const std::string& name);  // throws ladder::Error for an un
 
 // How a parameter starts. Normal parameters get a standard deviation from optim/ (by role and
 // fan-in).
-enum class InitKind { Normal, Ones, Zeros };
+// Given: a fixed logical value the model's definition prescribes (a Mamba-2 layer's A spectrum
+// and dt bias), not a choice of scale; every layout takes its block of it.
+enum class InitKind { Normal, Ones, Zeros, Given };
 
 // How a parameter is split across the tensor-parallel group: this rank holds block `rank` of `size`
 // equal blocks along dimension `dim` of the logical shape. dim < 0 (the default): every rank holds
@@ -60,6 +62,7 @@ struct Param {
   // False for a tensor a rule of the model sets between steps (DeepSeek-V3's balancing bias of a
   // router): it takes no gradient, and optim/ gives it no learning rate and no weight decay.
   bool trained = true;
+  torch::Tensor given;  // InitKind::Given: the full logical value
 };
 
 // This rank's block of a tensor at the parameter's logical shape (the tensor itself when not
@@ -91,6 +94,8 @@ class ParamStore {
   // Marks a registered parameter as set by a rule of the model, not by the optimizer
   // (Param::trained); its value takes no gradient.
   void set_rule_updated(const std::string& name);
+  // Makes a registered parameter start from `full` (its logical value; InitKind::Given).
+  void set_given(const std::string& name, const torch::Tensor& full);
 
   // The parameters this rank holds, in registration order.
   std::vector<Param>& all() { return params_; }

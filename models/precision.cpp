@@ -28,4 +28,13 @@ WeightCastCache::~WeightCastCache() {
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
 }
 
+NoAutocast::NoAutocast(c10::DeviceType device)
+    : device_(device), was_enabled_(at::autocast::is_autocast_enabled(device)) {
+  at::autocast::set_autocast_enabled(device_, false);
+}
+
+NoAutocast::~NoAutocast() {
+  at::autocast::set_autocast_enabled(device_, was_enabled_);
+}
+
 }  // namespace ladder::models

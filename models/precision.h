@@ -38,4 +38,18 @@ class WeightCastCache {
   WeightCastCache& operator=(const WeightCastCache&) = delete;
 };
 
+// Autocast off on `device` for the scope (and restored after): computations whose result must not
+// depend on bf16 rounding, such as a router's choice of experts or a state-space scan's exponentials.
+class NoAutocast {
+ public:
+  explicit NoAutocast(c10::DeviceType device);
+  ~NoAutocast();
+  NoAutocast(const NoAutocast&) = delete;
+  NoAutocast& operator=(const NoAutocast&) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool was_enabled_;
+};
+
 }  // namespace ladder::models

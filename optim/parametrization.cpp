@@ -109,6 +109,8 @@ void initialize(models::ParamStore& store, const std::vector<ParamSettings>& set
     const double std = settings.at(i).init_std;
     if (p.init == InitKind::Ones) {
       p.value.fill_(1.0);
+    } else if (p.init == InitKind::Given) {
+      p.value.copy_(models::local_block(p, p.given));
     } else if (p.init == InitKind::Zeros || std == 0) {
       p.value.zero_();
     } else {

@@ -274,6 +274,27 @@ const std::vector<KeySpec>& schema() {
                     "balance = \"bias\": the bias of an expert above (below) the mean load falls "
                     "(rises) by this after each step")
                     .above(0));
+    // [hybrid]
+    k.push_back(key("hybrid.pattern", &R::hybrid, &HybridConfig::pattern, "MMMA",
+                    "per-layer letters repeated over the depth: M = Mamba-2 (SSD), A = attention"));
+    k.push_back(key("hybrid.ssm_state", &R::hybrid, &HybridConfig::ssm_state, 64,
+                    "N: the SSM state size per head")
+                    .at_least(1));
+    k.push_back(key("hybrid.ssm_head_dim", &R::hybrid, &HybridConfig::ssm_head_dim, 64,
+                    "P: channels per SSM head; (expand x d_model) / P heads")
+                    .at_least(1));
+    k.push_back(key("hybrid.conv_kernel", &R::hybrid, &HybridConfig::conv_kernel, 4,
+                    "width of the causal depthwise convolution before the SSM")
+                    .at_least(1));
+    k.push_back(key("hybrid.chunk", &R::hybrid, &HybridConfig::chunk, 64,
+                    "Q: chunk length of the SSD algorithm (need not divide data.seq_len)")
+                    .at_least(1));
+    k.push_back(
+        key("hybrid.expand", &R::hybrid, &HybridConfig::expand, 2, "d_inner = expand x d_model")
+            .at_least(1));
+    k.push_back(key("hybrid.window", &R::hybrid, &HybridConfig::window, 0,
+                    "sliding-window attention in the A layers, in tokens; 0: full causal")
+                    .at_least(0));
     // [parallel]
     k.push_back(key("parallel.tp", &R::parallel, &ParallelConfig::tp, 1, "tensor-parallel size")
                     .at_least(1));
@@ -732,10 +753,30 @@ class Resolver {
       r_.derived.push_back("model.ffn_hidden");
     }
     moe();
+    hybrid();
     const std::string& name = r_.run.name;
     if (!is_folder_name(name))
       fail("run.name",
            "must be letters, digits, '.', '_', '-' or '=' (a folder name); got " + in_quotes(name));
+  }
+
+  // [hybrid] enters the model only when model.arch = "hybrid".
+  void hybrid() {
+    auto& m = r_.model;
+    const HybridConfig& h = r_.hybrid;
+    if (m.arch != "hybrid") return;
+    if (h.pattern.empty()) fail("hybrid.pattern", "must name at least one layer (M or A)");
+    for (size_t i = 0; i < h.pattern.size(); ++i)
+      if (h.pattern[i] != 'M' && h.pattern[i] != 'A')
+        fail("hybrid.pattern", "letter " + std::to_string(i + 1) + " is '" +
+                                   std::string(1, h.pattern[i]) +
+                                   "': layers are M (Mamba-2) or A (attention); got " +
+                                   in_quotes(h.pattern));
+    const int64_t inner = h.expand * m.d_model;
+    if (inner % h.ssm_head_dim != 0)
+      fail("hybrid.ssm_head_dim", "must divide expand x d_model = " + n(inner) + "; got " +
+                                      n(h.ssm_head_dim));
+    m.hybrid = h;
   }
 
   // [moe] enters the model only when model.arch = "moe".
@@ -788,6 +829,10 @@ class Resolver {
     if (m.moe.experts > 0 && m.moe.expert_ffn % p.tp != 0)
       fail("parallel.tp",
            "must divide moe.expert_ffn (" + n(m.moe.expert_ffn) + "); got " + n(p.tp));
+    if (!m.hybrid.pattern.empty() && (m.hybrid.expand * m.d_model / m.hybrid.ssm_head_dim) % p.tp)
+      fail("parallel.tp", "must divide the SSM heads (expand x d_model / ssm_head_dim = " +
+                              n(m.hybrid.expand * m.d_model / m.hybrid.ssm_head_dim) + "); got " +
+                              n(p.tp));
     if (p.ep > 1 && m.arch != "moe")
       fail("parallel.ep",
            "splits experts: it needs model.arch = \"moe\"; got " + in_quotes(m.arch));

@@ -19,6 +19,7 @@
 namespace ladder {
 
 using models::ModelConfig;
+using models::HybridConfig;
 using models::MoeConfig;
 using optim::MupConfig;
 using optim::OptimConfig;
@@ -86,6 +87,7 @@ struct Recipe {
   DataConfig data;
   ModelConfig model;
   MoeConfig moe;  // as given; the resolver copies it into model.moe when model.arch = "moe"
+  HybridConfig hybrid;  // likewise into model.hybrid when model.arch = "hybrid"
   ParallelConfig parallel;
   TrainConfig train;
   OptimConfig optim;
