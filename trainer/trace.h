@@ -11,7 +11,9 @@
 //                                              at the start and every eval.spectra_every_steps
 //   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
 //     flops_per_token, width, depth, n_heads, streams, experts, top_k, granularity,
-//     active_N (active non-embedding), shared_experts, expert_ffn, seq_len, global_batch,
+//     active_N (active non-embedding), shared_experts, expert_ffn, pattern ("" unless hybrid),
+//     ssm_state, ssm_head_dim, ssm_chunk, ssm_expand, conv_kernel, attention_window, seq_len,
+//     global_batch,
 //     batch_tokens, lr, weight_decay, seed, parametrization, base_width, base_depth,
 //     width_multiplier, depth_multiplier, depth_alpha, output_multiplier, attention_multiplier,
 //     wd_rule, rules (optim::rules_table), total_steps, dp, zero, recipe
