@@ -40,12 +40,12 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale, int64_t window) {
   // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
   // key/value head serve heads / kv_heads query heads without materialising the repeats.
-  const std::optional<double> given_scale =
-      scale > 0 ? std::optional<double>(scale) : std::nullopt;
+  const std::optional<double> given_scale = scale > 0 ? std::optional<double>(scale) : std::nullopt;
   const int64_t seq = q.size(2);
   if (window > 0 && window < seq) {
     // A band below the diagonal (the kernel computes every score; the mask keeps the window's).
-    const torch::Tensor i = torch::arange(seq, torch::TensorOptions(torch::kInt64).device(q.device()));
+    const torch::Tensor i =
+        torch::arange(seq, torch::TensorOptions(torch::kInt64).device(q.device()));
     const torch::Tensor distance = i.unsqueeze(1) - i.unsqueeze(0);
     const torch::Tensor band = distance.ge(0).logical_and(distance.lt(window));
     return at::scaled_dot_product_attention(q, k, v, band, 0.0, /*is_causal=*/false, given_scale,

@@ -144,10 +144,10 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   q = rope_.apply(q).transpose(1, 2);  // [batch, heads, seq, head_dim]
   k = rope_.apply(k).transpose(1, 2);
   v = v.transpose(1, 2);
-  const torch::Tensor attn = causal_attention(q, k, v, config_.scales.attention_scale,
-                                              config_.hybrid.window)
-                                 .transpose(1, 2)
-                                 .reshape({batch * seq, local_heads_ * head_dim_});
+  const torch::Tensor attn =
+      causal_attention(q, k, v, config_.scales.attention_scale, config_.hybrid.window)
+          .transpose(1, 2)
+          .reshape({batch * seq, local_heads_ * head_dim_});
   const torch::Tensor attn_out = residual_branch(b.wo.forward(attn));
   const torch::Tensor out = x + attn_out;
 

@@ -82,7 +82,7 @@ torch::Tensor ssd_recurrent(const torch::Tensor& x, const torch::Tensor& dt, con
   torch::Tensor h = torch::zeros({batch, heads, p, B.size(2)}, x.options());
   std::vector<torch::Tensor> ys;
   for (int64_t t = 0; t < seq; ++t) {
-    const torch::Tensor decay = (dt.select(1, t) * A).exp();                    // [batch, heads]
+    const torch::Tensor decay = (dt.select(1, t) * A).exp();                     // [batch, heads]
     const torch::Tensor input = x.select(1, t) * dt.select(1, t).unsqueeze(-1);  // [b, h, P]
     h = h * decay.unsqueeze(-1).unsqueeze(-1) +
         input.unsqueeze(-1) * B.select(1, t).unsqueeze(1).unsqueeze(1);
@@ -124,8 +124,8 @@ Mamba2Mixer::Mamba2Mixer(const ModelConfig& c, const parallel::TensorParallel& t
   // the values are the same for every seed and layout.
   dt_bias_ = add("dt_bias", Role::Vector, InitKind::Given, {heads}, {0}, 1, 1.0, rows);
   A_log_ = add("A_log", Role::Vector, InitKind::Given, {heads}, {0}, 1, 1.0, rows);
-  const torch::Tensor spread =
-      heads > 1 ? torch::linspace(0.0, 1.0, heads, torch::kFloat64) : torch::zeros({1}, torch::kFloat64);
+  const torch::Tensor spread = heads > 1 ? torch::linspace(0.0, 1.0, heads, torch::kFloat64)
+                                         : torch::zeros({1}, torch::kFloat64);
   const torch::Tensor dt0 = (std::log(1e-3) + spread * (std::log(1e-1) - std::log(1e-3))).exp();
   store.set_given(prefix + "dt_bias", dt0 + torch::log(-torch::expm1(-dt0)));
   store.set_given(prefix + "A_log", torch::log(1.0 + 15.0 * spread));
@@ -143,8 +143,8 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, i
   auto whole = [&](const torch::Tensor& w) { return parallel::replicated_in_partial_use(w, tp_); };
 
   const torch::Tensor h = parallel::enter_column_region(normed, tp_);  // [tokens, d], all tokens
-  const torch::Tensor z = w_z_.local(h);                                // [tokens, heads x P]
-  const torch::Tensor dt_raw = w_dt_.local(h);                          // [tokens, heads]
+  const torch::Tensor z = w_z_.local(h);                               // [tokens, heads x P]
+  const torch::Tensor dt_raw = w_dt_.local(h);                         // [tokens, heads]
   // x, B and C through the causal depthwise convolution along each sequence, then SiLU.
   const torch::Tensor xbc = torch::cat(
       {w_x_.local(h), torch::matmul(h, whole(w_B_).t()), torch::matmul(h, whole(w_C_).t())}, 1);

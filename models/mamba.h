@@ -43,9 +43,8 @@ torch::Tensor ssd_chunked(const torch::Tensor& x, const torch::Tensor& dt, const
 
 // The same by the sequential recurrence, one token at a time: the reference the tests hold the
 // chunked algorithm to.
-torch::Tensor ssd_recurrent(const torch::Tensor& x, const torch::Tensor& dt,
-                            const torch::Tensor& A, const torch::Tensor& B,
-                            const torch::Tensor& C);
+torch::Tensor ssd_recurrent(const torch::Tensor& x, const torch::Tensor& dt, const torch::Tensor& A,
+                            const torch::Tensor& B, const torch::Tensor& C);
 
 // The sizes a Mamba-2 layer derives from the config.
 struct MambaSizes {
@@ -94,10 +93,10 @@ class Mamba2Mixer {
   int64_t local_heads_;
   parallel::ColumnParallelLinear w_z_, w_x_, w_dt_;
   parallel::RowParallelLinear w_out_;
-  torch::Tensor w_B_, w_C_;                       // [N, d_model], whole on every rank
-  torch::Tensor conv_x_, conv_B_, conv_C_;        // [channels, K]
+  torch::Tensor w_B_, w_C_;                 // [N, d_model], whole on every rank
+  torch::Tensor conv_x_, conv_B_, conv_C_;  // [channels, K]
   torch::Tensor conv_x_bias_, conv_B_bias_, conv_C_bias_;
-  torch::Tensor dt_bias_, A_log_, D_, norm_;      // per head (norm: per channel)
+  torch::Tensor dt_bias_, A_log_, D_, norm_;  // per head (norm: per channel)
 };
 
 }  // namespace ladder::models

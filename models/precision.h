@@ -39,7 +39,8 @@ class WeightCastCache {
 };
 
 // Autocast off on `device` for the scope (and restored after): computations whose result must not
-// depend on bf16 rounding, such as a router's choice of experts or a state-space scan's exponentials.
+// depend on bf16 rounding, such as a router's choice of experts or a state-space scan's
+// exponentials.
 class NoAutocast {
  public:
   explicit NoAutocast(c10::DeviceType device);

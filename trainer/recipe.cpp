@@ -768,14 +768,13 @@ class Resolver {
     if (h.pattern.empty()) fail("hybrid.pattern", "must name at least one layer (M or A)");
     for (size_t i = 0; i < h.pattern.size(); ++i)
       if (h.pattern[i] != 'M' && h.pattern[i] != 'A')
-        fail("hybrid.pattern", "letter " + std::to_string(i + 1) + " is '" +
-                                   std::string(1, h.pattern[i]) +
-                                   "': layers are M (Mamba-2) or A (attention); got " +
-                                   in_quotes(h.pattern));
+        fail("hybrid.pattern",
+             "letter " + std::to_string(i + 1) + " is '" + std::string(1, h.pattern[i]) +
+                 "': layers are M (Mamba-2) or A (attention); got " + in_quotes(h.pattern));
     const int64_t inner = h.expand * m.d_model;
     if (inner % h.ssm_head_dim != 0)
-      fail("hybrid.ssm_head_dim", "must divide expand x d_model = " + n(inner) + "; got " +
-                                      n(h.ssm_head_dim));
+      fail("hybrid.ssm_head_dim",
+           "must divide expand x d_model = " + n(inner) + "; got " + n(h.ssm_head_dim));
     m.hybrid = h;
   }
 

@@ -18,8 +18,8 @@
 
 namespace ladder {
 
-using models::ModelConfig;
 using models::HybridConfig;
+using models::ModelConfig;
 using models::MoeConfig;
 using optim::MupConfig;
 using optim::OptimConfig;
@@ -86,7 +86,7 @@ struct Recipe {
   RunConfig run;
   DataConfig data;
   ModelConfig model;
-  MoeConfig moe;  // as given; the resolver copies it into model.moe when model.arch = "moe"
+  MoeConfig moe;        // as given; the resolver copies it into model.moe when model.arch = "moe"
   HybridConfig hybrid;  // likewise into model.hybrid when model.arch = "hybrid"
   ParallelConfig parallel;
   TrainConfig train;

@@ -16,7 +16,7 @@ namespace ladder::models {
 // `f` computes from the leaves (double tensors that require grad); its output is reduced with fixed
 // random weights so that every output element matters.
 inline void expect_gradients_match(const std::function<torch::Tensor()>& f,
-                            const std::vector<torch::Tensor>& leaves) {
+                                   const std::vector<torch::Tensor>& leaves) {
   torch::manual_seed(0);
   torch::Tensor weights;
   {

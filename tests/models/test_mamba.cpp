@@ -45,8 +45,8 @@ TEST(Ssd, ChunkedGradientsEqualTheRecurrences) {
   const std::vector<torch::Tensor> leaves = {in.x, in.dt, in.A, in.B, in.C};
   const auto expected = torch::autograd::grad(
       {(ssd_recurrent(in.x, in.dt, in.A, in.B, in.C) * weights).sum()}, leaves);
-  const auto got =
-      torch::autograd::grad({(ssd_chunked(in.x, in.dt, in.A, in.B, in.C, 5) * weights).sum()}, leaves);
+  const auto got = torch::autograd::grad(
+      {(ssd_chunked(in.x, in.dt, in.A, in.B, in.C, 5) * weights).sum()}, leaves);
   for (size_t i = 0; i < leaves.size(); ++i)
     EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-10, 1e-11)) << "input " << i;
 }
@@ -117,7 +117,8 @@ TEST(Attention, SlidingWindowSeesOnlyTheWindow) {
     const int64_t first = std::max<int64_t>(0, t - 2);
     const torch::Tensor scores =
         torch::matmul(q.narrow(2, t, 1), k.narrow(2, first, t - first + 1).transpose(2, 3)) / 2.0;
-    const torch::Tensor expected = torch::matmul(scores.softmax(-1), v.narrow(2, first, t - first + 1));
+    const torch::Tensor expected =
+        torch::matmul(scores.softmax(-1), v.narrow(2, first, t - first + 1));
     EXPECT_TRUE(torch::allclose(windowed.narrow(2, t, 1), expected, 1e-10, 1e-12)) << t;
   }
   EXPECT_TRUE(torch::equal(causal_attention(q, k, v, 0, 9), causal_attention(q, k, v)));

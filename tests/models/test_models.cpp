@@ -6,9 +6,9 @@
 #include "core/error.h"
 #include "models/blocks.h"
 #include "models/dense.h"
+#include "models/finite_differences.h"
 #include "models/precision.h"
 #include "optim/parametrization.h"
-#include "models/finite_differences.h"
 
 namespace ladder::models {
 namespace {

@@ -1,6 +1,6 @@
-// Hybrid state-space training with the `ladder` binary (fp32): the pattern MMMA (three Mamba-2 layers
-// and an attention block) under tensor parallelism (with and without sequence parallelism), data
-// parallelism and a pipeline cut in the middle of the pattern, against one process; a tp = 2
+// Hybrid state-space training with the `ladder` binary (fp32): the pattern MMMA (three Mamba-2
+// layers and an attention block) under tensor parallelism (with and without sequence parallelism),
+// data parallelism and a pipeline cut in the middle of the pattern, against one process; a tp = 2
 // checkpoint resumed in one process; what the trace records.
 #include <gtest/gtest.h>
 
@@ -48,12 +48,13 @@ TEST_F(HybridTraining, LayoutsMatchOneProcess) {
 TEST_F(HybridTraining, TensorParallelCheckpointResumesInOneProcessAndTraceRecordsThePattern) {
   ASSERT_EQ(train(recipe("hy_ref", kHybrid20), kHybridArch).status, 0);
   const auto one = series(run_dir("hy_ref") + "/trace.h5", "train/loss");
-  ASSERT_EQ(train(recipe("hy_tp2_ck", kHybrid20), kHybridArch + std::string("--set parallel.tp=2"), 2)
-                .status,
-            0);
-  const auto r = train(recipe("hy_resumed", kHybrid20),
-                       kHybridArch + std::string("--resume ") +
-                           checkpoint_path(run_dir("hy_tp2_ck"), 10));
+  ASSERT_EQ(
+      train(recipe("hy_tp2_ck", kHybrid20), kHybridArch + std::string("--set parallel.tp=2"), 2)
+          .status,
+      0);
+  const auto r =
+      train(recipe("hy_resumed", kHybrid20),
+            kHybridArch + std::string("--resume ") + checkpoint_path(run_dir("hy_tp2_ck"), 10));
   ASSERT_EQ(r.status, 0) << r.output;
   expect_series_close(series(run_dir("hy_resumed") + "/trace.h5", "train/loss"), one, 10,
                       "tp2 -> one", kTolerance);

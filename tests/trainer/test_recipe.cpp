@@ -197,14 +197,15 @@ const BadRecipe kBadRecipes[] = {
      {},
      1,
      "ladder: error: recipe.toml:16: [optimizer]: unknown section (did you mean optim?); sections "
-     "are run, data, model, moe, parallel, train, optim, schedule, mup, checkpoint, eval"},
+     "are run, data, model, moe, hybrid, parallel, train, optim, schedule, mup, checkpoint, eval"},
     {"top_level_key",
      "lr = 3\n" + std::string(kValid),
      {},
      1,
      "ladder: error: recipe.toml:1: lr: keys belong in a [section]; only `base` may stand at the "
      "top "
-     "(sections: run, data, model, moe, parallel, train, optim, schedule, mup, checkpoint, eval)"},
+     "(sections: run, data, model, moe, hybrid, parallel, train, optim, schedule, mup, checkpoint, "
+     "eval)"},
     {"wrong_type_string_for_int",
      replacing("d_model = 128", "d_model = \"128\""),
      {},
@@ -446,6 +447,24 @@ const BadRecipe kBadRecipes[] = {
      "ladder: error: recipe.toml:17: moe.granularity: model.ffn_hidden / granularity = 384 / 5.0 = "
      "76.8 is not a whole number of hidden units; choose another granularity or set "
      "moe.expert_ffn"},
+    {"bad_pattern_letter",
+     with("[hybrid]\npattern = \"MMXA\"\n"),
+     {"model.arch=hybrid"},
+     1,
+     "ladder: error: recipe.toml:17: hybrid.pattern: letter 3 is 'X': layers are M (Mamba-2) or A "
+     "(attention); got \"MMXA\""},
+    {"ssm_head_dim_not_dividing_inner",
+     with("[hybrid]\nssm_head_dim = 48\n"),
+     {"model.arch=hybrid"},
+     1,
+     "ladder: error: recipe.toml:17: hybrid.ssm_head_dim: must divide expand x d_model = 256; got "
+     "48"},
+    {"tp_not_dividing_ssm_heads",
+     with("[hybrid]\nssm_head_dim = 128\n[parallel]\ntp = 4\n"),
+     {"model.arch=hybrid"},
+     4,
+     "ladder: error: recipe.toml:19: parallel.tp: must divide the SSM heads (expand x d_model / "
+     "ssm_head_dim = 2); got 4"},
     {"tp_not_dividing_expert_ffn",
      with("[moe]\nexpert_ffn = 65\n[parallel]\ntp = 2\n"),
      {"model.arch=moe"},
