@@ -37,23 +37,27 @@ torch::Tensor RotaryEmbedding::apply(const torch::Tensor& x) const {
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, double scale, int64_t window) {
+                               const torch::Tensor& v, double scale, int64_t window,
+                               int64_t prefix) {
   // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
   // key/value head serve heads / kv_heads query heads without materialising the repeats.
-  const std::optional<double> given_scale = scale > 0 ? std::optional<double>(scale) : std::nullopt;
+  const std::optional<double> given_scale =
+      scale > 0 ? std::optional<double>(scale) : std::nullopt;
+  const bool gqa = k.size(1) != q.size(1);
   const int64_t seq = q.size(2);
-  if (window > 0 && window < seq) {
-    // A band below the diagonal (the kernel computes every score; the mask keeps the window's).
-    const torch::Tensor i =
-        torch::arange(seq, torch::TensorOptions(torch::kInt64).device(q.device()));
-    const torch::Tensor distance = i.unsqueeze(1) - i.unsqueeze(0);
-    const torch::Tensor band = distance.ge(0).logical_and(distance.lt(window));
-    return at::scaled_dot_product_attention(q, k, v, band, 0.0, /*is_causal=*/false, given_scale,
-                                            k.size(1) != q.size(1));
-  }
-  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                          /*is_causal=*/true, given_scale,
-                                          /*enable_gqa=*/k.size(1) != q.size(1));
+  if (prefix == 0 && (window == 0 || window >= seq))
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                            /*is_causal=*/true, given_scale, gqa);
+  // An explicit mask [seq, prefix + seq]: every prefix position, then the causal band (the kernel
+  // computes every score; the mask keeps the allowed ones).
+  const auto options = torch::TensorOptions(torch::kInt64).device(q.device());
+  const torch::Tensor row = torch::arange(seq, options).unsqueeze(1);
+  const torch::Tensor column = torch::arange(prefix + seq, options).unsqueeze(0) - prefix;
+  const torch::Tensor distance = row - column;
+  torch::Tensor allowed = column.lt(0).logical_or(distance.ge(0));
+  if (window > 0) allowed = allowed.logical_and(column.lt(0).logical_or(distance.lt(window)));
+  return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, /*is_causal=*/false, given_scale,
+                                          gqa);
 }
 
 }  // namespace ladder::models

@@ -30,9 +30,11 @@ class RotaryEmbedding {
 // head_dim].
 // `scale` multiplies the scores q.k; 0: 1 / sqrt(head_dim) (Vaswani et al. 2017). `window` > 0:
 // each position attends to itself and the window - 1 before it (sliding-window attention, as in
-// Longformer and Mistral).
+// Longformer and Mistral). `prefix` > 0: k and v begin with that many prefix positions every query
+// attends to (prefix tuning, Li and Liang 2021), before the sequence's own.
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, double scale = 0, int64_t window = 0);
+                               const torch::Tensor& v, double scale = 0, int64_t window = 0,
+                               int64_t prefix = 0);
 
 // SwiGLU (Shazeer 2020): silu(gate) * up.
 inline torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {

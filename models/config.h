@@ -50,6 +50,13 @@ struct HybridConfig {
   }
 };
 
+// Parallel streams of model.arch = "parscale" (Chen et al. 2025; recipes/README.md, [parscale]).
+struct ParscaleConfig {
+  int64_t streams = 1;               // P: copies of the input, each with its own prefixes
+  int64_t prefix_tokens = 0;         // learnable key/value prefix per stream and attention layer
+  double aggregation_smoothing = 0;  // epsilon: weights (1 - eps) softmax + eps / P
+};
+
 struct ModelConfig {
   std::string arch;
   int64_t d_model = 0;
@@ -66,6 +73,7 @@ struct ModelConfig {
   double z_loss = 0;
   MoeConfig moe;        // the [moe] section; experts = 0 unless arch = "moe"
   HybridConfig hybrid;  // the [hybrid] section; pattern empty unless arch = "hybrid"
+  ParscaleConfig parscale;  // the [parscale] section; one stream, no prefix unless "parscale"
   ScaleFactors scales;  // not a [model] key: set from [mup]
 };
 

@@ -14,6 +14,7 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
       stage_(stage),
       local_heads_(c.n_heads / tp.size()),
       local_kv_heads_(c.n_kv_heads / tp.size()),
+      streams_(c.parscale.streams),
       rope_(c.d_model / c.n_heads, max_seq_len, c.rope_theta) {
   const int64_t d = c.d_model, f = c.ffn_hidden, kv = c.n_kv_heads * head_dim_;
   // Blocks of the logical weights this rank holds: by output rows (column-parallel), by input
@@ -71,6 +72,16 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     }
     b.wo.weight = store_.add(p + "attn.wo", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d,
                              residual_scale, columns, h);
+    if (c.parscale.prefix_tokens > 0) {
+      // Each stream's prefix keys and values (after rotary: they are learned as they are used),
+      // split over tp with the key/value heads. Vectors: fan-in 1, like embeddings' rows.
+      const std::vector<int64_t> shape = {c.parscale.streams, c.parscale.prefix_tokens, kv};
+      const Shard kv_columns{2, tp.rank(), tp.size()};
+      b.prefix_k = store_.add(p + "attn.prefix_k", Role::Vector, InitKind::Normal, shape, {2}, 1,
+                              1.0, kv_columns, h);
+      b.prefix_v = store_.add(p + "attn.prefix_v", Role::Vector, InitKind::Normal, shape, {2}, 1,
+                              1.0, kv_columns, h);
+    }
     b.mlp_norm = store_.add(p + "mlp_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
     for (auto* layer : {&b.wq, &b.wk, &b.wv, &b.w_gate, &b.w_up})
       layer->tp = tp;
@@ -89,6 +100,20 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
   }
   final_norm_ = store_.add("final_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {},
                            holding(stage_.last));
+  if (streams_ > 1) {
+    // The aggregation MLP of the reference code: Linear(P d -> d), SiLU, Linear(d -> P); replicated
+    // on every tp rank (it acts on whole hidden states).
+    const int64_t P = streams_;
+    const Holding last = holding(stage_.last);
+    aggregate_in_ = store_.add("aggregate.w_in", Role::Hidden, InitKind::Normal, {d, P * d}, {0, 1},
+                               P * d, 1.0, {}, last);
+    aggregate_in_bias_ =
+        store_.add("aggregate.b_in", Role::Vector, InitKind::Zeros, {d}, {0}, 1, 1.0, {}, last);
+    aggregate_out_ = store_.add("aggregate.w_out", Role::Hidden, InitKind::Normal, {P, d}, {1}, d,
+                                1.0, {}, last);
+    aggregate_out_bias_ =
+        store_.add("aggregate.b_out", Role::Vector, InitKind::Zeros, {P}, {}, 1, 1.0, {}, last);
+  }
   embedding_.tp = readout_.tp = tp;
   readout_.weight = c.tie_embeddings
                         ? embedding_.weight
@@ -141,11 +166,26 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
     q = rms_norm(q, head_gain(b.q_norm), eps);
     k = rms_norm(k, head_gain(b.k_norm), eps);
   }
-  q = rope_.apply(q).transpose(1, 2);  // [batch, heads, seq, head_dim]
-  k = rope_.apply(k).transpose(1, 2);
+  q = rope_.apply(q);
+  k = rope_.apply(k);
+  int64_t prefix = 0;
+  if (b.prefix_k.defined()) {
+    // Stream i (rows i x batch / P ...) sees its own prefix before its tokens.
+    prefix = b.prefix_k.size(1);
+    auto per_row = [&](const torch::Tensor& w) {
+      return w.view({streams_, 1, prefix, local_kv_heads_, head_dim_})
+          .expand({streams_, batch / streams_, prefix, local_kv_heads_, head_dim_})
+          .reshape({batch, prefix, local_kv_heads_, head_dim_})
+          .to(k.dtype());
+    };
+    k = torch::cat({per_row(b.prefix_k), k}, 1);
+    v = torch::cat({per_row(b.prefix_v), v.to(k.dtype())}, 1);
+  }
+  q = q.transpose(1, 2);  // [batch, heads, seq, head_dim]
+  k = k.transpose(1, 2);  // [batch, kv_heads, prefix + seq, head_dim]
   v = v.transpose(1, 2);
   const torch::Tensor attn =
-      causal_attention(q, k, v, config_.scales.attention_scale, config_.hybrid.window)
+      causal_attention(q, k, v, config_.scales.attention_scale, config_.hybrid.window, prefix)
           .transpose(1, 2)
           .reshape({batch * seq, local_heads_ * head_dim_});
   const torch::Tensor attn_out = residual_branch(b.wo.forward(attn));
@@ -174,8 +214,34 @@ torch::Tensor DenseTransformer::residual_branch(const torch::Tensor& branch) con
   return r == 1.0 ? branch : branch * r;
 }
 
+std::pair<torch::Tensor, torch::Tensor> DenseTransformer::aggregation(
+    const torch::Tensor& streams) const {
+  torch::Tensor weights;
+  const torch::Tensor combined = aggregate(streams.reshape({-1, streams.size(2)}), &weights);
+  return {weights, combined};
+}
+
+torch::Tensor DenseTransformer::aggregate(const torch::Tensor& x, torch::Tensor* weights) const {
+  const int64_t P = streams_, tokens = x.size(0) / P, d = x.size(1);
+  const torch::Tensor streams = x.view({P, tokens, d});
+  const torch::Tensor concatenated = streams.permute({1, 0, 2}).reshape({tokens, P * d});
+  const torch::Tensor hidden =
+      torch::silu(torch::matmul(concatenated, aggregate_in_.t()) + aggregate_in_bias_);
+  const torch::Tensor scores = torch::matmul(hidden, aggregate_out_.t()) + aggregate_out_bias_;
+  // Label smoothing of the weights keeps every stream's share above eps / P, so none is starved of
+  // gradient (Chen et al. 2025).
+  const double eps = config_.parscale.aggregation_smoothing;
+  const torch::Tensor w =
+      scores.to(at::promote_types(scores.scalar_type(), torch::kFloat32)).softmax(-1) * (1.0 - eps) +
+      eps / static_cast<double>(P);
+  if (weights) *weights = w;
+  return (streams * w.t().unsqueeze(-1).to(streams.dtype())).sum(0);
+}
+
 torch::Tensor DenseTransformer::readout(const torch::Tensor& x) const {
-  torch::Tensor logits = readout_.forward(final_normed(x));
+  torch::Tensor normed = final_normed(x);
+  if (streams_ > 1) normed = aggregate(normed);
+  torch::Tensor logits = readout_.forward(normed);
   if (config_.scales.logits != 1.0) logits = logits * config_.scales.logits;
   if (probe_) probe_->record("logits", logits);
   return logits;
@@ -183,6 +249,7 @@ torch::Tensor DenseTransformer::readout(const torch::Tensor& x) const {
 
 torch::Tensor DenseTransformer::embed(const torch::Tensor& tokens) const {
   torch::Tensor x = embedding_.forward(tokens.reshape({-1}));
+  if (streams_ > 1) x = x.repeat({streams_, 1});  // the P streams, stream-major
   if (probe_) probe_->record("embedding", x);
   return x;
 }
@@ -197,11 +264,11 @@ ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& t
                                             const torch::Tensor& targets,
                                             const torch::Tensor& activation) {
   const int64_t batch = tokens.size(0), seq = tokens.size(1);
-  // [tokens (this rank's with sequence parallelism), d_model]
+  // [tokens (this rank's with sequence parallelism), d_model]; P streams: P x the tokens.
   torch::Tensor x = chunk == 0 && stage_.first ? embed(tokens) : activation;
   const auto [begin, end] = stage_.chunks.at(chunk);
   for (int64_t l = begin; l < end; ++l)
-    x = block(static_cast<size_t>(l), x, batch, seq);
+    x = block(static_cast<size_t>(l), x, streams_ * batch, seq);
   if (chunk + 1 < stage_.chunks.size() || !stage_.last) return {x, {}};
   const torch::Tensor flat = readout(x);  // [tokens, vocab block]
   auto ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}), tp_, vocab_size_);
@@ -211,7 +278,7 @@ ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& t
 }
 
 std::vector<int64_t> DenseTransformer::activation_shape(int64_t batch, int64_t seq) const {
-  return {batch * seq / (tp_.sequence_parallel ? tp_.size() : 1), config_.d_model};
+  return {streams_ * batch * seq / (tp_.sequence_parallel ? tp_.size() : 1), config_.d_model};
 }
 
 torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {
@@ -219,7 +286,7 @@ torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {
   const int64_t batch = tokens.size(0), seq = tokens.size(1);
   torch::Tensor x = embed(tokens);
   for (size_t l = 0; l < blocks_.size(); ++l)
-    x = block(l, x, batch, seq);
+    x = block(l, x, streams_ * batch, seq);
   // [batch, seq, vocab]: this rank's block of the (padded) vocabulary at tp > 1.
   return readout(x).view({batch, seq, -1});
 }
@@ -263,7 +330,8 @@ LayerMatrices layer_matrices(const ModelConfig& c, int64_t layer) {
 // layer's convolution and chunked scan (3 x its forward FLOPs).
 double mixing_flops(const ModelConfig& c, int64_t layer, int64_t seq_len) {
   if (c.hybrid.mamba(layer)) return 3.0 * MambaSizes(c).scan_flops(c.hybrid.chunk);
-  const int64_t context = c.hybrid.window > 0 ? std::min(c.hybrid.window, seq_len) : seq_len;
+  const int64_t context = (c.hybrid.window > 0 ? std::min(c.hybrid.window, seq_len) : seq_len) +
+                          c.parscale.prefix_tokens;
   return 12.0 * static_cast<double>(c.d_model) * static_cast<double>(context);
 }
 
@@ -285,7 +353,8 @@ StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_siz
       costs.layers.push_back(m.total + vectors);
     } else {
       // FLOPs per token as in accounting(): a token pays for the experts it uses.
-      costs.layers.push_back(6 * m.active + mixing_flops(c, l, seq_len));
+      costs.layers.push_back(static_cast<double>(c.parscale.streams) *
+                             (6 * m.active + mixing_flops(c, l, seq_len)));
     }
   }
   if (by == "params") {
@@ -316,9 +385,26 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
   const double matmul_params =
       static_cast<double>(a.active_non_embedding_params) +
       (config_.tie_embeddings ? static_cast<double>(vocab_size_ * config_.d_model) : 0.0);
-  a.flops_per_token = 6.0 * matmul_params;
+  double mixing = 0;
   for (int64_t l = 0; l < config_.n_layers; ++l)
-    a.flops_per_token += mixing_flops(config_, l, seq_len);
+    mixing += mixing_flops(config_, l, seq_len);
+  a.flops_per_token = 6.0 * matmul_params + mixing;
+  if (streams_ > 1 || config_.parscale.prefix_tokens > 0) {
+    // ParScale: the backbone runs P times per token (its prefixes are looked up, not multiplied);
+    // the aggregation MLP and the readout once (Chen et al. 2025 count the same).
+    const double readout = static_cast<double>(vocab_size_ * config_.d_model);
+    double prefixes = 0, aggregator = 0;
+    for (const auto& p : store_.catalog()) {
+      int64_t n = 1;
+      for (int64_t dim : p.shape)
+        n *= dim;
+      if (p.name.find(".attn.prefix_") != std::string::npos) prefixes += static_cast<double>(n);
+      if (p.name.rfind("aggregate.", 0) == 0) aggregator += static_cast<double>(n);
+    }
+    const double backbone = matmul_params - readout - prefixes - aggregator;
+    a.flops_per_token = static_cast<double>(streams_) * (6.0 * backbone + mixing) +
+                        6.0 * (readout + aggregator);
+  }
   a.width = config_.d_model;
   a.depth = config_.n_layers;
   return a;

@@ -7,7 +7,10 @@
 // replace the SwiGLU MLP with RoutedExperts (models/moe.h); and the hybrid state-space model
 // (model.arch = "hybrid"): the layers config.hybrid.pattern marks M are RMSNorm -> Mamba-2 mixer ->
 // residual (models/mamba.h) instead of the attention + MLP block, and the others may attend
-// within a sliding window. Everything else is shared.
+// within a sliding window; and ParScale (model.arch = "parscale", Chen et al. 2025): the embedded
+// input is replicated into P streams along the batch (stream-major), every attention layer prepends
+// each stream's own learned key/value prefix, the backbone is shared, and the P final hidden states
+// are combined by learned dynamic weights before the one readout. Everything else is shared.
 //
 // Tensor parallelism (parallel/tensor_parallel.h): attention is split by heads (query and key/value
 // heads alike: tp must divide both), the MLP along its hidden dimension, the embedding and the
@@ -44,8 +47,11 @@ class DenseTransformer final : public Model {
   void set_objective_scale(double scale) override;
 
   // One block's residual update, exposed for tests: x [batch, seq, d_model] -> x + attn + mlp
-  // (unsplit models only).
+  // (unsplit models only; with P streams the batch is P x the input's, stream-major).
   torch::Tensor block(size_t layer, const torch::Tensor& x) const;
+  // ParScale's aggregation, exposed for tests: final hidden states [P, tokens, d] -> the weights
+  // [tokens, P] and the combined states [tokens, d].
+  std::pair<torch::Tensor, torch::Tensor> aggregation(const torch::Tensor& streams) const;
 
  private:
   struct Block {
@@ -53,12 +59,17 @@ class DenseTransformer final : public Model {
     parallel::ColumnParallelLinear wq, wk, wv, w_gate, w_up;
     parallel::RowParallelLinear wo, w_down;
     std::unique_ptr<RoutedExperts> moe;  // a routed layer: in place of the SwiGLU MLP
+    torch::Tensor prefix_k, prefix_v;    // ParScale: [P, prefix_tokens, kv dim] per stream
     torch::Tensor mamba_norm;            // a Mamba-2 layer: in place of everything above
     std::unique_ptr<Mamba2Mixer> mamba;
   };
   // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
   torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;
   torch::Tensor final_normed(const torch::Tensor& x) const;
+  // ParScale: the P streams' final hidden states [P x tokens, d] -> their weighted sum [tokens, d]
+  // with weights softmax(MLP(concatenated streams)) smoothed by epsilon (Chen et al. 2025). Also
+  // returns the weights [tokens, P] for tests through `weights` when not null.
+  torch::Tensor aggregate(const torch::Tensor& streams, torch::Tensor* weights = nullptr) const;
   // The token embedding, a residual branch's output times its multiplier, and the logits of the
   // final hidden states (times the output multiplier); each reports to the probe when one is set.
   torch::Tensor embed(const torch::Tensor& tokens) const;
@@ -76,6 +87,8 @@ class DenseTransformer final : public Model {
   parallel::VocabParallelEmbedding embedding_;
   std::vector<Block> blocks_;  // one per layer of the model; empty for layers held elsewhere
   torch::Tensor final_norm_;
+  int64_t streams_ = 1;  // ParScale's P
+  torch::Tensor aggregate_in_, aggregate_in_bias_, aggregate_out_, aggregate_out_bias_;
   parallel::ColumnParallelLinear readout_;  // [vocab, d_model]; the embedding matrix when tied
   RotaryEmbedding rope_;
 };

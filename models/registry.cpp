@@ -9,17 +9,19 @@ std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size
                                    int64_t max_seq_len, const parallel::TensorParallel& tp,
                                    const StageLayout& stage, const parallel::ExpertParallel& ep) {
   // A mixture of experts is the dense model with routed MLPs (models/moe.h), a hybrid the dense
-  // model with Mamba-2 layers (models/mamba.h).
-  if (config.arch == "dense" || config.arch == "moe" || config.arch == "hybrid")
+  // model with Mamba-2 layers (models/mamba.h), ParScale the dense model with P streams.
+  if (config.arch == "dense" || config.arch == "moe" || config.arch == "hybrid" ||
+      config.arch == "parscale")
     return std::make_unique<DenseTransformer>(config, vocab_size, max_seq_len, tp, stage, ep);
-  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense, moe and hybrid are)");
+  throw Error("model.arch", "\"" + config.arch + "\" is not built");
 }
 
 StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
                        const std::string& by) {
-  if (config.arch == "dense" || config.arch == "moe" || config.arch == "hybrid")
+  if (config.arch == "dense" || config.arch == "moe" || config.arch == "hybrid" ||
+      config.arch == "parscale")
     return DenseTransformer::stage_costs(config, vocab_size, seq_len, by);
-  throw Error("model.arch", "\"" + config.arch + "\" is not built yet (dense, moe and hybrid are)");
+  throw Error("model.arch", "\"" + config.arch + "\" is not built");
 }
 
 SizeAccounting size_accounting(const ModelConfig& config, int64_t vocab_size, int64_t seq_len) {

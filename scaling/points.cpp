@@ -100,7 +100,7 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
     return parse_number(base.attributes[name], v) ? v : fallback;
   };
   base.N = number("N", kMissing);
-  base.P = number("streams", 1);
+  base.P = number("P", number("streams", 1));
   base.E = std::max(1.0, number("experts", 1));  // the trainer writes 0 for a dense model
   base.N_active = number("active_N", kMissing);  // traces before the MoE model: dense, = N
   const double granularity = number("granularity", 0);

@@ -179,6 +179,33 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
   if (layout.comm) layout.comm->barrier();  // nobody looks for the file before it is there
 }
 
+std::vector<std::string> load_matching_params(const std::string& path, models::ParamStore& params,
+                                              const CheckpointLayout& layout) {
+  h5::File f = h5::File::open(path, /*writable=*/false, file_comm(layout));
+  if (!h5::has_attr(f, "/", "format") ||
+      h5::get_string_attr(f, "/", "format") != "ladder-checkpoint")
+    throw Error(path, "not a ladder checkpoint");
+  for (const std::string& name : h5::list_group(f, "params")) {
+    const auto it = std::find_if(params.catalog().begin(), params.catalog().end(),
+                                 [&](const models::Param& p) { return p.name == name; });
+    if (it == params.catalog().end())
+      throw Error(path, "holds parameter " + name + ", which the recipe's model does not have");
+    const auto shape = h5::dataset_shape(f, "params/" + name);
+    if (shape != it->shape)
+      throw Error(path, "parameter " + name + " has shape " + h5::shape_text(shape) +
+                            " but the recipe builds " + h5::shape_text(it->shape));
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> fresh;
+  for (auto& p : params.all()) {
+    if (!h5::exists(f, "params/" + p.name)) continue;
+    read_runs(f, "params/" + p.name, p, p.value.detach().view(-1), 0);
+  }
+  for (const auto& p : params.catalog())
+    if (!h5::exists(f, "params/" + p.name)) fresh.push_back(p.name);
+  return fresh;
+}
+
 CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
                                optim::AdamW& optimizer, const CheckpointLayout& layout) {
   h5::File f = h5::File::open(path, /*writable=*/false, file_comm(layout));

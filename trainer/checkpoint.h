@@ -75,6 +75,13 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
 CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
                                optim::AdamW& optimizer, const CheckpointLayout& layout = {});
 
+// Loads into `params` every parameter of the checkpoint at `path` (its logical tensors, this rank's
+// blocks), leaving the model's other parameters as they are; returns the names it did not find
+// there. A checkpoint parameter the model lacks, or has at another shape, is a ladder::Error.
+// Collective over layout.comm.
+std::vector<std::string> load_matching_params(const std::string& path, models::ParamStore& params,
+                                              const CheckpointLayout& layout = {});
+
 // The complete checkpoint with the highest step in run_dir/checkpoints, if any. Leftover temporary
 // files from an interrupted write are ignored.
 std::optional<std::string> newest_checkpoint(const std::string& run_dir);

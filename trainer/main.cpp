@@ -103,7 +103,7 @@ struct TrainCommand {
   std::string recipe_path;
   std::vector<std::string> overrides;
   bool check = false;
-  std::string resume;
+  std::string resume, init_from;
   int threads = 0;
 
   void add(CLI::App& app) {
@@ -114,6 +114,10 @@ struct TrainCommand {
     cmd->add_option("--resume", resume,
                     "auto: continue from the run's newest checkpoint (or start fresh); or a "
                     "checkpoint path");
+    cmd->add_option("--init-from", init_from,
+                    "Start from another run's checkpoint: parameters whose names and shapes match "
+                    "are loaded, new ones initialised (ParScale's second stage)")
+        ->excludes(cmd->get_option("--resume"));
     cmd->add_option("--threads", threads,
                     "LibTorch threads per rank: the same as --set train.threads=N (default: the "
                     "cores of this node / ranks on it)");
@@ -139,7 +143,7 @@ struct TrainCommand {
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
     return ladder::parallel::run_or_abort(world,
-                                          [&] { return ladder::train(recipe, {resume}, world); });
+                                          [&] { return ladder::train(recipe, {resume, init_from}, world); });
   }
 };
 

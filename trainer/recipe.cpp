@@ -295,6 +295,18 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("hybrid.window", &R::hybrid, &HybridConfig::window, 0,
                     "sliding-window attention in the A layers, in tokens; 0: full causal")
                     .at_least(0));
+    // [parscale]
+    k.push_back(key("parscale.streams", &R::parscale, &ParscaleConfig::streams, 1,
+                    "P: parallel streams, each the input with its own learned prefixes")
+                    .at_least(1));
+    k.push_back(key("parscale.prefix_tokens", &R::parscale, &ParscaleConfig::prefix_tokens, 48,
+                    "learnable key/value prefix length per stream and attention layer")
+                    .at_least(0));
+    k.push_back(key("parscale.aggregation_smoothing", &R::parscale,
+                    &ParscaleConfig::aggregation_smoothing, 0.1,
+                    "epsilon: the streams' weights are (1 - eps) softmax + eps / P")
+                    .at_least(0)
+                    .below(1));
     // [parallel]
     k.push_back(key("parallel.tp", &R::parallel, &ParallelConfig::tp, 1, "tensor-parallel size")
                     .at_least(1));
@@ -754,6 +766,7 @@ class Resolver {
     }
     moe();
     hybrid();
+    parscale();
     const std::string& name = r_.run.name;
     if (!is_folder_name(name))
       fail("run.name",
@@ -776,6 +789,11 @@ class Resolver {
       fail("hybrid.ssm_head_dim",
            "must divide expand x d_model = " + n(inner) + "; got " + n(h.ssm_head_dim));
     m.hybrid = h;
+  }
+
+  // [parscale] enters the model only when model.arch = "parscale".
+  void parscale() {
+    if (r_.model.arch == "parscale") r_.model.parscale = r_.parscale;
   }
 
   // [moe] enters the model only when model.arch = "moe".
@@ -872,6 +890,10 @@ class Resolver {
     }
     if (p.sequence_parallel && p.tp == 1)
       fail("parallel.sequence_parallel", "needs parallel.tp > 1");
+    if (p.sequence_parallel && m.parscale.streams > 1)
+      fail("parallel.sequence_parallel",
+           "cannot split the tokens of parscale.streams > 1: the streams of a token meet in the "
+           "aggregation on one rank; use tensor parallelism without it");
     if (p.sequence_parallel && r_.data.seq_len % p.tp != 0)
       fail("data.seq_len", "must be divisible by parallel.tp (" + n(p.tp) +
                                ") with sequence parallelism; got " + n(r_.data.seq_len));

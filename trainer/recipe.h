@@ -21,6 +21,7 @@ namespace ladder {
 using models::HybridConfig;
 using models::ModelConfig;
 using models::MoeConfig;
+using models::ParscaleConfig;
 using optim::MupConfig;
 using optim::OptimConfig;
 using optim::ScheduleConfig;
@@ -88,6 +89,7 @@ struct Recipe {
   ModelConfig model;
   MoeConfig moe;        // as given; the resolver copies it into model.moe when model.arch = "moe"
   HybridConfig hybrid;  // likewise into model.hybrid when model.arch = "hybrid"
+  ParscaleConfig parscale;  // likewise into model.parscale when model.arch = "parscale"
   ParallelConfig parallel;
   TrainConfig train;
   OptimConfig optim;

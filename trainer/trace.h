@@ -10,7 +10,8 @@
 //   /spectra/{step, <hidden matrix name>...}   top singular values (trainer/spectra.h), one row
 //                                              at the start and every eval.spectra_every_steps
 //   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
-//     flops_per_token, width, depth, n_heads, streams, experts, top_k, granularity,
+//     flops_per_token, width, depth, n_heads, streams and P (ParScale's, 1 otherwise),
+//     prefix_tokens, aggregation_smoothing, experts, top_k, granularity,
 //     active_N (active non-embedding), shared_experts, expert_ffn, pattern ("" unless hybrid),
 //     ssm_state, ssm_head_dim, ssm_chunk, ssm_expand, conv_kernel, attention_window, seq_len,
 //     global_batch,

@@ -265,6 +265,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     } else if (!options.resume.empty()) {
       if (!fs::exists(options.resume)) throw Error(options.resume, "no such checkpoint");
       resume_from = options.resume;
+    } else if (!options.init_from.empty() && !fs::exists(options.init_from)) {
+      throw Error(options.init_from, "no such checkpoint (--init-from)");
     } else if (fs::exists(fs::path(run_dir) / "trace.h5")) {
       throw Error(run_dir,
                   "already holds a run; continue it with --resume auto, or choose another "
@@ -407,6 +409,16 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         mesh.expert_dp().size() == 1 ? "" : "s");
 
   int64_t start_step = 0;
+  if (!options.init_from.empty() && !resume_from) {
+    const std::vector<std::string> fresh =
+        load_matching_params(options.init_from, params, checkpoint_layout);
+    std::string list;
+    for (const auto& name : fresh)
+      list += (list.empty() ? "" : ", ") + name;
+    spdlog::info("initialised from {}: {} parameters loaded, {} new{}{}", options.init_from,
+                 params.catalog().size() - fresh.size(), fresh.size(), fresh.empty() ? "" : ": ",
+                 list);
+  }
   if (resume_from) {
     const CheckpointMeta meta = read_checkpoint(*resume_from, params, optimizer, checkpoint_layout);
     check_same_rules(*resume_from, meta.rules, rules);
@@ -434,7 +446,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                       {"width", acc.width},
                       {"depth", acc.depth},
                       {"n_heads", r.model.n_heads},
-                      {"streams", int64_t{1}},
+                      {"streams", r.model.parscale.streams},
+                      {"P", r.model.parscale.streams},
+                      {"prefix_tokens", r.model.parscale.prefix_tokens},
+                      {"aggregation_smoothing", r.model.parscale.aggregation_smoothing},
                       {"experts", r.model.moe.experts},
                       {"top_k", r.model.moe.top_k},
                       {"granularity", r.model.moe.experts > 0 ? r.model.moe.granularity : 0.0},

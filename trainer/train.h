@@ -11,6 +11,10 @@ namespace ladder {
 
 struct TrainOptions {
   std::string resume;  // "" (fresh), "auto" (newest checkpoint of the run, else fresh), or a path
+  // A checkpoint of another run whose parameters start this one where names and shapes match (the
+  // rest initialised as usual; optimizer state, step and data order fresh): ParScale's second
+  // stage from a dense first stage (Chen et al. 2025).
+  std::string init_from;
 };
 
 // Trains as the recipe says; returns the process exit status. User mistakes throw ladder::Error.

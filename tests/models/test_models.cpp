@@ -330,7 +330,7 @@ TEST(Params, ShardedParametersStartAsBlocksOfTheSingleProcessWeights) {
 
 TEST(Registry, UnbuiltArchitecturesAreRefused) {
   ModelConfig c = small_config(false, false);
-  c.arch = "parscale";
+  c.arch = "retnet";  // no such architecture
   EXPECT_THROW(build_model(c, 11, 8), Error);
   c.arch = "dense";
   EXPECT_NE(build_model(c, 11, 8), nullptr);

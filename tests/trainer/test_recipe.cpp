@@ -197,14 +197,14 @@ const BadRecipe kBadRecipes[] = {
      {},
      1,
      "ladder: error: recipe.toml:16: [optimizer]: unknown section (did you mean optim?); sections "
-     "are run, data, model, moe, hybrid, parallel, train, optim, schedule, mup, checkpoint, eval"},
+     "are run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, checkpoint, eval"},
     {"top_level_key",
      "lr = 3\n" + std::string(kValid),
      {},
      1,
      "ladder: error: recipe.toml:1: lr: keys belong in a [section]; only `base` may stand at the "
      "top "
-     "(sections: run, data, model, moe, hybrid, parallel, train, optim, schedule, mup, checkpoint, "
+     "(sections: run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, checkpoint, "
      "eval)"},
     {"wrong_type_string_for_int",
      replacing("d_model = 128", "d_model = \"128\""),
@@ -465,6 +465,13 @@ const BadRecipe kBadRecipes[] = {
      4,
      "ladder: error: recipe.toml:19: parallel.tp: must divide the SSM heads (expand x d_model / "
      "ssm_head_dim = 2); got 4"},
+    {"sequence_parallel_with_streams",
+     with("[parscale]\nstreams = 2\n[parallel]\ntp = 2\nsequence_parallel = true\n"),
+     {"model.arch=parscale"},
+     2,
+     "ladder: error: recipe.toml:20: parallel.sequence_parallel: cannot split the tokens of "
+     "parscale.streams > 1: the streams of a token meet in the aggregation on one rank; use tensor "
+     "parallelism without it"},
     {"tp_not_dividing_expert_ffn",
      with("[moe]\nexpert_ffn = 65\n[parallel]\ntp = 2\n"),
      {"model.arch=moe"},
