@@ -41,8 +41,7 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                int64_t prefix) {
   // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
   // key/value head serve heads / kv_heads query heads without materialising the repeats.
-  const std::optional<double> given_scale =
-      scale > 0 ? std::optional<double>(scale) : std::nullopt;
+  const std::optional<double> given_scale = scale > 0 ? std::optional<double>(scale) : std::nullopt;
   const bool gqa = k.size(1) != q.size(1);
   const int64_t seq = q.size(2);
   if (prefix == 0 && (window == 0 || window >= seq))

@@ -232,7 +232,8 @@ torch::Tensor DenseTransformer::aggregate(const torch::Tensor& x, torch::Tensor*
   // gradient (Chen et al. 2025).
   const double eps = config_.parscale.aggregation_smoothing;
   const torch::Tensor w =
-      scores.to(at::promote_types(scores.scalar_type(), torch::kFloat32)).softmax(-1) * (1.0 - eps) +
+      scores.to(at::promote_types(scores.scalar_type(), torch::kFloat32)).softmax(-1) *
+          (1.0 - eps) +
       eps / static_cast<double>(P);
   if (weights) *weights = w;
   return (streams * w.t().unsqueeze(-1).to(streams.dtype())).sum(0);
@@ -402,8 +403,8 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
       if (p.name.rfind("aggregate.", 0) == 0) aggregator += static_cast<double>(n);
     }
     const double backbone = matmul_params - readout - prefixes - aggregator;
-    a.flops_per_token = static_cast<double>(streams_) * (6.0 * backbone + mixing) +
-                        6.0 * (readout + aggregator);
+    a.flops_per_token =
+        static_cast<double>(streams_) * (6.0 * backbone + mixing) + 6.0 * (readout + aggregator);
   }
   a.width = config_.d_model;
   a.depth = config_.n_layers;

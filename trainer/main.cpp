@@ -142,8 +142,9 @@ struct TrainCommand {
     ladder::resolve_precision(recipe, world);
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
-    return ladder::parallel::run_or_abort(world,
-                                          [&] { return ladder::train(recipe, {resume, init_from}, world); });
+    return ladder::parallel::run_or_abort(world, [&] {
+      return ladder::train(recipe, {resume, init_from}, world);
+    });
   }
 };
 

@@ -113,13 +113,15 @@ class SweepLock {
 };
 
 // What a run's step time depends on: everything but its length, learning rate, schedule, name and
-// checkpoints. Runs with the same shape share one measurement.
+// checkpoints (the architecture sections included: experts, SSM sizes, streams). Runs with the same
+// shape share one measurement.
 std::string shape_of(const Recipe& r) {
   std::string shape;
   for (const auto& doc : recipe_schema()) {
     const std::string section = doc.key.substr(0, doc.key.find('.'));
+    const bool architecture = section == "moe" || section == "hybrid" || section == "parscale";
     if (section != "data" && section != "model" && section != "parallel" && section != "train" &&
-        doc.key != "optim.zero")
+        !architecture && doc.key != "optim.zero")
       continue;
     if (doc.key == "train.steps" || doc.key == "train.tokens" || doc.key == "train.log_every" ||
         doc.key == "train.peak_gflops")

@@ -371,6 +371,17 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                               : std::string("dropless"),
         e.balance, human_count(acc.active_params), human_count(acc.total_params));
   }
+  if (r.model.arch == "parscale") {
+    const auto& ps = r.model.parscale;
+    spdlog::info(
+        "parscale: {} stream{} through the shared backbone, {}-token key/value prefix per stream "
+        "and "
+        "attention layer{}",
+        ps.streams, ps.streams == 1 ? "" : "s", ps.prefix_tokens,
+        ps.streams > 1
+            ? fmt::format(", aggregation smoothing {}", shortest_float(ps.aggregation_smoothing))
+            : std::string());
+  }
   spdlog::info("compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
                r.train.precision,
                bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : "");

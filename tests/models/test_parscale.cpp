@@ -1,6 +1,7 @@
-// ParScale (Chen et al. 2025) in the dense model: one stream without a prefix is the dense model bit
-// for bit; the aggregation's weights sum to one and keep eps / P each; finite differences for the
-// prefixes and the aggregation MLP; streams that differ only in their prefixes differ; accounting.
+// ParScale (Chen et al. 2025) in the dense model: one stream without a prefix is the dense model
+// bit for bit; the aggregation's weights sum to one and keep eps / P each; finite differences for
+// the prefixes and the aggregation MLP; streams that differ only in their prefixes differ;
+// accounting.
 #include <gtest/gtest.h>
 
 #include "models/dense.h"
@@ -31,9 +32,11 @@ TEST(ParScale, OneStreamWithoutPrefixIsTheDenseModel) {
   ASSERT_EQ(a.params().all().size(), b.params().all().size());
   init(a, 3), init(b, 3);
   torch::manual_seed(1);
-  const torch::Tensor tokens = torch::randint(0, 19, {2, 12}), targets = torch::randint(0, 19, {2, 12});
+  const torch::Tensor tokens = torch::randint(0, 19, {2, 12}),
+                      targets = torch::randint(0, 19, {2, 12});
   EXPECT_TRUE(torch::equal(a.logits(tokens), b.logits(tokens)));
-  EXPECT_EQ(a.loss(tokens, targets).loss.item<double>(), b.loss(tokens, targets).loss.item<double>());
+  EXPECT_EQ(a.loss(tokens, targets).loss.item<double>(),
+            b.loss(tokens, targets).loss.item<double>());
   EXPECT_EQ(a.accounting(12).flops_per_token, b.accounting(12).flops_per_token);
 }
 
@@ -57,7 +60,8 @@ TEST(ParScale, GradientsOfThePrefixesAndTheAggregation) {
   init(model, 5);
   to_double(model.params());
   torch::manual_seed(3);
-  const torch::Tensor tokens = torch::randint(0, 19, {2, 5}), targets = torch::randint(0, 19, {2, 5});
+  const torch::Tensor tokens = torch::randint(0, 19, {2, 5}),
+                      targets = torch::randint(0, 19, {2, 5});
   std::vector<torch::Tensor> leaves;
   for (auto& p : model.params().all())
     if (p.name.find("prefix_") != std::string::npos || p.name.rfind("aggregate.", 0) == 0)

@@ -1,6 +1,7 @@
-// ParScale training with the `ladder` binary (fp32): two streams with prefixes under tensor, data and
-// pipeline parallelism against one process (the streams ride the batch dimension, so every layout
-// applies unchanged); what the trace records for the fitter; two-stage training with --init-from.
+// ParScale training with the `ladder` binary (fp32): two streams with prefixes under tensor, data
+// and pipeline parallelism against one process (the streams ride the batch dimension, so every
+// layout applies unchanged); what the trace records for the fitter; two-stage training with
+// --init-from.
 #include <gtest/gtest.h>
 
 #include "core/hdf5.h"
@@ -31,7 +32,8 @@ TEST_F(ParscaleTraining, LayoutsMatchOneProcess) {
   };
   for (const Layout& l : {Layout{"ps_tp2", "--set parallel.tp=2", 2}, Layout{"ps_dp2", "", 2},
                           Layout{"ps_pp2", "--set parallel.pp=2", 2}}) {
-    const auto r = train(recipe(l.name, kParscale20), kParscaleArch + std::string(l.flags), l.ranks);
+    const auto r =
+        train(recipe(l.name, kParscale20), kParscaleArch + std::string(l.flags), l.ranks);
     ASSERT_EQ(r.status, 0) << r.output;
     expect_same_training(run_dir(l.name) + "/trace.h5", one, l.name, kTolerance);
   }
@@ -43,24 +45,26 @@ TEST_F(ParscaleTraining, LayoutsMatchOneProcess) {
 
 // Two-stage training (Chen et al. 2025): a dense first stage, then ParScale from its checkpoint.
 TEST_F(ParscaleTraining, InitFromADenseCheckpointLoadsTheBackboneAndStartsTheNewParameters) {
-  const char* k10 = "[train]\nsteps = 10\nglobal_batch = 8\nmicro_batch = 2\nlog_every = 1\n"
-                    "[checkpoint]\nevery_steps = 10\n[eval]\nevery_steps = 0\n";
+  const char* k10 =
+      "[train]\nsteps = 10\nglobal_batch = 8\nmicro_batch = 2\nlog_every = 1\n"
+      "[checkpoint]\nevery_steps = 10\n[eval]\nevery_steps = 0\n";
   ASSERT_EQ(train(recipe("stage1", k10)).status, 0);
   const std::string checkpoint = checkpoint_path(run_dir("stage1"), 10);
   // One stream without a prefix is the dense model: from the same weights, the same losses.
   const auto dense = train(recipe("dense2", k10), "--init-from " + checkpoint);
   ASSERT_EQ(dense.status, 0) << dense.output;
   EXPECT_NE(dense.output.find("parameters loaded, 0 new"), std::string::npos) << dense.output;
-  const auto p1 = train(recipe("p1", k10),
-                        "--set model.arch=parscale --set parscale.prefix_tokens=0 --init-from " +
-                            checkpoint);
+  const auto p1 =
+      train(recipe("p1", k10),
+            "--set model.arch=parscale --set parscale.prefix_tokens=0 --init-from " + checkpoint);
   ASSERT_EQ(p1.status, 0) << p1.output;
   EXPECT_EQ(series(run_dir("p1") + "/trace.h5", "train/loss"),
             series(run_dir("dense2") + "/trace.h5", "train/loss"));
   // Two streams: the backbone loaded, the prefixes and the aggregation new.
   const auto p2 = train(recipe("p2", k10),
                         "--set model.arch=parscale --set parscale.streams=2 "
-                        "--set parscale.prefix_tokens=4 --init-from " + checkpoint);
+                        "--set parscale.prefix_tokens=4 --init-from " +
+                            checkpoint);
   ASSERT_EQ(p2.status, 0) << p2.output;
   EXPECT_NE(p2.output.find("new: layers.0.attn.prefix_k, layers.0.attn.prefix_v, "
                            "layers.1.attn.prefix_k, layers.1.attn.prefix_v, aggregate.w_in, "
@@ -68,8 +72,7 @@ TEST_F(ParscaleTraining, InitFromADenseCheckpointLoadsTheBackboneAndStartsTheNew
             std::string::npos)
       << p2.output;
   // The other way round is a mistake: the dense model has no aggregation or prefixes to take.
-  const auto back = train(recipe("back", k10),
-                          "--init-from " + checkpoint_path(run_dir("p2"), 10));
+  const auto back = train(recipe("back", k10), "--init-from " + checkpoint_path(run_dir("p2"), 10));
   EXPECT_EQ(back.status, 2);
   EXPECT_NE(back.output.find("holds parameter aggregate.b_in, which the recipe's model "
                              "does not have"),
