@@ -71,10 +71,10 @@ struct ModelConfig {
   bool qk_norm = false;
   bool tie_embeddings = false;
   double z_loss = 0;
-  MoeConfig moe;        // the [moe] section; experts = 0 unless arch = "moe"
-  HybridConfig hybrid;  // the [hybrid] section; pattern empty unless arch = "hybrid"
+  MoeConfig moe;            // the [moe] section; experts = 0 unless arch = "moe"
+  HybridConfig hybrid;      // the [hybrid] section; pattern empty unless arch = "hybrid"
   ParscaleConfig parscale;  // the [parscale] section; one stream, no prefix unless "parscale"
-  ScaleFactors scales;  // not a [model] key: set from [mup]
+  ScaleFactors scales;      // not a [model] key: set from [mup]
 };
 
 }  // namespace ladder::models

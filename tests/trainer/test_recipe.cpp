@@ -197,14 +197,16 @@ const BadRecipe kBadRecipes[] = {
      {},
      1,
      "ladder: error: recipe.toml:16: [optimizer]: unknown section (did you mean optim?); sections "
-     "are run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, checkpoint, eval"},
+     "are run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, "
+     "checkpoint, eval"},
     {"top_level_key",
      "lr = 3\n" + std::string(kValid),
      {},
      1,
      "ladder: error: recipe.toml:1: lr: keys belong in a [section]; only `base` may stand at the "
      "top "
-     "(sections: run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, checkpoint, "
+     "(sections: run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, "
+     "checkpoint, "
      "eval)"},
     {"wrong_type_string_for_int",
      replacing("d_model = 128", "d_model = \"128\""),
