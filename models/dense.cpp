@@ -394,14 +394,15 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
     // ParScale: the backbone runs P times per token (its prefixes are looked up, not multiplied);
     // the aggregation MLP and the readout once (Chen et al. 2025 count the same).
     const double readout = static_cast<double>(vocab_size_ * config_.d_model);
-    double prefixes = 0, aggregator = 0;
-    for (const auto& p : store_.catalog()) {
-      int64_t n = 1;
-      for (int64_t dim : p.shape)
-        n *= dim;
-      if (p.name.find(".attn.prefix_") != std::string::npos) prefixes += static_cast<double>(n);
-      if (p.name.rfind("aggregate.", 0) == 0) aggregator += static_cast<double>(n);
-    }
+    const double P = static_cast<double>(streams_), d = static_cast<double>(config_.d_model);
+    const double kv = static_cast<double>(config_.n_kv_heads * head_dim_);
+    int64_t attention_layers = 0;
+    for (int64_t l = 0; l < config_.n_layers; ++l)
+      attention_layers += config_.hybrid.mamba(l) ? 0 : 1;
+    // Keys and values per stream, layer and prefix position; the MLP's two layers with biases.
+    const double prefixes = 2.0 * static_cast<double>(attention_layers) * P *
+                            static_cast<double>(config_.parscale.prefix_tokens) * kv;
+    const double aggregator = streams_ > 1 ? P * d * d + d + P * d + P : 0.0;
     const double backbone = matmul_params - readout - prefixes - aggregator;
     a.flops_per_token =
         static_cast<double>(streams_) * (6.0 * backbone + mixing) + 6.0 * (readout + aggregator);

@@ -25,24 +25,14 @@ const char* kHybridArch = "--set model.arch=hybrid --set model.n_layers=4 ";
 constexpr double kTolerance = 1e-5;  // the bound: fp32 sums in another order, 20 steps
 
 TEST_F(HybridTraining, LayoutsMatchOneProcess) {
-  const auto one_run = train(recipe("hy_one", kHybrid20), kHybridArch);
-  ASSERT_EQ(one_run.status, 0) << one_run.output;
-  const std::string one = run_dir("hy_one") + "/trace.h5";
-  struct Layout {
-    const char* name;
-    const char* flags;
-    int ranks;
-  };
-  for (const Layout& l :
-       {Layout{"hy_tp2", "--set parallel.tp=2", 2},
-        Layout{"hy_tp2_sp", "--set parallel.tp=2 --set parallel.sequence_parallel=true", 2},
-        Layout{"hy_dp2", "", 2},
-        // Two stages of two layers: MM | MA, the pattern cut in its middle.
-        Layout{"hy_pp2", "--set parallel.pp=2 --set parallel.stage_layers=[2,2]", 2}}) {
-    const auto r = train(recipe(l.name, kHybrid20), kHybridArch + std::string(l.flags), l.ranks);
-    ASSERT_EQ(r.status, 0) << r.output;
-    expect_same_training(run_dir(l.name) + "/trace.h5", one, l.name, kTolerance);
-  }
+  expect_layouts_match_one_process(
+      "hy_one", kHybrid20, kHybridArch,
+      {{"hy_tp2", "--set parallel.tp=2", 2},
+       {"hy_tp2_sp", "--set parallel.tp=2 --set parallel.sequence_parallel=true", 2},
+       {"hy_dp2", "", 2},
+       // Two stages of two layers: MM | MA, the pattern cut in its middle.
+       {"hy_pp2", "--set parallel.pp=2 --set parallel.stage_layers=[2,2]", 2}},
+      kTolerance);
 }
 
 TEST_F(HybridTraining, TensorParallelCheckpointResumesInOneProcessAndTraceRecordsThePattern) {

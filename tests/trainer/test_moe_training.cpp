@@ -30,11 +30,6 @@ TEST_F(MoeTraining, LayoutsMatchOneProcess) {
   const auto one_run = train(recipe("moe_one", kMoe20), kMoeArch);
   ASSERT_EQ(one_run.status, 0) << one_run.output;
   const std::string one = run_dir("moe_one") + "/trace.h5";
-  struct Layout {
-    const char* name;
-    const char* flags;
-    int ranks;
-  };
   for (const Layout& l :
        {Layout{"moe_tp2", "--set parallel.tp=2", 2},
         Layout{"moe_tp2_sp", "--set parallel.tp=2 --set parallel.sequence_parallel=true", 2},

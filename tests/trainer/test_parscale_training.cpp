@@ -22,21 +22,12 @@ const char* kParscaleArch = "--set model.arch=parscale ";
 constexpr double kTolerance = 1e-5;  // the bound: fp32 sums in another order, 20 steps
 
 TEST_F(ParscaleTraining, LayoutsMatchOneProcess) {
-  const auto one_run = train(recipe("ps_one", kParscale20), kParscaleArch);
-  ASSERT_EQ(one_run.status, 0) << one_run.output;
+  expect_layouts_match_one_process("ps_one", kParscale20, kParscaleArch,
+                                   {{"ps_tp2", "--set parallel.tp=2", 2},
+                                    {"ps_dp2", "", 2},
+                                    {"ps_pp2", "--set parallel.pp=2", 2}},
+                                   kTolerance);
   const std::string one = run_dir("ps_one") + "/trace.h5";
-  struct Layout {
-    const char* name;
-    const char* flags;
-    int ranks;
-  };
-  for (const Layout& l : {Layout{"ps_tp2", "--set parallel.tp=2", 2}, Layout{"ps_dp2", "", 2},
-                          Layout{"ps_pp2", "--set parallel.pp=2", 2}}) {
-    const auto r =
-        train(recipe(l.name, kParscale20), kParscaleArch + std::string(l.flags), l.ranks);
-    ASSERT_EQ(r.status, 0) << r.output;
-    expect_same_training(run_dir(l.name) + "/trace.h5", one, l.name, kTolerance);
-  }
   h5::File f = h5::File::open(one, false);
   EXPECT_EQ(h5::get_string_attr(f, "/", "arch"), "parscale");
   EXPECT_EQ(h5::get_int_attr(f, "/", "P"), 2);

@@ -61,6 +61,28 @@ class TrainingFixture : public ::testing::Test {
   static void expect_same_spectra(const std::string& trace, const std::string& reference,
                                   const std::string& what, double tolerance);
 
+  // A parallel layout of a run: its name, the flags that set it, its ranks.
+  struct Layout {
+    const char* name;
+    const char* flags;
+    int ranks;
+  };
+  // Trains `extra` (recipe text) with `flags` in one process as `reference`, then in each layout,
+  // and expects every layout's training to match the one process's within `tolerance`.
+  static void expect_layouts_match_one_process(const std::string& reference,
+                                               const std::string& extra, const std::string& flags,
+                                               const std::vector<Layout>& layouts,
+                                               double tolerance) {
+    const auto one = train(recipe(reference, extra), flags);
+    ASSERT_EQ(one.status, 0) << one.output;
+    for (const Layout& l : layouts) {
+      const auto r = train(recipe(l.name, extra), flags + " " + l.flags, l.ranks);
+      ASSERT_EQ(r.status, 0) << r.output;
+      expect_same_training(run_dir(l.name) + "/trace.h5", run_dir(reference) + "/trace.h5", l.name,
+                           tolerance);
+    }
+  }
+
   static inline testing::TempDir* dir_ = nullptr;
 };
 
