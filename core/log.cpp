@@ -58,13 +58,14 @@ void close_log_file() {
 }
 
 spdlog::level::level_enum parse_log_level(const std::string& name) {
-  for (auto level : {spdlog::level::trace, spdlog::level::debug, spdlog::level::info,
-                     spdlog::level::warn, spdlog::level::err, spdlog::level::off}) {
-    auto sv = spdlog::level::to_string_view(level);
-    if (name == std::string(sv.data(), sv.size()) ||
-        (name == "error" && level == spdlog::level::err))
-      return level;
-  }
+  // The names --help lists (spdlog's own spell warn "warning", also accepted).
+  static const std::pair<const char*, spdlog::level::level_enum> kLevels[] = {
+      {"trace", spdlog::level::trace},  {"debug", spdlog::level::debug},
+      {"info", spdlog::level::info},    {"warn", spdlog::level::warn},
+      {"warning", spdlog::level::warn}, {"error", spdlog::level::err},
+      {"off", spdlog::level::off}};
+  for (const auto& [text, level] : kLevels)
+    if (name == text) return level;
   throw Error("--log-level",
               "must be one of trace, debug, info, warn, error, off; got \"" + name + "\"");
 }

@@ -76,6 +76,15 @@ void AdamW::step(double lr) {
   at::_foreach_addcdiv_(p, m, denom, step_sizes);
 }
 
+void AdamW::reset_state() {
+  torch::NoGradGuard no_grad;
+  for (auto& m : m_)
+    m.zero_();
+  for (auto& v : v_)
+    v.zero_();
+  t_ = 0;
+}
+
 namespace {
 
 // The segments' gradients that exist, as flat views.

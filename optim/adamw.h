@@ -42,6 +42,8 @@ class AdamW {
   int64_t steps_taken() const { return t_; }
   const std::vector<ParamSettings>& settings() const { return settings_; }
   void set_steps_taken(int64_t t) { t_ = t; }
+  // Zero moments and step count, as a fresh optimizer (DiLoCo's inner state reset at outer steps).
+  void reset_state();
 
   // State for checkpoints: the moments of segment k, flat, of its length.
   const std::vector<ParamSegment>& segments() const { return segments_; }

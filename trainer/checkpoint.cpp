@@ -124,6 +124,10 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
   const auto shard = layout.comm ? layout.shard : optim::whole_params(params);
   try {
     h5::File f = h5::File::create(tmp, file_comm(layout));
+    parallel::DiLoCo* diloco = layout.diloco;
+    // Where the island's own parameters and moments go: the top level, or the island's group.
+    const std::string state = diloco ? "islands/" + std::to_string(layout.island) + "/" : "";
+    const std::string moments = diloco ? state : std::string("optim/");
     // Collective: every rank creates every dataset and attribute with the same arguments, for the
     // whole model (pipeline stages hold only their own layers but know them all).
     for (const auto& p : params.catalog()) {
@@ -134,18 +138,41 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
       for (int d : p.width_dims)
         dims += (dims.empty() ? "" : ",") + std::to_string(d);
       h5::set_attr(f, name, "width_dims", dims);
-      h5::create_dataset(f, "optim/exp_avg/" + p.name, torch::kFloat32, p.shape);
-      h5::create_dataset(f, "optim/exp_avg_sq/" + p.name, torch::kFloat32, p.shape);
+      if (!diloco) {
+        h5::create_dataset(f, "optim/exp_avg/" + p.name, torch::kFloat32, p.shape);
+        h5::create_dataset(f, "optim/exp_avg_sq/" + p.name, torch::kFloat32, p.shape);
+        continue;
+      }
+      h5::create_dataset(f, "diloco/momentum/" + p.name, torch::kFloat32, p.shape);
+      h5::create_dataset(f, "diloco/pending/" + p.name, torch::kFloat32, p.shape);
+      for (int i = 0; i < layout.islands; ++i)
+        for (const char* group : {"params/", "exp_avg/", "exp_avg_sq/"})
+          h5::create_dataset(f, "islands/" + std::to_string(i) + "/" + group + p.name,
+                             torch::kFloat32, p.shape);
     }
+    const std::string pending = diloco ? diloco->pending_state() : std::string();
     // Independent: this rank's pieces.
     for (const auto& piece : shard) {
       const auto& p = params.all()[piece.param];
       if (!p.shard.split() && layout.tp_rank != 0) continue;  // tp rank 0 writes replicated ones
       if (p.tied_copy) continue;                              // the owning stage writes it
-      write_runs(f, "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
-      write_runs(f, "optim/exp_avg/" + p.name, p, covering(optimizer, false, piece), piece.offset);
-      write_runs(f, "optim/exp_avg_sq/" + p.name, p, covering(optimizer, true, piece),
+      write_runs(f, state + "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
+      write_runs(f, moments + "exp_avg/" + p.name, p, covering(optimizer, false, piece),
                  piece.offset);
+      write_runs(f, moments + "exp_avg_sq/" + p.name, p, covering(optimizer, true, piece),
+                 piece.offset);
+      if (diloco && layout.island == 0) {  // the outer state is the same on every island
+        for (const auto& [group, tensor] :
+             {std::pair{"params/", diloco->global(piece.param)},
+              std::pair{"diloco/momentum/", diloco->momentum(piece.param)},
+              std::pair{"diloco/pending/", diloco->pending(piece.param)}})
+          write_runs(f, group + p.name, p, tensor.narrow(0, piece.offset, piece.length),
+                     piece.offset);
+      }
+    }
+    if (diloco) {
+      h5::set_attr(f, "/", "islands", static_cast<int64_t>(layout.islands));
+      h5::set_attr(f, "/", "diloco_pending", pending);
     }
     h5::write_tensor(f, "rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
     h5::set_attr(f, "/", "format", std::string("ladder-checkpoint"));
@@ -233,12 +260,38 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
     throw Error(path, "holds " + std::to_string(stored.size()) +
                           " parameters but the recipe builds " +
                           std::to_string(params.catalog().size()));
+  // A DiLoCo checkpoint's /params is the global model; the island's own state lies beside it.
+  parallel::DiLoCo* diloco = layout.diloco;
+  const int64_t islands = h5::has_attr(f, "/", "islands") ? h5::get_int_attr(f, "/", "islands") : 0;
+  if (islands > 0 && !diloco)
+    throw Error(path, "was written by a DiLoCo run of " + std::to_string(islands) +
+                          " islands: resume it with parallel.islands = " + std::to_string(islands) +
+                          " (or diloco.single_island), or start a new run from its global model "
+                          "with --init-from");
+  if (diloco && islands != layout.islands)
+    throw Error(path, islands == 0 ? "was written without DiLoCo: start a DiLoCo run from it with "
+                                     "--init-from"
+                                   : "was written by a DiLoCo run of " + std::to_string(islands) +
+                                         " islands, but the recipe has parallel.islands = " +
+                                         std::to_string(layout.islands));
+  const std::string state = diloco ? "islands/" + std::to_string(layout.island) + "/" : "";
+  const std::string moments = diloco ? state : std::string("optim/");
+  if (diloco) {
+    for (size_t k = 0; k < all.size(); ++k) {
+      models::Param& p = all[k];
+      read_runs(f, "params/" + p.name, p, diloco->global(k), 0);
+      read_runs(f, "diloco/momentum/" + p.name, p, diloco->momentum(k), 0);
+      read_runs(f, "diloco/pending/" + p.name, p, diloco->pending(k), 0);
+      read_runs(f, state + "params/" + p.name, p, p.value.detach().view(-1), 0);
+    }
+    diloco->set_pending_state(h5::get_string_attr(f, "/", "diloco_pending"));
+  }
   const auto& segments = optimizer.segments();
   for (size_t k = 0; k < segments.size(); ++k) {
     const auto& s = segments[k];
     const models::Param& p = all[s.param];
-    read_runs(f, "optim/exp_avg/" + p.name, p, optimizer.exp_avg(k), s.offset);
-    read_runs(f, "optim/exp_avg_sq/" + p.name, p, optimizer.exp_avg_sq(k), s.offset);
+    read_runs(f, moments + "exp_avg/" + p.name, p, optimizer.exp_avg(k), s.offset);
+    read_runs(f, moments + "exp_avg_sq/" + p.name, p, optimizer.exp_avg_sq(k), s.offset);
   }
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));

@@ -11,6 +11,16 @@
 //                             and active params, FLOPs/token, rules (per parameter: role, shape,
 //                             base shape, init std, lr multiplier, weight decay, eps)
 //
+// A DiLoCo run (parallel/diloco.h) stores the global model under /params instead, so that every
+// reader of checkpoints (--init-from, inspect) sees the model the islands agree on, and beside it
+//   /diloco/momentum/<name>   the outer Nesterov momentum
+//   /diloco/pending/<name>    averaged pseudo-gradients received but not yet applied (streaming
+//                             with overlap); attribute diloco_pending says which fragments, when
+//   /islands/<i>/params/<name>, /islands/<i>/exp_avg/<name>, /islands/<i>/exp_avg_sq/<name>
+//                             island i's own parameters and inner AdamW moments
+// and the attribute islands. Such a checkpoint resumes with the same number of islands, at any
+// layout inside them.
+//
 // Written to "<name>.tmp" and renamed, so a crash mid-write never damages an existing checkpoint
 // and a file with the final name is complete. Readable with h5py.
 //
@@ -28,6 +38,7 @@
 #include "models/model.h"
 #include "optim/adamw.h"
 #include "parallel/communicator.h"
+#include "parallel/diloco.h"
 
 namespace ladder {
 
@@ -62,6 +73,10 @@ struct CheckpointLayout {
   const parallel::Communicator* comm = nullptr;  // every rank of the job; nullptr: this process
   std::vector<optim::ParamSegment> shard;        // this rank's pieces; with comm nullptr: ignored
   int tp_rank = 0;                               // this rank's tensor-parallel coordinate
+  // DiLoCo: the outer state (its tensors are this rank's, in ParamStore order), the number of
+  // islands and this rank's island. nullptr: no outer loop.
+  parallel::DiLoCo* diloco = nullptr;
+  int islands = 1, island = 0;
 };
 
 // Collective over layout.comm. The optimizer's segments must cover this rank's shard.

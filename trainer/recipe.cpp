@@ -348,6 +348,41 @@ const std::vector<KeySpec>& schema() {
                     &ParallelConfig::overlap_grad_reduce, true,
                     "start reducing a bucket during the backward pass as soon as its gradients are "
                     "complete"));
+    // [diloco]
+    k.push_back(key("diloco.inner_steps", &R::diloco, &DilocoConfig::inner_steps, 100,
+                    "H: inner optimizer steps between outer steps")
+                    .at_least(1));
+    k.push_back(key("diloco.outer_lr", &R::diloco, &DilocoConfig::outer_lr, 0.7,
+                    "learning rate of the outer Nesterov SGD on the averaged pseudo-gradient")
+                    .above(0));
+    k.push_back(key("diloco.outer_momentum", &R::diloco, &DilocoConfig::outer_momentum, 0.9,
+                    "Nesterov momentum of the outer SGD; 0: plain SGD")
+                    .at_least(0)
+                    .below(1));
+    k.push_back(key("diloco.fragments", &R::diloco, &DilocoConfig::fragments, 1,
+                    "F: streaming DiLoCo cuts the model into F pieces synchronised on staggered "
+                    "steps (fragment f on steps f x H / F mod H)")
+                    .at_least(1));
+    k.push_back(key("diloco.overlap_steps", &R::diloco, &DilocoConfig::overlap_steps, 0,
+                    "tau: inner steps that run while a fragment's exchange is in flight, before "
+                    "its outer update is applied; below inner_steps")
+                    .at_least(0));
+    k.push_back(key("diloco.mixing", &R::diloco, &DilocoConfig::mixing, 0.5,
+                    "alpha, with overlap_steps > 0: the island keeps alpha of its own fragment "
+                    "and takes 1 - alpha of the global one")
+                    .at_least(0)
+                    .at_most(1));
+    k.push_back(key("diloco.pseudo_grad_dtype", &R::diloco, &DilocoConfig::pseudo_grad_dtype,
+                    "fp32",
+                    "how pseudo-gradients travel: fp32 (all-reduce), bf16, or int8 / int4 with an "
+                    "fp32 absmax scale per 128 values (all-gathered, averaged in fp32)")
+                    .one_of({"fp32", "bf16", "int8", "int4"}));
+    k.push_back(key("diloco.inner_state", &R::diloco, &DilocoConfig::inner_state, "keep",
+                    "the inner AdamW's moments at an outer step: keep, or reset (fragments = 1)")
+                    .one_of({"keep", "reset"}));
+    k.push_back(key("diloco.single_island", &R::diloco, &DilocoConfig::single_island, false,
+                    "with parallel.islands = 1, run the outer loop anyway (DiLoCo with M = 1); "
+                    "otherwise one island is plain training"));
     // [train]
     k.push_back(key("train.steps", &R::train, &TrainConfig::steps, 0,
                     "optimizer steps; give steps or tokens")
@@ -729,6 +764,7 @@ class Resolver {
   void run() {
     model();
     parallel();
+    diloco();
     train();
     schedule();
     checkpoint();
@@ -899,6 +935,24 @@ class Resolver {
                                ") with sequence parallelism; got " + n(r_.data.seq_len));
   }
 
+  void diloco() {
+    const auto& d = r_.diloco;
+    if (!diloco_active(r_)) return;
+    if (d.fragments > d.inner_steps)
+      fail("diloco.fragments", "must not exceed diloco.inner_steps (" + n(d.inner_steps) +
+                                   "): each fragment synchronises on its own step of the " +
+                                   n(d.inner_steps) + "; got " + n(d.fragments));
+    if (d.overlap_steps >= d.inner_steps)
+      fail("diloco.overlap_steps", "must be below diloco.inner_steps (" + n(d.inner_steps) +
+                                       "): an exchange lands before the fragment's next one "
+                                       "starts; got " +
+                                       n(d.overlap_steps));
+    if (d.inner_state == "reset" && d.fragments > 1)
+      fail("diloco.inner_state",
+           "\"reset\" restarts the whole inner optimizer, so it needs diloco.fragments = 1; got " +
+               n(d.fragments) + " fragments");
+  }
+
   void train() {
     auto& t = r_.train;
     auto& p = r_.parallel;
@@ -924,7 +978,8 @@ class Resolver {
     if (p.schedule == "interleaved" && p.microbatches % p.pp != 0)
       fail("parallel.schedule", "interleaving needs parallel.microbatches (" + n(p.microbatches) +
                                     ") to be a multiple of parallel.pp (" + n(p.pp) + ")");
-    const int64_t tokens_per_step = t.global_batch * r_.data.seq_len;
+    // Every island takes its own global_batch each step: the step's tokens are all islands'.
+    const int64_t tokens_per_step = p.islands * t.global_batch * r_.data.seq_len;
     if ((t.steps > 0) == (t.tokens > 0))
       fail(t.steps > 0 ? "train.tokens" : "train.steps",
            t.steps > 0 ? "give train.steps or train.tokens, not both"
@@ -1050,6 +1105,10 @@ Recipe resolve(Loader& loader, const std::string& name, const RecipeOptions& opt
 }
 
 }  // namespace
+
+bool diloco_active(const Recipe& r) {
+  return r.parallel.islands > 1 || r.diloco.single_island;
+}
 
 bool is_folder_name(const std::string& name) {
   return !name.empty() && name[0] != '.' &&

@@ -52,6 +52,20 @@ struct ParallelConfig {
   bool overlap_grad_reduce = false;
 };
 
+// DiLoCo (parallel/diloco.h): runs when parallel.islands > 1, or with one island when
+// single_island.
+struct DilocoConfig {
+  int64_t inner_steps = 100;  // H
+  double outer_lr = 0.7;
+  double outer_momentum = 0.9;    // Nesterov
+  int64_t fragments = 1;          // streaming DiLoCo: F staggered pieces of the model
+  int64_t overlap_steps = 0;      // tau: inner steps an exchange overlaps before it is applied
+  double mixing = 0.5;            // alpha: island = alpha island + (1 - alpha) global, with tau > 0
+  std::string pseudo_grad_dtype;  // "fp32" | "bf16" | "int8" | "int4"
+  std::string inner_state;        // "keep" | "reset" (the inner AdamW at each outer step)
+  bool single_island = false;     // run the outer loop over one island too
+};
+
 struct TrainConfig {
   int64_t steps = 0;   // resolved from tokens when the recipe gives tokens
   int64_t tokens = 0;  // resolved from steps when the recipe gives steps
@@ -83,6 +97,10 @@ struct EvalConfig {
   int64_t spectra_every_steps = 0;  // hidden matrices' top singular values into the trace
 };
 
+struct Recipe;
+// Whether the run trains with DiLoCo's outer loop (islands > 1, or diloco.single_island).
+bool diloco_active(const Recipe& r);
+
 struct Recipe {
   RunConfig run;
   DataConfig data;
@@ -91,6 +109,7 @@ struct Recipe {
   HybridConfig hybrid;  // likewise into model.hybrid when model.arch = "hybrid"
   ParscaleConfig parscale;  // likewise into model.parscale when model.arch = "parscale"
   ParallelConfig parallel;
+  DilocoConfig diloco;
   TrainConfig train;
   OptimConfig optim;
   ScheduleConfig schedule;

@@ -10,8 +10,8 @@ namespace ladder {
 namespace {
 
 // 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra;
-// 6: ep_comm_*, moe_*
-constexpr int64_t kTraceVersion = 6;
+// 6: ep_comm_*, moe_*; 7: diloco_*
+constexpr int64_t kTraceVersion = 7;
 
 struct Column {
   std::string name;
@@ -39,7 +39,10 @@ const std::vector<Column> kTrain = {{"step", true},
                                     {"moe_z_loss", false},
                                     {"moe_load_max_over_mean", false},
                                     {"moe_load_cv", false},
-                                    {"moe_dropped_fraction", false}};
+                                    {"moe_dropped_fraction", false},
+                                    {"diloco_bytes_per_token", false},
+                                    {"diloco_dp_bytes_per_token", false},
+                                    {"diloco_outer_s", false}};
 
 // The train columns with those of each of `stages` pipeline stages.
 std::vector<Column> train_columns(int stages) {
@@ -141,6 +144,9 @@ void Trace::append(const TrainRecord& r) {
   h5::append_series(f, "train/moe_load_max_over_mean", r.moe_load_max_over_mean);
   h5::append_series(f, "train/moe_load_cv", r.moe_load_cv);
   h5::append_series(f, "train/moe_dropped_fraction", r.moe_dropped_fraction);
+  h5::append_series(f, "train/diloco_bytes_per_token", r.diloco_bytes_per_token);
+  h5::append_series(f, "train/diloco_dp_bytes_per_token", r.diloco_dp_bytes_per_token);
+  h5::append_series(f, "train/diloco_outer_s", r.diloco_outer_s);
   for (int s = 0; s < stages_; ++s) {
     const auto at = [&](const std::vector<double>& v) {
       return s < static_cast<int>(v.size()) ? v[s] : std::numeric_limits<double>::quiet_NaN();

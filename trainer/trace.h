@@ -3,7 +3,9 @@
 //   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
 //           step_s, compute_s, comm_s, comm_bytes, tp_comm_s, tp_comm_bytes, pp_p2p_bytes,
 //           ep_comm_s, ep_comm_bytes, moe_aux_loss, moe_z_loss, moe_load_max_over_mean,
-//           moe_load_cv, moe_dropped_fraction (NaN without routed layers), stage_bubble_S,
+//           moe_load_cv, moe_dropped_fraction (NaN without routed layers),
+//           diloco_bytes_per_token, diloco_dp_bytes_per_token, diloco_outer_s (NaN without
+//           DiLoCo), stage_bubble_S,
 //           stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
 //   /eval/{step, tokens, flops, loss}                                     one row per eval
 //   /checkpoints/{step, tokens, intermediate}                             one row per save
@@ -57,6 +59,10 @@ struct TrainRecord {
   // Mixture of experts (models/moe.h RoutingSummary over the interval's steps); NaN otherwise.
   double moe_aux_loss = kNaN, moe_z_loss = kNaN, moe_load_max_over_mean = kNaN, moe_load_cv = kNaN,
          moe_dropped_fraction = kNaN;
+  // DiLoCo (parallel/diloco.h): bytes rank 0 sent to the other islands per training token (of all
+  // islands), what data parallelism over the islands would have sent, and the seconds of an outer
+  // step (NaN when the interval had none).
+  double diloco_bytes_per_token = kNaN, diloco_dp_bytes_per_token = kNaN, diloco_outer_s = kNaN;
 };
 
 struct EvalRecord {

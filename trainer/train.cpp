@@ -24,6 +24,7 @@
 #include "optim/parametrization.h"
 #include "optim/schedule.h"
 #include "parallel/data_parallel.h"
+#include "parallel/diloco.h"
 #include "parallel/mesh.h"
 #include "parallel/pipeline.h"
 #include "trainer/checkpoint.h"
@@ -131,14 +132,6 @@ models::StageLayout stage_layout(const Recipe& r, int64_t vocab, int stage,
   layout.first = stage == 0;
   layout.last = stage == p.pp - 1;
   return layout;
-}
-
-// The layouts this trainer builds so far: tensor, pipeline and data parallelism (with ZeRO-1).
-void check_layout_is_built(const ParallelConfig& p) {
-  if (p.islands > 1)
-    throw Error("parallel.islands = " + std::to_string(p.islands),
-                "DiLoCo is not built yet; train with parallel.islands = 1 (dp takes the remaining "
-                "ranks)");
 }
 
 // A scalar summed over a group (fp64).
@@ -252,7 +245,6 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   std::optional<std::string> resume_from;
   const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
   const int refused = parallel::check_on_every_rank(world, [&] {
-    check_layout_is_built(r.parallel);
     train_data = std::make_shared<data::TokenDataset>(r.data.path, "train");
     if (r.eval.every_steps > 0) {
       val_data = std::make_unique<data::TokenDataset>(r.data.path, "val");
@@ -274,7 +266,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     }
   });
   if (refused) return refused;
-  data::DataLoader loader(train_data, r.data.seq_len, r.train.global_batch, r.run.seed);
+  // Each DiLoCo island takes its own global_batch rows of every step's sample (contract 4: the
+  // islands' batches are disjoint pieces of one reproducible order).
+  data::DataLoader loader(train_data, r.data.seq_len, r.parallel.islands * r.train.global_batch,
+                          r.run.seed);
 
   // ----- The process mesh and the run folder (rank 0 writes it; every rank logs into it). -----
   const parallel::Communicator world_comm = parallel::Communicator::world();
@@ -335,7 +330,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
   optim::AdamW optimizer(params, r.optim, settings, dp.owned());
-  const CheckpointLayout checkpoint_layout{&world_comm, dp.shard(), mesh.coord().tp};
+  CheckpointLayout checkpoint_layout{&world_comm, dp.shard(), mesh.coord().tp};
   // The gradient norm's three parts: tensor-parallel blocks (disjoint across tp ranks, summed over
   // them), replicated tensors (the same on every tp rank, counted once) and experts split over ep
   // (disjoint across ep ranks and tp ranks); each pipeline stage adds its own, and the last stage's
@@ -350,7 +345,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         .push_back(s);
   }
   const models::SizeAccounting acc = model->accounting(r.data.seq_len);
-  const int64_t tokens_per_step = r.train.global_batch * r.data.seq_len;
+  const int64_t tokens_per_step = r.parallel.islands * r.train.global_batch * r.data.seq_len;
   spdlog::info(
       "model: {} d_model={} layers={} heads={}/{} ffn={} vocab={}: {} parameters, N={}, "
       "{} FLOPs/token",
@@ -418,6 +413,25 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         "rank{}",
         ep.size(), r.model.moe.experts / ep.size(), r.model.moe.experts, mesh.expert_dp().size(),
         mesh.expert_dp().size() == 1 ? "" : "s");
+  const DilocoConfig& dc = r.diloco;
+  if (diloco_active(r))
+    spdlog::info(
+        "DiLoCo: {} island{} of {} ranks, each on its own {} sequences per step; outer step every "
+        "{} inner steps: pseudo-gradients in {}, Nesterov SGD lr {} momentum {}, inner AdamW state "
+        "{}{}",
+        r.parallel.islands, r.parallel.islands == 1 ? "" : "s",
+        world_comm.size() / r.parallel.islands, r.train.global_batch, dc.inner_steps,
+        dc.pseudo_grad_dtype, shortest_float(dc.outer_lr), shortest_float(dc.outer_momentum),
+        dc.inner_state == "keep" ? "kept" : "reset",
+        dc.fragments > 1
+            ? fmt::format("; streaming: {} fragments on staggered steps, exchanges overlapping {} "
+                          "inner step{} (mixing {})",
+                          dc.fragments, dc.overlap_steps, dc.overlap_steps == 1 ? "" : "s",
+                          shortest_float(dc.mixing))
+        : dc.overlap_steps > 0
+            ? fmt::format("; exchanges overlapping {} inner step{} (mixing {})", dc.overlap_steps,
+                          dc.overlap_steps == 1 ? "" : "s", shortest_float(dc.mixing))
+            : std::string());
 
   int64_t start_step = 0;
   if (!options.init_from.empty() && !resume_from) {
@@ -429,6 +443,23 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     spdlog::info("initialised from {}: {} parameters loaded, {} new{}{}", options.init_from,
                  params.catalog().size() - fresh.size(), fresh.size(), fresh.empty() ? "" : ": ",
                  list);
+  }
+  // DiLoCo's global parameters start as the model's (initialised, or loaded above); a resumed
+  // checkpoint then restores them with the rest of the outer state.
+  std::unique_ptr<parallel::DiLoCo> diloco;
+  if (diloco_active(r)) {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& p : params.all())
+      tensors.push_back(p.value);
+    diloco = std::make_unique<parallel::DiLoCo>(
+        tensors, mesh.island(),
+        parallel::DilocoOptions{dc.inner_steps, dc.outer_lr, dc.outer_momentum, dc.fragments,
+                                dc.overlap_steps, dc.mixing,
+                                parallel::pseudo_grad_dtype(dc.pseudo_grad_dtype)},
+        r.train.steps);
+    checkpoint_layout.diloco = diloco.get();
+    checkpoint_layout.islands = static_cast<int>(r.parallel.islands);
+    checkpoint_layout.island = mesh.coord().island;
   }
   if (resume_from) {
     const CheckpointMeta meta = read_checkpoint(*resume_from, params, optimizer, checkpoint_layout);
@@ -503,6 +534,16 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                       {"microbatches", r.parallel.microbatches},
                       {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
                       {"zero", r.optim.zero},
+                      {"islands", r.parallel.islands},
+                      {"diloco", int64_t{diloco_active(r)}},
+                      {"diloco_inner_steps", dc.inner_steps},
+                      {"diloco_outer_lr", dc.outer_lr},
+                      {"diloco_outer_momentum", dc.outer_momentum},
+                      {"diloco_fragments", dc.fragments},
+                      {"diloco_overlap_steps", dc.overlap_steps},
+                      {"diloco_mixing", dc.mixing},
+                      {"diloco_pseudo_grad_dtype", dc.pseudo_grad_dtype},
+                      {"diloco_inner_state", dc.inner_state},
                       {"recipe", recipe_text}},
                   resume_from ? start_step : -1, static_cast<int>(r.parallel.pp),
                   spectra_names(params));
@@ -519,6 +560,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   const double peak_gflops = peaks.item<double>();
   dp.take_stats();
   ep_stats = parallel::CommStats{};
+  if (diloco) diloco->take_stats();
   spdlog::info("MFU is stated against {:.1f} GFLOP/s ({} x {})", peak_gflops, world_comm.size(),
                r.train.peak_gflops > 0
                    ? "train.peak_gflops"
@@ -547,6 +589,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   model->set_objective_scale(1.0 / static_cast<double>(step_micro));
   model->take_routing_counts();    // drop anything counted before the loop
   torch::Tensor interval_routing;  // routed layers' counters since the last log (models/moe.h)
+  const int64_t island_first_row = mesh.coord().island * r.train.global_batch;
+  parallel::CommStats interval_island;  // DiLoCo's exchanges (and the seconds of its outer steps)
+  int64_t interval_outer = 0;           // outer updates in the interval
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const auto step_start = Clock::now();
     dp.zero_grad();
@@ -563,7 +608,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     };
     work.activation_options = torch::TensorOptions(torch::kFloat32).device(device);
     work.forward = [&](int chunk, int64_t m, const torch::Tensor& input) {
-      const int64_t first_row = (mesh.coord().dp * micro + m) * r.train.micro_batch;
+      const int64_t first_row =
+          island_first_row + (mesh.coord().dp * micro + m) * r.train.micro_batch;
       const torch::Tensor batch = loader.rows(step, first_row, r.train.micro_batch).to(device);
       const models::Autocast autocast(device, bf16);
       const models::ChunkOutput out =
@@ -583,9 +629,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     for (size_t k : tied)
       mesh.pipeline_ends().all_reduce(values[k].mutable_grad());
     dp.finish_grad_sync();
-    const double loss = dp.dense().sum(sum_over(mesh.pp(), loss_sum.item<double>())) /
-                        static_cast<double>(step_micro);
-    require_finite(loss, "the training loss", step);
+    double loss = dp.dense().sum(sum_over(mesh.pp(), loss_sum.item<double>())) /
+                  static_cast<double>(step_micro);
     // The true global norm: under ZeRO-1 each rank holds the reduced gradient of its shard only;
     // tensor-parallel blocks are summed over tp, replicated tensors counted once, stages summed.
     double split_square = optim::grad_square_sum(params, split_segments);
@@ -599,7 +644,17 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     if (ep.active()) expert_square = sum_over(mesh.ep(), sum_over(mesh.tp(), expert_square));
     const double grad_norm = std::sqrt(
         sum_over(mesh.pp(), sum_over(mesh.tp(), split_square) + replicated_square + expert_square));
-    require_finite(grad_norm, "the gradient norm", step);
+    // Islands clip on their own norm; what is logged, and checked so that every rank stops alike,
+    // is the mean over the islands.
+    double shown_grad_norm = grad_norm;
+    if (diloco) {
+      torch::Tensor both = torch::tensor({loss, grad_norm}, torch::kFloat64);
+      diloco->agree(both);
+      loss = both[0].item<double>() / static_cast<double>(r.parallel.islands);
+      shown_grad_norm = both[1].item<double>() / static_cast<double>(r.parallel.islands);
+    }
+    require_finite(loss, "the training loss", step);
+    require_finite(shown_grad_norm, "the gradient norm", step);
     optim::clip_grads(params, optimizer.segments(), grad_norm, r.optim.grad_clip);
     const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
     optimizer.step(lr);
@@ -612,8 +667,16 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       model->balance_experts(routing);
       interval_routing = interval_routing.defined() ? interval_routing + routing : routing;
     }
-
     const int64_t done = step + 1;
+    // DiLoCo: the fragments due exchange pseudo-gradients and take the outer step.
+    if (diloco) {
+      const int64_t outer_before = diloco->outer_updates();
+      if (diloco->after_inner_step(done) && dc.inner_state == "reset") optimizer.reset_state();
+      interval_outer += diloco->outer_updates() - outer_before;
+      const parallel::CommStats s = diloco->take_stats();
+      interval_island.seconds += s.seconds, interval_island.bytes += s.bytes;
+    }
+
     const int64_t tokens = done * tokens_per_step;
     interval_busy += seconds_between(step_start, Clock::now());
     interval_tokens += tokens_per_step;
@@ -657,8 +720,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
           "step {}/{} | tokens {} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} tok/s | "
           "MFU {:.1f}% | step {:.0f} ms = compute {:.0f} + comm {:.0f} ({}B){}{} | elapsed {} | "
           "ETA {}",
-          done, r.train.steps, human_count(tokens), loss, lr, grad_norm, human_count(tokens_per_s),
-          100 * mfu, 1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s, human_count(comm_bytes),
+          done, r.train.steps, human_count(tokens), loss, lr, shown_grad_norm,
+          human_count(tokens_per_s), 100 * mfu, 1e3 * step_s, 1e3 * (step_s - comm_s), 1e3 * comm_s,
+          human_count(comm_bytes),
           tp.active() ? fmt::format(" | tp comm {:.0f} ms ({}B) inside compute", 1e3 * tp_comm_s,
                                     human_count(tp_comm_bytes))
                       : std::string(),
@@ -671,7 +735,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                          acc.flops_per_token * tokens,
                          loss,
                          lr,
-                         grad_norm,
+                         shown_grad_norm,
                          tokens_per_s,
                          mfu,
                          elapsed,
@@ -702,6 +766,31 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         spdlog::info("expert parallel step {} | all-to-all {:.0f} ms ({}B) per step inside compute",
                      done, 1e3 * record.ep_comm_s, human_count(record.ep_comm_bytes));
       }
+      if (diloco) {
+        // Per token of all islands: what this rank sent to the other islands, against an
+        // all-reduce of its gradients over them every step (data parallelism on the same ranks).
+        const double interval_tokens_d = static_cast<double>(interval_tokens);
+        record.diloco_bytes_per_token =
+            static_cast<double>(interval_island.bytes) / interval_tokens_d;
+        record.diloco_dp_bytes_per_token =
+            diloco->data_parallel_bytes_per_step() / static_cast<double>(tokens_per_step);
+        if (interval_outer > 0)
+          record.diloco_outer_s = interval_island.seconds / static_cast<double>(interval_outer);
+        spdlog::info(
+            "diloco step {} | {} {}{} since the last line | across islands {}B per token{} | outer "
+            "step {}",
+            done, interval_outer, dc.fragments > 1 ? "fragment update" : "outer step",
+            interval_outer == 1 ? "" : "s", human_count(record.diloco_bytes_per_token),
+            record.diloco_dp_bytes_per_token > 0
+                ? fmt::format(" (data parallel: {}B, ratio {:.4f})",
+                              human_count(record.diloco_dp_bytes_per_token),
+                              record.diloco_bytes_per_token / record.diloco_dp_bytes_per_token)
+                : std::string(),
+            interval_outer > 0 ? fmt::format("{:.0f} ms", 1e3 * record.diloco_outer_s)
+                               : std::string("none"));
+        interval_island = parallel::CommStats{};
+        interval_outer = 0;
+      }
       if (trace) trace->append(record);
       interval_busy = 0, interval_tokens = 0, interval_steps = 0;
       interval_comm = parallel::CommStats{};
@@ -709,7 +798,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       tp_stats = ep_stats = parallel::CommStats{};
     }
     if (val_data && (done % r.eval.every_steps == 0 || done == r.train.steps)) {
+      // DiLoCo evaluates the global model: the one the islands agree on (and checkpoints hold).
+      if (diloco) diloco->swap_global();
       const double val_loss = evaluate(*model, pipeline, *val_data, r, mesh, device);
+      if (diloco) diloco->swap_global();
       tp_stats = ep_stats = parallel::CommStats{};  // the evaluation's own
       require_finite(val_loss, "the validation loss", step);
       spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human_count(tokens),

@@ -34,6 +34,7 @@ TEST(Log, LevelNames) {
   EXPECT_EQ(parse_log_level("debug"), spdlog::level::debug);
   EXPECT_EQ(parse_log_level("error"), spdlog::level::err);
   EXPECT_EQ(parse_log_level("warning"), spdlog::level::warn);
+  EXPECT_EQ(parse_log_level("warn"), spdlog::level::warn);  // as --help spells it (sweeps pass it)
   try {
     parse_log_level("loud");
     FAIL();

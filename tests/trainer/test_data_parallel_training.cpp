@@ -119,12 +119,17 @@ TEST_F(DataParallelTraining, DivergenceStopsEveryRankWithOneMessage) {
   EXPECT_EQ(r.output.find("MPI_ABORT"), std::string::npos) << r.output;
 }
 
-TEST_F(DataParallelTraining, UnbuiltLayoutsAreRefusedOnEveryRankWithOneMessage) {
-  const auto r = train(recipe("islands", kTrain20), "--set parallel.islands=2", 2);
+// A recipe mistake that only a layout of several ranks can make is refused by every rank, with one
+// message, before anything is written.
+TEST_F(DataParallelTraining, LayoutMistakesAreRefusedOnEveryRankWithOneMessage) {
+  const auto r = train(recipe("islands", kTrain20),
+                       "--set parallel.islands=2 --set diloco.inner_steps=4 "
+                       "--set diloco.overlap_steps=4",
+                       2);
   EXPECT_EQ(r.status, 2) << r.output;
   const std::string message =
-      "ladder: error: parallel.islands = 2: DiLoCo is not built yet; train with parallel.islands = "
-      "1";
+      "ladder: error: --set diloco.overlap_steps=4: diloco.overlap_steps: must be below "
+      "diloco.inner_steps (4)";
   size_t count = 0;
   for (size_t at = r.output.find(message); at != std::string::npos;
        at = r.output.find(message, at + 1))

@@ -197,17 +197,16 @@ const BadRecipe kBadRecipes[] = {
      {},
      1,
      "ladder: error: recipe.toml:16: [optimizer]: unknown section (did you mean optim?); sections "
-     "are run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, "
-     "checkpoint, eval"},
+     "are run, data, model, moe, hybrid, parscale, parallel, diloco, train, optim, schedule, "
+     "mup, checkpoint, eval"},
     {"top_level_key",
      "lr = 3\n" + std::string(kValid),
      {},
      1,
      "ladder: error: recipe.toml:1: lr: keys belong in a [section]; only `base` may stand at the "
      "top "
-     "(sections: run, data, model, moe, hybrid, parscale, parallel, train, optim, schedule, mup, "
-     "checkpoint, "
-     "eval)"},
+     "(sections: run, data, model, moe, hybrid, parscale, parallel, diloco, train, optim, "
+     "schedule, mup, checkpoint, eval)"},
     {"wrong_type_string_for_int",
      replacing("d_model = 128", "d_model = \"128\""),
      {},
@@ -479,6 +478,36 @@ const BadRecipe kBadRecipes[] = {
      {"model.arch=moe"},
      2,
      "ladder: error: recipe.toml:19: parallel.tp: must divide moe.expert_ffn (65); got 2"},
+    {"diloco_more_fragments_than_inner_steps",
+     with("[parallel]\nislands = 2\n[diloco]\ninner_steps = 4\nfragments = 5\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:20: diloco.fragments: must not exceed diloco.inner_steps (4): "
+     "each fragment synchronises on its own step of the 4; got 5"},
+    {"diloco_overlap_not_below_inner_steps",
+     with("[parallel]\nislands = 2\n[diloco]\ninner_steps = 4\noverlap_steps = 4\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:20: diloco.overlap_steps: must be below diloco.inner_steps (4): "
+     "an exchange lands before the fragment's next one starts; got 4"},
+    {"diloco_reset_with_fragments",
+     with("[parallel]\nislands = 2\n[diloco]\nfragments = 2\ninner_state = \"reset\"\n"),
+     {},
+     2,
+     "ladder: error: recipe.toml:20: diloco.inner_state: \"reset\" restarts the whole inner "
+     "optimizer, so it needs diloco.fragments = 1; got 2 fragments"},
+    {"diloco_unknown_dtype",
+     with("[diloco]\npseudo_grad_dtype = \"fp8\"\n"),
+     {},
+     1,
+     "ladder: error: recipe.toml:17: diloco.pseudo_grad_dtype: must be one of fp32, bf16, int8, "
+     "int4; got \"fp8\" (did you mean fp32?)"},
+    {"islands_not_dividing_world",
+     with("[parallel]\nislands = 2\n"),
+     {},
+     3,
+     "ladder: error: recipe.toml:17: parallel.islands: tp x pp x islands = 1 x 1 x 2 = 2 does not "
+     "divide the world size 3"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Table, MalformedRecipe, ::testing::ValuesIn(kBadRecipes),
