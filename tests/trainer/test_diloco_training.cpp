@@ -311,6 +311,26 @@ TEST_F(DilocoTraining, ResumeIsBitwiseAtAndBetweenOuterSteps) {
   }
 }
 
+// Inside the islands a checkpoint reshards like any other: one written at islands 2 x dp 2 with
+// ZeRO-1, in the middle of an inner phase, resumes at islands 2 x tp 2 and at islands 2 alone and
+// continues the 2-rank run's losses.
+TEST_F(DilocoTraining, CheckpointsReshardInsideTheIslands) {
+  const std::string every6 = " --set checkpoint.every_steps=6 --set checkpoint.keep=5";
+  ASSERT_EQ(train(recipe("dl_rs_ref", kDiloco12), "", 2).status, 0);
+  const auto reference = series(run_dir("dl_rs_ref") + "/trace.h5", "train/loss");
+  const auto zero = train(recipe("dl_rs_zero", kDiloco12), "--set optim.zero=1" + every6, 4);
+  ASSERT_EQ(zero.status, 0) << zero.output;
+  const std::string checkpoint = checkpoint_path(run_dir("dl_rs_zero"), 6);
+  for (const Layout& l :
+       std::vector<Layout>{{"dl_rs_tp2", "--set parallel.tp=2", 4}, {"dl_rs_islands2", "", 2}}) {
+    const auto r =
+        train(recipe(l.name, kDiloco12), std::string(l.flags) + " --resume " + checkpoint, l.ranks);
+    ASSERT_EQ(r.status, 0) << r.output;
+    expect_series_close(series(run_dir(l.name) + "/trace.h5", "train/loss"), reference, 6, l.name,
+                        kTolerance);
+  }
+}
+
 // Checkpoints keep their number of islands; a plain run cannot take one over (nor the reverse).
 TEST_F(DilocoTraining, CheckpointsResumeOnlyWithTheirIslands) {
   const std::string path = recipe("dl_ck", kDiloco12);
