@@ -301,6 +301,44 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
                       "plot 'residuals.dat' using 1:2 with points pt 7 ps 0.6 title 'residual', "
                       "0 with lines dt 2 notitle\n",
                       warnings));
+  if (law.name == "parscale") {
+    // The paper's reading (Chen et al. 2025): P streams act as a model of N (k ln P + 1)
+    // parameters, so every point should fall on the one curve E + (A 1e9 / N_eff)^alpha.
+    const double E = r.parameters[0].second, A = r.parameters[1].second;
+    const double alpha = r.parameters[2].second, k = r.parameters[3].second;
+    std::map<double, std::vector<const Point*>> by_streams;
+    for (const auto& p : fitted)
+      by_streams[p.P].push_back(&p);
+    std::ostringstream data;
+    std::string plots;
+    double lo = INFINITY, hi = 0;
+    int block = 0;
+    for (const auto& [P, group] : by_streams) {
+      for (const Point* p : group) {
+        const double n_eff = p->N * (k * std::log(P) + 1);
+        lo = std::min(lo, n_eff), hi = std::max(hi, n_eff);
+        data << num(n_eff, "%.10g") << ' ' << num(p->loss, "%.10g") << '\n';
+      }
+      data << "\n\n";
+      plots += "'effective.dat' index " + std::to_string(block++) +
+               " with points pt 7 title 'P = " + num(P, "%g") + "', ";
+    }
+    std::ostringstream curve;
+    for (int i = 0; i <= 60; ++i) {
+      const double n_eff = lo / 1.5 * std::pow(hi * 1.5 / (lo / 1.5), i / 60.0);
+      curve << num(n_eff, "%.10g") << ' ' << num(E + std::pow(A * 1e9 / n_eff, alpha), "%.10g")
+            << '\n';
+    }
+    write_text(dir / "effective.dat",
+               "# N (k ln P + 1), loss; one block per stream count P\n" + data.str());
+    write_text(dir / "effective_fit.dat", "# N_eff, E + (A 1e9 / N_eff)^alpha\n" + curve.str());
+    pngs.push_back(plot(dir, "loss_vs_effective_params",
+                        "set logscale x\nset xlabel 'N (k ln P + 1), k = " + num(k, "%.3g") +
+                            "'\nset ylabel 'loss'\nset key top right\n"
+                            "set title 'streams as a parameter multiplier'\nplot " +
+                            plots + "'effective_fit.dat' with lines lw 2 title 'fitted law'\n",
+                        warnings));
+  }
 }
 
 // ----- isoFLOP profiles (Approach 2) -----

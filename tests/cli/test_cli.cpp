@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "test_util.h"
@@ -125,6 +126,43 @@ TEST(Cli, FitWritesTheLawsParametersDeterministically) {
     EXPECT_TRUE(std::filesystem::exists(dir.path("a/residuals.png")));
     EXPECT_TRUE(std::filesystem::exists(dir.path("a/points.dat")));
   }
+}
+
+// The ParScale fit's own figure: every point at N (k ln P + 1) with the fitted k falls on the one
+// curve E + (A 1e9 / N_eff)^alpha when the points follow the law.
+TEST(Cli, FitParscalePlotsLossAgainstEffectiveParameters) {
+  if (run_command("command -v gnuplot").status != 0) GTEST_SKIP() << "gnuplot is not installed";
+  TempDir dir;
+  const double E = 1.5, A = 0.2, alpha = 0.3, k = 0.4;
+  std::string csv = "N,D,P,loss\n";
+  for (double N : {1e5, 3e5, 1e6, 3e6})
+    for (int P : {1, 2, 4, 8}) {
+      char row[128];
+      std::snprintf(row, sizeof row, "%.17g,1e7,%d,%.17g\n", N, P,
+                    E + std::pow(A * 1e9 / (N * (k * std::log(P) + 1)), alpha));
+      csv += row;
+    }
+  testing::write_file(dir.path("points.csv"), csv);
+  const auto r = run_command(ladder_binary() + " fit " + dir.path("points.csv") +
+                             " --law parscale --out " + dir.path("fit"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.path("fit/loss_vs_effective_params.png")));
+  std::istringstream data(testing::read_file(dir.path("fit/effective.dat")));
+  int points = 0, blocks = 0;
+  bool in_block = false;
+  for (std::string line; std::getline(data, line);) {
+    if (line.empty() || line[0] == '#') {
+      in_block = false;
+      continue;
+    }
+    if (!in_block) ++blocks, in_block = true;
+    double n_eff = 0, loss = 0;
+    std::istringstream(line) >> n_eff >> loss;
+    EXPECT_NEAR(loss, E + std::pow(A * 1e9 / n_eff, alpha), 1e-3 * loss) << line;
+    ++points;
+  }
+  EXPECT_EQ(points, 16);
+  EXPECT_EQ(blocks, 4);  // one per P
 }
 
 TEST(Cli, FitIsoflopAndLearningRateTransferWithIntervals) {
