@@ -64,6 +64,14 @@ void inspect_checkpoint(const h5::File& f) {
               {"step", "tokens", "optimizer_steps", "intermediate", "N", "total_params",
                "embedding_params", "active_params", "seed"},
               {"lr", "flops_per_token"}, {"arch"});
+  if (h5::has_attr(f, "/", "islands")) {
+    const std::string pending = h5::get_string_attr(f, "/", "diloco_pending");
+    std::printf(
+        "%-18s %lld: params/ is the global model; islands/<i>/ hold each island's own "
+        "parameters and AdamW moments, diloco/ the outer momentum%s\n",
+        "diloco islands", (long long)h5::get_int_attr(f, "/", "islands"),
+        pending.empty() ? "" : (" and pending exchanges (" + pending + ")").c_str());
+  }
   std::printf("\n%-32s %-10s %s\n", "parameter", "role", "shape");
   for (const auto& name : h5::list_group(f, "params")) {
     const std::string path = "params/" + name;

@@ -336,6 +336,11 @@ TEST_F(DilocoTraining, CheckpointsResumeOnlyWithTheirIslands) {
   const std::string path = recipe("dl_ck", kDiloco12);
   ASSERT_EQ(train(path, "", 2).status, 0);
   const std::string checkpoint = checkpoint_path(run_dir("dl_ck"), 12);
+  const auto inspect = testing::run_command(testing::ladder_binary() + " inspect " + checkpoint);
+  ASSERT_EQ(inspect.status, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("diloco islands     2: params/ is the global model"),
+            std::string::npos)
+      << inspect.output;
   const auto plain =
       train(recipe("dl_ck_plain", kDiloco12), "--set parallel.islands=1 --resume " + checkpoint, 2);
   EXPECT_EQ(plain.status, 2);
