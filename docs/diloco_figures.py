@@ -37,14 +37,24 @@ def read_run(trace_path):
             dtype = text(a["diloco_pseudo_grad_dtype"])
             if dtype != "fp32":
                 title += f" {dtype}"
+            lr, mu = float(a["diloco_outer_lr"]), float(a["diloco_outer_momentum"])
+            short = title.replace("DiLoCo ", "")
+            if (lr, mu) == (1.0, 0.0):  # the outer step is then plain averaging of the islands
+                title += " averaging (outer lr 1, momentum 0)"
+                short += " avg"
+            elif (lr, mu) != (0.7, 0.9):  # DiLoCo's outer Nesterov settings are the default
+                title += f" outer lr {lr:g} momentum {mu:g}"
+                short += f" lr {lr:g} mu {mu:g}"
         else:
             # Data parallelism: the gradient all-reduce this rank sent (train/comm_bytes is per step).
             tokens_per_step = tokens[-1] / f["train/step"][-1]
             sent = float(np.sum(f["train/comm_bytes"][:] * interval) / tokens_per_step / tokens[-1])
-            title = "data parallel"
-        return dict(name=trace_path.parent.name, title=title, islands=islands,
+            title = short = "data parallel"
+        return dict(name=trace_path.parent.name, title=title, short=short, islands=islands,
                     h=int(a["diloco_inner_steps"]) if islands > 1 else 0,
                     dtype=text(a["diloco_pseudo_grad_dtype"]) if islands > 1 else "",
+                    outer=(float(a["diloco_outer_lr"]), float(a["diloco_outer_momentum"]))
+                    if islands > 1 else (0.0, 0.0),
                     tokens=f["eval/tokens"][:], loss=f["eval/loss"][:], sent=sent,
                     outer_s=float(np.nanmean(f["train/diloco_outer_s"][:])) if islands > 1
                     else float("nan"))
@@ -57,17 +67,27 @@ def main():
     args = parser.parse_args()
     sweep, out = pathlib.Path(args.sweep), pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [read_run(t) for t in sorted(sweep.glob("*/trace.h5"))]
-    runs.sort(key=lambda r: (r["islands"] > 1, r["h"], r["dtype"] != "fp32"))
+    runs = []
+    for t in sorted(sweep.glob("*/trace.h5")):
+        with h5py.File(t, "r") as f:
+            finished = len(f["train/step"]) > 0 and "checkpoints/step" in f and \
+                len(f["checkpoints/step"]) > 0 and f["checkpoints/step"][-1] == f.attrs["total_steps"]
+        if finished:
+            runs.append(read_run(t))
+        else:
+            print(f"{t.parent.name}: not finished, left out")
+    runs.sort(key=lambda r: (r["islands"] > 1, r["h"], r["dtype"] != "fp32", -r["outer"][1]))
     if not runs or runs[0]["islands"] != 1:
         raise SystemExit(f"{sweep}: no data-parallel run (islands = 1) to compare with")
     dp = runs[0]
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", "method", "inner_steps", "pseudo_grad_dtype", "tokens", "final_val_loss",
+        w.writerow(["run", "method", "inner_steps", "pseudo_grad_dtype", "outer_lr",
+                    "outer_momentum", "tokens", "final_val_loss",
                     "gap_to_dp_percent", "bytes_per_token", "bytes_vs_dp", "outer_step_s"])
         for r in runs:
-            w.writerow([r["name"], r["title"], r["h"], r["dtype"], int(r["tokens"][-1]),
+            w.writerow([r["name"], r["title"], r["h"], r["dtype"], r["outer"][0], r["outer"][1],
+                        int(r["tokens"][-1]),
                         f"{r['loss'][-1]:.4f}",
                         f"{100 * (r['loss'][-1] / dp['loss'][-1] - 1):+.2f}",
                         f"{r['sent']:.1f}", f"{r['sent'] / dp['sent']:.4f}",
@@ -81,7 +101,7 @@ def main():
         w = csv.writer(f)
         w.writerow(["bytes_per_token", "final_val_loss", "run"])
         for r in runs:
-            w.writerow([f"{r['sent']:.3f}", f"{r['loss'][-1]:.5f}", r["title"]])
+            w.writerow([f"{r['sent']:.3f}", f"{r['loss'][-1]:.5f}", r["short"]])
     plots = ", ".join(
         f"'{out / 'validation_loss.csv'}' using 1:{i + 2} with linespoints title '{r['title']}'"
         for i, r in enumerate(runs))
@@ -97,6 +117,7 @@ set yrange [*:2.4]
 plot {plots}
 set output '{out / 'traffic.png'}'
 set logscale x
+set xrange [1:10000]
 set yrange [*:*]
 set xlabel 'bytes sent across islands per token (per rank)'
 set ylabel 'final validation loss (nats/byte)'
