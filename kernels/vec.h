@@ -1,0 +1,75 @@
+// The few vector helpers every kernel shares: loads and stores between a tensor's storage type
+// (fp32, bf16, fp64) and its arithmetic type (fp32 for fp32 and bf16, fp64 for fp64), in whole
+// vectors of LibTorch's at::vec::Vectorized or a shorter tail, so that one loop body serves
+// sizes that are not multiples of the vector width.
+//
+// This folder is compiled for AVX2 + FMA (kernels/CMakeLists.txt): Vectorized<float> holds 8
+// lanes and its exp, sigmoid arithmetic, fmadd are the vector instructions. kernels/cpu.h tells
+// whether this CPU has them; without, the models keep the LibTorch composites.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+
+#include <type_traits>
+
+namespace ladder::kernels {
+
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+template <typename T>
+using Vec = at::vec::Vectorized<acc_t<T>>;
+template <typename T>
+constexpr int64_t kWidth = Vec<T>::size();
+
+// Loads min(n, width) elements from p into the arithmetic type; a short tail is zero-filled.
+template <typename T>
+inline Vec<T> load_vec(const T* p, int64_t n = kWidth<T>) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    if (n >= kWidth<T>) {
+      Vec<T> out;
+      at::vec::load_to_float(p, out);
+      return out;
+    }
+    float tail[kWidth<T>] = {};
+    for (int64_t i = 0; i < n; ++i)
+      tail[i] = static_cast<float>(p[i]);
+    return Vec<T>::loadu(tail);
+  } else {
+    return n >= kWidth<T> ? Vec<T>::loadu(p) : Vec<T>::loadu(p, n);
+  }
+}
+
+// Stores min(n, width) elements of v to p, rounding to the storage type (to nearest even for bf16).
+template <typename T>
+inline void store_vec(T* p, const Vec<T>& v, int64_t n = kWidth<T>) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    if (n >= kWidth<T>) {
+      at::vec::convert_from_float<c10::BFloat16>(v, v).store(p, kWidth<T>);
+      return;
+    }
+    float tail[kWidth<T>];
+    v.store(tail);
+    for (int64_t i = 0; i < n; ++i)
+      p[i] = static_cast<c10::BFloat16>(tail[i]);
+  } else {
+    v.store(p, std::min<int64_t>(n, kWidth<T>));
+  }
+}
+
+// Calls body(i, n) over [0, size) in steps of the vector width: n = width, then the tail.
+template <typename T, typename Body>
+inline void for_each_vector(int64_t size, Body&& body) {
+  for (int64_t i = 0; i < size; i += kWidth<T>)
+    body(i, std::min<int64_t>(kWidth<T>, size - i));
+}
+
+// The sum of a vector's lanes (partial lanes of a zero-filled tail add nothing).
+template <typename A>
+inline A lane_sum(const at::vec::Vectorized<A>& v) {
+  return at::vec::vec_reduce_all<A>([](auto a, auto b) { return a + b; }, v);
+}
+
+}  // namespace ladder::kernels

@@ -1,0 +1,335 @@
+// Every fused kernel against its LibTorch composite: forward values and every input's gradient,
+// within 1e-6 in fp32 and within bf16 rounding in bf16, on odd shapes (sizes that are not multiples
+// of the vector width, one-row inputs) and non-contiguous inputs; finite differences in fp64.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "kernels/cpu.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rotary.h"
+#include "kernels/swiglu.h"
+#include "models/finite_differences.h"
+#include "models/precision.h"
+
+namespace ladder::kernels {
+namespace {
+
+using Tensors = std::vector<torch::Tensor>;
+using Fn = std::function<Tensors(const Tensors&)>;
+
+// The largest difference relative to the reference's magnitude (at least 1).
+double difference(const torch::Tensor& a, const torch::Tensor& b) {
+  const torch::Tensor x = a.to(torch::kFloat64), y = b.to(torch::kFloat64);
+  return (x - y).abs().max().item<double>() / std::max(1.0, y.abs().max().item<double>());
+}
+
+struct Result {
+  Tensors outputs, grads;
+};
+
+// Calls f on the inputs as given (each a view of a leaf when `strided`: a slice of a wider tensor,
+// so the kernel sees non-contiguous strides), back-propagates fixed random weights on each output,
+// and returns the outputs and the leaves' gradients.
+Result run(const Fn& f, const Tensors& values, bool strided, const Tensors& output_weights = {}) {
+  Tensors leaves, inputs;
+  for (const auto& v : values) {
+    if (!v.is_floating_point()) {  // integer inputs (targets) pass as they are
+      leaves.emplace_back();
+      inputs.push_back(v);
+      continue;
+    }
+    if (strided) {
+      std::vector<int64_t> wide = v.sizes().vec();
+      wide.back() += 3;
+      torch::Tensor leaf = torch::zeros(wide, v.options());
+      leaf.narrow(-1, 0, v.size(-1)).copy_(v);
+      leaf.requires_grad_(true);
+      leaves.push_back(leaf);
+      inputs.push_back(leaf.narrow(-1, 0, v.size(-1)));
+      // (A single row's slice is contiguous: its stride is never stepped.)
+      if (v.numel() > v.size(-1)) EXPECT_FALSE(inputs.back().is_contiguous());
+    } else {
+      leaves.push_back(v.clone().requires_grad_(true));
+      inputs.push_back(leaves.back());
+    }
+  }
+  Result r;
+  r.outputs = f(inputs);
+  torch::Tensor objective = torch::zeros({}, torch::kFloat64);
+  torch::manual_seed(123);
+  for (size_t i = 0; i < r.outputs.size(); ++i) {
+    const torch::Tensor w =
+        i < output_weights.size() ? output_weights[i] : torch::randn(r.outputs[i].sizes());
+    objective = objective + (r.outputs[i].to(torch::kFloat64) * w.to(torch::kFloat64)).sum();
+  }
+  objective.backward();
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    if (!leaves[i].defined()) continue;
+    torch::Tensor g = leaves[i].grad();
+    if (strided) g = g.narrow(-1, 0, values[i].size(-1));
+    r.grads.push_back(g);
+  }
+  return r;
+}
+
+// Runs the fused and the reference functions and compares outputs and gradients.
+void expect_match(const Fn& fused, const Fn& reference, const Tensors& values, double tolerance,
+                  bool strided, const std::string& what) {
+  const Result a = run(fused, values, strided), b = run(reference, values, strided);
+  ASSERT_EQ(a.outputs.size(), b.outputs.size());
+  for (size_t i = 0; i < a.outputs.size(); ++i) {
+    EXPECT_EQ(a.outputs[i].scalar_type(), b.outputs[i].scalar_type()) << what << " output " << i;
+    EXPECT_EQ(a.outputs[i].sizes(), b.outputs[i].sizes()) << what << " output " << i;
+    EXPECT_LE(difference(a.outputs[i], b.outputs[i]), tolerance) << what << " output " << i;
+  }
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    ASSERT_TRUE(a.grads[i].defined() && b.grads[i].defined()) << what << " gradient " << i;
+    EXPECT_LE(difference(a.grads[i], b.grads[i]), tolerance) << what << " gradient " << i;
+  }
+}
+
+// The node that made `t`: proves a test compared the kernel, not the composite with itself.
+std::string made_by(const torch::Tensor& t) {
+  return t.grad_fn() ? t.grad_fn()->name() : "";
+}
+
+constexpr double kFp32 = 1e-6, kBf16 = 2e-2;
+
+class Kernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cpu_has_avx2()) GTEST_SKIP() << "this CPU has no AVX2: the kernels fall back";
+    torch::manual_seed(0);
+  }
+};
+
+TEST_F(Kernels, AddRmsNormMatchesComposite) {
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 37}, {5, 64}, {3, 7, 129}}) {
+    const int64_t n = shape.back();
+    for (const auto& [x_type, branch_type] : std::vector<std::pair<at::ScalarType, at::ScalarType>>{
+             {torch::kFloat32, torch::kFloat32},
+             {torch::kFloat32, torch::kBFloat16},
+             {torch::kBFloat16, torch::kBFloat16}}) {
+      const double tolerance =
+          x_type == torch::kFloat32 && branch_type == torch::kFloat32 ? kFp32 : kBf16;
+      const Tensors values = {torch::randn(shape).to(x_type), torch::randn(shape).to(branch_type),
+                              1 + 0.3 * torch::randn({n})};
+      for (const bool strided : {false, true}) {
+        const std::string what = "add_rms_norm " + std::to_string(n) + " " + c10::toString(x_type) +
+                                 "+" + c10::toString(branch_type) + (strided ? " strided" : "");
+        expect_match(
+            [&](const Tensors& in) {
+              const auto out = add_rms_norm(in[0], in[1], 0.7, in[2], 1e-5, true);
+              EXPECT_NE(made_by(out.normed).find("AddRmsNormFunction"), std::string::npos)
+                  << made_by(out.normed);
+              return Tensors{out.sum, out.normed};
+            },
+            [](const Tensors& in) {
+              const auto out = add_rms_norm_reference(in[0], in[1], 0.7, in[2], 1e-5);
+              return Tensors{out.sum, out.normed};
+            },
+            values, tolerance, strided, what);
+        expect_match(
+            [&](const Tensors& in) {
+              const torch::Tensor out = rms_norm(in[0], in[1], 1e-5, true);
+              EXPECT_NE(made_by(out).find("RmsNormFunction"), std::string::npos);
+              return Tensors{out};
+            },
+            [](const Tensors& in) { return Tensors{rms_norm_reference(in[0], in[1], 1e-5)}; },
+            Tensors{values[0], values[2]}, tolerance, strided, "rms_norm " + what);
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, AddRmsNormFiniteDifferencesFp64) {
+  const torch::Tensor x = models::leaf(torch::randn({3, 19})),
+                      b = models::leaf(torch::randn({3, 19})),
+                      g = models::leaf(1 + 0.3 * torch::randn({19}));
+  models::expect_gradients_match(
+      [&] {
+        const auto out = add_rms_norm(x, b, 0.5, g, 1e-5, true);
+        if (torch::GradMode::is_enabled())  // (the differences run without autograd)
+          EXPECT_NE(made_by(out.normed).find("AddRmsNormFunction"), std::string::npos);
+        return torch::cat({out.sum.reshape(-1), out.normed.reshape(-1)});
+      },
+      {x, b, g});
+  models::expect_gradients_match([&] { return rms_norm(x, g, 1e-5, true); }, {x, g});
+}
+
+TEST_F(Kernels, RmsNormFallsBackWhereItDoesNotServe) {
+  // Off, or a gain of another type than the rows' arithmetic: the composite, same values.
+  const torch::Tensor x = torch::randn({4, 10}, torch::kFloat64).requires_grad_(true);
+  const torch::Tensor g = torch::ones({10});
+  EXPECT_EQ(made_by(rms_norm(x, g, 1e-5, true)).find("RmsNormFunction"), std::string::npos);
+  EXPECT_EQ(made_by(rms_norm(x.to(torch::kFloat32), g, 1e-5, false)).find("RmsNormFunction"),
+            std::string::npos);
+}
+
+TEST_F(Kernels, RotaryMatchesComposite) {
+  const int64_t positions = 40;
+  for (const int64_t head_dim : {6, 34, 64}) {
+    const int64_t half = head_dim / 2;
+    const torch::Tensor angles = torch::outer(
+        torch::arange(positions, torch::kFloat64),
+        torch::pow(10000.0, -2.0 * torch::arange(half, torch::kFloat64) / double(head_dim)));
+    const torch::Tensor cos = angles.cos().to(torch::kFloat32),
+                        sin = angles.sin().to(torch::kFloat32);
+    for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+      for (const auto& [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 13}}) {
+        const Tensors values = {torch::randn({batch, seq, 3, head_dim}).to(type),
+                                torch::randn({batch, seq, 1, head_dim}).to(type)};
+        for (const bool strided : {false, true}) {
+          expect_match(
+              [&](const Tensors& in) {
+                const auto [q, k] = rotary_qk(in[0], in[1], cos, sin);
+                EXPECT_NE(made_by(q).find("RotaryQkFunction"), std::string::npos);
+                return Tensors{q, k};
+              },
+              [&](const Tensors& in) {
+                return Tensors{rotary_reference(in[0], cos.to(type), sin.to(type)),
+                               rotary_reference(in[1], cos.to(type), sin.to(type))};
+              },
+              values, type == torch::kFloat32 ? kFp32 : kBf16, strided,
+              "rotary head_dim " + std::to_string(head_dim) + " " + c10::toString(type) +
+                  (strided ? " strided" : ""));
+        }
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, RotaryFiniteDifferencesFp64) {
+  const torch::Tensor angles = torch::rand({9, 5}) * 6;
+  const torch::Tensor cos = angles.cos(), sin = angles.sin();
+  const torch::Tensor q = models::leaf(torch::randn({2, 9, 2, 10})),
+                      k = models::leaf(torch::randn({2, 9, 1, 10}));
+  models::expect_gradients_match(
+      [&] {
+        const auto [rq, rk] = rotary_qk(q, k, cos, sin);
+        return torch::cat({rq.reshape(-1), rk.reshape(-1)});
+      },
+      {q, k});
+}
+
+TEST_F(Kernels, SwigluMatchesComposite) {
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 1}, {3, 37}, {64, 100}}) {
+    for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+      const Tensors values = {(3 * torch::randn(shape)).to(type), torch::randn(shape).to(type)};
+      for (const bool strided : {false, true}) {
+        expect_match(
+            [](const Tensors& in) {
+              const torch::Tensor out = swiglu(in[0], in[1], true);
+              EXPECT_NE(made_by(out).find("SwigluFunction"), std::string::npos);
+              return Tensors{out};
+            },
+            [](const Tensors& in) { return Tensors{swiglu_reference(in[0], in[1])}; }, values,
+            type == torch::kFloat32 ? kFp32 : kBf16, strided,
+            "swiglu " + std::to_string(shape.back()) + " " + c10::toString(type) +
+                (strided ? " strided" : ""));
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, SwigluFiniteDifferencesFp64) {
+  const torch::Tensor g = models::leaf(2 * torch::randn({5, 13})),
+                      u = models::leaf(torch::randn({5, 13}));
+  models::expect_gradients_match([&] { return swiglu(g, u, true); }, {g, u});
+}
+
+TEST_F(Kernels, ReadoutCrossEntropyMatchesComposite) {
+  const int64_t vocab = 29, d = 37;
+  for (const int64_t tokens : {1, 13}) {
+    const Tensors values = {torch::randn({tokens, d}), 0.3 * torch::randn({vocab, d}),
+                            torch::randint(0, vocab, {tokens})};
+    // One chunk (the logits kept for backward) and chunks of 4 rows with a short last one.
+    for (const int64_t chunk : {int64_t{1} << 20, 4 * vocab}) {
+      for (const bool strided : {false, true}) {
+        expect_match(
+            [&](const Tensors& in) {
+              const auto out = readout_cross_entropy(in[0], in[1], in[2], 0.8, chunk);
+              EXPECT_NE(made_by(out.loss).find("ReadoutCrossEntropyFunction"), std::string::npos);
+              return Tensors{out.loss, out.lse};
+            },
+            [](const Tensors& in) {
+              const auto out = readout_cross_entropy_reference(in[0], in[1], in[2], 0.8);
+              return Tensors{out.loss, out.lse};
+            },
+            values, kFp32, strided,
+            "cross-entropy tokens " + std::to_string(tokens) + " chunk " + std::to_string(chunk) +
+                (strided ? " strided" : ""));
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, ReadoutCrossEntropyUnderBf16Autocast) {
+  // fp32 leaves cast by autocast's cache, bf16 products, fp32 softmax: as the composite.
+  const Tensors values = {torch::randn({21, 40}), 0.3 * torch::randn({50, 40}),
+                          torch::randint(0, 50, {21})};
+  for (const int64_t chunk : {int64_t{1} << 20, int64_t{50 * 8}}) {
+    expect_match(
+        [&](const Tensors& in) {
+          const models::Autocast autocast(torch::kCPU, true);
+          const auto out = readout_cross_entropy(in[0], in[1], in[2], 1.0, chunk);
+          EXPECT_NE(made_by(out.loss).find("ReadoutCrossEntropyFunction"), std::string::npos);
+          return Tensors{out.loss, out.lse};
+        },
+        [](const Tensors& in) {
+          const models::Autocast autocast(torch::kCPU, true);
+          const auto out = readout_cross_entropy_reference(in[0], in[1], in[2], 1.0);
+          return Tensors{out.loss, out.lse};
+        },
+        values, kBf16, false, "cross-entropy bf16 chunk " + std::to_string(chunk));
+  }
+}
+
+TEST_F(Kernels, ReadoutCrossEntropyFiniteDifferencesFp64) {
+  const torch::Tensor h = models::leaf(torch::randn({7, 11})),
+                      w = models::leaf(0.5 * torch::randn({13, 11}));
+  const torch::Tensor targets = torch::randint(0, 13, {7});
+  for (const int64_t chunk : {int64_t{1} << 20, int64_t{13 * 3}})
+    models::expect_gradients_match(
+        [&] {
+          const auto out = readout_cross_entropy(h, w, targets, 1.3, chunk);
+          return torch::cat({out.loss, out.lse.square()});
+        },
+        {h, w});
+}
+
+TEST_F(Kernels, ReadoutCrossEntropyRejectsTargetsOutsideTheVocabulary) {
+  const torch::Tensor h = torch::randn({3, 8}), w = torch::randn({5, 8});
+  EXPECT_THROW(readout_cross_entropy(h, w, torch::tensor({0, 5, 1}), 1.0), c10::Error);
+  EXPECT_THROW(readout_cross_entropy(h, w, torch::tensor({0, -1, 1}), 1.0), c10::Error);
+}
+
+TEST_F(Kernels, AdamWMatchesComposite) {
+  for (const int64_t size : {1, 13, 1000, 70001}) {
+    for (const double wd : {0.0, 0.1}) {
+      torch::Tensor p = torch::randn({size}), m = torch::zeros({size}), v = torch::zeros({size});
+      torch::Tensor p_ref = p.clone(), m_ref = m.clone(), v_ref = v.clone();
+      for (int64_t t = 1; t <= 5; ++t) {
+        const torch::Tensor g = torch::randn({size});
+        const AdamWHyper h{1e-2, wd, 0.9, 0.95, 1e-8, t};
+        ASSERT_TRUE(adamw_fusable(p, g, m, v));
+        adamw_update(p, g, m, v, h);
+        adamw_update_reference(p_ref, g, m_ref, v_ref, h);
+      }
+      EXPECT_LE(difference(p, p_ref), kFp32) << size;
+      EXPECT_LE(difference(m, m_ref), kFp32) << size;
+      EXPECT_LE(difference(v, v_ref), kFp32) << size;
+    }
+  }
+  // A non-contiguous piece is not served (the optimizer then takes the composite path).
+  const torch::Tensor wide = torch::zeros({4, 6});
+  EXPECT_FALSE(adamw_fusable(wide.t(), wide.t(), wide.t(), wide.t()));
+}
+
+}  // namespace
+}  // namespace ladder::kernels
