@@ -5,18 +5,28 @@
 //
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
 //                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
+//                                [--fused 1|0] [--profile 1]
+// --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
+// (train.fused_kernels);
+// --profile 1 then times as many more steps under core/op_profile.h and prints the time per
+// operator class (matmul, attention, norm, rotary, activation, loss, optimizer, cast, ...).
 #include <ATen/Parallel.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "core/op_profile.h"
 #include "models/model.h"
 #include "models/precision.h"
 #include "optim/adamw.h"
@@ -38,6 +48,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   std::string precision = "fp32", device_name = "cpu";
   double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
+  bool fused = true, profile = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
@@ -63,6 +74,10 @@ int main(int argc, char** argv) {
       steps = v;
     else if (flag == "--threads")
       threads = static_cast<int>(v);
+    else if (flag == "--fused")
+      fused = v != 0;
+    else if (flag == "--profile")
+      profile = v != 0;
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
@@ -86,9 +101,9 @@ int main(int argc, char** argv) {
   ladder::models::ModelConfig c;
   c.arch = "dense", c.d_model = d_model, c.n_layers = layers, c.n_heads = heads;
   c.n_kv_heads = heads, c.ffn_hidden = (8 * d_model / 3 + 63) / 64 * 64;
-  c.norm_eps = 1e-5, c.rope_theta = 10000;
+  c.norm_eps = 1e-5, c.rope_theta = 10000, c.fused_kernels = fused;
   auto model = ladder::models::build_model(c, vocab, seq);
-  const ladder::optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
+  const ladder::optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0, fused};
   const auto settings =
       ladder::optim::param_settings(model->params().all(), ladder::optim::RuleInputs{.optim = oc});
   ladder::optim::initialize(model->params(), settings, 0);
@@ -143,9 +158,9 @@ int main(int argc, char** argv) {
   getrusage(RUSAGE_SELF, &usage);
   std::printf(
       "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%d "
-      "precision=%s device=%s\n",
+      "precision=%s device=%s fused=%d\n",
       (long long)d_model, (long long)layers, (long long)heads, (long long)seq, (long long)batch,
-      (long long)vocab, threads, precision.c_str(), device.str().c_str());
+      (long long)vocab, threads, precision.c_str(), device.str().c_str(), fused ? 1 : 0);
   std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
               acc.flops_per_token / 1e6);
   std::printf(
@@ -160,6 +175,31 @@ int main(int argc, char** argv) {
   }
   std::printf("ladder  per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s\n",
               t_forward / steps, t_backward / steps, t_optimizer / steps);
+  if (profile) {
+    // Separate steps: the listener's own cost (a clock read per operator) stays out of the timing.
+    std::map<std::string, double> by_class;
+    double wall = 0;
+    {
+      const ladder::OpProfile op_profile;
+      const auto t = Clock::now();
+      for (int64_t i = 0; i < steps; ++i)
+        step();
+      wall = seconds(t);
+      by_class = op_profile.seconds();
+    }
+    double total = 0;
+    for (const auto& [name, s] : by_class)
+      total += s;
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [name, s] : by_class)
+      rows.emplace_back(s, name);
+    std::sort(rows.rbegin(), rows.rend());
+    std::printf("profile  %lld steps, %.3f s per step (%.3f s inside operators), per class:\n",
+                (long long)steps, wall / steps, total / steps);
+    for (const auto& [s, name] : rows)
+      std::printf("profile  %-12s %8.1f ms  %5.1f%%\n", name.c_str(), 1e3 * s / steps,
+                  100 * s / total);
+  }
   std::printf("RESULT ladder_tokens_per_s %.1f\n", tokens_per_s);
   return 0;
 }

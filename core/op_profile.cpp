@@ -14,7 +14,7 @@ using Clock = std::chrono::steady_clock;
 // What every listening thread adds to.
 struct Totals {
   std::mutex mutex;
-  std::map<std::string, double> seconds;
+  std::map<std::string, double> seconds, by_name;
   // The class of the forward operator that took each autograd sequence number: its backward node
   // is charged to the same class.
   std::unordered_map<int64_t, std::string> class_of_sequence;
@@ -30,6 +30,7 @@ struct Frame : at::ObserverContext {
   Clock::time_point start;
   double children = 0;  // seconds spent in the operators it called
   std::string op_class;
+  const char* name = "";
   bool in_backward = false;
   Frame* parent = nullptr;
 };
@@ -57,6 +58,7 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   const bool backward_node = fn.scope() == at::RecordScope::BACKWARD_FUNCTION ||
                              name.starts_with("autograd::engine::evaluate_function");
   frame->parent = innermost;
+  frame->name = fn.name();
   frame->in_backward = backward_node || (innermost && innermost->in_backward);
   if (fn.scope() == at::RecordScope::USER_SCOPE && name.starts_with("ladder::"))
     frame->op_class = std::string(name.substr(8));
@@ -88,6 +90,7 @@ void on_end(const at::RecordFunction&, at::ObserverContext* context) {
   Totals& t = totals();
   const std::lock_guard lock(t.mutex);
   t.seconds[frame->op_class] += took - frame->children;
+  t.by_name[frame->name] += took - frame->children;
 }
 
 }  // namespace
@@ -107,10 +110,17 @@ std::map<std::string, double> OpProfile::seconds() const {
   return t.seconds;
 }
 
+std::map<std::string, double> OpProfile::seconds_by_name() const {
+  Totals& t = totals();
+  const std::lock_guard lock(t.mutex);
+  return t.by_name;
+}
+
 void OpProfile::reset() {
   Totals& t = totals();
   const std::lock_guard lock(t.mutex);
   t.seconds.clear();
+  t.by_name.clear();
 }
 
 }  // namespace ladder

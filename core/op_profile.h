@@ -35,6 +35,8 @@ class OpProfile {
 
   // Self seconds per class since construction or the last reset().
   std::map<std::string, double> seconds() const;
+  // Self seconds per operator or scope name ("aten::mul", "MulBackward0", "ladder::norm", ...).
+  std::map<std::string, double> seconds_by_name() const;
   void reset();
 
  private:

@@ -30,8 +30,9 @@ void adamw_update(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor
       static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, t))),
       static_cast<float>(h.eps),
   };
-  cpu::adamw(param.data_ptr<float>(), grad.data_ptr<float>(), exp_avg.data_ptr<float>(),
-             exp_avg_sq.data_ptr<float>(), param.numel(), s);
+  LADDER_CPU_LOOP(adamw)
+  (param.data_ptr<float>(), grad.data_ptr<float>(), exp_avg.data_ptr<float>(),
+   exp_avg_sq.data_ptr<float>(), param.numel(), s);
 }
 
 void adamw_update_reference(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg,

@@ -51,9 +51,9 @@ struct ReadoutCrossEntropyFunction : torch::autograd::Function<ReadoutCrossEntro
       const torch::Tensor logits = at::mm(h.narrow(0, begin, n), w.t());
       AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, h.scalar_type(), "cross_entropy", [&] {
         using A = cpu::acc_t<scalar_t>;
-        cpu::cross_entropy_forward<scalar_t>(logits.data_ptr<scalar_t>(),
-                                             y.data_ptr<int64_t>() + begin, n, vocab, scale,
-                                             loss.data_ptr<A>() + begin, lse.data_ptr<A>() + begin);
+        LADDER_CPU_LOOP(cross_entropy_forward<scalar_t>)
+        (logits.data_ptr<scalar_t>(), y.data_ptr<int64_t>() + begin, n, vocab, scale,
+         loss.data_ptr<A>() + begin, lse.data_ptr<A>() + begin);
       });
       if (n == tokens) kept = logits;
     }
@@ -91,10 +91,10 @@ struct ReadoutCrossEntropyFunction : torch::autograd::Function<ReadoutCrossEntro
       }
       AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, h.scalar_type(), "cross_entropy_backward", [&] {
         using A = cpu::acc_t<scalar_t>;
-        cpu::cross_entropy_backward<scalar_t>(
-            logits.data_ptr<scalar_t>(), y.data_ptr<int64_t>() + begin, lse.data_ptr<A>() + begin,
-            g_loss.defined() ? g_loss.data_ptr<A>() + begin : nullptr,
-            g_lse.defined() ? g_lse.data_ptr<A>() + begin : nullptr, n, vocab, scale);
+        LADDER_CPU_LOOP(cross_entropy_backward<scalar_t>)
+        (logits.data_ptr<scalar_t>(), y.data_ptr<int64_t>() + begin, lse.data_ptr<A>() + begin,
+         g_loss.defined() ? g_loss.data_ptr<A>() + begin : nullptr,
+         g_lse.defined() ? g_lse.data_ptr<A>() + begin : nullptr, n, vocab, scale);
       });
       // logits now holds d logits.
       torch::Tensor grad_h_chunk = grad_h.narrow(0, begin, n);

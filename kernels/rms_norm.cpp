@@ -67,11 +67,11 @@ Forward forward(const torch::Tensor& residual, const torch::Tensor& branch, doub
   out.inv_rms = torch::empty({rows}, residual.options().dtype(acc));
   const auto b_type = branch.defined() ? branch.scalar_type() : residual.scalar_type();
   dispatch(residual.scalar_type(), b_type, [&]<typename T, typename B>() {
-    cpu::add_rms_norm_forward<T, B>(
-        residual.data_ptr<T>(), branch.defined() ? branch.data_ptr<B>() : nullptr, scale,
-        gain.data_ptr<cpu::acc_t<T>>(), rows, n, eps,
-        branch.defined() ? out.sum.data_ptr<T>() : nullptr, out.normed.data_ptr<cpu::acc_t<T>>(),
-        out.inv_rms.data_ptr<cpu::acc_t<T>>());
+    LADDER_CPU_LOOP(add_rms_norm_forward<T, B>)
+    (residual.data_ptr<T>(), branch.defined() ? branch.data_ptr<B>() : nullptr, scale,
+     gain.data_ptr<cpu::acc_t<T>>(), rows, n, eps,
+     branch.defined() ? out.sum.data_ptr<T>() : nullptr, out.normed.data_ptr<cpu::acc_t<T>>(),
+     out.inv_rms.data_ptr<cpu::acc_t<T>>());
   });
   return out;
 }
@@ -92,11 +92,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward(
   torch::Tensor grad_gain = torch::empty_like(gain);
   dispatch(sum.scalar_type(), branch_type, [&]<typename T, typename B>() {
     using A = cpu::acc_t<T>;
-    cpu::add_rms_norm_backward<T, B>(
-        sum.data_ptr<T>(), inv_rms.data_ptr<A>(), gain.data_ptr<A>(), grad_normed.data_ptr<A>(),
-        grad_sum.defined() ? grad_sum.data_ptr<T>() : nullptr, scale, rows, n,
-        grad_residual.data_ptr<T>(), has_branch ? grad_branch.data_ptr<B>() : nullptr,
-        grad_gain.data_ptr<A>());
+    LADDER_CPU_LOOP(add_rms_norm_backward<T, B>)
+    (sum.data_ptr<T>(), inv_rms.data_ptr<A>(), gain.data_ptr<A>(), grad_normed.data_ptr<A>(),
+     grad_sum.defined() ? grad_sum.data_ptr<T>() : nullptr, scale, rows, n,
+     grad_residual.data_ptr<T>(), has_branch ? grad_branch.data_ptr<B>() : nullptr,
+     grad_gain.data_ptr<A>());
   });
   return {grad_residual, grad_branch, grad_gain};
 }

@@ -37,9 +37,9 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
   torch::Tensor out = torch::empty_like(input);
   const int64_t rows = x.size(0) * x.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "rotary", [&] {
-    cpu::rotary<scalar_t>(input.data_ptr<scalar_t>(), cos.data_ptr<float>(), sin.data_ptr<float>(),
-                          rows, x.size(1), x.size(2), x.size(3), direction,
-                          out.data_ptr<scalar_t>());
+    LADDER_CPU_LOOP(rotary<scalar_t>)
+    (input.data_ptr<scalar_t>(), cos.data_ptr<float>(), sin.data_ptr<float>(), rows, x.size(1),
+     x.size(2), x.size(3), direction, out.data_ptr<scalar_t>());
   });
   return out;
 }

@@ -21,8 +21,8 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
     const torch::Tensor g = gate.contiguous(), u = up.contiguous();
     torch::Tensor out = torch::empty_like(g);
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, g.scalar_type(), "swiglu", [&] {
-      cpu::swiglu_forward<scalar_t>(g.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), g.numel(),
-                                    out.data_ptr<scalar_t>());
+      LADDER_CPU_LOOP(swiglu_forward<scalar_t>)
+      (g.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), g.numel(), out.data_ptr<scalar_t>());
     });
     ctx->save_for_backward({g, u});
     return out;
@@ -34,9 +34,9 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
     const torch::Tensor dy = grad[0].to(g.scalar_type()).contiguous();
     torch::Tensor grad_gate = torch::empty_like(g), grad_up = torch::empty_like(u);
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, g.scalar_type(), "swiglu_backward", [&] {
-      cpu::swiglu_backward<scalar_t>(g.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                                     dy.data_ptr<scalar_t>(), g.numel(),
-                                     grad_gate.data_ptr<scalar_t>(), grad_up.data_ptr<scalar_t>());
+      LADDER_CPU_LOOP(swiglu_backward<scalar_t>)
+      (g.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(), g.numel(),
+       grad_gate.data_ptr<scalar_t>(), grad_up.data_ptr<scalar_t>());
     });
     return {grad_gate, grad_up};
   }

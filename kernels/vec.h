@@ -3,9 +3,9 @@
 // vectors of LibTorch's at::vec::Vectorized or a shorter tail, so that one loop body serves
 // sizes that are not multiples of the vector width.
 //
-// This folder is compiled for AVX2 + FMA (kernels/CMakeLists.txt): Vectorized<float> holds 8
-// lanes and its exp, sigmoid arithmetic, fmadd are the vector instructions. kernels/cpu.h tells
-// whether this CPU has them; without, the models keep the LibTorch composites.
+// Included only by the loop files of kernels/cpu/, which are compiled once per instruction set with
+// LADDER_ISA naming it (avx2, avx512) and at::vec's CPU_CAPABILITY set to match: everything here
+// lives in namespace ladder::kernels::cpu::LADDER_ISA, so the two builds never share a symbol.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -13,12 +13,14 @@
 #include <ATen/cpu/vec/vec.h>
 #include <c10/util/BFloat16.h>
 
+#include <algorithm>
+#include <cstring>
 #include <type_traits>
 
-namespace ladder::kernels {
+#include "kernels/cpu/loops.h"
 
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+namespace ladder::kernels::cpu::LADDER_ISA {
+
 template <typename T>
 using Vec = at::vec::Vectorized<acc_t<T>>;
 template <typename T>
@@ -46,14 +48,20 @@ inline Vec<T> load_vec(const T* p, int64_t n = kWidth<T>) {
 template <typename T>
 inline void store_vec(T* p, const Vec<T>& v, int64_t n = kWidth<T>) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    // One vector's fp32 -> bf16 rounding (at::vec's own, to nearest even); at::vec::convert would
+    // round 8 or 16 values one at a time (its vector loop takes two vectors).
+#if defined(CPU_CAPABILITY_AVX512)
+    const __m256i rounded = at::vec::cvtfp32_bf16(__m512(v));
+#else
+    const __m128i rounded = at::vec::cvtfp32_bf16(__m256(v));
+#endif
     if (n >= kWidth<T>) {
-      at::vec::convert_from_float<c10::BFloat16>(v, v).store(p, kWidth<T>);
+      std::memcpy(p, &rounded, sizeof(rounded));
       return;
     }
-    float tail[kWidth<T>];
-    v.store(tail);
-    for (int64_t i = 0; i < n; ++i)
-      p[i] = static_cast<c10::BFloat16>(tail[i]);
+    c10::BFloat16 staged[kWidth<T>];
+    std::memcpy(staged, &rounded, sizeof(rounded));
+    std::copy(staged, staged + n, p);
   } else {
     v.store(p, std::min<int64_t>(n, kWidth<T>));
   }
@@ -72,4 +80,4 @@ inline A lane_sum(const at::vec::Vectorized<A>& v) {
   return at::vec::vec_reduce_all<A>([](auto a, auto b) { return a + b; }, v);
 }
 
-}  // namespace ladder::kernels
+}  // namespace ladder::kernels::cpu::LADDER_ISA

@@ -2,14 +2,10 @@
 
 #include <cmath>
 
-namespace ladder::models {
+#include "core/op_profile.h"
+#include "kernels/rotary.h"
 
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps) {
-  // At least fp32 (bf16/fp16 inputs are upcast; fp64 stays fp64).
-  const torch::Tensor x32 = x.to(at::promote_types(x.scalar_type(), torch::kFloat32));
-  const torch::Tensor inv_rms = torch::rsqrt(x32.square().mean(-1, /*keepdim=*/true) + eps);
-  return (x32 * inv_rms).to(x.scalar_type()) * gain;
-}
+namespace ladder::models {
 
 RotaryEmbedding::RotaryEmbedding(int64_t head_dim, int64_t max_positions, double theta) {
   const int64_t half = head_dim / 2;
@@ -23,22 +19,26 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, int64_t max_positions, double
 }
 
 torch::Tensor RotaryEmbedding::apply(const torch::Tensor& x) const {
-  const int64_t seq = x.size(1), half = x.size(3) / 2;
-  // [seq, 1, half] broadcasts over batch and heads.
+  LADDER_OP_CLASS("rotary");
   if (!cos_cast_.defined() || cos_cast_.device() != x.device() ||
       cos_cast_.scalar_type() != x.scalar_type()) {
     cos_cast_ = cos_.to(x.device(), x.scalar_type());
     sin_cast_ = sin_.to(x.device(), x.scalar_type());
   }
-  const torch::Tensor cos = cos_cast_.slice(0, 0, seq).unsqueeze(1);
-  const torch::Tensor sin = sin_cast_.slice(0, 0, seq).unsqueeze(1);
-  const torch::Tensor x1 = x.slice(-1, 0, half), x2 = x.slice(-1, half);
-  return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+  return kernels::rotary_reference(x, cos_cast_, sin_cast_);
+}
+
+std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::apply_qk(const torch::Tensor& q,
+                                                                  const torch::Tensor& k,
+                                                                  bool fused) const {
+  if (fused && kernels::rotary_fusable(q, k, cos_)) return kernels::rotary_qk(q, k, cos_, sin_);
+  return {apply(q), apply(k)};
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale, int64_t window,
                                int64_t prefix) {
+  LADDER_OP_CLASS("attention");
   // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
   // key/value head serve heads / kv_heads query heads without materialising the repeats.
   const std::optional<double> given_scale = scale > 0 ? std::optional<double>(scale) : std::nullopt;

@@ -1,22 +1,23 @@
-// Building blocks shared by the architectures: RMSNorm, rotary embeddings, causal attention,
-// SwiGLU. Pure functions of tensors; parameters come from the model's ParamStore.
+// Building blocks shared by the architectures: rotary embeddings and causal attention. Pure
+// functions of tensors; parameters come from the model's ParamStore. RMSNorm, SwiGLU and the
+// readout's cross-entropy are in kernels/ (each a fused CPU kernel with its composite).
 #pragma once
 
 #include <torch/torch.h>
 
 namespace ladder::models {
 
-// RMSNorm (Zhang and Sennrich 2019): x / sqrt(mean(x^2) + eps) * gain, over the last dimension,
-// computed in at least fp32.
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps);
-
 // Rotary position embedding (Su et al. 2021, RoFormer), in the half-split layout of GPT-NeoX/LLaMA:
 // the dimension pairs are (i, i + head_dim/2), rotated by angle position * theta^(-2i/head_dim).
 class RotaryEmbedding {
  public:
   RotaryEmbedding(int64_t head_dim, int64_t max_positions, double theta);
-  // x: [batch, seq, heads, head_dim], positions 0..seq-1.
+  // x: [batch, seq, heads, head_dim], positions 0..seq-1 (the composite,
+  // kernels::rotary_reference).
   torch::Tensor apply(const torch::Tensor& x) const;
+  // q and k together: kernels::rotary_qk when `fused` and it serves them, else apply() on each.
+  std::pair<torch::Tensor, torch::Tensor> apply_qk(const torch::Tensor& q, const torch::Tensor& k,
+                                                   bool fused) const;
 
  private:
   torch::Tensor cos_, sin_;  // [max_positions, head_dim / 2], fp32 on the CPU
@@ -35,10 +36,5 @@ class RotaryEmbedding {
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale = 0, int64_t window = 0,
                                int64_t prefix = 0);
-
-// SwiGLU (Shazeer 2020): silu(gate) * up.
-inline torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {
-  return torch::silu(gate) * up;
-}
 
 }  // namespace ladder::models

@@ -2,6 +2,11 @@
 
 #include <cmath>
 
+#include "core/op_profile.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/rms_norm.h"
+#include "kernels/swiglu.h"
+
 namespace ladder::models {
 
 DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int64_t max_seq_len,
@@ -89,6 +94,7 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     if (c.moe.routed(l)) {
       b.moe =
           std::make_unique<RoutedExperts>(c.moe, d, tp, ep, store_, p + "moe.", residual_scale, h);
+      b.moe->set_fused_kernels(c.fused_kernels);
       continue;
     }
     b.w_gate.weight = store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1},
@@ -136,6 +142,8 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
                                       int64_t seq) const {
   const Block& b = blocks_[layer];
   const double eps = config_.norm_eps;
+  // The probe (coordinate checks) records each branch's output: the composites keep it apart.
+  const bool fused = config_.fused_kernels && !probe_;
   // Gains used on this rank's tokens only (sequence parallelism) or on its heads only (QK-norm)
   // have their gradients summed over the group.
   auto token_gain = [&](const torch::Tensor& w) {
@@ -146,8 +154,8 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   };
 
   if (b.mamba) {
-    const torch::Tensor mixed =
-        residual_branch(b.mamba->forward(rms_norm(x, token_gain(b.mamba_norm), eps), batch, seq));
+    const torch::Tensor mixed = residual_branch(
+        b.mamba->forward(kernels::rms_norm(x, token_gain(b.mamba_norm), eps, fused), batch, seq));
     const torch::Tensor result = x + mixed;
     if (probe_) {
       probe_->record("mamba", mixed);
@@ -158,16 +166,15 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
 
   // Attention: q, k, v read one entered input (one f / token all-gather for the three).
   const torch::Tensor h =
-      parallel::enter_column_region(rms_norm(x, token_gain(b.attn_norm), eps), tp_);
+      parallel::enter_column_region(kernels::rms_norm(x, token_gain(b.attn_norm), eps, fused), tp_);
   torch::Tensor q = b.wq.local(h).view({batch, seq, local_heads_, head_dim_});
   torch::Tensor k = b.wk.local(h).view({batch, seq, local_kv_heads_, head_dim_});
   torch::Tensor v = b.wv.local(h).view({batch, seq, local_kv_heads_, head_dim_});
   if (config_.qk_norm) {
-    q = rms_norm(q, head_gain(b.q_norm), eps);
-    k = rms_norm(k, head_gain(b.k_norm), eps);
+    q = kernels::rms_norm(q, head_gain(b.q_norm), eps, fused);
+    k = kernels::rms_norm(k, head_gain(b.k_norm), eps, fused);
   }
-  q = rope_.apply(q);
-  k = rope_.apply(k);
+  std::tie(q, k) = rope_.apply_qk(q, k, fused);
   int64_t prefix = 0;
   if (b.prefix_k.defined()) {
     // Stream i (rows i x batch / P ...) sees its own prefix before its tokens.
@@ -188,16 +195,24 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
       causal_attention(q, k, v, config_.scales.attention_scale, config_.hybrid.window, prefix)
           .transpose(1, 2)
           .reshape({batch * seq, local_heads_ * head_dim_});
-  const torch::Tensor attn_out = residual_branch(b.wo.forward(attn));
-  const torch::Tensor out = x + attn_out;
-
-  const torch::Tensor normed = rms_norm(out, token_gain(b.mlp_norm), eps);
+  // out = x + the attention branch, and its norm for the MLP, in one pass when fused.
+  torch::Tensor attn_out, out, normed;
+  if (fused) {
+    const kernels::AddNormOutput added = kernels::add_rms_norm(
+        x, b.wo.forward(attn), config_.scales.residual_branch, token_gain(b.mlp_norm), eps, true);
+    out = added.sum;
+    normed = added.normed;
+  } else {
+    attn_out = residual_branch(b.wo.forward(attn));
+    out = x + attn_out;
+    normed = kernels::rms_norm(out, token_gain(b.mlp_norm), eps, false);
+  }
   torch::Tensor mlp;
   if (b.moe) {
     mlp = b.moe->forward(normed);
   } else {
     const torch::Tensor g = parallel::enter_column_region(normed, tp_);
-    mlp = b.w_down.forward(swiglu(b.w_gate.local(g), b.w_up.local(g)));
+    mlp = b.w_down.forward(kernels::swiglu(b.w_gate.local(g), b.w_up.local(g), fused));
   }
   const torch::Tensor mlp_out = residual_branch(mlp);
   const torch::Tensor result = out + mlp_out;
@@ -258,7 +273,7 @@ torch::Tensor DenseTransformer::embed(const torch::Tensor& tokens) const {
 torch::Tensor DenseTransformer::final_normed(const torch::Tensor& x) const {
   const torch::Tensor gain =
       tp_.sequence_parallel ? parallel::replicated_in_partial_use(final_norm_, tp_) : final_norm_;
-  return rms_norm(x, gain, config_.norm_eps);
+  return kernels::rms_norm(x, gain, config_.norm_eps, config_.fused_kernels && !probe_);
 }
 
 ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& tokens,
@@ -271,8 +286,23 @@ ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& t
   for (int64_t l = begin; l < end; ++l)
     x = block(static_cast<size_t>(l), x, streams_ * batch, seq);
   if (chunk + 1 < stage_.chunks.size() || !stage_.last) return {x, {}};
-  const torch::Tensor flat = readout(x);  // [tokens, vocab block]
-  auto ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}), tp_, vocab_size_);
+  parallel::CrossEntropyOutput ce;
+  if (config_.fused_kernels && !probe_ && !tp_.active()) {
+    // The readout and its loss in chunks of tokens, never the whole fp32 logits (kernels/).
+    torch::Tensor normed = final_normed(x);
+    if (streams_ > 1) normed = aggregate(normed);
+    const torch::Tensor y = targets.reshape({-1});
+    if (kernels::readout_cross_entropy_fusable(normed, readout_.weight, y)) {
+      const auto parts =
+          kernels::readout_cross_entropy(normed, readout_.weight, y, config_.scales.logits);
+      ce = {parts.loss.mean(), parts.lse.square().mean()};
+    }
+  }
+  if (!ce.loss.defined()) {
+    LADDER_OP_CLASS("loss");
+    const torch::Tensor flat = readout(x);  // [tokens, vocab block]
+    ce = parallel::vocab_parallel_cross_entropy(flat, targets.reshape({-1}), tp_, vocab_size_);
+  }
   ModelOutput out{ce.loss, ce.z_loss, ce.loss};
   if (config_.z_loss > 0) out.objective = ce.loss + config_.z_loss * ce.z_loss;
   return {{}, out};

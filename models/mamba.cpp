@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/op_profile.h"
+#include "kernels/rms_norm.h"
 #include "models/blocks.h"
 #include "models/precision.h"
 
@@ -161,6 +163,7 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, i
 
   torch::Tensor y;
   {
+    LADDER_OP_CLASS("ssm");
     const NoAutocast fp32(h.device().type());
     const torch::Tensor xs = at_least_fp32(activated.narrow(2, 0, heads * p));
     const torch::Tensor B = at_least_fp32(activated.narrow(2, heads * p, n));
@@ -171,8 +174,10 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, i
     const torch::Tensor x = xs.reshape({batch, seq, heads, p});
     y = ssd_chunked(x, dt, A, B, C, chunk_) + x * D_.view({heads, 1});
     // The gated RMSNorm, per head: norm(y x silu(z)) x gain.
-    y = rms_norm(y * torch::silu(at_least_fp32(z).view({batch, seq, heads, p})),
-                 norm_.view({heads, p}), norm_eps_);
+    // (A gain per head and channel: the composite, which the fused kernel's 1-D gain does not
+    // serve.)
+    y = kernels::rms_norm_reference(y * torch::silu(at_least_fp32(z).view({batch, seq, heads, p})),
+                                    norm_.view({heads, p}), norm_eps_);
   }
   return w_out_.forward(y.reshape({batch * seq, heads * p}));
 }

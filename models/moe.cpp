@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "kernels/swiglu.h"
 #include "models/blocks.h"
 #include "models/precision.h"
 
@@ -181,8 +182,8 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
     x = parallel::dispatch_rows(x, plan, ep_);
     ends = plan.local_load.cumsum(0);
   }
-  const torch::Tensor hidden =
-      swiglu(grouped_linear(x, w_gate_, ends), grouped_linear(x, w_up_, ends));
+  const torch::Tensor hidden = kernels::swiglu(grouped_linear(x, w_gate_, ends),
+                                               grouped_linear(x, w_up_, ends), fused_kernels_);
   torch::Tensor out = grouped_linear(hidden, w_down_, ends);  // partial sums over tp
   if (ep_.active()) out = parallel::combine_rows(out, plan, ep_);
   const torch::Tensor gate = tp_.active() ? parallel::copy_to_tensor_parallel(weight, tp_) : weight;
@@ -190,7 +191,9 @@ torch::Tensor RoutedExperts::forward(const torch::Tensor& normed) {
   torch::Tensor y =
       torch::zeros({tokens, weighted.size(1)}, weighted.options()).index_add(0, token, weighted);
   if (config_.shared_experts > 0)
-    y = y + torch::matmul(swiglu(shared_gate_.local(h), shared_up_.local(h)), shared_down_.t());
+    y = y +
+        torch::matmul(kernels::swiglu(shared_gate_.local(h), shared_up_.local(h), fused_kernels_),
+                      shared_down_.t());
   torch::Tensor result = parallel::exit_row_region(y, tp_);
 
   if (torch::GradMode::is_enabled()) {

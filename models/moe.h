@@ -108,6 +108,8 @@ class RoutedExperts {
   // The factor the trainer applies to each micro-batch's objective; the auxiliary losses, which
   // reach the backward pass through the activations, take it too.
   void set_objective_scale(double scale) { objective_scale_ = scale; }
+  // The experts' SwiGLU through kernels::swiglu's fused kernel (ModelConfig::fused_kernels).
+  void set_fused_kernels(bool fused) { fused_kernels_ = fused; }
 
  private:
   MoeConfig config_;
@@ -120,6 +122,7 @@ class RoutedExperts {
   torch::Tensor shared_down_;
   torch::Tensor counts_;
   double objective_scale_ = 1;
+  bool fused_kernels_ = false;
 };
 
 }  // namespace ladder::models

@@ -2,6 +2,9 @@
 
 #include <cmath>
 
+#include "core/op_profile.h"
+#include "kernels/adamw.h"
+
 namespace ladder::optim {
 
 std::vector<ParamSegment> whole_params(const models::ParamStore& store) {
@@ -39,8 +42,10 @@ AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
 // several per parameter; on the CPU they run the same per-tensor operations in the same order
 // (bitwise the same as one segment at a time).
 void AdamW::step(double lr) {
+  LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   ++t_;
+  if (config_.fused && fused_step(lr)) return;
   const double b1 = config_.beta1, b2 = config_.beta2;
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t_));
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(t_)));
@@ -76,6 +81,30 @@ void AdamW::step(double lr) {
   at::_foreach_addcdiv_(p, m, denom, step_sizes);
 }
 
+bool AdamW::fused_step(double lr) {
+  // Every segment or none: the kernel where each piece is a contiguous fp32 CPU tensor (always, on
+  // the CPU: segments are flat views of contiguous parameters), else the composite for all.
+  auto& params = store_.all();
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const torch::Tensor& value = params[segments_[k].param].value;
+    if (value.grad().defined() &&
+        !kernels::adamw_fusable(segment_of(value, segments_[k]),
+                                segment_of(value.grad(), segments_[k]), m_[k], v_[k]))
+      return false;
+  }
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const ParamSegment& s = segments_[k];
+    const torch::Tensor& value = params[s.param].value;
+    if (!value.grad().defined()) continue;
+    const ParamSettings& settings = settings_[s.param];
+    torch::Tensor p = segment_of(value, s);
+    kernels::adamw_update(p, segment_of(value.grad(), s), m_[k], v_[k],
+                          {lr * settings.lr_multiplier, settings.weight_decay, config_.beta1,
+                           config_.beta2, settings.eps, t_});
+  }
+  return true;
+}
+
 void AdamW::reset_state() {
   torch::NoGradGuard no_grad;
   for (auto& m : m_)
@@ -101,6 +130,7 @@ std::vector<torch::Tensor> grad_pieces(const models::ParamStore& store,
 }  // namespace
 
 double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments) {
+  LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   const std::vector<torch::Tensor> pieces = grad_pieces(store, segments);
   if (pieces.empty()) return 0;
@@ -111,6 +141,7 @@ double grad_square_sum(const models::ParamStore& store, const std::vector<ParamS
 void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segments, double norm,
                 double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return;
+  LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> pieces = grad_pieces(store, segments);
   if (!pieces.empty()) at::_foreach_mul_(pieces, max_norm / (norm + 1e-6));

@@ -51,6 +51,10 @@ class AdamW {
   torch::Tensor& exp_avg_sq(size_t k) { return v_[k]; }
 
  private:
+  // The update through kernels::adamw_update, one pass per segment; false (nothing done) where the
+  // kernel does not serve every segment.
+  bool fused_step(double lr);
+
   models::ParamStore& store_;
   OptimConfig config_;
   std::vector<ParamSettings> settings_;

@@ -12,6 +12,7 @@ namespace ladder::optim {
 struct OptimConfig {
   double lr = 0, weight_decay = 0, beta1 = 0, beta2 = 0, eps = 0, grad_clip = 0;
   int64_t zero = 0;
+  bool fused = false;  // not an [optim] key: train.fused_kernels (kernels::adamw_update on CPU)
 };
 
 struct ScheduleConfig {

@@ -411,6 +411,11 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("train.device", &R::train, &TrainConfig::device, "cpu",
                     "cpu, or cuda (one GPU per rank, chosen by the rank's index on its node)")
                     .one_of({"cpu", "cuda"}));
+    k.push_back(
+        key("train.fused_kernels", &R::train, &TrainConfig::fused_kernels, true,
+            "the fused CPU kernels of kernels/ (RMSNorm with the residual add, rotary q and "
+            "k, SwiGLU, the chunked readout cross-entropy, one-pass AdamW); false: the "
+            "LibTorch composites everywhere. CUDA runs LibTorch's operators either way"));
     k.push_back(key("train.threads", &R::train, &TrainConfig::threads, 0,
                     "LibTorch intra-op threads per rank; 0: the node's cores / ranks on the node")
                     .at_least(0));
@@ -956,6 +961,7 @@ class Resolver {
   void train() {
     auto& t = r_.train;
     auto& p = r_.parallel;
+    r_.model.fused_kernels = r_.optim.fused = t.fused_kernels;
     const int64_t per_step = p.dp * t.micro_batch;
     if (t.global_batch % per_step != 0)
       fail("train.global_batch",

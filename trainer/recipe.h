@@ -72,10 +72,11 @@ struct TrainConfig {
   int64_t global_batch = 0;
   int64_t micro_batch = 0;
   int64_t log_every = 0;
-  double peak_gflops = 0;  // 0: measure the matmul peak at start
-  std::string precision;   // "fp32" | "bf16" once resolved at start ("auto" in the file)
-  std::string device;      // "cpu" | "cuda"
-  int64_t threads = 0;     // resolved at start: cores / ranks on the node when 0
+  double peak_gflops = 0;     // 0: measure the matmul peak at start
+  std::string precision;      // "fp32" | "bf16" once resolved at start ("auto" in the file)
+  std::string device;         // "cpu" | "cuda"
+  int64_t threads = 0;        // resolved at start: cores / ranks on the node when 0
+  bool fused_kernels = true;  // kernels/' fused CPU kernels (model.fused_kernels, optim.fused)
 };
 
 // `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list.

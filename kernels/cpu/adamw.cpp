@@ -3,7 +3,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/vec.h"
 
-namespace ladder::kernels::cpu {
+namespace ladder::kernels::cpu::LADDER_ISA {
 
 void adamw(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t size,
            const AdamWScalars& s) {
@@ -24,4 +24,4 @@ void adamw(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, i
   });
 }
 
-}  // namespace ladder::kernels::cpu
+}  // namespace ladder::kernels::cpu::LADDER_ISA

@@ -5,7 +5,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/vec.h"
 
-namespace ladder::kernels::cpu {
+namespace ladder::kernels::cpu::LADDER_ISA {
 
 namespace {
 
@@ -83,4 +83,4 @@ LADDER_CROSS_ENTROPY(c10::BFloat16)
 LADDER_CROSS_ENTROPY(double)
 #undef LADDER_CROSS_ENTROPY
 
-}  // namespace ladder::kernels::cpu
+}  // namespace ladder::kernels::cpu::LADDER_ISA

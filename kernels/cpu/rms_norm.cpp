@@ -5,7 +5,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/vec.h"
 
-namespace ladder::kernels::cpu {
+namespace ladder::kernels::cpu::LADDER_ISA {
 
 namespace {
 
@@ -107,4 +107,4 @@ LADDER_RMS_NORM(double, double)
 LADDER_RMS_NORM(c10::BFloat16, c10::BFloat16)
 #undef LADDER_RMS_NORM
 
-}  // namespace ladder::kernels::cpu
+}  // namespace ladder::kernels::cpu::LADDER_ISA

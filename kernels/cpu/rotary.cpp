@@ -3,7 +3,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/vec.h"
 
-namespace ladder::kernels::cpu {
+namespace ladder::kernels::cpu::LADDER_ISA {
 
 template <typename T>
 void rotary(const T* x, const float* cos, const float* sin, int64_t rows, int64_t seq,
@@ -45,4 +45,4 @@ template void rotary<c10::BFloat16>(const c10::BFloat16*, const float*, const fl
 template void rotary<double>(const double*, const float*, const float*, int64_t, int64_t, int64_t,
                              int64_t, int, double*);
 
-}  // namespace ladder::kernels::cpu
+}  // namespace ladder::kernels::cpu::LADDER_ISA

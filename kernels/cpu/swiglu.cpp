@@ -3,7 +3,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/vec.h"
 
-namespace ladder::kernels::cpu {
+namespace ladder::kernels::cpu::LADDER_ISA {
 
 namespace {
 
@@ -52,4 +52,4 @@ LADDER_SWIGLU(c10::BFloat16)
 LADDER_SWIGLU(double)
 #undef LADDER_SWIGLU
 
-}  // namespace ladder::kernels::cpu
+}  // namespace ladder::kernels::cpu::LADDER_ISA

@@ -104,6 +104,7 @@ class Kernels : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!cpu_has_avx2()) GTEST_SKIP() << "this CPU has no AVX2: the kernels fall back";
+    RecordProperty("isa", cpu_has_avx512() ? "avx512" : "avx2");
     torch::manual_seed(0);
   }
 };
