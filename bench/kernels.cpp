@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/memory.h"
 #include "core/op_profile.h"
 #include "kernels/adamw.h"
 #include "kernels/cross_entropy.h"
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
     }
   }
   at::set_num_threads(threads);
+  ladder::keep_freed_cpu_memory();  // as `ladder train` does
   const auto act = precision == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   const int64_t head_dim = d / heads, seq = 256, batch = std::max<int64_t>(1, tokens / seq);
   torch::manual_seed(0);
@@ -94,9 +96,10 @@ int main(int argc, char** argv) {
     leaves.push_back(t.requires_grad_(true));
     return t;
   };
-  std::printf("forward + backward ms (forward alone)  (%lld tokens, d %lld, ffn %lld, %s, %d "
-              "threads)\nkernel           fused             composite         speed-up\n",
-              (long long)tokens, (long long)d, (long long)ffn, precision.c_str(), threads);
+  std::printf(
+      "forward + backward ms (forward alone)  (%lld tokens, d %lld, ffn %lld, %s, %d "
+      "threads)\nkernel           fused             composite         speed-up\n",
+      (long long)tokens, (long long)d, (long long)ffn, precision.c_str(), threads);
   auto report = [&](const char* name, const std::function<std::vector<torch::Tensor>(bool)>& f) {
     std::vector<torch::Tensor> grads;
     const double fused =
@@ -164,9 +167,9 @@ int main(int argc, char** argv) {
   const double fused = median_ms([&] { ladder::kernels::adamw_update(p, g, m, v, h); }, repeats);
   const double composite =
       median_ms([&] { ladder::kernels::adamw_update_reference(p, g, m, v, h); }, repeats);
-  std::printf("%-12s %7.2f           %7.2f           %5.2fx   (26 M fp32 parameters: %.1f GB/s "
-              "fused)\n",
-              "adamw",
-              fused, composite, composite / fused, 7.0 * 4 * n / (fused * 1e6));
+  std::printf(
+      "%-12s %7.2f           %7.2f           %5.2fx   (26 M fp32 parameters: %.1f GB/s "
+      "fused)\n",
+      "adamw", fused, composite, composite / fused, 7.0 * 4 * n / (fused * 1e6));
   return 0;
 }

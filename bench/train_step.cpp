@@ -9,7 +9,8 @@
 // --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
 // (train.fused_kernels);
 // --profile 1 then times as many more steps under core/op_profile.h and prints the time per
-// operator class (matmul, attention, norm, rotary, activation, loss, optimizer, cast, ...).
+// operator class (matmul, attention, norm, rotary, activation, loss, optimizer, cast, ...);
+// --profile 2 also the 30 operators with the most self time.
 #include <ATen/Parallel.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -26,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/memory.h"
 #include "core/op_profile.h"
 #include "models/model.h"
 #include "models/precision.h"
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   std::string precision = "fp32", device_name = "cpu";
   double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
-  bool fused = true, profile = false;
+  bool fused = true, profile = false, profile_names = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
@@ -77,13 +79,14 @@ int main(int argc, char** argv) {
     else if (flag == "--fused")
       fused = v != 0;
     else if (flag == "--profile")
-      profile = v != 0;
+      profile = v != 0, profile_names = v > 1;
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
   at::set_num_threads(threads);
+  ladder::keep_freed_cpu_memory();  // as `ladder train` does
   if (precision != "fp32" && precision != "bf16") {
     std::fprintf(stderr, "--precision: fp32 or bf16\n");
     return 2;
@@ -177,7 +180,7 @@ int main(int argc, char** argv) {
               t_forward / steps, t_backward / steps, t_optimizer / steps);
   if (profile) {
     // Separate steps: the listener's own cost (a clock read per operator) stays out of the timing.
-    std::map<std::string, double> by_class;
+    std::map<std::string, double> by_class, by_name;
     double wall = 0;
     {
       const ladder::OpProfile op_profile;
@@ -186,6 +189,7 @@ int main(int argc, char** argv) {
         step();
       wall = seconds(t);
       by_class = op_profile.seconds();
+      by_name = op_profile.seconds_by_name();
     }
     double total = 0;
     for (const auto& [name, s] : by_class)
@@ -199,6 +203,15 @@ int main(int argc, char** argv) {
     for (const auto& [s, name] : rows)
       std::printf("profile  %-12s %8.1f ms  %5.1f%%\n", name.c_str(), 1e3 * s / steps,
                   100 * s / total);
+    if (profile_names) {
+      std::vector<std::pair<double, std::string>> ops;
+      for (const auto& [name, s] : by_name)
+        ops.emplace_back(s, name);
+      std::sort(ops.rbegin(), ops.rend());
+      for (size_t i = 0; i < ops.size() && i < 30; ++i)
+        std::printf("profile-op  %-60s %8.2f ms\n", ops[i].second.c_str(),
+                    1e3 * ops[i].first / steps);
+    }
   }
   std::printf("RESULT ladder_tokens_per_s %.1f\n", tokens_per_s);
   return 0;

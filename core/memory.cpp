@@ -6,7 +6,23 @@
 #include <atomic>
 #include <mutex>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <climits>
+#include <cstdlib>
+
 namespace ladder {
+
+void keep_freed_cpu_memory() {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_")) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
+}
+
 namespace {
 
 // Wraps LibTorch's CPU allocator: every allocation's size is added to `live` and subtracted when

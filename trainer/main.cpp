@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "data/prep.h"
 #include "parallel/world.h"
 #include "scaling/fit_command.h"
@@ -279,6 +280,7 @@ struct SweepCommand {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ladder::keep_freed_cpu_memory();
   CLI::App app{"ladder: distributed transformer training for scaling-law research"};
   app.name("ladder");
   app.require_subcommand(1, 1);
