@@ -8,7 +8,12 @@
 #   SIZES="512" ROUNDS=1 bench/compare_python.sh # one size, one round
 #   DEVICE=cuda THREADS=8 bench/compare_python.sh
 # Environment: SIZES (d_model values), LAYERS (8), ROUNDS (3), THREADS (2), DEVICE (cpu), STEPS (10),
-# LADDER_VENV (~/.cache/ladder/torch-2.15.0), BUILD_DIR (build).
+# LADDER_VENV (~/.cache/ladder/torch-2.15.0), BUILD_DIR (build), FUSED (1: ladder's fused CPU kernels;
+# 0: its LibTorch composites).
+#
+# ladder keeps the CPU memory it frees in the process (core/memory.h: glibc's M_MMAP_THRESHOLD and
+# M_TRIM_THRESHOLD); the PyTorch side gets the same through glibc's environment variables, so that
+# the comparison is of the steps' work, not of the allocator's settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${LADDER_VENV:-$HOME/.cache/ladder/torch-2.15.0}/bin/python3
@@ -39,9 +44,10 @@ for d in ${SIZES:-512 1024}; do
     IFS=: read -r name precision pyflags <<<"$mode"
     ladder=() py=()
     for ((round = 1; round <= ${ROUNDS:-3}; round++)); do
-      ladder+=("$(measure "$bin" "${common[@]}" --precision "$precision")")
+      ladder+=("$(measure "$bin" "${common[@]}" --precision "$precision" --fused "${FUSED:-1}")")
       # shellcheck disable=SC2086
-      py+=("$(measure "$python" bench/train_step.py "${common[@]}" $pyflags)")
+      py+=("$(measure env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647 \
+              "$python" bench/train_step.py "${common[@]}" $pyflags)")
     done
     l=$(median "${ladder[@]}") p=$(median "${py[@]}")
     summary+=("$(awk -v d="$d" -v n="$name" -v l="$l" -v p="$p" -v ls="${ladder[*]}" -v ps="${py[*]}" \

@@ -411,14 +411,14 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("train.device", &R::train, &TrainConfig::device, "cpu",
                     "cpu, or cuda (one GPU per rank, chosen by the rank's index on its node)")
                     .one_of({"cpu", "cuda"}));
+    k.push_back(key("train.threads", &R::train, &TrainConfig::threads, 0,
+                    "LibTorch intra-op threads per rank; 0: the node's cores / ranks on the node")
+                    .at_least(0));
     k.push_back(
         key("train.fused_kernels", &R::train, &TrainConfig::fused_kernels, true,
             "the fused CPU kernels of kernels/ (RMSNorm with the residual add, rotary q and "
             "k, SwiGLU, the chunked readout cross-entropy, one-pass AdamW); false: the "
             "LibTorch composites everywhere. CUDA runs LibTorch's operators either way"));
-    k.push_back(key("train.threads", &R::train, &TrainConfig::threads, 0,
-                    "LibTorch intra-op threads per rank; 0: the node's cores / ranks on the node")
-                    .at_least(0));
     // [optim]
     k.push_back(key("optim.lr", &R::optim, &OptimConfig::lr, 3e-3, "peak learning rate").above(0));
     k.push_back(key("optim.weight_decay", &R::optim, &OptimConfig::weight_decay, 0.1,
