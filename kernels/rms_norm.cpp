@@ -29,9 +29,10 @@ at::ScalarType arithmetic_type(at::ScalarType t) {
 }
 
 bool fusable(bool fused, const torch::Tensor& x, const torch::Tensor& branch,
-             const torch::Tensor& gain) {
+             const torch::Tensor& gain, bool bf16_normed) {
   if (!fused || !x.device().is_cpu() || !cpu_has_avx2()) return false;
   const auto t = x.scalar_type();
+  if (bf16_normed && t != at::kFloat) return false;
   if (t != at::kFloat && t != at::kBFloat16 && t != at::kDouble) return false;
   if (gain.dim() != 1 || x.dim() < 1 || gain.size(0) != x.size(-1) || !gain.device().is_cpu() ||
       gain.scalar_type() != arithmetic_type(t))
@@ -42,14 +43,19 @@ bool fusable(bool fused, const torch::Tensor& x, const torch::Tensor& branch,
          (b == t || (t == at::kFloat && b == at::kBFloat16));
 }
 
-// Runs f.template operator()<T, B>() for the (residual, branch) storage types.
+// Runs f.template operator()<T, B, O>() for the (residual, branch, normed) storage types.
 template <typename F>
-void dispatch(at::ScalarType residual, at::ScalarType branch, F&& f) {
+void dispatch(at::ScalarType residual, at::ScalarType branch, at::ScalarType normed, F&& f) {
   using c10::BFloat16;
-  if (residual == at::kFloat && branch == at::kFloat) return f.template operator()<float, float>();
-  if (residual == at::kFloat) return f.template operator()<float, BFloat16>();
-  if (residual == at::kDouble) return f.template operator()<double, double>();
-  return f.template operator()<BFloat16, BFloat16>();
+  if (residual == at::kFloat && normed == at::kBFloat16) {
+    if (branch == at::kFloat) return f.template operator()<float, float, BFloat16>();
+    return f.template operator()<float, BFloat16, BFloat16>();
+  }
+  if (residual == at::kFloat && branch == at::kFloat)
+    return f.template operator()<float, float, float>();
+  if (residual == at::kFloat) return f.template operator()<float, BFloat16, float>();
+  if (residual == at::kDouble) return f.template operator()<double, double, double>();
+  return f.template operator()<BFloat16, BFloat16, float>();
 }
 
 // Forward and backward on contiguous tensors; `branch` undefined: plain RMSNorm of `residual`.
@@ -58,21 +64,23 @@ struct Forward {
 };
 
 Forward forward(const torch::Tensor& residual, const torch::Tensor& branch, double scale,
-                const torch::Tensor& gain, double eps) {
+                const torch::Tensor& gain, double eps, bool bf16_normed) {
   const int64_t n = residual.size(-1), rows = residual.numel() / std::max<int64_t>(n, 1);
   const auto acc = arithmetic_type(residual.scalar_type());
   Forward out;
   if (branch.defined()) out.sum = torch::empty_like(residual);
-  out.normed = torch::empty(residual.sizes(), residual.options().dtype(acc));
+  out.normed =
+      torch::empty(residual.sizes(), residual.options().dtype(bf16_normed ? at::kBFloat16 : acc));
   out.inv_rms = torch::empty({rows}, residual.options().dtype(acc));
   const auto b_type = branch.defined() ? branch.scalar_type() : residual.scalar_type();
-  dispatch(residual.scalar_type(), b_type, [&]<typename T, typename B>() {
-    LADDER_CPU_LOOP(add_rms_norm_forward<T, B>)
-    (residual.data_ptr<T>(), branch.defined() ? branch.data_ptr<B>() : nullptr, scale,
-     gain.data_ptr<cpu::acc_t<T>>(), rows, n, eps,
-     branch.defined() ? out.sum.data_ptr<T>() : nullptr, out.normed.data_ptr<cpu::acc_t<T>>(),
-     out.inv_rms.data_ptr<cpu::acc_t<T>>());
-  });
+  dispatch(residual.scalar_type(), b_type, out.normed.scalar_type(),
+           [&]<typename T, typename B, typename O>() {
+             LADDER_CPU_LOOP(add_rms_norm_forward<T, B, O>)
+             (residual.data_ptr<T>(), branch.defined() ? branch.data_ptr<B>() : nullptr, scale,
+              gain.data_ptr<cpu::acc_t<T>>(), rows, n, eps,
+              branch.defined() ? out.sum.data_ptr<T>() : nullptr, out.normed.data_ptr<O>(),
+              out.inv_rms.data_ptr<cpu::acc_t<T>>());
+           });
   return out;
 }
 
@@ -90,22 +98,23 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward(
   torch::Tensor grad_branch =
       has_branch ? torch::empty(sum.sizes(), sum.options().dtype(branch_type)) : torch::Tensor();
   torch::Tensor grad_gain = torch::empty_like(gain);
-  dispatch(sum.scalar_type(), branch_type, [&]<typename T, typename B>() {
-    using A = cpu::acc_t<T>;
-    LADDER_CPU_LOOP(add_rms_norm_backward<T, B>)
-    (sum.data_ptr<T>(), inv_rms.data_ptr<A>(), gain.data_ptr<A>(), grad_normed.data_ptr<A>(),
-     grad_sum.defined() ? grad_sum.data_ptr<T>() : nullptr, scale, rows, n,
-     grad_residual.data_ptr<T>(), has_branch ? grad_branch.data_ptr<B>() : nullptr,
-     grad_gain.data_ptr<A>());
-  });
+  dispatch(sum.scalar_type(), branch_type, arithmetic_type(sum.scalar_type()),
+           [&]<typename T, typename B, typename>() {
+             using A = cpu::acc_t<T>;
+             LADDER_CPU_LOOP(add_rms_norm_backward<T, B>)
+             (sum.data_ptr<T>(), inv_rms.data_ptr<A>(), gain.data_ptr<A>(),
+              grad_normed.data_ptr<A>(), grad_sum.defined() ? grad_sum.data_ptr<T>() : nullptr,
+              scale, rows, n, grad_residual.data_ptr<T>(),
+              has_branch ? grad_branch.data_ptr<B>() : nullptr, grad_gain.data_ptr<A>());
+           });
   return {grad_residual, grad_branch, grad_gain};
 }
 
 struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& gain, double eps) {
+                               const torch::Tensor& gain, double eps, bool bf16_normed) {
     const torch::Tensor input = x.contiguous(), g = gain.contiguous();
-    Forward out = kernels::forward(input, {}, 1.0, g, eps);
+    Forward out = kernels::forward(input, {}, 1.0, g, eps, bf16_normed);
     ctx->save_for_backward({input, out.inv_rms, g});
     return out.normed;
   }
@@ -114,16 +123,17 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
     const auto saved = ctx->get_saved_variables();
     auto [grad_x, unused, grad_gain] = kernels::backward(saved[0], saved[1], saved[2], grad[0], {},
                                                          saved[0].scalar_type(), false, 1.0);
-    return {grad_x, grad_gain, torch::Tensor()};
+    return {grad_x, grad_gain, torch::Tensor(), torch::Tensor()};
   }
 };
 
 struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& residual,
                                const torch::Tensor& branch, const torch::Tensor& gain, double scale,
-                               double eps) {
+                               double eps, bool bf16_normed) {
     const torch::Tensor g = gain.contiguous();
-    Forward out = kernels::forward(residual.contiguous(), branch.contiguous(), scale, g, eps);
+    Forward out =
+        kernels::forward(residual.contiguous(), branch.contiguous(), scale, g, eps, bf16_normed);
     ctx->save_for_backward({out.sum, out.inv_rms, g});
     ctx->saved_data["branch_type"] = static_cast<int64_t>(branch.scalar_type());
     ctx->saved_data["scale"] = scale;
@@ -136,24 +146,32 @@ struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
     auto [grad_residual, grad_branch, grad_gain] =
         kernels::backward(saved[0], saved[1], saved[2], grad[1], grad[0], branch_type, true,
                           ctx->saved_data["scale"].toDouble());
-    return {grad_residual, grad_branch, grad_gain, torch::Tensor(), torch::Tensor()};
+    return {grad_residual,   grad_branch,     grad_gain,
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps, bool fused) {
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps, bool fused,
+                       bool bf16_normed) {
   LADDER_OP_CLASS("norm");
-  if (!fusable(fused, x, {}, gain)) return rms_norm_reference(x, gain, eps);
-  return RmsNormFunction::apply(x, gain, eps);
+  if (!fusable(fused, x, {}, gain, bf16_normed)) {
+    const torch::Tensor normed = rms_norm_reference(x, gain, eps);
+    return bf16_normed ? normed.to(at::kBFloat16) : normed;
+  }
+  return RmsNormFunction::apply(x, gain, eps, bf16_normed);
 }
 
 AddNormOutput add_rms_norm(const torch::Tensor& residual, const torch::Tensor& branch, double scale,
-                           const torch::Tensor& gain, double eps, bool fused) {
+                           const torch::Tensor& gain, double eps, bool fused, bool bf16_normed) {
   LADDER_OP_CLASS("norm");
-  if (!fusable(fused, residual, branch, gain))
-    return add_rms_norm_reference(residual, branch, scale, gain, eps);
-  const auto out = AddRmsNormFunction::apply(residual, branch, gain, scale, eps);
+  if (!fusable(fused, residual, branch, gain, bf16_normed)) {
+    AddNormOutput out = add_rms_norm_reference(residual, branch, scale, gain, eps);
+    if (bf16_normed) out.normed = out.normed.to(at::kBFloat16);
+    return out;
+  }
+  const auto out = AddRmsNormFunction::apply(residual, branch, gain, scale, eps, bf16_normed);
   return {out[0], out[1]};
 }
 

@@ -24,9 +24,14 @@ struct AddNormOutput {
 // The fused kernel where it serves the inputs (fused, on a CPU with AVX2, contiguous or not; fp32,
 // bf16 or fp64 rows; gain in the rows' arithmetic type; branch of the residual's type or bf16 on an
 // fp32 residual), else the LibTorch composite below.
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps, bool fused);
+// `bf16_normed`: normed in bf16 instead, for an fp32 residual stream whose norm feeds only bf16
+// matrix products (under autocast): rounded once here rather than cast by autocast once per product
+// (three for q, k, v), with one gradient conversion back instead of one per product.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps, bool fused,
+                       bool bf16_normed = false);
 AddNormOutput add_rms_norm(const torch::Tensor& residual, const torch::Tensor& branch, double scale,
-                           const torch::Tensor& gain, double eps, bool fused);
+                           const torch::Tensor& gain, double eps, bool fused,
+                           bool bf16_normed = false);
 
 // The composites, kept as the reference the kernels are tested against.
 torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& gain, double eps);

@@ -1,5 +1,7 @@
 #include "models/dense.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 
 #include "core/op_profile.h"
@@ -144,6 +146,11 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   const double eps = config_.norm_eps;
   // The probe (coordinate checks) records each branch's output: the composites keep it apart.
   const bool fused = config_.fused_kernels && !probe_;
+  // Under bf16 autocast on the CPU (one process in the layer: no tensor-parallel collective on the
+  // normed activations), the norms that feed only matrix products write bf16 themselves.
+  const bool bf16_normed = fused && !tp_.active() && x.device().is_cpu() &&
+                           at::autocast::is_autocast_enabled(c10::DeviceType::CPU) &&
+                           at::autocast::get_autocast_dtype(c10::DeviceType::CPU) == at::kBFloat16;
   // Gains used on this rank's tokens only (sequence parallelism) or on its heads only (QK-norm)
   // have their gradients summed over the group.
   auto token_gain = [&](const torch::Tensor& w) {
@@ -165,8 +172,8 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   }
 
   // Attention: q, k, v read one entered input (one f / token all-gather for the three).
-  const torch::Tensor h =
-      parallel::enter_column_region(kernels::rms_norm(x, token_gain(b.attn_norm), eps, fused), tp_);
+  const torch::Tensor h = parallel::enter_column_region(
+      kernels::rms_norm(x, token_gain(b.attn_norm), eps, fused, bf16_normed), tp_);
   torch::Tensor q = b.wq.local(h).view({batch, seq, local_heads_, head_dim_});
   torch::Tensor k = b.wk.local(h).view({batch, seq, local_kv_heads_, head_dim_});
   torch::Tensor v = b.wv.local(h).view({batch, seq, local_kv_heads_, head_dim_});
@@ -198,8 +205,10 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   // out = x + the attention branch, and its norm for the MLP, in one pass when fused.
   torch::Tensor attn_out, out, normed;
   if (fused) {
-    const kernels::AddNormOutput added = kernels::add_rms_norm(
-        x, b.wo.forward(attn), config_.scales.residual_branch, token_gain(b.mlp_norm), eps, true);
+    // (A router computes in fp32 from the normed activations: bf16 only for the SwiGLU's products.)
+    const kernels::AddNormOutput added =
+        kernels::add_rms_norm(x, b.wo.forward(attn), config_.scales.residual_branch,
+                              token_gain(b.mlp_norm), eps, true, bf16_normed && !b.moe);
     out = added.sum;
     normed = added.normed;
   } else {

@@ -16,9 +16,9 @@ int64_t row_grain(int64_t n) {
 
 }  // namespace
 
-template <typename T, typename B>
+template <typename T, typename B, typename O>
 void add_rms_norm_forward(const T* residual, const B* branch, double scale, const acc_t<T>* gain,
-                          int64_t rows, int64_t n, double eps, T* sum, acc_t<T>* normed,
+                          int64_t rows, int64_t n, double eps, T* sum, O* normed,
                           acc_t<T>* inv_rms) {
   using A = acc_t<T>;
   at::parallel_for(0, rows, row_grain(n), [&](int64_t begin, int64_t end) {
@@ -95,9 +95,11 @@ void add_rms_norm_backward(const T* sum, const acc_t<T>* inv_rms, const acc_t<T>
   }
 }
 
+#define LADDER_RMS_NORM_FORWARD(T, B, O)                                                   \
+  template void add_rms_norm_forward<T, B, O>(const T*, const B*, double, const acc_t<T>*, \
+                                              int64_t, int64_t, double, T*, O*, acc_t<T>*);
 #define LADDER_RMS_NORM(T, B)                                                                    \
-  template void add_rms_norm_forward<T, B>(const T*, const B*, double, const acc_t<T>*, int64_t, \
-                                           int64_t, double, T*, acc_t<T>*, acc_t<T>*);           \
+  LADDER_RMS_NORM_FORWARD(T, B, acc_t<T>)                                                        \
   template void add_rms_norm_backward<T, B>(const T*, const acc_t<T>*, const acc_t<T>*,          \
                                             const acc_t<T>*, const T*, double, int64_t, int64_t, \
                                             T*, B*, acc_t<T>*);
@@ -105,6 +107,10 @@ LADDER_RMS_NORM(float, float)
 LADDER_RMS_NORM(float, c10::BFloat16)
 LADDER_RMS_NORM(double, double)
 LADDER_RMS_NORM(c10::BFloat16, c10::BFloat16)
+// An fp32 residual stream whose norm feeds bf16 products (autocast).
+LADDER_RMS_NORM_FORWARD(float, float, c10::BFloat16)
+LADDER_RMS_NORM_FORWARD(float, c10::BFloat16, c10::BFloat16)
+#undef LADDER_RMS_NORM_FORWARD
 #undef LADDER_RMS_NORM
 
 }  // namespace ladder::kernels::cpu::LADDER_ISA

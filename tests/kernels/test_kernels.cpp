@@ -148,6 +148,28 @@ TEST_F(Kernels, AddRmsNormMatchesComposite) {
   }
 }
 
+TEST_F(Kernels, RmsNormWritesBf16ForBf16Products) {
+  // An fp32 stream normed straight to bf16: the composite's result rounded to bf16, and gradients
+  // (arriving in bf16) as the composite's.
+  const Tensors values = {torch::randn({6, 45}), torch::randn({6, 45}),
+                          1 + 0.3 * torch::randn({45})};
+  expect_match(
+      [](const Tensors& in) {
+        const auto out = add_rms_norm(in[0], in[1], 0.7, in[2], 1e-5, true, true);
+        EXPECT_EQ(out.normed.scalar_type(), torch::kBFloat16);
+        EXPECT_EQ(out.sum.scalar_type(), torch::kFloat32);
+        const torch::Tensor plain = rms_norm(in[0], in[2], 1e-5, true, true);
+        EXPECT_EQ(plain.scalar_type(), torch::kBFloat16);
+        return Tensors{out.sum, out.normed, plain};
+      },
+      [](const Tensors& in) {
+        const auto out = add_rms_norm_reference(in[0], in[1], 0.7, in[2], 1e-5);
+        return Tensors{out.sum, out.normed.to(torch::kBFloat16),
+                       rms_norm_reference(in[0], in[2], 1e-5).to(torch::kBFloat16)};
+      },
+      values, kBf16, false, "bf16 normed");
+}
+
 TEST_F(Kernels, AddRmsNormFiniteDifferencesFp64) {
   const torch::Tensor x = models::leaf(torch::randn({3, 19})),
                       b = models::leaf(torch::randn({3, 19})),
