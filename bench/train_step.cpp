@@ -106,7 +106,9 @@ int main(int argc, char** argv) {
   c.n_kv_heads = heads, c.ffn_hidden = (8 * d_model / 3 + 63) / 64 * 64;
   c.norm_eps = 1e-5, c.rope_theta = 10000, c.fused_kernels = fused;
   auto model = ladder::models::build_model(c, vocab, seq);
-  const ladder::optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0, fused};
+  // As the trainer: with fused kernels in bf16 on the CPU, AdamW writes the bf16 weights.
+  const ladder::optim::OptimConfig oc{
+      1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0, fused, fused && bf16 && device.is_cpu()};
   const auto settings =
       ladder::optim::param_settings(model->params().all(), ladder::optim::RuleInputs{.optim = oc});
   ladder::optim::initialize(model->params(), settings, 0);

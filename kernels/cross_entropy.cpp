@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 
 #include "core/op_profile.h"
+#include "kernels/adamw.h"
 #include "kernels/cpu.h"
 #include "kernels/cpu/loops.h"
 
@@ -142,7 +143,7 @@ ReadoutLoss readout_cross_entropy(const torch::Tensor& hidden, const torch::Tens
   if (at::autocast::is_autocast_enabled(c10::DeviceType::CPU)) {
     // The casts autocast would make for the readout's matmul, from its per-step weight cache.
     h = at::autocast::cached_cast(at::kBFloat16, hidden, c10::DeviceType::CPU);
-    w = at::autocast::cached_cast(at::kBFloat16, weight, c10::DeviceType::CPU);
+    w = at::autocast::cached_cast(at::kBFloat16, bf16_weight(weight), c10::DeviceType::CPU);
   }
   const auto out = ReadoutCrossEntropyFunction::apply(h, w, targets, scale, chunk_elements);
   return {out[0], out[1]};

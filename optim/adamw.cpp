@@ -34,6 +34,7 @@ AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
       throw std::invalid_argument("AdamW: segment outside parameter " + store_.all()[s.param].name);
     m_.push_back(torch::zeros({s.length}, p.options().requires_grad(false)));
     v_.push_back(torch::zeros({s.length}, p.options().requires_grad(false)));
+    bf16_copies_.emplace_back();
   }
 }
 
@@ -98,9 +99,16 @@ bool AdamW::fused_step(double lr) {
     if (!value.grad().defined()) continue;
     const ParamSettings& settings = settings_[s.param];
     torch::Tensor p = segment_of(value, s);
+    // The bf16 copy of a parameter this rank updates whole (under ZeRO-1 the pieces of others
+    // arrive by all-gather: those are cast by autocast as before).
+    const bool copy = config_.bf16_weight_copies && s.offset == 0 && s.length == value.numel();
+    if (copy && !bf16_copies_[k].defined())
+      bf16_copies_[k] = torch::empty({s.length}, value.options().dtype(at::kBFloat16));
     kernels::adamw_update(p, segment_of(value.grad(), s), m_[k], v_[k],
                           {lr * settings.lr_multiplier, settings.weight_decay, config_.beta1,
-                           config_.beta2, settings.eps, t_});
+                           config_.beta2, settings.eps, t_},
+                          copy ? bf16_copies_[k] : torch::Tensor());
+    if (copy) kernels::remember_bf16_copy(value, bf16_copies_[k]);
   }
   return true;
 }

@@ -60,6 +60,7 @@ class AdamW {
   std::vector<ParamSettings> settings_;
   std::vector<ParamSegment> segments_;
   std::vector<torch::Tensor> m_, v_;
+  std::vector<torch::Tensor> bf16_copies_;  // per segment covering a whole parameter, when asked
   int64_t t_ = 0;
 };
 

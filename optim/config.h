@@ -13,6 +13,9 @@ struct OptimConfig {
   double lr = 0, weight_decay = 0, beta1 = 0, beta2 = 0, eps = 0, grad_clip = 0;
   int64_t zero = 0;
   bool fused = false;  // not an [optim] key: train.fused_kernels (kernels::adamw_update on CPU)
+  // Set by the trainer for bf16 on the CPU with fused kernels: the fused update also writes each
+  // whole parameter's bf16 copy for the next forward (kernels::remember_bf16_copy).
+  bool bf16_weight_copies = false;
 };
 
 struct ScheduleConfig {

@@ -221,7 +221,7 @@ torch::Tensor exit_row_region(const torch::Tensor& partial, const TensorParallel
 }
 
 torch::Tensor RowParallelLinear::forward(const torch::Tensor& x) const {
-  return exit_row_region(torch::matmul(x, weight.t()), tp);
+  return exit_row_region(torch::matmul(x, kernels::bf16_weight(weight).t()), tp);
 }
 
 torch::Tensor VocabParallelEmbedding::forward(const torch::Tensor& tokens) const {

@@ -23,6 +23,7 @@
 
 #include <torch/torch.h>
 
+#include "kernels/adamw.h"
 #include "parallel/communicator.h"
 
 namespace ladder::parallel {
@@ -78,7 +79,7 @@ struct ColumnParallelLinear {
   TensorParallel tp;
   torch::Tensor forward(const torch::Tensor& x) const { return local(enter_column_region(x, tp)); }
   torch::Tensor local(const torch::Tensor& entered) const {
-    return torch::matmul(entered, weight.t());
+    return torch::matmul(entered, kernels::bf16_weight(weight).t());
   }
 };
 

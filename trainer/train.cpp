@@ -329,7 +329,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       values, split_experts, mesh,
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
-  optim::AdamW optimizer(params, r.optim, settings, dp.owned());
+  optim::OptimConfig optim_config = r.optim;
+  // bf16 products on the CPU read AdamW's bf16 copies of the weights instead of casting them.
+  optim_config.bf16_weight_copies = optim_config.fused && device.is_cpu() && bf16;
+  optim::AdamW optimizer(params, optim_config, settings, dp.owned());
   CheckpointLayout checkpoint_layout{&world_comm, dp.shard(), mesh.coord().tp};
   // The gradient norm's three parts: tensor-parallel blocks (disjoint across tp ranks, summed over
   // them), replicated tensors (the same on every tp rank, counted once) and experts split over ep

@@ -332,6 +332,40 @@ TEST_F(Kernels, ReadoutCrossEntropyRejectsTargetsOutsideTheVocabulary) {
   EXPECT_THROW(readout_cross_entropy(h, w, torch::tensor({0, -1, 1}), 1.0), c10::Error);
 }
 
+TEST_F(Kernels, Bf16WeightCopyServesWhileTheWeightIsUnchanged) {
+  torch::Tensor w = torch::randn({7, 5}).requires_grad_(true);
+  torch::Tensor m = torch::zeros({35}), v = torch::zeros({35});
+  const torch::Tensor copy = torch::empty({35}, torch::kBFloat16);
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor flat = w.detach().view(-1);
+    adamw_update(flat, torch::randn({35}), m, v, {1e-2, 0.0, 0.9, 0.95, 1e-8, 1}, copy);
+  }
+  remember_bf16_copy(w, copy);
+  const torch::Tensor x = torch::randn({3, 5});
+  auto product = [&] {
+    const models::Autocast autocast(torch::kCPU, true);
+    return torch::matmul(x, bf16_weight(w).t());
+  };
+  // Outside autocast the weight itself; inside, the copy, with the gradient reaching w in fp32.
+  EXPECT_EQ(bf16_weight(w).scalar_type(), torch::kFloat32);
+  const torch::Tensor y = product();
+  EXPECT_TRUE(
+      torch::equal(y.detach(), torch::matmul(x.to(torch::kBFloat16), copy.view({7, 5}).t())));
+  y.sum().backward();
+  ASSERT_TRUE(w.grad().defined());
+  EXPECT_EQ(w.grad().scalar_type(), torch::kFloat32);
+  const torch::Tensor expected = torch::matmul(torch::ones({7, 3}), x);  // d sum(x W^T) / dW
+  EXPECT_TRUE(torch::allclose(w.grad(), expected, 1e-2, 1e-2));
+  // Changed by anything else (here an in-place add): the copy no longer serves.
+  {
+    torch::NoGradGuard no_grad;
+    w.add_(1.0);
+  }
+  const models::Autocast autocast(torch::kCPU, true);
+  EXPECT_TRUE(bf16_weight(w).is_same(w));
+}
+
 TEST_F(Kernels, AdamWMatchesComposite) {
   for (const int64_t size : {1, 13, 1000, 70001}) {
     for (const double wd : {0.0, 0.1}) {
@@ -349,6 +383,11 @@ TEST_F(Kernels, AdamWMatchesComposite) {
       EXPECT_LE(difference(v, v_ref), kFp32) << size;
     }
   }
+  // With a bf16 copy: the updated parameter rounded to nearest even, bit for bit as a cast.
+  torch::Tensor p = torch::randn({1001}), m = torch::zeros({1001}), v = torch::zeros({1001});
+  const torch::Tensor copy = torch::empty({1001}, torch::kBFloat16);
+  adamw_update(p, torch::randn({1001}), m, v, {1e-2, 0.1, 0.9, 0.95, 1e-8, 1}, copy);
+  EXPECT_TRUE(torch::equal(copy, p.to(torch::kBFloat16)));
   // A non-contiguous piece is not served (the optimizer then takes the composite path).
   const torch::Tensor wide = torch::zeros({4, 6});
   EXPECT_FALSE(adamw_fusable(wide.t(), wide.t(), wide.t(), wide.t()));
