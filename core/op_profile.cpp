@@ -102,6 +102,9 @@ OpProfile::OpProfile() {
 
 OpProfile::~OpProfile() {
   at::removeCallback(handle_);
+  Totals& t = totals();
+  const std::lock_guard lock(t.mutex);
+  t.class_of_sequence.clear();  // one entry per autograd node of the profiled steps
 }
 
 std::map<std::string, double> OpProfile::seconds() const {
