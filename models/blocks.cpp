@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/op_profile.h"
+#include "kernels/attention.h"
 #include "kernels/rotary.h"
 
 namespace ladder::models {
@@ -36,9 +37,13 @@ std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::apply_qk(const torch::T
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, double scale, int64_t window,
-                               int64_t prefix) {
+                               const torch::Tensor& v, double scale, int64_t window, int64_t prefix,
+                               bool fused) {
   LADDER_OP_CLASS("attention");
+  if (fused && prefix == 0 && (window == 0 || window >= q.size(2)) &&
+      kernels::causal_attention_fusable(q, k, v))
+    return kernels::causal_attention(
+        q, k, v, scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(q.size(3))));
   // The fused kernel of the device (flash attention on CUDA and CPU); enable_gqa lets each
   // key/value head serve heads / kv_heads query heads without materialising the repeats.
   const std::optional<double> given_scale = scale > 0 ? std::optional<double>(scale) : std::nullopt;

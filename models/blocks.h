@@ -33,8 +33,10 @@ class RotaryEmbedding {
 // each position attends to itself and the window - 1 before it (sliding-window attention, as in
 // Longformer and Mistral). `prefix` > 0: k and v begin with that many prefix positions every query
 // attends to (prefix tuning, Li and Liang 2021), before the sequence's own.
+// `fused`: kernels::causal_attention where it serves (plain causal attention, no window or prefix,
+// no grouped-query sharing, short sequences on the CPU), else the device's fused kernel.
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale = 0, int64_t window = 0,
-                               int64_t prefix = 0);
+                               int64_t prefix = 0, bool fused = false);
 
 }  // namespace ladder::models

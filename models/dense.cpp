@@ -198,10 +198,10 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   q = q.transpose(1, 2);  // [batch, heads, seq, head_dim]
   k = k.transpose(1, 2);  // [batch, kv_heads, prefix + seq, head_dim]
   v = v.transpose(1, 2);
-  const torch::Tensor attn =
-      causal_attention(q, k, v, config_.scales.attention_scale, config_.hybrid.window, prefix)
-          .transpose(1, 2)
-          .reshape({batch * seq, local_heads_ * head_dim_});
+  const torch::Tensor attn = causal_attention(q, k, v, config_.scales.attention_scale,
+                                              config_.hybrid.window, prefix, fused)
+                                 .transpose(1, 2)
+                                 .reshape({batch * seq, local_heads_ * head_dim_});
   // out = x + the attention branch, and its norm for the MLP, in one pass when fused.
   torch::Tensor attn_out, out, normed;
   if (fused) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/adamw.h"
+#include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/rms_norm.h"
@@ -364,6 +365,58 @@ TEST_F(Kernels, Bf16WeightCopyServesWhileTheWeightIsUnchanged) {
   }
   const models::Autocast autocast(torch::kCPU, true);
   EXPECT_TRUE(bf16_weight(w).is_same(w));
+}
+
+TEST_F(Kernels, CausalAttentionMatchesScaledDotProductAttention) {
+  for (const auto& [seq, head_dim] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 8}, {13, 6}, {37, 40}}) {
+    for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+      // [batch, seq, heads, head_dim] transposed to [batch, heads, seq, head_dim], as the model
+      // does.
+      const Tensors values = {torch::randn({2, seq, 3, head_dim}).to(type),
+                              torch::randn({2, seq, 3, head_dim}).to(type),
+                              torch::randn({2, seq, 3, head_dim}).to(type)};
+      const double scale = 0.7 / std::sqrt(static_cast<double>(head_dim));
+      expect_match(
+          [&](const Tensors& in) {
+            const torch::Tensor out = causal_attention(in[0].transpose(1, 2), in[1].transpose(1, 2),
+                                                       in[2].transpose(1, 2), scale);
+            EXPECT_NE(made_by(out).find("CausalAttentionFunction"), std::string::npos);
+            return Tensors{out};
+          },
+          [&](const Tensors& in) {
+            return Tensors{at::scaled_dot_product_attention(
+                in[0].transpose(1, 2), in[1].transpose(1, 2), in[2].transpose(1, 2), {}, 0.0,
+                /*is_causal=*/true, scale)};
+          },
+          values, type == torch::kFloat32 ? kFp32 : kBf16, false,
+          "attention seq " + std::to_string(seq) + " " + c10::toString(type));
+    }
+  }
+}
+
+TEST_F(Kernels, CausalAttentionUnderBf16AutocastAndFiniteDifferencesFp64) {
+  const Tensors values = {torch::randn({2, 4, 19, 16}), torch::randn({2, 4, 19, 16}),
+                          torch::randn({2, 4, 19, 16})};
+  expect_match(
+      [](const Tensors& in) {
+        const models::Autocast autocast(torch::kCPU, true);
+        return Tensors{causal_attention(in[0], in[1], in[2], 0.25)};
+      },
+      [](const Tensors& in) {
+        const models::Autocast autocast(torch::kCPU, true);
+        return Tensors{at::scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true, 0.25)};
+      },
+      values, kBf16, false, "attention under autocast");
+  const torch::Tensor q = models::leaf(torch::randn({1, 2, 9, 5})),
+                      k = models::leaf(torch::randn({1, 2, 9, 5})),
+                      v = models::leaf(torch::randn({1, 2, 9, 5}));
+  models::expect_gradients_match([&] { return causal_attention(q, k, v, 0.6); }, {q, k, v});
+  // Grouped-query sharing and long sequences are the device kernel's.
+  EXPECT_FALSE(causal_attention_fusable(torch::randn({1, 4, 8, 8}), torch::randn({1, 2, 8, 8}),
+                                        torch::randn({1, 2, 8, 8})));
+  EXPECT_FALSE(causal_attention_fusable(torch::randn({1, 1, 513, 8}), torch::randn({1, 1, 513, 8}),
+                                        torch::randn({1, 1, 513, 8})));
 }
 
 TEST_F(Kernels, AdamWMatchesComposite) {
