@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "core/memory.h"
 #include "core/op_profile.h"
 #include "kernels/adamw.h"
+#include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rotary.h"
@@ -142,6 +144,15 @@ int main(int argc, char** argv) {
     return std::vector<torch::Tensor>{
         ladder::kernels::rotary_reference(q, cos.to(act), sin.to(act)),
         ladder::kernels::rotary_reference(k, cos.to(act), sin.to(act))};
+  });
+  // Attention over the same q, k and v, as [batch, heads, seq, head_dim] views.
+  const torch::Tensor v_in = leaf(torch::randn({batch, seq, heads, head_dim}).to(act));
+  report("attention", [&](bool fused) {
+    const torch::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v_in.transpose(1, 2);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    return std::vector<torch::Tensor>{
+        fused ? ladder::kernels::causal_attention(qt, kt, vt, scale)
+              : at::scaled_dot_product_attention(qt, kt, vt, {}, 0.0, true, scale)};
   });
   const torch::Tensor gate = leaf(torch::randn({tokens, ffn}).to(act)),
                       up = leaf(torch::randn({tokens, ffn}).to(act));
