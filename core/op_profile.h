@@ -1,5 +1,5 @@
 // Where a training step's time goes, by operator class: matrix products, attention, norms, rotary
-// embeddings, activations, the loss, the optimizer, casts, communication, ... (bench/README.md,
+// embeddings, activations, the loss, the optimizer, casts, ... (bench/README.md,
 // `bench_train_step --profile`; docs/performance.md).
 //
 // It listens to LibTorch's RecordFunction (the hook its own profiler uses) and charges each
