@@ -92,8 +92,10 @@ struct UseBf16Copy : torch::autograd::Function<UseBf16Copy> {
 void remember_bf16_copy(const torch::Tensor& weight, const torch::Tensor& copy) {
   Bf16Copies& c = bf16_copies();
   const std::lock_guard lock(c.mutex);
-  // Entries of weights that no longer exist go first (a process may build many models).
-  std::erase_if(c.by_weight, [](const auto& e) { return e.second.weight.expired(); });
+  // A weight seen for the first time (a new model): entries of weights that no longer exist go
+  // first. Every later step only refreshes its entries, with no scan of the map.
+  if (!c.by_weight.count(weight.unsafeGetTensorImpl()))
+    std::erase_if(c.by_weight, [](const auto& e) { return e.second.weight.expired(); });
   c.by_weight.insert_or_assign(
       weight.unsafeGetTensorImpl(),
       Bf16Copy{c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(

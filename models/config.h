@@ -76,8 +76,8 @@ struct ModelConfig {
   ParscaleConfig parscale;  // the [parscale] section; one stream, no prefix unless "parscale"
   ScaleFactors scales;      // not a [model] key: set from [mup]
   // Not a [model] key: train.fused_kernels. The blocks use kernels/' fused CPU kernels (RMSNorm
-  // with the residual add, rotary, SwiGLU, the chunked readout cross-entropy) where they serve the
-  // inputs, the LibTorch composites elsewhere (CUDA, tp > 1 for the readout).
+  // with the residual add, rotary, causal attention, SwiGLU, the chunked readout cross-entropy)
+  // where they serve the inputs, the LibTorch composites elsewhere (CUDA, tp > 1 for the readout).
   bool fused_kernels = false;
 };
 
