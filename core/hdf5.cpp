@@ -100,12 +100,23 @@ File::~File() {
   if (id_ >= 0) H5Fclose(id_);
 }
 
+namespace {
+bool a_close_failed = false;
+}
+
+bool close_failed() {
+  return a_close_failed;
+}
+
 void File::close() {
   if (id_ < 0) return;
   const herr_t flushed = H5Fflush(id_, H5F_SCOPE_LOCAL);
   const herr_t closed = H5Fclose(id_);
   id_ = -1;
-  if (flushed < 0 || closed < 0) throw Error(path_, "cannot write HDF5 file (disk full?)");
+  if (flushed < 0 || closed < 0) {
+    a_close_failed = true;
+    throw Error(path_, "cannot write HDF5 file (disk full?)");
+  }
 }
 
 bool exists(const File& f, const std::string& path) {
@@ -383,6 +394,29 @@ void set_attr(const File& f, const std::string& object, const std::string& name,
 
 bool has_attr(const File& f, const std::string& object, const std::string& name) {
   return H5Aexists_by_name(f.id(), object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+std::vector<std::string> list_datasets(const File& f) {
+  std::vector<std::string> names;
+#if H5_VERSION_GE(1, 12, 0)
+  using Info = H5O_info2_t;
+#else
+  using Info = H5O_info_t;
+#endif
+  const auto visit = [](hid_t, const char* name, const Info* info, void* out) -> herr_t {
+    if (info->type == H5O_TYPE_DATASET)
+      static_cast<std::vector<std::string>*>(out)->push_back(name);
+    return 0;
+  };
+#if H5_VERSION_GE(1, 12, 0)
+  const herr_t status =
+      H5Ovisit3(f.id(), H5_INDEX_NAME, H5_ITER_INC, visit, &names, H5O_INFO_BASIC);
+#else
+  const herr_t status =
+      H5Ovisit2(f.id(), H5_INDEX_NAME, H5_ITER_INC, visit, &names, H5O_INFO_BASIC);
+#endif
+  if (status < 0) fail(f, "cannot list the datasets");
+  return names;
 }
 
 std::vector<std::string> list_attrs(const File& f, const std::string& object) {

@@ -40,6 +40,11 @@ class File {
   std::string path_;
 };
 
+// Whether a file failed to close (a write that hit a full disk or a file-size limit). HDF5 1.10
+// then keeps a broken file object that crashes the library's own shutdown (at MPI_Finalize or
+// exit), so a process that saw this ends with std::_Exit after its message (trainer/main.cpp).
+bool close_failed();
+
 bool exists(const File& f, const std::string& path);
 
 // Tensors: float32 / float64 / int64 / uint8, on any device (written from a CPU copy; read to the
@@ -65,6 +70,8 @@ torch::Tensor read_range(const File& f, const std::string& path, int64_t offset,
 std::vector<int64_t> dataset_shape(const File& f, const std::string& path);
 std::string shape_text(const std::vector<int64_t>& shape);  // "[4, 32]", for messages
 std::vector<std::string> list_group(const File& f, const std::string& group);
+// Every dataset of the file, by full path without the leading '/', in name order.
+std::vector<std::string> list_datasets(const File& f);
 
 // Attributes on the root ("/") or on a dataset or group.
 void set_attr(const File& f, const std::string& object, const std::string& name, int64_t value);

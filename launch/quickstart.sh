@@ -18,3 +18,4 @@ if ((ranks > 1)); then
 fi
 "${launcher[@]}" build/ladder train recipes/quickstart.toml --resume auto >/dev/null  # logs: stderr
 build/ladder inspect runs/quickstart/trace.h5
+build/ladder plot runs/quickstart --x tokens  # the loss curves: prints where the PNG is

@@ -33,14 +33,21 @@ fi
 
 # The one LibTorch: PyPI's torch wheel, pinned, in a virtual environment outside the clone (keyed by
 # the version, reused when present). It also holds the Python side: PyTorch for the comparison
-# benchmarks, h5py and numpy to read outputs as users do.
+# benchmarks, h5py and numpy to read outputs as users do, transformers to load what
+# `ladder export --format hf` writes.
 torch_version=2.15.0
+transformers_version=5.25.0
 venv=${LADDER_VENV:-$HOME/.cache/ladder/torch-$torch_version}
 if ! "$venv/bin/python3" -c "import torch, h5py, numpy
 assert torch.__version__.split('+')[0] == '$torch_version'" 2>/dev/null; then
   echo "setup: installing torch==$torch_version, h5py and numpy into $venv (about 5 GB, once)"
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "torch==$torch_version" h5py numpy
+fi
+if ! "$venv/bin/python3" -c "import transformers
+assert transformers.__version__ == '$transformers_version'" 2>/dev/null; then
+  echo "setup: installing transformers==$transformers_version into $venv"
+  "$venv/bin/pip" install --quiet "transformers==$transformers_version"
 fi
 
 [[ "${1:-}" == "--no-build" ]] && exit 0

@@ -2,18 +2,30 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <bit>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <unordered_map>
 
 #include "core/error.h"
+#include "core/format.h"
 #include "core/hdf5.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
 
-constexpr int64_t kCheckpointVersion = 1;
+// 1: the first; 2: per-tensor checksums and the root attribute `complete`.
+constexpr int64_t kCheckpointVersion = 2;
 
 std::string checkpoint_path(const std::string& run_dir, int64_t step) {
   char name[64];
@@ -23,8 +35,115 @@ std::string checkpoint_path(const std::string& run_dir, int64_t step) {
 
 namespace {
 
+// SplitMix64's finaliser (Steele, Lea & Flood, "Fast splittable pseudorandom number generators",
+// 2014): a bijection of 64-bit words whose every output bit depends on every input bit.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// The checksum of elements [first, first + numel) of a tensor, given as the flat `piece`: the sum
+// modulo 2^64 of mix64(mix64(index) ^ bits) over its nonzero elements. Zeros add nothing, so a
+// dataset element nobody wrote (HDF5's fill value) agrees with a zero written; any other change of
+// one element changes the sum except with probability 2^-64.
+uint64_t checksum_of(const torch::Tensor& piece, int64_t first) {
+  const torch::Tensor t = piece.contiguous().cpu();
+  const int64_t n = t.numel();
+  uint64_t sum = 0;
+  const auto add = [&](auto bits_at) {
+    for (int64_t i = 0; i < n; ++i)
+      if (const uint64_t bits = bits_at(i); bits != 0)
+        sum += mix64(mix64(static_cast<uint64_t>(first + i)) ^ bits);
+  };
+  switch (t.scalar_type()) {
+    case torch::kFloat32: {
+      const float* x = t.data_ptr<float>();
+      add([&](int64_t i) { return uint64_t{std::bit_cast<uint32_t>(x[i])}; });
+      break;
+    }
+    case torch::kFloat64: {
+      const double* x = t.data_ptr<double>();
+      add([&](int64_t i) { return std::bit_cast<uint64_t>(x[i]); });
+      break;
+    }
+    case torch::kInt64: {
+      const int64_t* x = t.data_ptr<int64_t>();
+      add([&](int64_t i) { return static_cast<uint64_t>(x[i]); });
+      break;
+    }
+    case torch::kUInt8: {
+      const uint8_t* x = t.data_ptr<uint8_t>();
+      add([&](int64_t i) { return uint64_t{x[i]}; });
+      break;
+    }
+    default:
+      throw std::logic_error("checksum_of: unsupported dtype");
+  }
+  return sum;
+}
+
+// The lowest-numbered failing rank's message, on every rank of `comm` ("" when no rank failed;
+// `mine` when alone). Collective: every rank calls it at the same point, failed or not, so that a
+// failure on one rank ends the work on all of them alike instead of leaving them in a collective.
+std::string first_failure(const parallel::Communicator* comm, const std::string& mine) {
+  if (!comm || comm->size() == 1) return mine;
+  const int64_t size = comm->size(), rank = comm->rank();
+  torch::Tensor who = torch::tensor({mine.empty() ? int64_t{0} : size - rank}, torch::kInt64);
+  comm->all_reduce(who, parallel::ReduceOp::Max);
+  if (who.item<int64_t>() == 0) return "";
+  const int root = static_cast<int>(size - who.item<int64_t>());
+  torch::Tensor length = torch::tensor({static_cast<int64_t>(mine.size())}, torch::kInt64);
+  comm->broadcast(length, root);
+  torch::Tensor bytes = torch::zeros({length.item<int64_t>()}, torch::kUInt8);
+  if (rank == root) std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  comm->broadcast(bytes, root);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), bytes.numel());
+}
+
+// What went wrong, for a message: the detail of a ladder::Error (its `where` is our own temporary
+// file).
+std::string describe(const std::exception& e) {
+  const auto* error = dynamic_cast<const Error*>(&e);
+  return error ? error->detail() : std::string(e.what());
+}
+
+// Why a write into `dir` may have failed, as far as the process can tell (HDF5 and MPI-IO do not
+// pass the system's error on): a file system short of `bytes`, or a file-size limit below them.
+std::string write_failure_cause(const std::string& dir, int64_t bytes) {
+  struct statvfs fs_info {};
+  if (::statvfs(dir.c_str(), &fs_info) == 0) {
+    const double available = static_cast<double>(fs_info.f_bavail) * fs_info.f_frsize;
+    if (available < static_cast<double>(bytes))
+      return " (the file system is full: " + human_count(available) + "B free)";
+  }
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur < static_cast<rlim_t>(bytes))
+    return " (the process's file-size limit, ulimit -f, is " +
+           human_count(static_cast<double>(limit.rlim_cur)) + "B)";
+  return "";
+}
+
+// A job of one rank writes through HDF5's POSIX driver: no MPI-IO layer to go through (and HDF5
+// 1.10 with MPI-IO crashes at MPI_Finalize after a failed write, where the POSIX driver does not).
+// Reserves the blocks of a checkpoint of `bytes` for the file being written (fallocate without
+// changing its size, so HDF5 sees an empty file): a disk or quota that cannot hold it fails here,
+// before HDF5 has written anything, rather than midway. File systems without fallocate skip this.
+void reserve_space(const std::string& path, int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) return;
+  const int status = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, bytes);
+  const int error = status == 0 ? 0 : errno;
+  ::close(fd);
+  if (error == ENOSPC || error == EDQUOT)
+    throw Error(path, std::string("cannot reserve ") + human_count(static_cast<double>(bytes)) +
+                          "B for it (" + std::strerror(error) + ")");
+}
+
 MPI_Comm file_comm(const CheckpointLayout& layout) {
-  return layout.comm ? layout.comm->handle() : MPI_COMM_NULL;
+  return layout.comm && layout.comm->size() > 1 ? layout.comm->handle() : MPI_COMM_NULL;
 }
 
 // The flat piece of a moment that holds `piece` of its parameter.
@@ -97,10 +216,16 @@ std::vector<Run> logical_runs(const models::Param& p, int64_t offset, int64_t le
   return runs;
 }
 
-void write_runs(const h5::File& f, const std::string& name, const models::Param& p,
-                const torch::Tensor& piece, int64_t offset) {
-  for (const Run& run : logical_runs(p, offset, piece.numel()))
-    h5::write_range(f, name, piece.narrow(0, run.local, run.length), run.logical);
+// Writes the piece's runs; returns their checksum (checksum_of) in the logical tensor.
+uint64_t write_runs(const h5::File& f, const std::string& name, const models::Param& p,
+                    const torch::Tensor& piece, int64_t offset) {
+  uint64_t sum = 0;
+  for (const Run& run : logical_runs(p, offset, piece.numel())) {
+    const torch::Tensor part = piece.narrow(0, run.local, run.length);
+    h5::write_range(f, name, part, run.logical);
+    sum += checksum_of(part, run.logical);
+  }
+  return sum;
 }
 
 // Reads into `piece` (flat, elements [offset, offset + numel) of the parameter's local block) from
@@ -117,13 +242,47 @@ void read_runs(const h5::File& f, const std::string& name, const models::Param& 
 void write_checkpoint(const std::string& path, const models::ParamStore& params,
                       optim::AdamW& optimizer, const CheckpointMeta& meta,
                       const CheckpointLayout& layout) {
-  const bool leader = !layout.comm || layout.comm->rank() == 0;
-  if (leader) fs::create_directories(fs::path(path).parent_path());
-  if (layout.comm) layout.comm->barrier();  // the folder exists before anyone opens the file
+  const parallel::Communicator* comm = layout.comm;
+  const bool leader = !comm || comm->rank() == 0;
+  const fs::path dir = fs::path(path).parent_path();
   const std::string tmp = path + ".tmp";
-  const auto shard = layout.comm ? layout.shard : optim::whole_params(params);
+  const auto not_written = [&](const std::string& why) {
+    return AgreedError(path, "not written: " + why +
+                                 "; the earlier checkpoints are intact: fix the cause, then "
+                                 "continue with --resume auto");
+  };
+  // Room on disk, decided by the leader for everyone (the all-reduce also orders the folder's
+  // creation before anyone opens the file).
+  const int64_t bytes = checkpoint_bytes(params, layout.diloco ? layout.islands : 0);
+  std::string failure;
+  if (leader) {
+    try {
+      fs::create_directories(dir);
+      check_free_space(dir.string(), bytes);
+    } catch (const std::exception& e) {
+      failure = describe(e);
+    }
+  }
+  failure = first_failure(comm, failure);
+  if (!failure.empty()) throw not_written(failure);
+
+  const auto shard = comm ? layout.shard : optim::whole_params(params);
+  std::optional<h5::File> file;
+  std::vector<std::string> datasets;  // in creation order, the same on every rank
+  std::unordered_map<std::string, size_t> index;
+  std::vector<uint64_t> sums;  // this rank's part of each dataset's checksum
+  const auto create = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    h5::create_dataset(*file, name, torch::kFloat32, shape);
+    index[name] = datasets.size();
+    datasets.push_back(name);
+    sums.push_back(0);
+  };
+  // Phase 1: create the file and its datasets (collective), write this rank's pieces
+  // (independent). A failure on any rank is agreed on before the collective close.
   try {
-    h5::File f = h5::File::create(tmp, file_comm(layout));
+    file.emplace(h5::File::create(tmp, file_comm(layout)));
+    if (leader) reserve_space(tmp, bytes);
+    const h5::File& f = *file;
     parallel::DiLoCo* diloco = layout.diloco;
     // Where the island's own parameters and moments go: the top level, or the island's group.
     const std::string state = diloco ? "islands/" + std::to_string(layout.island) + "/" : "";
@@ -132,78 +291,116 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     // whole model (pipeline stages hold only their own layers but know them all).
     for (const auto& p : params.catalog()) {
       const std::string name = "params/" + p.name;
-      h5::create_dataset(f, name, torch::kFloat32, p.shape);
+      create(name, p.shape);
       h5::set_attr(f, name, "role", std::string(models::role_name(p.role)));
       std::string dims;
       for (int d : p.width_dims)
         dims += (dims.empty() ? "" : ",") + std::to_string(d);
       h5::set_attr(f, name, "width_dims", dims);
       if (!diloco) {
-        h5::create_dataset(f, "optim/exp_avg/" + p.name, torch::kFloat32, p.shape);
-        h5::create_dataset(f, "optim/exp_avg_sq/" + p.name, torch::kFloat32, p.shape);
+        create("optim/exp_avg/" + p.name, p.shape);
+        create("optim/exp_avg_sq/" + p.name, p.shape);
         continue;
       }
-      h5::create_dataset(f, "diloco/momentum/" + p.name, torch::kFloat32, p.shape);
-      h5::create_dataset(f, "diloco/pending/" + p.name, torch::kFloat32, p.shape);
+      create("diloco/momentum/" + p.name, p.shape);
+      create("diloco/pending/" + p.name, p.shape);
       for (int i = 0; i < layout.islands; ++i)
         for (const char* group : {"params/", "exp_avg/", "exp_avg_sq/"})
-          h5::create_dataset(f, "islands/" + std::to_string(i) + "/" + group + p.name,
-                             torch::kFloat32, p.shape);
+          create("islands/" + std::to_string(i) + "/" + group + p.name, p.shape);
     }
     const std::string pending = diloco ? diloco->pending_state() : std::string();
+    const auto write = [&](const std::string& name, const models::Param& p,
+                           const torch::Tensor& piece, int64_t offset) {
+      sums[index.at(name)] += write_runs(f, name, p, piece, offset);
+    };
     // Independent: this rank's pieces.
     for (const auto& piece : shard) {
       const auto& p = params.all()[piece.param];
       if (!p.shard.split() && layout.tp_rank != 0) continue;  // tp rank 0 writes replicated ones
       if (p.tied_copy) continue;                              // the owning stage writes it
-      write_runs(f, state + "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
-      write_runs(f, moments + "exp_avg/" + p.name, p, covering(optimizer, false, piece),
-                 piece.offset);
-      write_runs(f, moments + "exp_avg_sq/" + p.name, p, covering(optimizer, true, piece),
-                 piece.offset);
+      write(state + "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
+      write(moments + "exp_avg/" + p.name, p, covering(optimizer, false, piece), piece.offset);
+      write(moments + "exp_avg_sq/" + p.name, p, covering(optimizer, true, piece), piece.offset);
       if (diloco && layout.island == 0) {  // the outer state is the same on every island
         for (const auto& [group, tensor] :
              {std::pair{"params/", diloco->global(piece.param)},
               std::pair{"diloco/momentum/", diloco->momentum(piece.param)},
               std::pair{"diloco/pending/", diloco->pending(piece.param)}})
-          write_runs(f, group + p.name, p, tensor.narrow(0, piece.offset, piece.length),
-                     piece.offset);
+          write(group + p.name, p, tensor.narrow(0, piece.offset, piece.length), piece.offset);
       }
     }
     if (diloco) {
       h5::set_attr(f, "/", "islands", static_cast<int64_t>(layout.islands));
       h5::set_attr(f, "/", "diloco_pending", pending);
     }
-    h5::write_tensor(f, "rng/torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
-    h5::set_attr(f, "/", "format", std::string("ladder-checkpoint"));
-    h5::set_attr(f, "/", "version", kCheckpointVersion);
-    h5::set_attr(f, "/", "step", meta.step);
-    h5::set_attr(f, "/", "tokens", meta.tokens);
-    h5::set_attr(f, "/", "optimizer_steps", optimizer.steps_taken());
-    h5::set_attr(f, "/", "lr", meta.lr);
-    h5::set_attr(f, "/", "seed", static_cast<int64_t>(meta.seed));
-    h5::set_attr(f, "/", "intermediate", static_cast<int64_t>(meta.intermediate));
-    h5::set_attr(f, "/", "recipe", meta.recipe_toml);
-    h5::set_attr(f, "/", "arch", meta.arch);
-    h5::set_attr(f, "/", "precision", meta.precision);
-    h5::set_attr(f, "/", "N", meta.accounting.non_embedding_params);
-    h5::set_attr(f, "/", "total_params", meta.accounting.total_params);
-    h5::set_attr(f, "/", "embedding_params", meta.accounting.embedding_params);
-    h5::set_attr(f, "/", "active_params", meta.accounting.active_params);
-    h5::set_attr(f, "/", "flops_per_token", meta.accounting.flops_per_token);
-    h5::set_attr(f, "/", "rules", meta.rules);
-    f.close();
-  } catch (...) {
+    const torch::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+    h5::write_tensor(f, "rng/torch_cpu", rng);  // the data from the file's rank 0
+    index["rng/torch_cpu"] = datasets.size();
+    datasets.push_back("rng/torch_cpu");
+    sums.push_back(leader ? checksum_of(rng.view(-1), 0) : 0);
+  } catch (const std::exception& e) {
+    failure = describe(e) + write_failure_cause(dir.string(), bytes);
+  }
+  failure = first_failure(comm, failure);
+
+  // Phase 2 (collective): the checksums summed over the ranks, the metadata, `complete` last.
+  if (failure.empty()) {
+    try {
+      const h5::File& f = *file;
+      const auto n = static_cast<int64_t>(sums.size());
+      // As 32-bit halves in int64, so the sum over ranks cannot overflow; recombined mod 2^64.
+      torch::Tensor halves = torch::empty({2, n}, torch::kInt64);
+      for (int64_t i = 0; i < n; ++i)
+        halves[0][i] = static_cast<int64_t>(sums[i] >> 32),
+        halves[1][i] = static_cast<int64_t>(sums[i] & 0xffffffffULL);
+      if (comm) comm->all_reduce(halves);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint64_t total = (static_cast<uint64_t>(halves[0][i].item<int64_t>()) << 32) +
+                               static_cast<uint64_t>(halves[1][i].item<int64_t>());
+        h5::set_attr(f, datasets[i], "checksum", std::bit_cast<int64_t>(total));
+      }
+      h5::set_attr(f, "/", "format", std::string("ladder-checkpoint"));
+      h5::set_attr(f, "/", "version", kCheckpointVersion);
+      h5::set_attr(f, "/", "step", meta.step);
+      h5::set_attr(f, "/", "tokens", meta.tokens);
+      h5::set_attr(f, "/", "optimizer_steps", optimizer.steps_taken());
+      h5::set_attr(f, "/", "lr", meta.lr);
+      h5::set_attr(f, "/", "seed", static_cast<int64_t>(meta.seed));
+      h5::set_attr(f, "/", "intermediate", static_cast<int64_t>(meta.intermediate));
+      h5::set_attr(f, "/", "recipe", meta.recipe_toml);
+      h5::set_attr(f, "/", "arch", meta.arch);
+      h5::set_attr(f, "/", "precision", meta.precision);
+      h5::set_attr(f, "/", "N", meta.accounting.non_embedding_params);
+      h5::set_attr(f, "/", "total_params", meta.accounting.total_params);
+      h5::set_attr(f, "/", "embedding_params", meta.accounting.embedding_params);
+      h5::set_attr(f, "/", "active_params", meta.accounting.active_params);
+      h5::set_attr(f, "/", "flops_per_token", meta.accounting.flops_per_token);
+      h5::set_attr(f, "/", "rules", meta.rules);
+      h5::set_attr(f, "/", "complete", int64_t{1});
+      file->close();
+    } catch (const std::exception& e) {
+      failure = describe(e) + write_failure_cause(dir.string(), bytes);
+    }
+    failure = first_failure(comm, failure);
+  }
+  if (!failure.empty()) {
+    try {
+      if (file) file->close();
+    } catch (const std::exception&) {  // the write failed already; that is the message
+    }
+    if (comm) comm->barrier();  // every rank has let go of the file
     if (leader) std::remove(tmp.c_str());
-    throw;
+    throw not_written(failure);
   }
-  // Only a complete file gets the final name: after every rank has closed it.
-  if (layout.comm) layout.comm->barrier();
+  // Only a complete file gets the final name: after every rank has closed it. The agreement on
+  // the rename also keeps anyone from looking for the file before it is there.
   if (leader && std::rename(tmp.c_str(), path.c_str()) != 0) {
+    failure =
+        std::string("cannot rename the finished file into place (") + std::strerror(errno) + ")";
     std::remove(tmp.c_str());
-    throw Error(path, "cannot rename the finished checkpoint into place");
   }
-  if (layout.comm) layout.comm->barrier();  // nobody looks for the file before it is there
+  failure = first_failure(comm, failure);
+  if (!failure.empty()) throw not_written(failure);
 }
 
 std::vector<std::string> load_matching_params(const std::string& path, models::ParamStore& params,
@@ -240,7 +437,7 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
       h5::get_string_attr(f, "/", "format") != "ladder-checkpoint")
     throw Error(path, "not a ladder checkpoint");
   const int64_t version = h5::get_int_attr(f, "/", "version");
-  if (version != kCheckpointVersion)
+  if (version < 1 || version > kCheckpointVersion)
     throw Error(path, "unsupported checkpoint version " + std::to_string(version));
 
   torch::NoGradGuard no_grad;
@@ -368,6 +565,94 @@ std::optional<std::string> newest_checkpoint(const std::string& run_dir) {
   const auto steps = checkpoint_steps(run_dir);
   if (steps.empty()) return std::nullopt;
   return checkpoint_path(run_dir, steps.back());
+}
+
+std::string checkpoint_problem(const std::string& path, int part, int parts) {
+  try {
+    if (!fs::exists(path)) return "missing";
+    h5::File f = h5::File::open(path, /*writable=*/false);
+    if (!h5::has_attr(f, "/", "format") ||
+        h5::get_string_attr(f, "/", "format") != "ladder-checkpoint")
+      return "not a ladder checkpoint";
+    if (h5::get_int_attr(f, "/", "version") < 2) return "";  // written before checksums
+    if (!h5::has_attr(f, "/", "complete") || h5::get_int_attr(f, "/", "complete") != 1)
+      return "incomplete: its write did not finish";
+    const std::vector<std::string> names = h5::list_datasets(f);
+    for (size_t i = static_cast<size_t>(part); i < names.size(); i += static_cast<size_t>(parts)) {
+      if (!h5::has_attr(f, names[i], "checksum")) return "tensor " + names[i] + " has no checksum";
+      const auto stored = std::bit_cast<uint64_t>(h5::get_int_attr(f, names[i], "checksum"));
+      if (checksum_of(h5::read_tensor(f, names[i]).view(-1), 0) != stored)
+        return "tensor " + names[i] + " does not match its checksum";
+    }
+    return "";
+  } catch (const std::exception& e) {
+    return "cannot be read: " + describe(e);
+  }
+}
+
+std::string agreed_checkpoint_problem(const std::string& path, const parallel::Communicator* comm) {
+  const int rank = comm ? comm->rank() : 0, size = comm ? comm->size() : 1;
+  return first_failure(comm, checkpoint_problem(path, rank, size));
+}
+
+std::optional<std::string> newest_sound_checkpoint(const std::string& run_dir,
+                                                   const parallel::Communicator* comm) {
+  const int rank = comm ? comm->rank() : 0;
+  const std::vector<int64_t> steps = checkpoint_steps(run_dir);
+  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
+    const std::string path = checkpoint_path(run_dir, *step);
+    const std::string problem = agreed_checkpoint_problem(path, comm);
+    if (problem.empty()) return path;
+    const std::string aside = path + ".damaged";
+    spdlog::warn("{} is damaged ({}): kept as {}; trying the checkpoint before it", path, problem,
+                 aside);
+    if (rank == 0 && std::rename(path.c_str(), aside.c_str()) != 0)
+      spdlog::warn("cannot rename {} to {} ({})", path, aside, std::strerror(errno));
+    if (comm) comm->barrier();
+  }
+  if (!steps.empty())
+    throw AgreedError(run_dir + "/checkpoints",
+                      "every checkpoint is damaged (kept as *.damaged); resume one explicitly with "
+                      "--resume PATH after repairing it, or start a new run");
+  return std::nullopt;
+}
+
+int64_t checkpoint_bytes(const models::ParamStore& params, int islands) {
+  // Parameters and two moments; a DiLoCo checkpoint adds the global model, momentum and pending
+  // pseudo-gradients, and every island's parameters and moments.
+  const int64_t copies = islands > 0 ? 3 + 3 * islands : 3;
+  int64_t elements = 0;
+  for (const auto& p : params.catalog()) {
+    int64_t n = 1;
+    for (int64_t d : p.shape)
+      n *= d;
+    elements += n;
+  }
+  return elements * copies * static_cast<int64_t>(sizeof(float)) + (64 << 10);  // + the RNG
+}
+
+void check_free_space(const std::string& dir, int64_t bytes) {
+  struct statvfs fs_info {};
+  if (::statvfs(dir.c_str(), &fs_info) != 0)
+    throw Error(dir, std::string("cannot query the free space (") + std::strerror(errno) + ")");
+  const double available = static_cast<double>(fs_info.f_bavail) * fs_info.f_frsize;
+  // HDF5's metadata and the file system's blocks: 5% and 16 MiB on top of the tensors.
+  const double needed = static_cast<double>(bytes) * 1.05 + (16 << 20);
+  if (available < needed)
+    throw Error(dir, "the file system has " + human_count(available) +
+                         "B free, a checkpoint needs " + human_count(needed) +
+                         "B (with a margin for HDF5's metadata)");
+}
+
+int remove_unfinished_checkpoints(const std::string& run_dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("step_") && name.ends_with(".h5.tmp") && fs::remove(e.path(), ec))
+      ++removed;
+  }
+  return removed;
 }
 
 }  // namespace ladder

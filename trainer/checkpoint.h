@@ -24,6 +24,19 @@
 // Written to "<name>.tmp" and renamed, so a crash mid-write never damages an existing checkpoint
 // and a file with the final name is complete. Readable with h5py.
 //
+// Since version 2 every dataset carries a `checksum` attribute and the root an attribute
+// `complete` = 1, set last: a file that was cut short, copied partly or damaged on disk is
+// recognised (checkpoint_problem) and `--resume auto` falls back to the previous checkpoint. The
+// checksum of a tensor is the sum, modulo 2^64, of a 64-bit mix of (element index, element bits)
+// over its nonzero elements: independent of the order of the pieces, so each rank adds up the
+// pieces it writes and one all-reduce gives the whole tensor's. Version-1 checkpoints (no
+// checksums) are still read.
+//
+// Before writing, the leader checks the file system's free space against the checkpoint's size; a
+// write that fails anyway (disk full, quota, permissions, a file-size limit) removes its temporary
+// file, leaves every earlier checkpoint as it was, and ends the job on every rank with one message
+// (ladder::AgreedError).
+//
 // Every tensor is stored at its full logical shape whatever the layout (DESIGN.md contract 5). In a
 // job of several ranks the file is shared through parallel HDF5: each rank writes only its shard
 // (a partition of every parameter's elements across the data-parallel ranks) of the parameters and
@@ -97,9 +110,35 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
 std::vector<std::string> load_matching_params(const std::string& path, models::ParamStore& params,
                                               const CheckpointLayout& layout = {});
 
-// The complete checkpoint with the highest step in run_dir/checkpoints, if any. Leftover temporary
-// files from an interrupted write are ignored.
+// The checkpoint with the highest step in run_dir/checkpoints, if any (not verified). Leftover
+// temporary files from an interrupted write are ignored.
 std::optional<std::string> newest_checkpoint(const std::string& run_dir);
+
+// Why the checkpoint at `path` cannot be trusted ("cannot be read as HDF5: ...", "incomplete: ...",
+// "tensor optim/exp_avg/x does not match its checksum"), or "" when it is sound. `part` of `parts`:
+// the checksums of every parts-th tensor only, from the part-th on (ranks share the reading).
+std::string checkpoint_problem(const std::string& path, int part = 0, int parts = 1);
+
+// checkpoint_problem with the tensors shared over comm's ranks, the same answer on every rank.
+// Collective over comm (nullptr: this process alone).
+std::string agreed_checkpoint_problem(const std::string& path, const parallel::Communicator* comm);
+
+// The newest sound checkpoint of run_dir for `--resume auto`: each candidate, newest first, is
+// verified (the tensors shared over `comm`'s ranks, which agree on the outcome); a damaged one is
+// reported with a warning, renamed "<name>.damaged" by rank 0 (kept for inspection, no longer a
+// candidate) and the previous one is tried. nullopt when the run has no checkpoint; a run whose
+// checkpoints are all damaged is an AgreedError. Collective over comm (nullptr: this process).
+std::optional<std::string> newest_sound_checkpoint(const std::string& run_dir,
+                                                   const parallel::Communicator* comm);
+
+// The bytes a checkpoint of `params` takes on disk (tensors at their logical shapes; `islands` > 0:
+// a DiLoCo checkpoint of that many islands), and a check that `dir`'s file system has room for it
+// with a margin: a ladder::Error naming the sizes otherwise.
+int64_t checkpoint_bytes(const models::ParamStore& params, int islands);
+void check_free_space(const std::string& dir, int64_t bytes);
+
+// Removes "*.tmp" files that an interrupted write left in run_dir/checkpoints; returns how many.
+int remove_unfinished_checkpoints(const std::string& run_dir);
 
 // Steps of the checkpoints present in run_dir/checkpoints, ascending.
 std::vector<int64_t> checkpoint_steps(const std::string& run_dir);

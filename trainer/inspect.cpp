@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/hdf5.h"
 #include "data/dataset.h"
+#include "trainer/checkpoint.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -201,6 +202,42 @@ void inspect(const std::string& path) {
   if (format == "ladder-checkpoint") return inspect_checkpoint(f);
   if (format == "ladder-trace") return inspect_trace(f);
   throw Error(path, "an HDF5 file, but neither a ladder checkpoint nor a trace");
+}
+
+void verify_checkpoints(const std::vector<std::string>& paths) {
+  std::vector<std::string> files;
+  for (const auto& path : paths) {
+    if (!fs::is_directory(path)) {
+      files.push_back(path);
+      continue;
+    }
+    const auto steps = checkpoint_steps(path);
+    if (steps.empty()) throw Error(path, "holds no checkpoints (checkpoints/step_*.h5)");
+    for (int64_t step : steps)
+      files.push_back(checkpoint_path(path, step));
+  }
+  std::vector<std::string> damaged;
+  for (const auto& file : files) {
+    const std::string problem = checkpoint_problem(file);
+    if (problem.empty()) {
+      h5::File f = h5::File::open(file, false);
+      const int64_t version = h5::get_int_attr(f, "/", "version");
+      std::printf("sound     %s (step %lld%s)\n", file.c_str(),
+                  static_cast<long long>(h5::get_int_attr(f, "/", "step")),
+                  version < 2 ? ", version 1: written before checksums, not verified"
+                              : ", every tensor matches its checksum");
+    } else {
+      std::printf("DAMAGED   %s: %s\n", file.c_str(), problem.c_str());
+      damaged.push_back(file);
+    }
+  }
+  std::fflush(stdout);
+  if (damaged.size() == 1)
+    throw Error(damaged.front(), "damaged: " + checkpoint_problem(damaged.front()));
+  if (!damaged.empty())
+    throw Error("ladder inspect --verify", std::to_string(damaged.size()) + " of " +
+                                               std::to_string(files.size()) +
+                                               " checkpoints are damaged");
 }
 
 }  // namespace ladder

@@ -4,12 +4,14 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "core/hdf5.h"
 #include "core/log.h"
 #include "core/memory.h"
 #include "data/prep.h"
@@ -18,6 +20,7 @@
 #include "trainer/coordcheck.h"
 #include "trainer/hardware.h"
 #include "trainer/inspect.h"
+#include "trainer/loss_plot.h"
 #include "trainer/recipe.h"
 #include "trainer/sweep_runner.h"
 #include "trainer/train.h"
@@ -143,15 +146,22 @@ struct TrainCommand {
     ladder::resolve_precision(recipe, world);
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
     if (check) return 0;
-    return ladder::parallel::run_or_abort(world, [&] {
-      return ladder::train(recipe, {resume, init_from}, world);
+    const int status = ladder::parallel::run_or_abort(world, [&] {
+      return ladder::train(recipe, {resume, init_from, recipe_path}, world);
     });
+    // After a failed write (a checkpoint's or the trace's), HDF5's shutdown at MPI_Finalize would
+    // crash on the file it could not close (core/hdf5.h): the message is out, end here.
+    if (ladder::h5::close_failed()) {
+      std::fflush(nullptr);
+      std::_Exit(status);
+    }
+    return status;
   }
 };
 
 struct InspectCommand {
   std::vector<std::string> paths;
-  bool spectra = false;
+  bool spectra = false, verify = false;
   void add(CLI::App& app) {
     auto* cmd = app.add_subcommand(
         "inspect", "Summarise a checkpoint, a trace or a dataset; or compare runs' spectra");
@@ -161,9 +171,16 @@ struct InspectCommand {
         ->required();
     cmd->add_flag("--spectra", spectra,
                   "The hidden matrices' top singular values of every run found, against width");
+    cmd->add_flag("--verify", verify,
+                  "Check checkpoints (files, or every checkpoint of run folders) for completeness "
+                  "and against their checksums; exit 2 if any is damaged");
   }
   int run(const GlobalOptions& g) {
     init_logging(g, 0);
+    if (verify) {
+      ladder::verify_checkpoints(paths);
+      return 0;
+    }
     if (spectra) {
       ladder::inspect_spectra(paths);
       return 0;
@@ -171,6 +188,26 @@ struct InspectCommand {
     if (paths.size() != 1)
       throw ladder::Error("ladder inspect", "one path at a time (or --spectra for several runs)");
     ladder::inspect(paths.front());
+    return 0;
+  }
+};
+
+// ----- ladder plot ------------------------------------------------------------------------------
+
+struct PlotCommand {
+  ladder::LossPlotOptions options;
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "plot", "Training and validation loss curves of one or more runs on one PNG (gnuplot)");
+    cmd->add_option("runs", options.runs, "Run folders (or their trace.h5)")->required();
+    cmd->add_option("--x", options.x, "tokens | flops | step")->capture_default_str();
+    cmd->add_option("--log", options.log, "Logarithmic axes: x | y | xy");
+    cmd->add_option("--out", options.out,
+                    "The PNG (default: RUN/loss.png for one run, loss.png for several)");
+  }
+  int run(const GlobalOptions& g) {
+    init_logging(g, 0);
+    std::printf("plot: %s\n", ladder::plot_losses(options).c_str());
     return 0;
   }
 };
@@ -281,6 +318,9 @@ struct SweepCommand {
 
 int main(int argc, char** argv) {
   ladder::keep_freed_cpu_memory();
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG and ends in a clear error (a
+  // checkpoint that cannot be written, trainer/checkpoint.h) instead of killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"ladder: distributed transformer training for scaling-law research"};
   app.name("ladder");
   app.require_subcommand(1, 1);
@@ -296,6 +336,8 @@ int main(int argc, char** argv) {
   train.add(app);
   InspectCommand inspect;
   inspect.add(app);
+  PlotCommand plot;
+  plot.add(app);
   FitCommand fit;
   fit.add(app);
   SweepCommand sweep;
@@ -322,6 +364,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("prep")) return prep.run(global);
     if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
     if (app.got_subcommand("inspect")) return inspect.run(global);
+    if (app.got_subcommand("plot")) return plot.run(global);
     if (app.got_subcommand("fit")) return fit.run();
     if (app.got_subcommand("sweep")) return sweep.run(global, &argc, &argv);
     if (app.got_subcommand("coordcheck")) return coordcheck.run(global);

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "parallel/world.h"
 #include "trainer/hardware.h"
+#include "trainer/preemption.h"
 #include "trainer/sweep.h"
 #include "trainer/sweep_index.h"
 #include "trainer/train.h"
@@ -327,6 +328,7 @@ class SweepRunner {
 
   // ----- Running -----
   int execute() {
+    install_preemption_handlers();
     SweepLock lock(sweep_.dir);
     {
       std::ofstream copy(fs::path(sweep_.dir) / "sweep.toml", std::ios::binary | std::ios::trunc);
@@ -367,6 +369,16 @@ class SweepRunner {
                     .second;
       }
       const double seconds = seconds_since(start);
+      // A preemption signal stopped the run after its checkpoint: the sweep stops too, to be
+      // continued by running it again (trainer/preemption.h).
+      if (const int signal = preemption_signal()) {
+        states_[i] = read_run_state(run);
+        write_index(sweep_, states_);
+        spdlog::info(
+            "sweep: stopped by {} during run {}/{} {}; run `ladder sweep` again to continue",
+            signal_name(signal), i + 1, total, run.name);
+        return kExitStoppedBySignal;
+      }
       record_run_error(run, error);
       states_[i] = read_run_state(run);
       if (error.empty() && states_[i].status != "done") {

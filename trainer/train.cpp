@@ -3,7 +3,8 @@
 // micro-batches through the pipeline schedule, forward (bf16 under autocast when train.precision
 // says so) and backward -> tied-embedding gradient sum between the pipeline's ends -> gradient
 // reduction over dp -> clip on the global norm -> learning rate -> AdamW (on this rank's ZeRO
-// shard, or everything) -> parameter all-gather (ZeRO) -> log, evaluate, checkpoint.
+// shard, or everything) -> parameter all-gather (ZeRO) -> log, evaluate, checkpoint -> stop here
+// when a preemption signal came (trainer/preemption.h).
 #include "trainer/train.h"
 
 #include <spdlog/spdlog.h>
@@ -29,6 +30,7 @@
 #include "parallel/pipeline.h"
 #include "trainer/checkpoint.h"
 #include "trainer/hardware.h"
+#include "trainer/preemption.h"
 #include "trainer/spectra.h"
 #include "trainer/trace.h"
 
@@ -239,6 +241,8 @@ void require_finite(double value, const std::string& what, int64_t step) {
 }  // namespace
 
 int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
+  // A preemption signal from now on stops the run after a step, with a checkpoint.
+  install_preemption_handlers();
   // ----- Everything that can be refused is checked on every rank before any work. -----
   std::shared_ptr<data::TokenDataset> train_data;
   std::unique_ptr<data::TokenDataset> val_data;
@@ -253,7 +257,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
                     "the validation split is shorter than one sequence of data.seq_len");
     }
     if (options.resume == "auto") {
-      resume_from = newest_checkpoint(run_dir);
+      // Which checkpoint is sound is decided below, by all ranks together.
     } else if (!options.resume.empty()) {
       if (!fs::exists(options.resume)) throw Error(options.resume, "no such checkpoint");
       resume_from = options.resume;
@@ -285,6 +289,20 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   }
   world_comm.barrier();
   log_to_file((fs::path(run_dir) / "log.txt").string());
+  // The checkpoint to resume from is verified (its checksums read by all ranks, a share each); a
+  // damaged newest one gives way to the one before it (trainer/checkpoint.h).
+  if (options.resume == "auto") {
+    resume_from = newest_sound_checkpoint(run_dir, &world_comm);
+  } else if (resume_from) {
+    if (const std::string problem = agreed_checkpoint_problem(*resume_from, &world_comm);
+        !problem.empty())
+      throw AgreedError(*resume_from, "damaged: " + problem);
+  }
+  if (leader)
+    if (const int removed = remove_unfinished_checkpoints(run_dir); removed > 0)
+      spdlog::info(
+          "removed {} unfinished checkpoint file{} (*.h5.tmp) left by an interrupted write",
+          removed, removed == 1 ? "" : "s");
 
   // ----- Model, data parallelism, optimizer. -----
   const int64_t vocab = train_data->meta().vocab_size;
@@ -814,9 +832,12 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     if (r.eval.spectra_every_steps > 0 &&
         (done % r.eval.spectra_every_steps == 0 || done == r.train.steps))
       record_spectra(done);
+    // A preemption signal on any rank stops every rank here, after a checkpoint of this step.
+    const int signal = preemption_signal();
+    const bool stop = world.count_failures(signal != 0) > 0;
     const bool intermediate = is_intermediate(done, tokens_per_step, r.checkpoint);
     const bool periodic = r.checkpoint.every_steps > 0 && done % r.checkpoint.every_steps == 0;
-    if (intermediate || periodic || done == r.train.steps) {
+    if (intermediate || periodic || stop || done == r.train.steps) {
       const std::string path = checkpoint_path(run_dir, done);
       write_checkpoint(
           path, params, optimizer,
@@ -828,6 +849,14 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
         prune_periodic(run_dir, tokens_per_step, r.checkpoint);
       }
       spdlog::info("checkpoint {}{}", path, intermediate ? " (intermediate)" : "");
+    }
+    if (stop && done < r.train.steps) {
+      spdlog::info(
+          "stopped by {} after step {}/{} with its checkpoint; continue with `ladder train {} "
+          "--resume auto` (exit status {})",
+          signal ? signal_name(signal) : "a preemption signal on another rank", done, r.train.steps,
+          options.recipe_path.empty() ? "RECIPE" : options.recipe_path, kExitStoppedBySignal);
+      return kExitStoppedBySignal;
     }
   }
   spdlog::info("done: {} steps, {} tokens in {}", r.train.steps,

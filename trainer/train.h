@@ -15,9 +15,11 @@ struct TrainOptions {
   // rest initialised as usual; optimizer state, step and data order fresh): ParScale's second
   // stage from a dense first stage (Chen et al. 2025).
   std::string init_from;
+  std::string recipe_path;  // for the message that says how to continue a stopped run
 };
 
-// Trains as the recipe says; returns the process exit status. User mistakes throw ladder::Error.
+// Trains as the recipe says; returns the process exit status: 0, or kExitStoppedBySignal after a
+// preemption signal (trainer/preemption.h). User mistakes throw ladder::Error.
 int train(const Recipe& recipe, const TrainOptions& options, const parallel::MpiWorld& world);
 
 }  // namespace ladder
