@@ -19,21 +19,25 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, int64_t max_positions, double
   sin_ = angles.sin().to(torch::kFloat32);
 }
 
-torch::Tensor RotaryEmbedding::apply(const torch::Tensor& x) const {
+torch::Tensor RotaryEmbedding::apply(const torch::Tensor& x, int64_t offset) const {
   LADDER_OP_CLASS("rotary");
   if (!cos_cast_.defined() || cos_cast_.device() != x.device() ||
       cos_cast_.scalar_type() != x.scalar_type()) {
     cos_cast_ = cos_.to(x.device(), x.scalar_type());
     sin_cast_ = sin_.to(x.device(), x.scalar_type());
   }
-  return kernels::rotary_reference(x, cos_cast_, sin_cast_);
+  const int64_t rows = cos_cast_.size(0) - offset;
+  return kernels::rotary_reference(x, cos_cast_.narrow(0, offset, rows),
+                                   sin_cast_.narrow(0, offset, rows));
 }
 
 std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::apply_qk(const torch::Tensor& q,
                                                                   const torch::Tensor& k,
-                                                                  bool fused) const {
-  if (fused && kernels::rotary_fusable(q, k, cos_)) return kernels::rotary_qk(q, k, cos_, sin_);
-  return {apply(q), apply(k)};
+                                                                  bool fused,
+                                                                  int64_t offset) const {
+  if (fused && offset == 0 && kernels::rotary_fusable(q, k, cos_))
+    return kernels::rotary_qk(q, k, cos_, sin_);
+  return {apply(q, offset), apply(k, offset)};
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
@@ -52,16 +56,27 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
   if (prefix == 0 && (window == 0 || window >= seq))
     return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                             /*is_causal=*/true, given_scale, gqa);
-  // An explicit mask [seq, prefix + seq]: every prefix position, then the causal band (the kernel
-  // computes every score; the mask keeps the allowed ones).
+  // A prefix or a window: the explicit mask, as for a sequence with nothing cached before it.
+  return cached_attention(q, k, v, scale, window, prefix);
+}
+
+torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, double scale, int64_t window,
+                               int64_t prefix) {
+  LADDER_OP_CLASS("attention");
+  const int64_t n = q.size(2), total = k.size(2) - prefix, past = total - n;
+  // Query r sits at position past + r; key column c at c - prefix (prefix columns: negative).
   const auto options = torch::TensorOptions(torch::kInt64).device(q.device());
-  const torch::Tensor row = torch::arange(seq, options).unsqueeze(1);
-  const torch::Tensor column = torch::arange(prefix + seq, options).unsqueeze(0) - prefix;
-  const torch::Tensor distance = row - column;
-  torch::Tensor allowed = column.lt(0).logical_or(distance.ge(0));
-  if (window > 0) allowed = allowed.logical_and(column.lt(0).logical_or(distance.lt(window)));
-  return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, /*is_causal=*/false, given_scale,
-                                          gqa);
+  const torch::Tensor row = torch::arange(past, past + n, options).unsqueeze(1);
+  const torch::Tensor column = torch::arange(prefix + total, options).unsqueeze(0) - prefix;
+  // Every prefix position, then the causal band (the kernel computes every score; the mask keeps
+  // the allowed ones).
+  torch::Tensor allowed = column <= row;
+  if (window > 0) allowed = allowed & ((column > row - window) | (column < 0));
+  const std::optional<double> given_scale = scale > 0 ? std::optional<double>(scale) : std::nullopt;
+  return at::scaled_dot_product_attention(q, k.to(q.dtype()), v.to(q.dtype()), allowed,
+                                          /*dropout_p=*/0.0, /*is_causal=*/false, given_scale,
+                                          /*enable_gqa=*/k.size(1) != q.size(1));
 }
 
 }  // namespace ladder::models

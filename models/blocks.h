@@ -14,10 +14,12 @@ class RotaryEmbedding {
   RotaryEmbedding(int64_t head_dim, int64_t max_positions, double theta);
   // x: [batch, seq, heads, head_dim], positions 0..seq-1 (the composite,
   // kernels::rotary_reference).
-  torch::Tensor apply(const torch::Tensor& x) const;
+  int64_t max_positions() const { return cos_.size(0); }
+  // `offset`: the first position is that (decoding after a cache of that many tokens).
+  torch::Tensor apply(const torch::Tensor& x, int64_t offset = 0) const;
   // q and k together: kernels::rotary_qk when `fused` and it serves them, else apply() on each.
   std::pair<torch::Tensor, torch::Tensor> apply_qk(const torch::Tensor& q, const torch::Tensor& k,
-                                                   bool fused) const;
+                                                   bool fused, int64_t offset = 0) const;
 
  private:
   torch::Tensor cos_, sin_;  // [max_positions, head_dim / 2], fp32 on the CPU
@@ -38,5 +40,13 @@ class RotaryEmbedding {
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale = 0, int64_t window = 0,
                                int64_t prefix = 0, bool fused = false);
+
+// Attention of n new queries at positions past .. past + n - 1 of a sequence whose keys and values
+// are all given: q [batch, heads, n, head_dim]; k, v [batch, kv_heads, prefix + past + n,
+// head_dim]. The same masking as causal_attention (prefix always seen, causal, window), for
+// decoding with a cache.
+torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, double scale, int64_t window,
+                               int64_t prefix);
 
 }  // namespace ladder::models

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "core/op_profile.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/rms_norm.h"
@@ -141,7 +142,7 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x) cons
 }
 
 torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int64_t batch,
-                                      int64_t seq) const {
+                                      int64_t seq, DecodeCache* cache) const {
   const Block& b = blocks_[layer];
   const double eps = config_.norm_eps;
   // The probe (coordinate checks) records each branch's output: the composites keep it apart.
@@ -161,8 +162,9 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   };
 
   if (b.mamba) {
-    const torch::Tensor mixed = residual_branch(
-        b.mamba->forward(kernels::rms_norm(x, token_gain(b.mamba_norm), eps, fused), batch, seq));
+    const torch::Tensor mixed = residual_branch(b.mamba->forward(
+        kernels::rms_norm(x, token_gain(b.mamba_norm), eps, fused), batch, seq,
+        cache ? &cache->conv[layer] : nullptr, cache ? &cache->ssm[layer] : nullptr));
     const torch::Tensor result = x + mixed;
     if (probe_) {
       probe_->record("mamba", mixed);
@@ -181,11 +183,10 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
     q = kernels::rms_norm(q, head_gain(b.q_norm), eps, fused);
     k = kernels::rms_norm(k, head_gain(b.k_norm), eps, fused);
   }
-  std::tie(q, k) = rope_.apply_qk(q, k, fused);
-  int64_t prefix = 0;
-  if (b.prefix_k.defined()) {
+  std::tie(q, k) = rope_.apply_qk(q, k, fused, cache ? cache->length : 0);
+  const int64_t prefix = b.prefix_k.defined() ? b.prefix_k.size(1) : 0;
+  if (b.prefix_k.defined() && (!cache || cache->length == 0)) {
     // Stream i (rows i x batch / P ...) sees its own prefix before its tokens.
-    prefix = b.prefix_k.size(1);
     auto per_row = [&](const torch::Tensor& w) {
       return w.view({streams_, 1, prefix, local_kv_heads_, head_dim_})
           .expand({streams_, batch / streams_, prefix, local_kv_heads_, head_dim_})
@@ -195,13 +196,22 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
     k = torch::cat({per_row(b.prefix_k), k}, 1);
     v = torch::cat({per_row(b.prefix_v), v.to(k.dtype())}, 1);
   }
+  if (cache) {  // the sequence so far, then these positions
+    torch::Tensor& keys = cache->keys[layer];
+    torch::Tensor& values = cache->values[layer];
+    keys = keys.defined() ? torch::cat({keys, k}, 1) : k;
+    values = values.defined() ? torch::cat({values, v}, 1) : v;
+    k = keys, v = values;
+  }
   q = q.transpose(1, 2);  // [batch, heads, seq, head_dim]
-  k = k.transpose(1, 2);  // [batch, kv_heads, prefix + seq, head_dim]
+  k = k.transpose(1, 2);  // [batch, kv_heads, prefix + (cached +) seq, head_dim]
   v = v.transpose(1, 2);
-  const torch::Tensor attn = causal_attention(q, k, v, config_.scales.attention_scale,
-                                              config_.hybrid.window, prefix, fused)
-                                 .transpose(1, 2)
-                                 .reshape({batch * seq, local_heads_ * head_dim_});
+  const double scale = config_.scales.attention_scale;
+  const torch::Tensor attn =
+      (cache ? cached_attention(q, k, v, scale, config_.hybrid.window, prefix)
+             : causal_attention(q, k, v, scale, config_.hybrid.window, prefix, fused))
+          .transpose(1, 2)
+          .reshape({batch * seq, local_heads_ * head_dim_});
   // out = x + the attention branch, and its norm for the MLP, in one pass when fused.
   torch::Tensor attn_out, out, normed;
   if (fused) {
@@ -319,6 +329,24 @@ ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& t
 
 std::vector<int64_t> DenseTransformer::activation_shape(int64_t batch, int64_t seq) const {
   return {streams_ * batch * seq / (tp_.sequence_parallel ? tp_.size() : 1), config_.d_model};
+}
+
+torch::Tensor DenseTransformer::decode(const torch::Tensor& tokens, DecodeCache& cache) {
+  require_whole("decode");
+  torch::NoGradGuard no_grad;
+  const int64_t batch = tokens.size(0), n = tokens.size(1);
+  if (cache.length + n > rope_.max_positions())
+    throw Error("decode", "a sequence of " + std::to_string(cache.length + n) +
+                              " tokens is longer than the model was built for (" +
+                              std::to_string(rope_.max_positions()) + ")");
+  if (cache.keys.empty())
+    for (auto* layers : {&cache.keys, &cache.values, &cache.conv, &cache.ssm})
+      layers->resize(blocks_.size());
+  torch::Tensor x = embed(tokens);
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    x = block(l, x, streams_ * batch, n, &cache);
+  cache.length += n;
+  return readout(x).view({batch, n, -1});
 }
 
 torch::Tensor DenseTransformer::logits(const torch::Tensor& tokens) {

@@ -34,6 +34,7 @@ class DenseTransformer final : public Model {
                    const parallel::TensorParallel& tp = {}, const StageLayout& stage = {},
                    const parallel::ExpertParallel& ep = {});
   torch::Tensor logits(const torch::Tensor& tokens) override;
+  torch::Tensor decode(const torch::Tensor& tokens, DecodeCache& cache) override;
   ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) override;
   ChunkOutput forward_chunk(size_t chunk, const torch::Tensor& tokens, const torch::Tensor& targets,
                             const torch::Tensor& activation) override;
@@ -63,8 +64,10 @@ class DenseTransformer final : public Model {
     torch::Tensor mamba_norm;            // a Mamba-2 layer: in place of everything above
     std::unique_ptr<Mamba2Mixer> mamba;
   };
-  // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp.
-  torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq) const;
+  // x [tokens, d_model] of sequences [batch, seq] -> x + attn + mlp. With a cache (decoding), the
+  // sequences continue the cached ones, and the layer's keys and values or Mamba-2 state join it.
+  torch::Tensor block(size_t layer, const torch::Tensor& x, int64_t batch, int64_t seq,
+                      DecodeCache* cache = nullptr) const;
   torch::Tensor final_normed(const torch::Tensor& x) const;
   // ParScale: the P streams' final hidden states [P x tokens, d] -> their weighted sum [tokens, d]
   // with weights softmax(MLP(concatenated streams)) smoothed by epsilon (Chen et al. 2025). Also

@@ -79,9 +79,10 @@ torch::Tensor ssd_chunked(const torch::Tensor& x_in, const torch::Tensor& dt_in,
 }
 
 torch::Tensor ssd_recurrent(const torch::Tensor& x, const torch::Tensor& dt, const torch::Tensor& A,
-                            const torch::Tensor& B, const torch::Tensor& C) {
+                            const torch::Tensor& B, const torch::Tensor& C, torch::Tensor* state) {
   const int64_t batch = x.size(0), seq = x.size(1), heads = x.size(2), p = x.size(3);
-  torch::Tensor h = torch::zeros({batch, heads, p, B.size(2)}, x.options());
+  torch::Tensor h =
+      state && state->defined() ? *state : torch::zeros({batch, heads, p, B.size(2)}, x.options());
   std::vector<torch::Tensor> ys;
   for (int64_t t = 0; t < seq; ++t) {
     const torch::Tensor decay = (dt.select(1, t) * A).exp();                     // [batch, heads]
@@ -90,6 +91,7 @@ torch::Tensor ssd_recurrent(const torch::Tensor& x, const torch::Tensor& dt, con
         input.unsqueeze(-1) * B.select(1, t).unsqueeze(1).unsqueeze(1);
     ys.push_back(torch::einsum("bhpn,bn->bhp", {h, C.select(1, t)}));
   }
+  if (state) *state = h;
   return torch::stack(ys, 1);
 }
 
@@ -138,7 +140,8 @@ Mamba2Mixer::Mamba2Mixer(const ModelConfig& c, const parallel::TensorParallel& t
   w_z_.tp = w_x_.tp = w_dt_.tp = w_out_.tp = tp;
 }
 
-torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, int64_t seq) const {
+torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, int64_t seq,
+                                   torch::Tensor* conv_state, torch::Tensor* ssm_state) const {
   const int64_t heads = local_heads_, p = sizes_.head_dim, n = sizes_.state;
   const int64_t k = sizes_.conv_kernel;
   // Replicated tensors each rank uses for its own heads: gradients summed over the group.
@@ -153,12 +156,23 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, i
   const int64_t channels = xbc.size(1);
   const torch::Tensor weight = torch::cat({conv_x_, whole(conv_B_), whole(conv_C_)}).unsqueeze(1);
   const torch::Tensor bias = torch::cat({conv_x_bias_, whole(conv_B_bias_), whole(conv_C_bias_)});
-  const torch::Tensor conv =
-      torch::conv1d(xbc.view({batch, seq, channels}).transpose(1, 2), weight.to(xbc.dtype()),
-                    bias.to(xbc.dtype()), /*stride=*/1, /*padding=*/k - 1, /*dilation=*/1,
-                    /*groups=*/channels)
-          .narrow(2, 0, seq)
-          .transpose(1, 2);  // [batch, seq, channels]: position t saw t - K + 1 .. t
+  torch::Tensor conv;
+  if (conv_state) {
+    // Decoding: the window of the K - 1 inputs before these (zeros at the start, as the padding).
+    if (!conv_state->defined()) *conv_state = torch::zeros({batch, k - 1, channels}, xbc.options());
+    const torch::Tensor joined = torch::cat({*conv_state, xbc.view({batch, seq, channels})}, 1);
+    const int64_t no_padding = 0;
+    conv = torch::conv1d(joined.transpose(1, 2), weight.to(xbc.dtype()), bias.to(xbc.dtype()),
+                         /*stride=*/1, no_padding, /*dilation=*/1, /*groups=*/channels)
+               .transpose(1, 2);
+    *conv_state = joined.narrow(1, seq, k - 1);
+  } else {
+    conv = torch::conv1d(xbc.view({batch, seq, channels}).transpose(1, 2), weight.to(xbc.dtype()),
+                         bias.to(xbc.dtype()), /*stride=*/1, /*padding=*/k - 1, /*dilation=*/1,
+                         /*groups=*/channels)
+               .narrow(2, 0, seq)
+               .transpose(1, 2);  // [batch, seq, channels]: position t saw t - K + 1 .. t
+  }
   const torch::Tensor activated = torch::silu(conv);
 
   torch::Tensor y;
@@ -172,7 +186,9 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, i
         torch::softplus(at_least_fp32(dt_raw).view({batch, seq, heads}) + dt_bias_);
     const torch::Tensor A = -A_log_.exp();
     const torch::Tensor x = xs.reshape({batch, seq, heads, p});
-    y = ssd_chunked(x, dt, A, B, C, chunk_) + x * D_.view({heads, 1});
+    y = (ssm_state ? ssd_recurrent(x, dt, A, B, C, ssm_state)
+                   : ssd_chunked(x, dt, A, B, C, chunk_)) +
+        x * D_.view({heads, 1});
     // The gated RMSNorm, per head: norm(y x silu(z)) x gain.
     // (A gain per head and channel: the composite, which the fused kernel's 1-D gain does not
     // serve.)

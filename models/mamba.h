@@ -42,9 +42,11 @@ torch::Tensor ssd_chunked(const torch::Tensor& x, const torch::Tensor& dt, const
                           const torch::Tensor& B, const torch::Tensor& C, int64_t chunk);
 
 // The same by the sequential recurrence, one token at a time: the reference the tests hold the
-// chunked algorithm to.
+// chunked algorithm to, and decoding's scan. `state` (optional) is the state h [batch, heads, P,
+// N] before the first token (undefined: zeros) and receives the state after the last.
 torch::Tensor ssd_recurrent(const torch::Tensor& x, const torch::Tensor& dt, const torch::Tensor& A,
-                            const torch::Tensor& B, const torch::Tensor& C);
+                            const torch::Tensor& B, const torch::Tensor& C,
+                            torch::Tensor* state = nullptr);
 
 // The sizes a Mamba-2 layer derives from the config.
 struct MambaSizes {
@@ -83,7 +85,12 @@ class Mamba2Mixer {
 
   // normed [tokens, d_model] of sequences [batch, seq] (with sequence parallelism this rank's block
   // of the tokens) -> the mixer's output in the same layout, reduced over tp.
-  torch::Tensor forward(const torch::Tensor& normed, int64_t batch, int64_t seq) const;
+  // Decoding (models/model.h DecodeCache): `conv_state` [batch, K - 1, channels] and `ssm_state`
+  // carry the sequence so far (undefined at its start) and are updated; the scan then runs by the
+  // recurrence.
+  torch::Tensor forward(const torch::Tensor& normed, int64_t batch, int64_t seq,
+                        torch::Tensor* conv_state = nullptr,
+                        torch::Tensor* ssm_state = nullptr) const;
 
  private:
   MambaSizes sizes_;

@@ -76,6 +76,16 @@ class CoordinateProbe {
   std::map<std::string, std::pair<double, int64_t>> sums_;
 };
 
+// What incremental decoding keeps between calls (ladder sample): per layer of the model, an
+// attention layer's keys and values so far ([batch, kv_heads, positions, head_dim], rotated, a
+// ParScale prefix first) or a Mamba-2 layer's convolution window (its last K - 1 inputs) and SSM
+// state ([batch, heads, P, N]); and how many tokens the cache holds.
+struct DecodeCache {
+  int64_t length = 0;
+  std::vector<torch::Tensor> keys, values;  // attention layers
+  std::vector<torch::Tensor> conv, ssm;     // Mamba-2 layers
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -83,6 +93,10 @@ class Model {
   void set_probe(CoordinateProbe* probe) { probe_ = probe; }
   // Logits [batch, seq, vocab] for tokens [batch, seq] (a model built whole).
   virtual torch::Tensor logits(const torch::Tensor& tokens) = 0;
+  // Logits [batch, n, vocab] of tokens [batch, n] that continue the sequence `cache` holds (empty:
+  // a new sequence), which they join: the same as the last n positions of logits() over the whole
+  // sequence, at the cost of the new tokens only (a model built whole, without gradients).
+  virtual torch::Tensor decode(const torch::Tensor& tokens, DecodeCache& cache) = 0;
   // Loss of predicting targets [batch, seq] from tokens [batch, seq] (a model built whole).
   virtual ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) = 0;
   // The forward of this rank's `chunk` on a micro-batch of tokens and targets [batch, seq]: the

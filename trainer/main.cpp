@@ -18,7 +18,9 @@
 #include "parallel/world.h"
 #include "scaling/fit_command.h"
 #include "trainer/coordcheck.h"
+#include "trainer/export.h"
 #include "trainer/hardware.h"
+#include "trainer/inference.h"
 #include "trainer/inspect.h"
 #include "trainer/loss_plot.h"
 #include "trainer/recipe.h"
@@ -192,6 +194,63 @@ struct InspectCommand {
   }
 };
 
+// ----- ladder sample ----------------------------------------------------------------------------
+
+struct SampleCommand {
+  ladder::SampleOptions options;
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "sample", "Generate text from a checkpoint (KV cache; Mamba-2 layers by their state)");
+    cmd->add_option("checkpoint", options.checkpoint, "A checkpoint (.h5)")->required();
+    cmd->add_option("--prompt", options.prompt, "The text to continue (may be empty)");
+    cmd->add_option("--tokens", options.tokens, "New tokens at most")->capture_default_str();
+    cmd->add_option("--temperature", options.temperature, "0: always the most likely token")
+        ->capture_default_str();
+    cmd->add_option("--top-k", options.top_k, "Draw from the k most likely tokens (0: all)")
+        ->capture_default_str();
+    cmd->add_option("--seed", options.seed, "The same seed gives the same text")
+        ->capture_default_str();
+    cmd->add_option("--data", options.data,
+                    "The dataset folder whose tokenizer to use (default: the recipe's data.path)");
+    cmd->add_option("--threads", options.threads,
+                    "LibTorch threads (default: the machine's cores)");
+  }
+  int run(const GlobalOptions& g) {
+    init_logging(g, 0);
+    const ladder::SampleResult r = ladder::sample(options);
+    std::printf("%s%s\n", options.prompt.c_str(), r.text.c_str());
+    std::fflush(stdout);
+    spdlog::info("sample: {} tokens in {:.2f} s ({:.1f} tokens/s){}", r.generated, r.seconds,
+                 r.seconds > 0 ? static_cast<double>(r.generated) / r.seconds : 0.0,
+                 r.ended ? ", stopped at an end of document" : "");
+    return 0;
+  }
+};
+
+// ----- ladder export ----------------------------------------------------------------------------
+
+struct ExportCommand {
+  ladder::ExportOptions options;
+  void add(CLI::App& app) {
+    auto* cmd = app.add_subcommand(
+        "export", "Write a checkpoint's dense model as a Hugging Face transformers folder");
+    cmd->add_option("checkpoint", options.checkpoint, "A checkpoint (.h5)")->required();
+    cmd->add_option("--format", options.format, "hf (transformers: config, safetensors, tokenizer)")
+        ->capture_default_str();
+    cmd->add_option("--out", options.out, "The folder to write")->required();
+    cmd->add_option("--data", options.data,
+                    "The dataset folder whose tokenizer to export (default: the recipe's "
+                    "data.path)");
+  }
+  int run(const GlobalOptions& g) {
+    init_logging(g, 0);
+    ladder::export_checkpoint(options);
+    std::printf("export: %s (load with transformers' AutoModelForCausalLM.from_pretrained)\n",
+                options.out.c_str());
+    return 0;
+  }
+};
+
 // ----- ladder plot ------------------------------------------------------------------------------
 
 struct PlotCommand {
@@ -336,6 +395,10 @@ int main(int argc, char** argv) {
   train.add(app);
   InspectCommand inspect;
   inspect.add(app);
+  SampleCommand sample;
+  sample.add(app);
+  ExportCommand export_command;
+  export_command.add(app);
   PlotCommand plot;
   plot.add(app);
   FitCommand fit;
@@ -365,6 +428,8 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) return train.run(global, &argc, &argv);
     if (app.got_subcommand("inspect")) return inspect.run(global);
     if (app.got_subcommand("plot")) return plot.run(global);
+    if (app.got_subcommand("sample")) return sample.run(global);
+    if (app.got_subcommand("export")) return export_command.run(global);
     if (app.got_subcommand("fit")) return fit.run();
     if (app.got_subcommand("sweep")) return sweep.run(global, &argc, &argv);
     if (app.got_subcommand("coordcheck")) return coordcheck.run(global);
