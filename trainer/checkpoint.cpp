@@ -599,10 +599,12 @@ std::optional<std::string> newest_sound_checkpoint(const std::string& run_dir,
                                                    const parallel::Communicator* comm) {
   const int rank = comm ? comm->rank() : 0;
   const std::vector<int64_t> steps = checkpoint_steps(run_dir);
+  std::string damaged;  // "path (problem)", for the message when none is sound
   for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
     const std::string path = checkpoint_path(run_dir, *step);
     const std::string problem = agreed_checkpoint_problem(path, comm);
     if (problem.empty()) return path;
+    damaged += (damaged.empty() ? "" : ", ") + path + " (" + problem + ")";
     const std::string aside = path + ".damaged";
     spdlog::warn("{} is damaged ({}): kept as {}; trying the checkpoint before it", path, problem,
                  aside);
@@ -612,8 +614,9 @@ std::optional<std::string> newest_sound_checkpoint(const std::string& run_dir,
   }
   if (!steps.empty())
     throw AgreedError(run_dir + "/checkpoints",
-                      "every checkpoint is damaged (kept as *.damaged); resume one explicitly with "
-                      "--resume PATH after repairing it, or start a new run");
+                      "every checkpoint is damaged: " + damaged +
+                          "; they are kept as *.damaged; repair one and resume it with --resume "
+                          "PATH, or start a new run");
   return std::nullopt;
 }
 

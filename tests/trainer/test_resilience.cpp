@@ -92,9 +92,8 @@ TEST_F(Resilience, Sigusr1ToMpirunStopsEveryRankAtTheSameStep) {
 TEST_F(Resilience, KilledRankEndsTheJobAndTheNewestCheckpointFinishesTheRun) {
   const std::string extra =
       "[train]\nsteps = 200\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 1\n"
-      "[checkpoint]\nevery_steps = 10\nintermediate = \"none\"\nkeep = 2\n[eval]\nevery_steps = "
-      "50\n"
-      "tokens = 256\n";
+      "[checkpoint]\nevery_steps = 10\nintermediate = \"none\"\nkeep = 2\n"
+      "[eval]\nevery_steps = 50\ntokens = 256\n";
   ASSERT_EQ(train(recipe("kill9_whole", extra), "", 2).status, 0);
   const std::string cut = recipe("kill9_cut", extra);
   BackgroundCommand job(train_command(cut, "", 2));
@@ -108,8 +107,10 @@ TEST_F(Resilience, KilledRankEndsTheJobAndTheNewestCheckpointFinishesTheRun) {
   const int status = job.wait(60);
   EXPECT_NE(status, -2) << "the job did not end within 60 s of a rank's death\n" << job.output();
   EXPECT_NE(status, 0);
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count(),
-            60.0);
+  const double ended_after =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  EXPECT_LT(ended_after, 60.0);
+  std::printf("the job ended %.2f s after one of its ranks was killed\n", ended_after);
   ASSERT_FALSE(checkpoint_steps(run_dir("kill9_cut")).empty());
   const auto resumed = train(cut, "--resume auto", 2);
   ASSERT_EQ(resumed.status, 0) << resumed.output;

@@ -81,7 +81,9 @@ TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
                                                 {"d_model=64_steps=20", "done"},
                                                 {"d_model=64_steps=30", "done"}}));
   const std::string error = testing::read_file(dir + "/d_model=32_steps=30/error.txt");
-  EXPECT_NE(error.find("ladder: error: " + damaged), std::string::npos) << error;
+  EXPECT_NE(error.find("every checkpoint is damaged: " + damaged + " (cannot be read"),
+            std::string::npos)
+      << error;
   EXPECT_NE(testing::read_file(dir + "/index.csv").find(damaged), std::string::npos);
 
   // `ladder fit` takes the folder: the finished runs, with a word on the failed one.
@@ -91,8 +93,10 @@ TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
   EXPECT_NE(fit.output.find("from 3 runs"), std::string::npos) << fit.output;
   EXPECT_NE(fit.output.find("index.csv: 1 run failed, not used"), std::string::npos) << fit.output;
 
-  // With the damage gone, the failed run trains and the others are skipped.
-  fs::remove(damaged);
+  // With the damage gone (kept aside as *.damaged), the failed run trains and the others are
+  // skipped.
+  EXPECT_TRUE(fs::exists(damaged + ".damaged"));
+  fs::remove(damaged + ".damaged");
   const auto again = ladder("sweep " + path + " --no-estimate");
   EXPECT_EQ(again.status, 0) << again.output;
   EXPECT_NE(again.output.find("run 1/4 d_model=32_steps=20: done, skipped"), std::string::npos);
