@@ -56,6 +56,8 @@ class Export : public TrainingFixture {
                     std::to_string(trained.vocab_size) + " 'Caf\xc3\xa9 au lait, 42!'");
     EXPECT_EQ(check.status, 0) << check.output;
     EXPECT_NE(check.output.find(architecture), std::string::npos) << check.output;
+    std::printf("%s: %s", name.c_str(),
+                check.output.substr(check.output.find(architecture)).c_str());
   }
 };
 
