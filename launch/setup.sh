@@ -33,8 +33,8 @@ fi
 
 # The one LibTorch: PyPI's torch wheel, pinned, in a virtual environment outside the clone (keyed by
 # the version, reused when present). It also holds the Python side: PyTorch for the comparison
-# benchmarks, h5py and numpy to read outputs as users do, transformers to load what
-# `ladder export --format hf` writes.
+# benchmarks, h5py and numpy to read outputs as users do, transformers (with sentencepiece and
+# protobuf for SentencePiece tokenizers) to load what `ladder export --format hf` writes.
 torch_version=2.15.0
 transformers_version=5.25.0
 venv=${LADDER_VENV:-$HOME/.cache/ladder/torch-$torch_version}
@@ -44,10 +44,11 @@ assert torch.__version__.split('+')[0] == '$torch_version'" 2>/dev/null; then
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "torch==$torch_version" h5py numpy
 fi
-if ! "$venv/bin/python3" -c "import transformers
+if ! "$venv/bin/python3" -c "import transformers, sentencepiece, google.protobuf
 assert transformers.__version__ == '$transformers_version'" 2>/dev/null; then
-  echo "setup: installing transformers==$transformers_version into $venv"
-  "$venv/bin/pip" install --quiet "transformers==$transformers_version"
+  echo "setup: installing transformers==$transformers_version, sentencepiece and protobuf into $venv"
+  "$venv/bin/pip" install --quiet "transformers==$transformers_version" sentencepiece==0.2.3 \
+    protobuf==7.36.2
 fi
 
 [[ "${1:-}" == "--no-build" ]] && exit 0

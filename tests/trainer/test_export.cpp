@@ -34,6 +34,12 @@ class Export : public TrainingFixture {
     ASSERT_EQ(exported.status, 0) << exported.output;
 
     TrainedModel trained = load_trained_model(checkpoint);
+    // Text with spaces, a newline, punctuation and characters outside ASCII.
+    const std::string text = "Caf\xc3\xa9 au lait,  42!\nThe jury said";
+    const auto tokenizer = recipe_tokenizer(trained.recipe);
+    std::string ids;
+    for (const auto id : tokenizer->encode(text))
+      ids += (ids.empty() ? "" : ",") + std::to_string(id);
     torch::manual_seed(4);
     const int64_t batch = 2, seq = 24;
     const torch::Tensor tokens = torch::randint(0, trained.vocab_size, {batch, seq});
@@ -53,7 +59,8 @@ class Export : public TrainingFixture {
         run_command(std::string(LADDER_PYTHON) + " " + LADDER_SOURCE_DIR +
                     "/tests/trainer/check_hf_export.py " + out + " " + out + "/tokens.bin " + out +
                     "/logits.bin " + std::to_string(batch) + " " + std::to_string(seq) + " " +
-                    std::to_string(trained.vocab_size) + " 'Caf\xc3\xa9 au lait, 42!'");
+                    std::to_string(trained.vocab_size) + " '" + text + "' " + ids + " " +
+                    std::to_string(tokenizer->eod_id()));
     EXPECT_EQ(check.status, 0) << check.output;
     EXPECT_NE(check.output.find(architecture), std::string::npos) << check.output;
     std::printf("%s: %s", name.c_str(),
@@ -80,6 +87,18 @@ TEST_F(Export, TransformersReproducesTheLogitsOfATiedLlama) {
   expect_transformers_reproduces("export_tied", "",
                                  "--set model.qk_norm=false --set model.tie_embeddings=true",
                                  "LlamaForCausalLM");
+}
+
+// A SentencePiece dataset: its model goes along as tokenizer.model, which transformers'
+// LlamaTokenizer reads with ladder's ids (no dummy prefix, whitespace kept, byte fallback).
+TEST_F(Export, TransformersReadsTheSentencePieceTokenizer) {
+  const auto prep =
+      run_command(testing::ladder_binary() + " prep --input " + LADDER_SOURCE_DIR +
+                  "/data/corpus/brown.txt.gz --tokenizer sentencepiece " +
+                  "--vocab-size 512 --sp-sentences 20000 --out " + dir_->path("ds_sp"));
+  ASSERT_EQ(prep.status, 0) << prep.output;
+  expect_transformers_reproduces("export_sp", "", "--set data.path='" + dir_->path("ds_sp") + "'",
+                                 "Qwen3ForCausalLM");
 }
 
 TEST_F(Export, ArchitecturesTransformersCannotExpressAreRefused) {
