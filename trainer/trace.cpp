@@ -1,9 +1,12 @@
 #include "trainer/trace.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <limits>
 #include <vector>
 
+#include "core/error.h"
 #include "core/hdf5.h"
 
 namespace ladder {
@@ -86,7 +89,33 @@ void truncate_after(const h5::File& f, const std::string& group, const std::vect
     h5::truncate_series(f, group + "/" + c.name, keep);
 }
 
+// A trace that cannot be read (a kill in the middle of an append) is replaced by its backup.
+void restore_if_damaged(const std::string& path) {
+  try {
+    h5::File f = h5::File::open(path, false);
+    h5::series_length(f, "train/step");
+    return;
+  } catch (const Error& e) {
+    const std::string backup = path + ".bak", damaged = path + ".damaged";
+    if (!std::filesystem::exists(backup))
+      throw Error(path, "cannot be read (" + e.detail() +
+                            ") and has no backup (trace.h5.bak, written with each checkpoint)");
+    std::filesystem::rename(path, damaged);
+    std::filesystem::copy_file(backup, path);
+    spdlog::warn(
+        "{} cannot be read ({}): restored from {}, written with the last checkpoint; the "
+        "damaged file is kept as {}",
+        path, e.detail(), backup, damaged);
+  }
+}
+
 }  // namespace
+
+void Trace::back_up() const {
+  const std::string tmp = path_ + ".bak.tmp";
+  std::filesystem::copy_file(path_, tmp, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::rename(tmp, path_ + ".bak");
+}
 
 Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
              int64_t resume_step, int stages, std::vector<std::string> spectra)
@@ -96,6 +125,7 @@ Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attr
   for (const auto& name : spectra_)
     spectra_columns.push_back({name, false});
   const bool reuse = resume_step >= 0 && std::filesystem::exists(path_);
+  if (reuse) restore_if_damaged(path_);
   h5::File f = reuse ? h5::File::open(path_, true) : h5::File::create(path_);
   if (reuse) {
     add_missing(f, "train", train);

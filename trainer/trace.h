@@ -29,6 +29,11 @@
 // Every append opens the file, writes and closes it, so a reader (h5py) sees a complete file
 // whenever the trainer is not in the middle of a write. On resume, rows past the resumed step are
 // dropped: they belong to the part of the run that the checkpoint does not contain.
+//
+// A process killed in the middle of an append can leave the file damaged. So with every checkpoint
+// the trace is copied to trace.h5.bak (through a temporary file and a rename): it holds every row
+// up to that checkpoint, which is all a resume from it keeps. Reopening a trace that cannot be read
+// restores it from that copy (the damaged file kept as trace.h5.damaged).
 #pragma once
 
 #include <cstdint>
@@ -81,6 +86,8 @@ class Trace {
   void append(const TrainRecord& r);
   void append(const EvalRecord& r);
   void append_checkpoint(int64_t step, int64_t tokens, bool intermediate);
+  // Copies the trace to trace.h5.bak (above); after each checkpoint.
+  void back_up() const;
   // One value per matrix named at construction, after `step` optimizer steps.
   void append_spectra(int64_t step, const std::vector<double>& top_singular_values);
   const std::string& path() const { return path_; }

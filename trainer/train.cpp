@@ -846,6 +846,7 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
           checkpoint_layout);
       if (trace) {
         trace->append_checkpoint(done, tokens, intermediate);
+        trace->back_up();  // what a resume from this checkpoint keeps, safe from a torn append
         prune_periodic(run_dir, tokens_per_step, r.checkpoint);
       }
       spdlog::info("checkpoint {}{}", path, intermediate ? " (intermediate)" : "");

@@ -203,6 +203,35 @@ TEST_F(Resilience, DamagedCheckpointsAreReportedKeptAndSkipped) {
   EXPECT_EQ(run_command(verify(run_dir("damaged"))).status, 0);  // the rewritten 6 and 8
 }
 
+// A kill in the middle of a trace append leaves trace.h5 unreadable: the resume restores it from
+// the copy written with the last checkpoint and continues with the uninterrupted run's rows.
+TEST_F(Resilience, ADamagedTraceIsRestoredFromTheCopyOfTheLastCheckpoint) {
+  const std::string path = recipe("torn_trace", kEight);
+  ASSERT_EQ(train(path).status, 0);
+  const std::string trace = run_dir("torn_trace") + "/trace.h5";
+  const std::string whole = run_dir("torn_trace") + "/whole_trace.h5";
+  fs::copy_file(trace, whole);
+  EXPECT_TRUE(fs::exists(trace + ".bak"));
+  // The run "crashed" after step 7: no checkpoint 8, and a torn trace.
+  fs::remove(checkpoint_path(run_dir("torn_trace"), 8));
+  fs::resize_file(trace, 1000);
+  const auto resumed = train(path, "--resume auto");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find(trace + " cannot be read"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("restored from " + trace + ".bak"), std::string::npos)
+      << resumed.output;
+  EXPECT_TRUE(fs::exists(trace + ".damaged"));
+  for (const char* s : {"train/step", "train/loss", "eval/loss", "checkpoints/step"})
+    EXPECT_EQ(series(trace, s), series(whole, s)) << s;
+  // Without a copy, the message says so.
+  fs::remove(checkpoint_path(run_dir("torn_trace"), 8));
+  fs::remove(trace + ".bak");
+  fs::resize_file(trace, 1000);
+  const auto refused = train(path, "--resume auto");
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("has no backup"), std::string::npos) << refused.output;
+}
+
 // A file-size limit below a checkpoint's size, set on the running job (after MPI's start-up,
 // whose shared-memory files it would also refuse): the next checkpoint write fails with EFBIG; the
 // run stops with one message, leaves no partial file and keeps the earlier checkpoint sound.
