@@ -108,6 +108,11 @@ bool close_failed() {
   return a_close_failed;
 }
 
+void File::abandon() {
+  id_ = -1;
+  a_close_failed = true;
+}
+
 void File::close() {
   if (id_ < 0) return;
   const herr_t flushed = H5Fflush(id_, H5F_SCOPE_LOCAL);

@@ -29,6 +29,10 @@ class File {
   File& operator=(File&&) = delete;
   ~File();
   void close();  // flushes and closes; throws on failure (destructor closes quietly)
+  // Lets go of a file whose write failed without closing it: HDF5's close of a shared file after
+  // a failed write can deadlock its ranks in mismatched collectives. The handle stays open inside
+  // HDF5, so the process must end with std::_Exit (close_failed() is true from now on).
+  void abandon();
   hid_t id() const { return id_; }
   const std::string& path() const { return path_; }
   int rank() const { return rank_; }  // in the communicator the file was opened with; 0 alone
@@ -40,9 +44,10 @@ class File {
   std::string path_;
 };
 
-// Whether a file failed to close (a write that hit a full disk or a file-size limit). HDF5 1.10
-// then keeps a broken file object that crashes the library's own shutdown (at MPI_Finalize or
-// exit), so a process that saw this ends with std::_Exit after its message (trainer/main.cpp).
+// Whether a file failed to close (a write that hit a full disk or a file-size limit) or was
+// abandoned. HDF5 1.10 then keeps a broken file object that crashes (or, shared, deadlocks) the
+// library's own shutdown at MPI_Finalize or exit, so a process that saw this ends with std::_Exit
+// after its message (trainer/main.cpp).
 bool close_failed();
 
 bool exists(const File& f, const std::string& path);

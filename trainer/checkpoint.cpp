@@ -251,17 +251,28 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
                                  "; the earlier checkpoints are intact: fix the cause, then "
                                  "continue with --resume auto");
   };
-  // Room on disk, decided by the leader for everyone (the all-reduce also orders the folder's
-  // creation before anyone opens the file).
+  // Room on disk (the leader), and a file-size limit on any rank that the file would pass: refused
+  // before anything is written, since a write that fails on some ranks only can leave HDF5's
+  // collective close waiting forever. The agreement also orders the folder's creation before
+  // anyone opens the file.
   const int64_t bytes = checkpoint_bytes(params, layout.diloco ? layout.islands : 0);
   std::string failure;
-  if (leader) {
-    try {
+  try {
+    if (leader) {
       fs::create_directories(dir);
       check_free_space(dir.string(), bytes);
-    } catch (const std::exception& e) {
-      failure = describe(e);
     }
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+        limit.rlim_cur < static_cast<rlim_t>(bytes))
+      throw Error(path, (comm && comm->size() > 1 ? "rank " + std::to_string(comm->rank()) + ": "
+                                                  : std::string()) +
+                            "the process's file-size limit (ulimit -f) is " +
+                            human_count(static_cast<double>(limit.rlim_cur)) +
+                            "B, a checkpoint needs " + human_count(static_cast<double>(bytes)) +
+                            "B");
+  } catch (const std::exception& e) {
+    failure = describe(e);
   }
   failure = first_failure(comm, failure);
   if (!failure.empty()) throw not_written(failure);
@@ -384,11 +395,11 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
     failure = first_failure(comm, failure);
   }
   if (!failure.empty()) {
-    try {
-      if (file) file->close();
-    } catch (const std::exception&) {  // the write failed already; that is the message
-    }
-    if (comm) comm->barrier();  // every rank has let go of the file
+    // Not closed: after a failed write HDF5's collective close can leave the ranks waiting in
+    // different collectives (seen with MPI-IO at 2 ranks). The process ends with _Exit after the
+    // message instead (core/hdf5.h).
+    if (file) file->abandon();
+    if (comm) comm->barrier();
     if (leader) std::remove(tmp.c_str());
     throw not_written(failure);
   }

@@ -32,16 +32,12 @@
 // pieces it writes and one all-reduce gives the whole tensor's. Version-1 checkpoints (no
 // checksums) are still read.
 //
-// Before writing, the leader checks the file system's free space against the checkpoint's size; a
-// write that fails anyway (disk full, quota, permissions, a file-size limit) removes its temporary
-// file, leaves every earlier checkpoint as it was, and ends the job on every rank with one message
-// (ladder::AgreedError).
-//
-// Every tensor is stored at its full logical shape whatever the layout (DESIGN.md contract 5). In a
-// job of several ranks the file is shared through parallel HDF5: each rank writes only its shard
-// (a partition of every parameter's elements across the data-parallel ranks) of the parameters and
-// of the moments, and reads back the full parameters and the moments of the segments its optimizer
-// updates. So a checkpoint taken at one dp size, with or without ZeRO-1, resumes at any other.
+// Before writing, the leader checks the file system's free space and every rank its file-size limit
+// against the checkpoint's size, and the leader reserves the blocks (fallocate): what does not fit
+// is refused on every rank before anything is written. A write that fails anyway (permissions, an
+// I/O error) abandons the file (HDF5's collective close after a failure on some ranks can hang),
+// removes it, leaves every earlier checkpoint as it was, and ends the job on every rank with one
+// message (ladder::AgreedError); the process then ends with _Exit (core/hdf5.h).
 #pragma once
 
 #include <cstdint>

@@ -233,9 +233,10 @@ TEST_F(Resilience, ADamagedTraceIsRestoredFromTheCopyOfTheLastCheckpoint) {
 }
 
 // A file-size limit below a checkpoint's size, set on the running job (after MPI's start-up,
-// whose shared-memory files it would also refuse): the next checkpoint write fails with EFBIG; the
-// run stops with one message, leaves no partial file and keeps the earlier checkpoint sound.
-TEST_F(Resilience, AFailedCheckpointWriteEndsInAClearErrorAndKeepsTheEarlierOnes) {
+// whose shared-memory files it would also refuse): the next checkpoint is refused before it is
+// written; the run stops with one message, leaves no partial file and keeps the earlier checkpoint
+// sound.
+TEST_F(Resilience, AFileSizeLimitEndsInAClearErrorAndKeepsTheEarlierOnes) {
   const std::string path = recipe("full_disk", kLongRun);
   // Wide enough that half a checkpoint is more than the trace's size.
   BackgroundCommand job(train_command(path,
@@ -254,6 +255,38 @@ TEST_F(Resilience, AFailedCheckpointWriteEndsInAClearErrorAndKeepsTheEarlierOnes
   EXPECT_NE(output.find("file-size limit"), std::string::npos) << output;
   EXPECT_NE(output.find("the earlier checkpoints are intact"), std::string::npos) << output;
   EXPECT_EQ(checkpoint_steps(run_dir("full_disk")), (std::vector<int64_t>{5}));
+  EXPECT_FALSE(fs::exists(failed + ".tmp"));
+  const auto sound = run_command(verify(five));
+  EXPECT_EQ(sound.status, 0) << sound.output;
+}
+
+// Under mpirun with the limit on one rank only: every rank learns it before anything is written
+// (a write failing on some ranks only could leave HDF5's collective close waiting forever), and
+// the job ends with that rank's message, once, and status 2.
+TEST_F(Resilience, AFileSizeLimitOnOneRankEndsEveryRankWithOneMessage) {
+  const std::string path = recipe("one_rank_full", kLongRun);
+  BackgroundCommand job(train_command(path,
+                                      "--set model.d_model=128 --set train.steps=3000 "
+                                      "--set checkpoint.every_steps=1000 "
+                                      "--set 'checkpoint.intermediate=[5]'",
+                                      2));
+  const std::string five = checkpoint_path(run_dir("one_rank_full"), 5);
+  ASSERT_TRUE(wait_until([&] { return reached(job, 10) && fs::exists(five); }, 120))
+      << job.output();
+  const auto ranks = run_command("pgrep -P " + std::to_string(job.pid()));
+  const std::string second = ranks.output.substr(ranks.output.find('\n') + 1);
+  ASSERT_FALSE(second.empty()) << ranks.output;
+  const rlimit limit{fs::file_size(five) / 2, fs::file_size(five) / 2};
+  ASSERT_EQ(::prlimit(std::stoi(second), RLIMIT_FSIZE, &limit, nullptr), 0);
+  EXPECT_EQ(job.wait(120), 2) << job.output();
+  const std::string output = job.output();
+  const std::string failed = checkpoint_path(run_dir("one_rank_full"), 1000);
+  const std::string message = "ladder: error: " + failed + ": not written: ";
+  EXPECT_NE(output.find(message), std::string::npos) << output;
+  EXPECT_EQ(output.find(message), output.rfind(message)) << "one message\n" << output;
+  EXPECT_NE(output.find("rank 1: the process's file-size limit (ulimit -f) is"), std::string::npos)
+      << output;
+  EXPECT_EQ(checkpoint_steps(run_dir("one_rank_full")), (std::vector<int64_t>{5}));
   EXPECT_FALSE(fs::exists(failed + ".tmp"));
   const auto sound = run_command(verify(five));
   EXPECT_EQ(sound.status, 0) << sound.output;
