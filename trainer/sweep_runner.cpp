@@ -387,6 +387,16 @@ class SweepRunner {
         states_[i] = read_run_state(run);
       }
       write_index(sweep_, states_);
+      // A file this process could not write (a full disk) leaves HDF5 unable to shut down
+      // (core/hdf5.h): the next runs would fail alike, so the sweep stops here, recorded.
+      if (h5::close_failed()) {
+        spdlog::error(
+            "sweep: stopping after run {}/{} {}: a file could not be written ({}); fix the "
+            "cause and run the sweep again",
+            i + 1, total, run.name, error);
+        std::fflush(nullptr);
+        std::_Exit(kExitUserError);
+      }
       ++ran;
 
       // Progress: the measured pace against the estimates (or the FLOP rate) gives the ETA.
