@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/files.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -23,13 +24,9 @@ bool gnuplot_installed() {
 std::string run_gnuplot(const std::string& dir, const std::string& name, const std::string& script,
                         std::vector<std::string>& warnings) {
   const fs::path folder(dir);
-  {
-    std::ofstream out(folder / (name + ".gp"));
-    out << "set terminal pngcairo noenhanced size 900,600 font 'sans,11'\nset output '" << name
-        << ".png'\n"
-        << script;
-    if (!out) throw Error((folder / (name + ".gp")).string(), "cannot write the file");
-  }
+  write_text_file((folder / (name + ".gp")).string(),
+                  "set terminal pngcairo noenhanced size 900,600 font 'sans,11'\nset output '" +
+                      name + ".png'\n" + script);
   const std::string command =
       "cd '" + dir + "' && gnuplot '" + name + ".gp' > '" + name + ".gnuplot.log' 2>&1";
   if (std::system(command.c_str()) != 0) {

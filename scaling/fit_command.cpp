@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/plot.h"
 
 namespace ladder::scaling {
@@ -43,12 +44,6 @@ std::string interval_text(const FitResult& r, const std::string& name) {
   const auto it = r.intervals.find(name);
   if (it == r.intervals.end()) return "";
   return "[" + num(it->second.low) + ", " + num(it->second.high) + "]";
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  if (!out) throw Error(path.string(), "cannot write the file");
 }
 
 // Runs the figure's gnuplot script (core/plot.h) under the fits' common style.
@@ -103,10 +98,11 @@ std::string plot_parabolas(const fs::path& dir, const std::string& name, const s
              colour + " title '" + g.title + "', '" + name + "_fit.dat'" + block + " with lines" +
              colour + " notitle";
   }
-  write_text(dir / (name + ".dat"),
-             "# " + x_label + ", " + y_label + "; one block per group\n" + data.str());
-  write_text(dir / (name + "_fit.dat"),
-             "# " + x_label + ", fitted parabola in ln x; one block per group\n" + curves.str());
+  write_text_file((dir / (name + ".dat")).string(),
+                  "# " + x_label + ", " + y_label + "; one block per group\n" + data.str());
+  write_text_file(
+      (dir / (name + "_fit.dat")).string(),
+      "# " + x_label + ", fitted parabola in ln x; one block per group\n" + curves.str());
   return plot(dir, name,
               "set logscale x\nset xlabel '" + x_label + "'\nset ylabel '" + y_label + "'\nplot " +
                   plots + "\n",
@@ -270,8 +266,8 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
     warnings.push_back("no plots: the points have no compute C (nor N and D for 6 N D)");
     return;
   }
-  write_text(dir / "points.dat", "# C loss predicted\n" + pts.str());
-  write_text(dir / "residuals.dat", "# C log(loss) - log(predicted)\n" + res.str());
+  write_text_file((dir / "points.dat").string(), "# C loss predicted\n" + pts.str());
+  write_text_file((dir / "residuals.dat").string(), "# C log(loss) - log(predicted)\n" + res.str());
   std::string frontier;
   if (law.name == "chinchilla") {
     const Allocation a = chinchilla_allocation(r.theta);
@@ -283,7 +279,8 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
                           r.parameters[2].second / std::pow(a.D_opt(C), r.theta[4]);
       f << num(C, "%.10g") << ' ' << num(loss, "%.10g") << '\n';
     }
-    write_text(dir / "frontier.dat", "# C loss at the compute-optimal N and D\n" + f.str());
+    write_text_file((dir / "frontier.dat").string(),
+                    "# C loss at the compute-optimal N and D\n" + f.str());
     frontier = ", 'frontier.dat' using 1:2 with lines lw 2 title 'compute-optimal frontier'";
   }
   pngs.push_back(plot(dir, "loss_vs_compute",
@@ -329,9 +326,10 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
       curve << num(n_eff, "%.10g") << ' ' << num(E + std::pow(A * 1e9 / n_eff, alpha), "%.10g")
             << '\n';
     }
-    write_text(dir / "effective.dat",
-               "# N (k ln P + 1), loss; one block per stream count P\n" + data.str());
-    write_text(dir / "effective_fit.dat", "# N_eff, E + (A 1e9 / N_eff)^alpha\n" + curve.str());
+    write_text_file((dir / "effective.dat").string(),
+                    "# N (k ln P + 1), loss; one block per stream count P\n" + data.str());
+    write_text_file((dir / "effective_fit.dat").string(),
+                    "# N_eff, E + (A 1e9 / N_eff)^alpha\n" + curve.str());
     pngs.push_back(plot(dir, "loss_vs_effective_params",
                         "set logscale x\nset xlabel 'N (k ln P + 1), k = " + num(k, "%.3g") +
                             "'\nset ylabel 'loss'\nset key top right\n"
@@ -513,7 +511,7 @@ int run_fit(const FitCommand& c) {
     std::fprintf(stderr, "ladder: warning: %s\n", warnings[i].c_str());
   out["warnings"] = warnings;
   const fs::path json_path = fs::path(c.out_dir) / "fit.json";
-  write_text(json_path, out.dump(2) + "\n");
+  write_text_file(json_path.string(), out.dump(2) + "\n");
   std::printf("\nwrote %s", json_path.string().c_str());
   for (const auto& png : pngs)
     if (!png.empty()) std::printf(", %s", (fs::path(c.out_dir) / png).string().c_str());

@@ -110,7 +110,8 @@ std::string describe(const std::exception& e) {
 }
 
 // Why a write into `dir` may have failed, as far as the process can tell (HDF5 and MPI-IO do not
-// pass the system's error on): a file system short of `bytes`, or a file-size limit below them.
+// pass the system's error on): a file system now short of `bytes`. (A file-size limit is refused
+// before writing.)
 std::string write_failure_cause(const std::string& dir, int64_t bytes) {
   struct statvfs fs_info {};
   if (::statvfs(dir.c_str(), &fs_info) == 0) {
@@ -118,16 +119,9 @@ std::string write_failure_cause(const std::string& dir, int64_t bytes) {
     if (available < static_cast<double>(bytes))
       return " (the file system is full: " + human_count(available) + "B free)";
   }
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
-      limit.rlim_cur < static_cast<rlim_t>(bytes))
-    return " (the process's file-size limit, ulimit -f, is " +
-           human_count(static_cast<double>(limit.rlim_cur)) + "B)";
   return "";
 }
 
-// A job of one rank writes through HDF5's POSIX driver: no MPI-IO layer to go through (and HDF5
-// 1.10 with MPI-IO crashes at MPI_Finalize after a failed write, where the POSIX driver does not).
 // Reserves the blocks of a checkpoint of `bytes` for the file being written (fallocate without
 // changing its size, so HDF5 sees an empty file): a disk or quota that cannot hold it fails here,
 // before HDF5 has written anything, rather than midway. File systems without fallocate skip this.

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/hdf5.h"
 #include "data/dataset.h"
 #include "trainer/inference.h"
@@ -15,12 +16,6 @@ namespace ladder {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 namespace {
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  if (!out) throw Error(path.string(), "cannot write the file");
-}
 
 // The safetensors format (huggingface/safetensors): an 8-byte little-endian header length, a JSON
 // header naming each tensor's dtype, shape and byte range, padded with spaces to a multiple of 8,
@@ -196,33 +191,35 @@ void export_checkpoint(const ExportOptions& o) {
 
   const fs::path out(o.out);
   fs::create_directories(out);
-  write_text(out / "config.json", config.dump(2) + "\n");
-  write_text(out / "generation_config.json",
-             json({{"bos_token_id", eod}, {"eos_token_id", eod}}).dump(2) + "\n");
+  write_text_file((out / "config.json").string(), config.dump(2) + "\n");
+  write_text_file((out / "generation_config.json").string(),
+                  json({{"bos_token_id", eod}, {"eos_token_id", eod}}).dump(2) + "\n");
   write_safetensors(out / "model.safetensors", tensors);
   if (tokenizer->kind() == "bytes") {
-    write_text(out / "tokenizer.json", byte_tokenizer_json(eod).dump(1) + "\n");
-    write_text(out / "tokenizer_config.json", json({{"tokenizer_class", "PreTrainedTokenizerFast"},
-                                                    {"eos_token", "<|endoftext|>"},
-                                                    {"bos_token", "<|endoftext|>"},
-                                                    {"model_max_length", r.data.seq_len},
-                                                    {"clean_up_tokenization_spaces", false}})
-                                                      .dump(2) +
-                                                  "\n");
+    write_text_file((out / "tokenizer.json").string(), byte_tokenizer_json(eod).dump(1) + "\n");
+    write_text_file((out / "tokenizer_config.json").string(),
+                    json({{"tokenizer_class", "PreTrainedTokenizerFast"},
+                          {"eos_token", "<|endoftext|>"},
+                          {"bos_token", "<|endoftext|>"},
+                          {"model_max_length", r.data.seq_len},
+                          {"clean_up_tokenization_spaces", false}})
+                            .dump(2) +
+                        "\n");
   } else {
     fs::copy_file(fs::path(data_dir) / dataset.tokenizer_model, out / "tokenizer.model",
                   fs::copy_options::overwrite_existing);
-    write_text(out / "tokenizer_config.json", json({{"tokenizer_class", "LlamaTokenizer"},
-                                                    {"eos_token", "</s>"},
-                                                    {"unk_token", "<unk>"},
-                                                    {"add_bos_token", false},
-                                                    {"add_eos_token", false},
-                                                    {"add_prefix_space", false},
-                                                    {"legacy", false},
-                                                    {"model_max_length", r.data.seq_len},
-                                                    {"clean_up_tokenization_spaces", false}})
-                                                      .dump(2) +
-                                                  "\n");
+    write_text_file((out / "tokenizer_config.json").string(),
+                    json({{"tokenizer_class", "LlamaTokenizer"},
+                          {"eos_token", "</s>"},
+                          {"unk_token", "<unk>"},
+                          {"add_bos_token", false},
+                          {"add_eos_token", false},
+                          {"add_prefix_space", false},
+                          {"legacy", false},
+                          {"model_max_length", r.data.seq_len},
+                          {"clean_up_tokenization_spaces", false}})
+                            .dump(2) +
+                        "\n");
   }
 }
 

@@ -43,8 +43,13 @@ Recipe checkpoint_recipe(const std::string& path) {
 }
 
 TrainedModel load_trained_model(const std::string& path, int64_t max_positions) {
+  return load_trained_model(path, checkpoint_recipe(path), max_positions);
+}
+
+TrainedModel load_trained_model(const std::string& path, const Recipe& recipe,
+                                int64_t max_positions) {
   TrainedModel t;
-  t.recipe = checkpoint_recipe(path);
+  t.recipe = recipe;
   {
     h5::File f = h5::File::open(path, false);
     t.vocab_size = h5::dataset_shape(f, "params/embedding").at(0);
@@ -79,7 +84,7 @@ SampleResult sample(const SampleOptions& o) {
   for (data::TokenId id : tokenizer->encode(o.prompt))
     ids.push_back(static_cast<int64_t>(id));
   const int64_t total = static_cast<int64_t>(ids.size()) + o.tokens;
-  TrainedModel trained = load_trained_model(o.checkpoint, total);
+  TrainedModel trained = load_trained_model(o.checkpoint, recipe, total);
   if (total > recipe.data.seq_len)
     spdlog::warn(
         "sample: {} tokens are more than the {} the model was trained on (data.seq_len): "

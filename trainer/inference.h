@@ -24,8 +24,11 @@ struct TrainedModel {
 };
 
 // The checkpoint's model with its trained parameters (the global model of a DiLoCo run), built for
-// sequences of up to max(its recipe's data.seq_len, `max_positions`) tokens.
+// sequences of up to max(its recipe's data.seq_len, `max_positions`) tokens. `recipe`: its
+// checkpoint_recipe() when the caller has it already (the checkpoint is verified once).
 TrainedModel load_trained_model(const std::string& path, int64_t max_positions = 0);
+TrainedModel load_trained_model(const std::string& path, const Recipe& recipe,
+                                int64_t max_positions = 0);
 
 // The tokenizer of the dataset the recipe trained on: `data_dir`, or the recipe's data.path when
 // empty. ladder::Error naming the folder when it is not there.

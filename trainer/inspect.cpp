@@ -217,6 +217,7 @@ void verify_checkpoints(const std::vector<std::string>& paths) {
       files.push_back(checkpoint_path(path, step));
   }
   std::vector<std::string> damaged;
+  std::string first_problem;
   for (const auto& file : files) {
     const std::string problem = checkpoint_problem(file);
     if (problem.empty()) {
@@ -228,12 +229,12 @@ void verify_checkpoints(const std::vector<std::string>& paths) {
                               : ", every tensor matches its checksum");
     } else {
       std::printf("DAMAGED   %s: %s\n", file.c_str(), problem.c_str());
+      if (damaged.empty()) first_problem = problem;
       damaged.push_back(file);
     }
   }
   std::fflush(stdout);
-  if (damaged.size() == 1)
-    throw Error(damaged.front(), "damaged: " + checkpoint_problem(damaged.front()));
+  if (damaged.size() == 1) throw Error(damaged.front(), "damaged: " + first_problem);
   if (!damaged.empty())
     throw Error("ladder inspect --verify", std::to_string(damaged.size()) + " of " +
                                                std::to_string(files.size()) +

@@ -24,13 +24,6 @@ using testing::wait_until;
 
 class Resilience : public TrainingFixture {
  protected:
-  // The command line of `train` (training_fixture.h) for a background job.
-  static std::string train_command(const std::string& recipe_path, const std::string& flags = "",
-                                   int ranks = 0) {
-    return (ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) + testing::ladder_binary() +
-           " train " + recipe_path +
-           " --threads 1 --set train.peak_gflops=100 --set train.precision=fp32 " + flags;
-  }
   // Whether the job's output shows that step `step` is done ("step 12/200 |").
   static bool reached(const BackgroundCommand& job, int step) {
     return job.output().find("step " + std::to_string(step) + "/") != std::string::npos;

@@ -41,10 +41,14 @@ class TrainingFixture : public ::testing::Test {
   // --set wins); ranks > 0: under mpirun with that many ranks.
   static testing::CommandResult train(const std::string& recipe_path, const std::string& flags = "",
                                       int ranks = 0) {
-    return testing::run_command(
-        (ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) + testing::ladder_binary() +
-        " train " + recipe_path +
-        " --threads 1 --set train.peak_gflops=100 --set train.precision=fp32 " + flags);
+    return testing::run_command(train_command(recipe_path, flags, ranks));
+  }
+  // Its command line (for a job run in the background).
+  static std::string train_command(const std::string& recipe_path, const std::string& flags = "",
+                                   int ranks = 0) {
+    return (ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) + testing::ladder_binary() +
+           " train " + recipe_path +
+           " --threads 1 --set train.peak_gflops=100 --set train.precision=fp32 " + flags;
   }
 
   static std::vector<double> series(const std::string& trace, const std::string& name) {
