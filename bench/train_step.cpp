@@ -1,220 +1,223 @@
-// Throughput of one training step (forward, backward, clipping, AdamW) of the dense model, with the
-// trainer's own code path and precision handling (models/precision.h). Prints tokens/s, model
-// GFLOP/s, the fraction of the matmul peak measured in the step's precision on its device (MFU),
-// and peak memory (RSS; on CUDA also the allocator's peak).
+// Throughput of the trainer's own training step (trainer/train_step.h: forward and backward through
+// the pipeline schedule, gradient reduction, the global norm, clipping, AdamW) on the dense model,
+// built by the trainer's own set-up (trainer/run_context.h) from a recipe made of the flags. Prints
+// tokens/s, model GFLOP/s, MFU against the trainer's peak (trainer/hardware.h mfu_peak), and peak
+// memory (RSS; on CUDA also the allocator's peak).
 //
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
 //                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
-//                                [--fused 1|0] [--profile 1]
+//                                [--fused 1|0] [--profile 1] [--data DIR] [--steps N]
+// One micro-batch of --batch sequences per step, from --data (a `ladder prep` folder; default: the
+// bundled Brown corpus with the bytes tokenizer, prepared into a temporary folder first).
 // --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
 // (train.fused_kernels);
 // --profile 1 then times as many more steps under core/op_profile.h and prints the time per
 // operator class (matmul, attention, norm, rotary, activation, loss, optimizer, cast, ...);
 // --profile 2 also the 30 operators with the most self time.
-#include <ATen/Parallel.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "core/memory.h"
 #include "core/op_profile.h"
-#include "models/model.h"
-#include "models/precision.h"
-#include "optim/adamw.h"
-#include "optim/parametrization.h"
+#include "data/prep.h"
+#include "parallel/world.h"
 #include "trainer/hardware.h"
+#include "trainer/recipe.h"
+#include "trainer/run_context.h"
+#include "trainer/train_step.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
-double seconds(Clock::time_point a) {
-  return std::chrono::duration<double>(Clock::now() - a).count();
+struct Flags {
+  int64_t d_model = 512, layers = 8, heads = 8, seq = 256, batch = 8, steps = 10;
+  int threads = 2;
+  std::string precision = "fp32", device = "cpu", data;
+  double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
+  bool fused = true, profile = false, profile_names = false;
+};
+
+// The recipe of the benchmark: what `ladder train` would run for these flags, without evaluation
+// or checkpoints, at a constant learning rate.
+std::string recipe_text(const Flags& f, const std::string& data, const std::string& out_dir,
+                        int64_t steps) {
+  return fmt::format(
+      "[run]\nname = \"bench\"\nout_dir = \"{}\"\nseed = 0\n"
+      "[data]\npath = \"{}\"\nseq_len = {}\n"
+      "[model]\narch = \"dense\"\nd_model = {}\nn_layers = {}\nn_heads = {}\n"
+      "[train]\nsteps = {}\nglobal_batch = {}\nmicro_batch = {}\nprecision = \"{}\"\n"
+      "device = \"{}\"\nthreads = {}\nfused_kernels = {}\npeak_gflops = {}\n"
+      "[optim]\nlr = 1e-3\nweight_decay = 0.1\n"
+      "[schedule]\nkind = \"constant\"\nwarmup = 0\n"
+      "[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"
+      "[eval]\nevery_steps = 0\n",
+      out_dir, data, f.seq, f.d_model, f.layers, f.heads, steps, f.batch, f.batch, f.precision,
+      f.device, f.threads, f.fused ? "true" : "false", f.peak_tflops * 1e3);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t d_model = 512, layers = 8, heads = 8, seq = 256, batch = 8, vocab = 257, steps = 10;
-  int threads = 2;
-  std::string precision = "fp32", device_name = "cpu";
-  double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
-  bool fused = true, profile = false, profile_names = false;
+  Flags f;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
     if (flag == "--precision")
-      precision = argv[i + 1];
+      f.precision = argv[i + 1];
     else if (flag == "--device")
-      device_name = argv[i + 1];
+      f.device = argv[i + 1];
     else if (flag == "--peak-tflops")
-      peak_tflops = std::atof(argv[i + 1]);
+      f.peak_tflops = std::atof(argv[i + 1]);
+    else if (flag == "--data")
+      f.data = argv[i + 1];
     else if (flag == "--d-model")
-      d_model = v;
+      f.d_model = v;
     else if (flag == "--layers")
-      layers = v;
+      f.layers = v;
     else if (flag == "--heads")
-      heads = v;
+      f.heads = v;
     else if (flag == "--seq")
-      seq = v;
+      f.seq = v;
     else if (flag == "--batch")
-      batch = v;
-    else if (flag == "--vocab")
-      vocab = v;
+      f.batch = v;
     else if (flag == "--steps")
-      steps = v;
+      f.steps = v;
     else if (flag == "--threads")
-      threads = static_cast<int>(v);
+      f.threads = static_cast<int>(v);
     else if (flag == "--fused")
-      fused = v != 0;
+      f.fused = v != 0;
     else if (flag == "--profile")
-      profile = v != 0, profile_names = v > 1;
+      f.profile = v != 0, f.profile_names = v > 1;
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
-  at::set_num_threads(threads);
+  ladder::parallel::MpiWorld world(&argc, &argv);
   ladder::keep_freed_cpu_memory();  // as `ladder train` does
-  if (precision != "fp32" && precision != "bf16") {
-    std::fprintf(stderr, "--precision: fp32 or bf16\n");
-    return 2;
-  }
-  const bool bf16 = precision == "bf16";
-  if (device_name == "cuda" && !torch::cuda::is_available()) {
-    std::fprintf(stderr, "--device cuda: no CUDA device is visible\n");
-    return 2;
-  }
-  const torch::Device device = device_name == "cuda" ? torch::kCUDA : torch::kCPU;
-  auto sync = [&] {
-    if (device.is_cuda()) c10::cuda::device_synchronize();
-  };
-
-  ladder::models::ModelConfig c;
-  c.arch = "dense", c.d_model = d_model, c.n_layers = layers, c.n_heads = heads;
-  c.n_kv_heads = heads, c.ffn_hidden = (8 * d_model / 3 + 63) / 64 * 64;
-  c.norm_eps = 1e-5, c.rope_theta = 10000, c.fused_kernels = fused;
-  auto model = ladder::models::build_model(c, vocab, seq);
-  // As the trainer: with fused kernels in bf16 on the CPU, AdamW writes the bf16 weights.
-  const ladder::optim::OptimConfig oc{
-      1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0, fused, fused && bf16 && device.is_cpu()};
-  const auto settings =
-      ladder::optim::param_settings(model->params().all(), ladder::optim::RuleInputs{.optim = oc});
-  ladder::optim::initialize(model->params(), settings, 0);
-  for (auto& p : model->params().all()) {
-    torch::NoGradGuard no_grad;
-    p.value.set_data(p.value.to(device));
-  }
-  ladder::optim::AdamW adamw(model->params(), oc, settings);
-  const auto acc = model->accounting(seq);
-
-  torch::manual_seed(0);
-  const torch::Tensor tokens = torch::randint(0, vocab, {batch, seq + 1}).to(device);
-  const torch::Tensor inputs = tokens.slice(1, 0, seq), targets = tokens.slice(1, 1);
-  double t_forward = 0, t_backward = 0, t_optimizer = 0;
-  auto step = [&] {
-    auto t = Clock::now();
-    for (auto& p : model->params().all())
-      p.value.mutable_grad().reset();
-    const ladder::models::WeightCastCache weight_casts;
-    ladder::models::ModelOutput out;
-    {
-      const ladder::models::Autocast autocast(device, bf16);
-      out = model->loss(inputs, targets);
+  const fs::path scratch = fs::temp_directory_path() / ("ladder-bench-" + std::to_string(getpid()));
+  int status = 0;
+  try {
+    std::string data = f.data;
+    if (data.empty()) {
+      data = (scratch / "brown").string();
+      ladder::data::PrepOptions prep;
+      prep.inputs = {std::string(LADDER_SOURCE_DIR) + "/data/corpus/brown.txt.gz"};
+      prep.out_dir = data;
+      ladder::data::run_prep(prep);
     }
-    sync();
-    t_forward += seconds(t), t = Clock::now();
-    out.objective.backward();
-    sync();
-    t_backward += seconds(t), t = Clock::now();
-    const auto& segments = adamw.segments();
-    const double norm = std::sqrt(ladder::optim::grad_square_sum(model->params(), segments));
-    ladder::optim::clip_grads(model->params(), segments, norm, 1.0);
-    adamw.step(1e-3);
-    sync();
-    t_optimizer += seconds(t);
-    return out.loss.item<double>();
-  };
-  for (int i = 0; i < 2; ++i)
-    step();  // warm-up: allocator, OpenMP pool
-  t_forward = t_backward = t_optimizer = 0;
-  const auto t0 = Clock::now();
-  for (int64_t i = 0; i < steps; ++i)
-    step();
-  const double s = seconds(t0);
-  const double tokens_per_s = static_cast<double>(steps * batch * seq) / s;
-  const double model_gflops = acc.flops_per_token * tokens_per_s / 1e9;
-  const double peak = peak_tflops > 0 ? peak_tflops * 1e3
-                                      : ladder::measure_matmul_gflops(
-                                            device.is_cuda() ? 8192 : 1024,
-                                            bf16 ? torch::kBFloat16 : torch::kFloat32, device);
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  std::printf(
-      "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%d "
-      "precision=%s device=%s fused=%d\n",
-      (long long)d_model, (long long)layers, (long long)heads, (long long)seq, (long long)batch,
-      (long long)vocab, threads, precision.c_str(), device.str().c_str(), fused ? 1 : 0);
-  std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
-              acc.flops_per_token / 1e6);
-  std::printf(
-      "ladder  step %.3f s, %.0f tokens/s, %.1f model GFLOP/s, MFU %.1f%% of the %.1f GFLOP/s "
-      "%s %s matmul peak, peak RSS %.0f MB\n",
-      s / steps, tokens_per_s, model_gflops, 100 * model_gflops / peak, peak,
-      peak_tflops > 0 ? "stated" : "measured", precision.c_str(), usage.ru_maxrss / 1024.0);
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
-    std::printf("ladder  peak GPU memory allocated %.0f MB\n",
-                stats.allocated_bytes[0].peak / 1048576.0);
-  }
-  std::printf("ladder  per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s\n",
-              t_forward / steps, t_backward / steps, t_optimizer / steps);
-  if (profile) {
-    // Separate steps: the listener's own cost (a clock read per operator) stays out of the timing.
-    std::map<std::string, double> by_class, by_name;
-    double wall = 0;
-    {
-      const ladder::OpProfile op_profile;
-      const auto t = Clock::now();
-      for (int64_t i = 0; i < steps; ++i)
-        step();
-      wall = seconds(t);
-      by_class = op_profile.seconds();
-      by_name = op_profile.seconds_by_name();
+    const int64_t warmup = 2, timed = f.steps * (f.profile ? 2 : 1);
+    ladder::Recipe recipe =
+        ladder::parse_recipe(recipe_text(f, data, (scratch / "runs").string(), warmup + timed),
+                             "bench_train_step", scratch.string(), {{}, world.size(), {}});
+    ladder::resolve_threads_and_device(recipe, world);
+    ladder::resolve_precision(recipe, world);
+    ladder::RunData run_data;
+    run_data.train = std::make_shared<ladder::data::TokenDataset>(data, "train");
+    const ladder::parallel::Communicator world_comm = ladder::parallel::Communicator::world();
+    ladder::RunContext run(recipe, world_comm, run_data);
+    run.model->set_objective_scale(1.0 / static_cast<double>(run.step_micro));
+    const torch::Device device = run.device;
+    auto sync = [&] {
+      if (device.is_cuda()) c10::cuda::device_synchronize();
+    };
+    int64_t step = 0;
+    double schedule_s = 0, rest_s = 0;  // the pipeline's forward + backward, and the rest
+    auto timed_steps = [&](int64_t n) {
+      schedule_s = rest_s = 0;
+      const auto t = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < n; ++i, ++step) {
+        const ladder::StepResult r = ladder::train_step(run, step);
+        schedule_s += r.pipeline.seconds, rest_s += r.seconds - r.pipeline.seconds;
+      }
+      sync();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    };
+    timed_steps(warmup);  // allocator, OpenMP pool
+    const double s = timed_steps(f.steps);
+    const double tokens_per_s = static_cast<double>(f.steps * f.batch * f.seq) / s;
+    const auto& acc = run.accounting;
+    const double model_gflops = acc.flops_per_token * tokens_per_s / 1e9;
+    const ladder::MfuPeak peak = ladder::mfu_peak(recipe, run.vocab, world_comm);
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf(
+        "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%lld "
+        "precision=%s device=%s fused=%d\n",
+        (long long)f.d_model, (long long)f.layers, (long long)f.heads, (long long)f.seq,
+        (long long)f.batch, (long long)run.vocab, (long long)recipe.train.threads,
+        recipe.train.precision.c_str(), device.str().c_str(), f.fused ? 1 : 0);
+    std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
+                acc.flops_per_token / 1e6);
+    std::printf(
+        "ladder  step %.3f s, %.0f tokens/s, %.1f model GFLOP/s, MFU %.1f%% of %.1f GFLOP/s "
+        "(%s), peak RSS %.0f MB\n",
+        s / f.steps, tokens_per_s, model_gflops, 100 * model_gflops / peak.gflops, peak.gflops,
+        peak.source.c_str(), usage.ru_maxrss / 1024.0);
+    if (device.is_cuda()) {
+      const auto stats =
+          c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+      std::printf("ladder  peak GPU memory allocated %.0f MB\n",
+                  stats.allocated_bytes[0].peak / 1048576.0);
     }
-    double total = 0;
-    for (const auto& [name, s] : by_class)
-      total += s;
-    std::vector<std::pair<double, std::string>> rows;
-    for (const auto& [name, s] : by_class)
-      rows.emplace_back(s, name);
-    std::sort(rows.rbegin(), rows.rend());
-    std::printf("profile  %lld steps, %.3f s per step (%.3f s inside operators), per class:\n",
-                (long long)steps, wall / steps, total / steps);
-    for (const auto& [s, name] : rows)
-      std::printf("profile  %-12s %8.1f ms  %5.1f%%\n", name.c_str(), 1e3 * s / steps,
-                  100 * s / total);
-    if (profile_names) {
-      std::vector<std::pair<double, std::string>> ops;
-      for (const auto& [name, s] : by_name)
-        ops.emplace_back(s, name);
-      std::sort(ops.rbegin(), ops.rend());
-      for (size_t i = 0; i < ops.size() && i < 30; ++i)
-        std::printf("profile-op  %-60s %8.2f ms\n", ops[i].second.c_str(),
-                    1e3 * ops[i].first / steps);
+    std::printf(
+        "ladder  per step: forward + backward %.3f s, gradient reduction + norm + clip + AdamW "
+        "%.3f s\n",
+        schedule_s / f.steps, rest_s / f.steps);
+    if (f.profile) {
+      // Separate steps: the listener's own cost (a clock read per operator) stays out of the
+      // timing.
+      std::map<std::string, double> by_class, by_name;
+      double wall = 0;
+      {
+        const ladder::OpProfile op_profile;
+        wall = timed_steps(f.steps);
+        by_class = op_profile.seconds();
+        by_name = op_profile.seconds_by_name();
+      }
+      double total = 0;
+      for (const auto& [name, t] : by_class)
+        total += t;
+      std::vector<std::pair<double, std::string>> rows;
+      for (const auto& [name, t] : by_class)
+        rows.emplace_back(t, name);
+      std::sort(rows.rbegin(), rows.rend());
+      std::printf("profile  %lld steps, %.3f s per step (%.3f s inside operators), per class:\n",
+                  (long long)f.steps, wall / f.steps, total / f.steps);
+      for (const auto& [t, name] : rows)
+        std::printf("profile  %-12s %8.1f ms  %5.1f%%\n", name.c_str(), 1e3 * t / f.steps,
+                    100 * t / total);
+      if (f.profile_names) {
+        std::vector<std::pair<double, std::string>> ops;
+        for (const auto& [name, t] : by_name)
+          ops.emplace_back(t, name);
+        std::sort(ops.rbegin(), ops.rend());
+        for (size_t i = 0; i < ops.size() && i < 30; ++i)
+          std::printf("profile-op  %-60s %8.2f ms\n", ops[i].second.c_str(),
+                      1e3 * ops[i].first / f.steps);
+      }
     }
+    std::printf("RESULT ladder_tokens_per_s %.1f\n", tokens_per_s);
+  } catch (const ladder::Error& e) {
+    std::fprintf(stderr, "ladder: error: %s: %s\n", e.where().c_str(), e.detail().c_str());
+    status = 2;
   }
-  std::printf("RESULT ladder_tokens_per_s %.1f\n", tokens_per_s);
-  return 0;
+  std::error_code ignored;
+  fs::remove_all(scratch, ignored);
+  return status;
 }

@@ -39,3 +39,17 @@ std::string shortest_float(double v) {
 }
 
 }  // namespace ladder
+
+#include <stdexcept>
+
+#include "core/attributes.h"
+
+namespace ladder {
+
+void merge_attributes(Attributes& into, const Attributes& more) {
+  for (const auto& [name, value] : more)
+    if (!into.emplace(name, value).second)
+      throw std::logic_error("attribute " + name + " is given twice");
+}
+
+}  // namespace ladder

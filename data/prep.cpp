@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/hash.h"
 #include "data/dataset.h"
 #include "data/documents.h"
@@ -39,10 +40,9 @@ void validate(const PrepOptions& o) {
     throw Error("--val-fraction", "must be in [0, 1); got " + std::to_string(o.val_fraction));
   if (o.shard_tokens < 1) throw Error("--shard-tokens", "must be at least 1");
   if (o.threads < 1) throw Error("--threads", "must be at least 1");
+  check_output_folder(o.out_dir);
   if (fs::exists(fs::path(o.out_dir) / "dataset.toml") && !o.force)
     throw Error(o.out_dir, "already holds a dataset; pass --force to replace it");
-  if (fs::exists(o.out_dir) && !fs::is_directory(o.out_dir))
-    throw Error(o.out_dir, "exists and is not a folder");
 }
 
 // Feeds SentencePiece the lines of the training documents.
@@ -134,9 +134,7 @@ PrepReport run_prep(const PrepOptions& o) {
   validate(o);
   const auto start = Clock::now();
   const std::vector<std::string> files = list_input_files(o.inputs);
-  std::error_code ec;
-  fs::create_directories(o.out_dir, ec);
-  if (ec) throw Error(o.out_dir, "cannot create folder: " + ec.message());
+  create_output_folder(o.out_dir);
   PrepReport report;
 
   // 1. The tokenizer.

@@ -4,7 +4,6 @@
 #include <limits>
 
 #include "core/op_profile.h"
-#include "kernels/rms_norm.h"
 #include "models/blocks.h"
 #include "models/precision.h"
 
@@ -189,13 +188,21 @@ torch::Tensor Mamba2Mixer::forward(const torch::Tensor& normed, int64_t batch, i
     y = (ssm_state ? ssd_recurrent(x, dt, A, B, C, ssm_state)
                    : ssd_chunked(x, dt, A, B, C, chunk_)) +
         x * D_.view({heads, 1});
-    // The gated RMSNorm, per head: norm(y x silu(z)) x gain.
-    // (A gain per head and channel: the composite, which the fused kernel's 1-D gain does not
-    // serve.)
-    y = kernels::rms_norm_reference(y * torch::silu(at_least_fp32(z).view({batch, seq, heads, p})),
-                                    norm_.view({heads, p}), norm_eps_);
+    // The gated RMSNorm, norm(y x silu(z)) x gain, over all of d_inner: one group, as B and C
+    // (Mamba-2's RMSNormGated with ngroups = 1). Normalising each head on its own made every head's
+    // scale free, and a head whose output is nearly x_t times a scale (fast decay: dt 0.1, A -16)
+    // then had gradients for B, C, dt and D that are a near-exact cancellation: 100x fp32's
+    // rounding at ssm_state 64 (docs/hybrid.md). Under tensor parallelism the sum of squares
+    // adds every rank's heads: an all-reduce forward and backward.
+    const torch::Tensor gated = (y * torch::silu(at_least_fp32(z).view({batch, seq, heads, p})))
+                                    .reshape({batch * seq, heads * p});
+    torch::Tensor squares = gated.square().sum(-1, /*keepdim=*/true);
+    if (tp_.active())
+      squares = parallel::reduce_from_tensor_parallel(
+          parallel::copy_to_tensor_parallel(squares, tp_), tp_);
+    y = gated * torch::rsqrt(squares / static_cast<double>(sizes_.inner) + norm_eps_) * norm_;
   }
-  return w_out_.forward(y.reshape({batch * seq, heads * p}));
+  return w_out_.forward(y);
 }
 
 }  // namespace ladder::models

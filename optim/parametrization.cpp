@@ -150,4 +150,20 @@ std::string rules_table(const std::vector<models::Param>& params,
   return out.str();
 }
 
+Attributes parametrization_attributes(const RuleInputs& inputs, const std::string& rules) {
+  const MupConfig& m = inputs.mup;
+  return {{"lr", inputs.optim.lr},
+          {"weight_decay", inputs.optim.weight_decay},
+          {"parametrization", m.parametrization},
+          {"base_width", m.base_width},
+          {"base_depth", m.base_depth},
+          {"width_multiplier", inputs.width_multiplier},
+          {"depth_multiplier", inputs.depth_multiplier},
+          {"depth_alpha", m.depth_alpha},
+          {"output_multiplier", m.output_multiplier},
+          {"attention_multiplier", m.attention_multiplier},
+          {"wd_rule", m.wd_rule},
+          {"rules", rules}};
+}
+
 }  // namespace ladder::optim

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "core/attributes.h"
 #include "models/config.h"
 #include "models/params.h"
 #include "optim/config.h"
@@ -69,5 +70,9 @@ void initialize(models::ParamStore& store, const std::vector<ParamSettings>& set
 // header line. Saved in traces and checkpoints (the same text for the same rules).
 std::string rules_table(const std::vector<models::Param>& params,
                         const std::vector<ParamSettings>& settings, double width_multiplier);
+
+// The parametrization's trace attributes: lr, weight_decay, the [mup] keys, the width and depth
+// multipliers and the rules table (rules_table).
+Attributes parametrization_attributes(const RuleInputs& inputs, const std::string& rules);
 
 }  // namespace ladder::optim

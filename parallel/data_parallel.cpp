@@ -272,6 +272,14 @@ bool DataParallel::sharded_optimizer() const {
   return state_->options.shard_optimizer;  // already false at dp = 1
 }
 
+void DataParallel::sum(torch::Tensor& values) const {
+  State& s = *state_;
+  if (s.dp.size() == 1) return;
+  CommTimer timer{s.stats.seconds};
+  s.dp.all_reduce(values, ReduceOp::Sum);
+  s.count(static_cast<int64_t>(values.numel() * values.element_size()), /*all_reduce=*/true);
+}
+
 double DataParallel::sum(double value) const {
   State& s = *state_;
   if (s.dp.size() == 1) return value;

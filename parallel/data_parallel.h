@@ -81,6 +81,8 @@ class DataParallel {
 
   // A scalar summed over the dp ranks (fp64).
   double sum(double value) const;
+  // Several fp64 values (a CPU tensor) summed over the dp ranks in one collective, counted.
+  void sum(torch::Tensor& values) const;
 
   // Communication since the last call.
   CommStats take_stats();

@@ -1,8 +1,12 @@
 #include "parallel/diloco.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <sstream>
 #include <stdexcept>
+
+#include "core/format.h"
 
 namespace ladder::parallel {
 
@@ -347,6 +351,41 @@ CommStats DiLoCo::take_stats() {
 double DiLoCo::data_parallel_bytes_per_step() const {
   const int m = islands_.size();
   return 2.0 * (m - 1) / m * 4.0 * static_cast<double>(global_.numel());
+}
+
+std::string describe_diloco(const DilocoOptions& o, int64_t islands, int ranks_per_island,
+                            int64_t rows_per_step, bool reset_inner_state) {
+  auto plural = [](int64_t n) { return n == 1 ? "" : "s"; };
+  return fmt::format(
+      "DiLoCo: {} island{} of {} ranks, each on its own {} sequences per step; outer step every "
+      "{} inner steps: pseudo-gradients in {}, Nesterov SGD lr {} momentum {}, inner AdamW state "
+      "{}{}",
+      islands, plural(islands), ranks_per_island, rows_per_step, o.inner_steps,
+      pseudo_grad_dtype_name(o.dtype), shortest_float(o.outer_lr), shortest_float(o.outer_momentum),
+      reset_inner_state ? "reset" : "kept",
+      o.fragments > 1
+          ? fmt::format("; streaming: {} fragments on staggered steps, exchanges overlapping {} "
+                        "inner step{} (mixing {})",
+                        o.fragments, o.overlap_steps, plural(o.overlap_steps),
+                        shortest_float(o.mixing))
+      : o.overlap_steps > 0
+          ? fmt::format("; exchanges overlapping {} inner step{} (mixing {})", o.overlap_steps,
+                        plural(o.overlap_steps), shortest_float(o.mixing))
+          : std::string());
+}
+
+Attributes diloco_attributes(const DilocoOptions& o, int64_t islands, bool active,
+                             bool reset_inner_state) {
+  return {{"islands", islands},
+          {"diloco", int64_t{active}},
+          {"diloco_inner_steps", o.inner_steps},
+          {"diloco_outer_lr", o.outer_lr},
+          {"diloco_outer_momentum", o.outer_momentum},
+          {"diloco_fragments", o.fragments},
+          {"diloco_overlap_steps", o.overlap_steps},
+          {"diloco_mixing", o.mixing},
+          {"diloco_pseudo_grad_dtype", std::string(pseudo_grad_dtype_name(o.dtype))},
+          {"diloco_inner_state", std::string(reset_inner_state ? "reset" : "keep")}};
 }
 
 }  // namespace ladder::parallel

@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "core/attributes.h"
 #include "parallel/communicator.h"
 
 namespace ladder::parallel {
@@ -132,5 +133,13 @@ class DiLoCo {
   int64_t outer_updates_ = 0;
   CommStats stats_;
 };
+
+// The start-up log line of DiLoCo: islands, their ranks and rows, the outer optimizer, the
+// inner state, streaming fragments and overlap.
+std::string describe_diloco(const DilocoOptions& o, int64_t islands, int ranks_per_island,
+                            int64_t rows_per_step, bool reset_inner_state);
+// Its trace attributes (diloco_*), given whether it runs: the options are recorded either way.
+Attributes diloco_attributes(const DilocoOptions& o, int64_t islands, bool active,
+                             bool reset_inner_state);
 
 }  // namespace ladder::parallel

@@ -1,5 +1,7 @@
 #include "parallel/expert_parallel.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 
 namespace ladder::parallel {
@@ -101,6 +103,12 @@ torch::Tensor combine_rows(const torch::Tensor& rows, const ExpertDispatch& plan
                            const ExpertParallel& ep) {
   return AllToAllRows::apply(rows.index_select(0, plan.from_expert_major), plan.recv, plan.send,
                              handles_of(ep));
+}
+
+std::string describe_expert_parallel(const ExpertParallel& ep, int64_t experts, int expert_dp) {
+  return fmt::format(
+      "expert parallel: ep={}: {} of {} experts per rank, their gradients reduced over {} rank{}",
+      ep.size(), experts / ep.size(), experts, expert_dp, expert_dp == 1 ? "" : "s");
 }
 
 }  // namespace ladder::parallel

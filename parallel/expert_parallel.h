@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -48,5 +49,9 @@ torch::Tensor dispatch_rows(const torch::Tensor& rows, const ExpertDispatch& pla
 // The experts' outputs, sorted by local expert -> this rank's own rows back, in dispatch order.
 torch::Tensor combine_rows(const torch::Tensor& rows, const ExpertDispatch& plan,
                            const ExpertParallel& ep);
+
+// The start-up log line of expert parallelism: experts per rank and the ranks that reduce their
+// gradients.
+std::string describe_expert_parallel(const ExpertParallel& ep, int64_t experts, int expert_dp);
 
 }  // namespace ladder::parallel

@@ -1,5 +1,7 @@
 #include "parallel/pipeline.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -272,6 +274,22 @@ PipelineStats Pipeline::execute(const PipelineStep& step, bool forward_only) con
   stats.peak_activation_bytes = std::max<int64_t>(0, peak_allocated_bytes(device) - base_bytes);
   stats.seconds = seconds_since(start);
   return stats;
+}
+
+std::string describe_pipeline(const Pipeline& pipeline, const std::string& schedule,
+                              int64_t microbatches, const std::vector<int64_t>& layers_per_stage,
+                              const std::string& balance) {
+  std::string split;
+  for (size_t v = 0; v < layers_per_stage.size(); ++v)
+    split += fmt::format("{}{}", v ? " " : "", layers_per_stage[v]);
+  const int chunks = pipeline.chunks();
+  return fmt::format(
+      "pipeline parallel: pp={}, schedule {}{}, {} micro-batches per step, layers per {}stage: "
+      "{}{}",
+      pipeline.stages(), schedule,
+      chunks > 1 ? fmt::format(" ({} virtual stages per rank)", chunks) : std::string(),
+      microbatches, chunks > 1 ? "virtual " : "", split,
+      balance.empty() ? std::string(" (parallel.stage_layers)") : " (balanced by " + balance + ")");
 }
 
 }  // namespace ladder::parallel

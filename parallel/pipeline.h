@@ -128,4 +128,10 @@ class Pipeline {
   int chunks_;
 };
 
+// The start-up log line of pipeline parallelism: stages, schedule, micro-batches and the layers of
+// every (virtual) stage; `balance`: what balanced them ("" when given explicitly).
+std::string describe_pipeline(const Pipeline& pipeline, const std::string& schedule,
+                              int64_t microbatches, const std::vector<int64_t>& layers_per_stage,
+                              const std::string& balance);
+
 }  // namespace ladder::parallel

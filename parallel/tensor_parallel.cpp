@@ -1,5 +1,7 @@
 #include "parallel/tensor_parallel.h"
 
+#include <spdlog/spdlog.h>
+
 #include <ATen/autocast_mode.h>
 
 #include <chrono>
@@ -243,6 +245,14 @@ CrossEntropyOutput vocab_parallel_cross_entropy(const torch::Tensor& logits,
   const auto out = VocabParallelCrossEntropy::apply(logits, targets, addresses(active),
                                                     first_column, vocab_size);
   return {out[0].mean(), out[1].square().mean()};
+}
+
+std::string describe_tensor_parallel(const TensorParallel& tp, int64_t n_heads, int64_t n_kv_heads,
+                                     int64_t vocab) {
+  return fmt::format(
+      "tensor parallel: tp={}{}: attention heads {}/{} per rank, vocabulary padded to {}",
+      tp.size(), tp.sequence_parallel ? ", sequence parallel" : "", n_heads / tp.size(),
+      n_kv_heads / tp.size(), (vocab + tp.size() - 1) / tp.size() * tp.size());
 }
 
 }  // namespace ladder::parallel

@@ -116,4 +116,9 @@ CrossEntropyOutput vocab_parallel_cross_entropy(const torch::Tensor& logits,
                                                 const TensorParallel& tp = {},
                                                 int64_t vocab_size = 0);
 
+// The start-up log line of tensor parallelism: tp, sequence parallelism, heads per rank and the
+// padded vocabulary.
+std::string describe_tensor_parallel(const TensorParallel& tp, int64_t n_heads, int64_t n_kv_heads,
+                                     int64_t vocab);
+
 }  // namespace ladder::parallel

@@ -492,9 +492,7 @@ int run_fit(const FitCommand& c) {
   if (points.empty())
     throw Error("ladder fit", "no points left after reading and filtering the inputs");
 
-  std::error_code ec;
-  fs::create_directories(c.out_dir, ec);
-  if (!fs::is_directory(c.out_dir)) throw Error(c.out_dir, "cannot create the output folder");
+  create_output_folder(c.out_dir);
   const bool plots = c.plots && gnuplot_installed();
   FitCommand command = c;
   command.plots = plots;

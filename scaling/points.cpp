@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/hdf5.h"
+#include "core/trace_schema.h"
 
 namespace ladder::scaling {
 namespace fs = std::filesystem;
@@ -109,16 +110,19 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
   base.width = number("width", kMissing);
 
   std::string group = "eval";
-  if (!h5::exists(f, "eval/loss") || h5::series_length(f, "eval/loss") == 0) {
+  if (!h5::exists(f, trace_schema::path("eval", "loss")) ||
+      h5::series_length(f, trace_schema::path("eval", "loss")) == 0) {
     group = "train";
-    if (!h5::exists(f, "train/loss") || h5::series_length(f, "train/loss") == 0) {
+    if (!h5::exists(f, trace_schema::path("train", "loss")) ||
+        h5::series_length(f, trace_schema::path("train", "loss")) == 0) {
       warnings.push_back(path + ": no evaluation or training rows; skipped");
       return {};
     }
     warnings.push_back(path + ": no evaluation rows; using training losses");
   }
   auto column = [&](const std::string& name) {
-    const auto t = h5::read_tensor(f, group + "/" + name).to(torch::kFloat64).contiguous();
+    const auto t =
+        h5::read_tensor(f, trace_schema::path(group, name)).to(torch::kFloat64).contiguous();
     return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
   };
   const auto tokens = column("tokens"), flops = column("flops"), loss = column("loss");

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -72,8 +73,11 @@ inline CommandResult run_command(const std::string& command) {
   return r;
 }
 
+// The binary under test: this build's, or LADDER_TEST_BINARY (another build's, to record or
+// compare references against it).
 inline std::string ladder_binary() {
-  return LADDER_BINARY;
+  const char* other = std::getenv("LADDER_TEST_BINARY");
+  return other && *other ? other : LADDER_BINARY;
 }
 
 // mpirun with the flags a 2-core test machine needs (and root needs).

@@ -13,14 +13,13 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/format.h"
 #include "core/plot.h"
 #include "data/dataset.h"
-#include "data/loader.h"
 #include "models/model.h"
-#include "optim/adamw.h"
-#include "optim/parametrization.h"
 #include "trainer/recipe.h"
+#include "trainer/run_context.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -34,31 +33,22 @@ const std::vector<std::string> kLayerTypes = {"embedding", "attention", "mlp", "
 using Coords = std::map<std::tuple<int64_t, int64_t, std::string>, double>;
 
 // Trains the recipe's model at one width for `steps` steps, recording the probe before each
-// update.
+// update: the trainer's own model, initialisation and AdamW (trainer/run_context.h), one
+// micro-batch a step at the constant peak rate (a warmup would hide the first updates the check is
+// about).
 void check_width(const Recipe& r, const std::shared_ptr<data::TokenDataset>& dataset, int64_t steps,
-                 std::ofstream& csv, Coords& coords) {
-  const int64_t vocab = dataset->meta().vocab_size;
-  auto model = models::build_model(r.model, vocab, r.data.seq_len);
-  models::ParamStore& params = model->params();
-  const optim::RuleInputs inputs =
-      optim::rule_inputs(r.mup, r.optim, r.model, r.train.global_batch * r.data.seq_len,
-                         r.train.steps * r.train.global_batch * r.data.seq_len);
-  const auto settings = optim::param_settings(params.all(), inputs);
-  optim::initialize(params, settings, static_cast<uint64_t>(r.run.seed));
-  optim::AdamW optimizer(params, r.optim, settings);
-  data::DataLoader loader(dataset, r.data.seq_len, r.train.global_batch, r.run.seed);
+                 const parallel::Communicator& world, std::ofstream& csv, Coords& coords) {
+  RunContext run(r, world, RunData{dataset, nullptr});
   models::CoordinateProbe probe;
-  model->set_probe(&probe);
+  run.model->set_probe(&probe);
   for (int64_t step = 0; step < steps; ++step) {
-    for (auto& p : params.all())
-      p.value.mutable_grad().reset();
+    run.grads->zero_grad();
     probe.clear();
-    const torch::Tensor batch = loader.rows(step, 0, r.train.micro_batch);
+    const torch::Tensor batch = run.loader.rows(step, 0, r.train.micro_batch);
     const models::ModelOutput out =
-        model->loss(batch.slice(1, 0, r.data.seq_len), batch.slice(1, 1));
+        run.model->loss(batch.slice(1, 0, r.data.seq_len), batch.slice(1, 1));
     out.objective.backward();
-    // The constant peak rate: a warmup would hide the first updates the check is about.
-    optimizer.step(r.optim.lr);
+    run.optimizer->step(r.optim.lr);
     for (const auto& [layer, value] : probe.means()) {
       csv << r.model.d_model << ',' << r.run.seed << ',' << step << ',' << layer << ','
           << shortest_float(value) << '\n';
@@ -141,7 +131,7 @@ int run_coordcheck(const CoordcheckOptions& o) {
   const auto dataset = std::make_shared<data::TokenDataset>(base.data.path, "train");
   const std::string out =
       o.out_dir.empty() ? (fs::path("coordcheck") / fs::path(o.recipe).stem()).string() : o.out_dir;
-  fs::create_directories(out);
+  create_output_folder(out);
   at::set_num_threads(o.threads > 0
                           ? o.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
@@ -149,13 +139,14 @@ int run_coordcheck(const CoordcheckOptions& o) {
                o.recipe, base.mup.parametrization, o.widths.size(), o.steps,
                shortest_float(base.optim.lr), o.seeds, at::get_num_threads());
 
+  const parallel::Communicator world = parallel::Communicator::world();
   Coords coords;
   {
     std::ofstream csv(fs::path(out) / "coords.csv");
     csv << "width,seed,step,layer,mean_abs\n";
     for (const Recipe& r : recipes) {
       spdlog::info("width {} seed {}", r.model.d_model, r.run.seed);
-      check_width(r, dataset, o.steps, csv, coords);
+      check_width(r, dataset, o.steps, world, csv, coords);
     }
     if (!csv) throw Error((fs::path(out) / "coords.csv").string(), "cannot write the file");
   }

@@ -190,7 +190,7 @@ void export_checkpoint(const ExportOptions& o) {
   if (m.qk_norm) config["use_sliding_window"] = false;
 
   const fs::path out(o.out);
-  fs::create_directories(out);
+  create_output_folder(out.string());
   write_text_file((out / "config.json").string(), config.dump(2) + "\n");
   write_text_file((out / "generation_config.json").string(),
                   json({{"bos_token_id", eod}, {"eos_token_id", eod}}).dump(2) + "\n");

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
 
 namespace ladder {
@@ -27,10 +29,15 @@ int default_threads(const parallel::MpiWorld& world) {
 }  // namespace
 
 double measure_matmul_gflops(int64_t n, torch::ScalarType dtype, torch::Device device) {
+  return measure_matmul_gflops(n, n, n, dtype, device);
+}
+
+double measure_matmul_gflops(int64_t m, int64_t k, int64_t n, torch::ScalarType dtype,
+                             torch::Device device) {
   using Clock = std::chrono::steady_clock;
   torch::NoGradGuard no_grad;
   const auto options = torch::TensorOptions().dtype(dtype).device(device);
-  const torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
+  const torch::Tensor a = torch::randn({m, k}, options), b = torch::randn({k, n}, options);
   auto sync = [&] {
     if (device.is_cuda()) c10::cuda::device_synchronize();
   };
@@ -46,7 +53,51 @@ double measure_matmul_gflops(int64_t n, torch::ScalarType dtype, torch::Device d
     ++reps;
     seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   }
-  return 2.0 * static_cast<double>(n * n * n) * reps / seconds / 1e9;
+  return 2.0 * static_cast<double>(m * k * n) * reps / seconds / 1e9;
+}
+
+MfuPeak mfu_peak(const Recipe& r, int64_t vocab, const parallel::Communicator& world) {
+  const bool bf16 = r.train.precision == "bf16";
+  const torch::Device device = train_device(r);
+  std::string what;
+  double rank_peak = r.train.peak_gflops;
+  if (rank_peak > 0) {
+    what = "train.peak_gflops";
+  } else {
+    const torch::ScalarType dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+    const int64_t cube = device.is_cuda() ? 8192 : 1024;
+    rank_peak = measure_matmul_gflops(cube, dtype, device);
+    // The model's products on one micro-batch: rows x d_model into the attention projections, the
+    // MLP's hidden and the readout, and back from the hidden (each split over tp). On the CPU a
+    // product is measured on fewer rows when one would take more than ~4 GFLOP.
+    const auto& m = r.model;
+    const int64_t tp = r.parallel.tp, d = m.d_model;
+    const int64_t hidden =
+        std::max<int64_t>(1, (m.moe.experts > 0 ? m.moe.expert_ffn : m.ffn_hidden) / tp);
+    const int64_t rows =
+        r.train.micro_batch * r.data.seq_len * std::max<int64_t>(1, m.parscale.streams);
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {
+        {d, std::max<int64_t>(1, d / tp)},
+        {d, hidden},
+        {hidden, d},
+        {d, std::max<int64_t>(1, (vocab + tp - 1) / tp)}};
+    double best_model = 0;
+    for (const auto& [k, n] : shapes) {
+      int64_t mm = rows;
+      if (!device.is_cuda())
+        mm = std::max<int64_t>(64,
+                               std::min<int64_t>(rows, static_cast<int64_t>(2e9 / double(k * n))));
+      best_model = std::max(best_model, measure_matmul_gflops(mm, k, n, dtype, device));
+    }
+    what = fmt::format(
+        "measured {} matmul: the best of {}^3 ({:.1f}) and the model's products on "
+        "{} rows ({:.1f})",
+        bf16 ? "bf16" : "fp32", cube, rank_peak, rows, best_model);
+    rank_peak = std::max(rank_peak, best_model);
+  }
+  torch::Tensor peaks = torch::tensor({rank_peak}, torch::kFloat64);
+  world.all_reduce(peaks);  // every rank of the job computes
+  return MfuPeak{peaks.item<double>(), fmt::format("{} x {}", world.size(), what)};
 }
 
 torch::Device train_device(const Recipe& r) {

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include "parallel/communicator.h"
 #include "parallel/world.h"
 #include "trainer/recipe.h"
 
@@ -31,5 +33,20 @@ c10::Device train_device(const Recipe& recipe);
 // MFU is stated against, and the measurement behind precision = "auto".
 double measure_matmul_gflops(int64_t n, c10::ScalarType dtype = c10::kFloat,
                              c10::Device device = c10::kCPU);
+// The same for an [m, k] x [k, n] product.
+double measure_matmul_gflops(int64_t m, int64_t k, int64_t n, c10::ScalarType dtype,
+                             c10::Device device);
+
+// The peak that MFU is stated against: the job's (every rank's, summed; they share the machine when
+// they share a node), in the precision the products run in. train.peak_gflops when given (per
+// rank); else measured, as the best of a large cube (1024^3 on the CPU, 8192^3 on a GPU) and the
+// model's own product shapes on a micro-batch (projections, MLP, readout, split over tp), so the
+// peak bounds what the step's products reach (one 1024^3 cube alone can run slower than the
+// model's products, and MFU then read above 100%). Collective over `world`.
+struct MfuPeak {
+  double gflops = 0;
+  std::string source;  // what it is, for the log
+};
+MfuPeak mfu_peak(const Recipe& recipe, int64_t vocab, const parallel::Communicator& world);
 
 }  // namespace ladder

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/hdf5.h"
+#include "core/trace_schema.h"
 #include "data/dataset.h"
 #include "trainer/checkpoint.h"
 
@@ -97,16 +98,16 @@ void inspect_trace(const h5::File& f) {
     }
     std::printf("\n");
   }
-  const int64_t c = h5::series_length(f, "checkpoints/step");
+  const int64_t c = h5::series_length(f, trace_schema::path("checkpoints", "step"));
   std::printf("%-18s %lld\n", "checkpoints", (long long)c);
   if (h5::has_attr(f, "/", "experts") && h5::get_int_attr(f, "/", "experts") > 0) {
     print_attrs(f,
                 {"experts", "top_k", "shared_experts", "expert_ffn", "active_params", "active_N"},
                 {"granularity"}, {});
-    const int64_t n = h5::series_length(f, "train/step");
-    if (n > 0 && h5::exists(f, "train/moe_load_cv")) {
+    const int64_t n = h5::series_length(f, trace_schema::path("train", "step"));
+    if (n > 0 && h5::exists(f, trace_schema::path("train", "moe_load_cv"))) {
       auto last = [&](const char* name) {
-        return h5::read_tensor(f, std::string("train/") + name)[n - 1].item<double>();
+        return h5::read_tensor(f, trace_schema::path("train", name))[n - 1].item<double>();
       };
       std::printf(
           "%-18s aux loss %.4f, router z-loss %.3f, load max/mean %.2f, load cv %.3f, "

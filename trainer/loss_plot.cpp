@@ -4,8 +4,10 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/hdf5.h"
 #include "core/plot.h"
+#include "core/trace_schema.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -30,9 +32,10 @@ int64_t write_series(const h5::File& f, const std::string& group, const std::str
   std::ofstream out(file);
   if (!out) throw Error(file.string(), "cannot write the file");
   out << "# " << x << " loss\n";
-  if (!h5::exists(f, group + "/loss")) return 0;
-  const torch::Tensor xs = h5::read_tensor(f, group + "/" + x).to(torch::kFloat64);
-  const torch::Tensor loss = h5::read_tensor(f, group + "/loss").to(torch::kFloat64);
+  if (!h5::exists(f, trace_schema::path(group, "loss"))) return 0;
+  const torch::Tensor xs = h5::read_tensor(f, trace_schema::path(group, x)).to(torch::kFloat64);
+  const torch::Tensor loss =
+      h5::read_tensor(f, trace_schema::path(group, "loss")).to(torch::kFloat64);
   const int64_t n = std::min(xs.numel(), loss.numel());
   const double* a = xs.data_ptr<double>();
   const double* b = loss.data_ptr<double>();
@@ -60,7 +63,7 @@ std::string plot_losses(const LossPlotOptions& o) {
                                             : fs::path("loss.png");
   if (png.extension() != ".png") throw Error("--out", "'" + png.string() + "' is not a .png");
   const fs::path dir = png.parent_path().empty() ? fs::path(".") : png.parent_path();
-  fs::create_directories(dir);
+  create_output_folder(dir.string());
   const std::string name = png.stem().string();
 
   // One colour per run: its training loss as a thin line, its validation loss as points joined.

@@ -14,6 +14,8 @@
 #include "core/hdf5.h"
 #include "core/log.h"
 #include "core/memory.h"
+#include "core/trace_schema.h"
+#include "data/dataset.h"
 #include "data/prep.h"
 #include "parallel/world.h"
 #include "scaling/fit_command.h"
@@ -23,6 +25,7 @@
 #include "trainer/inference.h"
 #include "trainer/inspect.h"
 #include "trainer/loss_plot.h"
+#include "trainer/memory_estimate.h"
 #include "trainer/recipe.h"
 #include "trainer/sweep_runner.h"
 #include "trainer/train.h"
@@ -147,7 +150,26 @@ struct TrainCommand {
       return status;
     ladder::resolve_precision(recipe, world);
     if (world.rank() == 0) std::cout << ladder::resolved_recipe_toml(recipe) << std::flush;
-    if (check) return 0;
+    if (check) {
+      // What a rank needs against what it has; a run that cannot fit fails the check.
+      return ladder::parallel::check_on_every_rank(world, [&] {
+        ladder::data::DatasetMeta meta;
+        try {
+          meta = ladder::data::DatasetMeta::read(recipe.data.path);
+        } catch (const ladder::Error& e) {  // the vocabulary is the dataset's: no estimate yet
+          if (world.rank() == 0)
+            std::cout << "# memory per rank: estimated once data.path holds a dataset (" << e.what()
+                      << ")\n"
+                      << std::flush;
+          return;
+        }
+        const auto estimate = ladder::estimate_memory(recipe, meta.vocab_size);
+        const double available = ladder::memory_per_rank(recipe, world);
+        if (world.rank() == 0)
+          std::cout << "# " << ladder::describe_memory(estimate, available) << "\n" << std::flush;
+        ladder::check_memory_fits(estimate, available);
+      });
+    }
     const int status = ladder::parallel::run_or_abort(world, [&] {
       return ladder::train(recipe, {resume, init_from, recipe_path}, world);
     });
@@ -163,14 +185,16 @@ struct TrainCommand {
 
 struct InspectCommand {
   std::vector<std::string> paths;
-  bool spectra = false, verify = false;
+  bool spectra = false, verify = false, trace_schema = false;
   void add(CLI::App& app) {
     auto* cmd = app.add_subcommand(
         "inspect", "Summarise a checkpoint, a trace or a dataset; or compare runs' spectra");
     cmd->add_option("paths", paths,
                     "A checkpoint (.h5), a trace (trace.h5) or a dataset folder; with --spectra, "
-                    "traces or folders of runs")
-        ->required();
+                    "traces or folders of runs");
+    cmd->add_flag("--trace-schema", trace_schema,
+                  "Print the trace format (its columns and attributes) as Markdown: "
+                  "docs/training.md's section is this, generated");
     cmd->add_flag("--spectra", spectra,
                   "The hidden matrices' top singular values of every run found, against width");
     cmd->add_flag("--verify", verify,
@@ -179,6 +203,11 @@ struct InspectCommand {
   }
   int run(const GlobalOptions& g) {
     init_logging(g, 0);
+    if (trace_schema) {
+      std::cout << ladder::trace_schema::markdown();
+      return 0;
+    }
+    if (paths.empty()) throw ladder::Error("ladder inspect", "a path is required (see --help)");
     if (verify) {
       ladder::verify_checkpoints(paths);
       return 0;
@@ -340,7 +369,8 @@ struct CoordcheckCommand {
                     "Override a recipe key: --set section.key=value (repeatable)");
     cmd->add_option("--threads", options.threads, "LibTorch threads (default: every core)");
   }
-  int run(const GlobalOptions& g) {
+  int run(const GlobalOptions& g, int* argc, char*** argv) {
+    ladder::parallel::MpiWorld world(argc, argv);  // one process: the run context's mesh of one
     init_logging(g, 0);
     return ladder::run_coordcheck(options);
   }
@@ -432,7 +462,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("export")) return export_command.run(global);
     if (app.got_subcommand("fit")) return fit.run();
     if (app.got_subcommand("sweep")) return sweep.run(global, &argc, &argv);
-    if (app.got_subcommand("coordcheck")) return coordcheck.run(global);
+    if (app.got_subcommand("coordcheck")) return coordcheck.run(global, &argc, &argv);
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", ladder::format_error(e).c_str());
     return ladder::kExitUserError;

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/hdf5.h"
+#include "core/trace_schema.h"
 #include "trainer/checkpoint.h"
 
 namespace ladder {
@@ -104,8 +105,10 @@ RunState read_run_state(const SweepRun& run) {
         v.assign(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
         return v;
       };
-      const auto loss = column("train/loss"), val = column("eval/loss");
-      const auto tokens = column("train/tokens"), elapsed = column("train/elapsed_s");
+      const auto loss = column(trace_schema::path("train", "loss")),
+                 val = column(trace_schema::path("eval", "loss"));
+      const auto tokens = column(trace_schema::path("train", "tokens")),
+                 elapsed = column(trace_schema::path("train", "elapsed_s"));
       if (!loss.empty()) s.final_loss = loss.back();
       if (!tokens.empty()) s.tokens_seen = tokens.back();
       if (!elapsed.empty()) s.elapsed_s = elapsed.back();

@@ -17,11 +17,14 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/format.h"
 #include "core/hdf5.h"
 #include "core/log.h"
+#include "core/trace_schema.h"
 #include "parallel/world.h"
 #include "trainer/hardware.h"
+#include "trainer/memory_estimate.h"
 #include "trainer/preemption.h"
 #include "trainer/sweep.h"
 #include "trainer/sweep_index.h"
@@ -99,7 +102,7 @@ std::pair<int, std::string> run_job(const std::string& command, const std::strin
 class SweepLock {
  public:
   explicit SweepLock(const std::string& dir) {
-    fs::create_directories(dir);
+    create_output_folder(dir);
     const std::string path = (fs::path(dir) / "sweep.lock").string();
     fd_ = ::open(path.c_str(), O_CREAT | O_RDWR, 0644);
     if (fd_ < 0 || ::flock(fd_, LOCK_EX | LOCK_NB) != 0)
@@ -234,7 +237,8 @@ class SweepRunner {
         if (error.empty()) {
           try {
             h5::File f = h5::File::open((scratch / "probe" / "trace.h5").string(), false);
-            const torch::Tensor t = h5::read_tensor(f, "train/step_s").to(torch::kFloat64);
+            const torch::Tensor t =
+                h5::read_tensor(f, trace_schema::path("train", "step_s")).to(torch::kFloat64);
             if (t.numel() >= 2) step_s = t.slice(0, 1).median().item<double>();
           } catch (const Error& e) {
             error = format_error(e);
@@ -282,8 +286,9 @@ class SweepRunner {
     size_t width = 3;
     for (const auto& r : sweep_.runs)
       width = std::max(width, r.name.size());
-    std::printf("\n%4s  %-*s  %8s  %8s  %9s  %7s  %8s  %8s  %s\n", "#", static_cast<int>(width),
-                "run", "N", "D", "C", "steps", "step", "est.", "status");
+    std::printf("\n%4s  %-*s  %8s  %8s  %9s  %7s  %8s  %8s  %9s  %s\n", "#",
+                static_cast<int>(width), "run", "N", "D", "C", "steps", "step", "est.", "mem/rank",
+                "status");
     double total_flops = 0, left_flops = 0, left_s = 0;
     bool all_estimated = !estimates_.empty();
     for (size_t i = 0; i < sweep_.runs.size(); ++i) {
@@ -294,14 +299,17 @@ class SweepRunner {
       std::snprintf(flops, sizeof flops, "%.2e", r.flops);
       std::string status = states_[i].status;
       if (status == "partial") status += " (step " + std::to_string(states_[i].steps_done) + ")";
+      // The memory a rank of the run needs (trainer/memory_estimate.h; fp32 where the precision
+      // is still "auto").
+      const std::string memory = human_count(estimate_memory(r.recipe, r.vocab).total()) + "B";
       std::printf(
-          "%4zu  %-*s  %8s  %8s  %9s  %7lld  %8s  %8s  %s\n", i + 1, static_cast<int>(width),
+          "%4zu  %-*s  %8s  %8s  %9s  %7lld  %8s  %8s  %9s  %s\n", i + 1, static_cast<int>(width),
           r.name.c_str(), human_count(static_cast<double>(r.size.non_embedding_params)).c_str(),
           human_count(static_cast<double>(r.recipe.train.tokens)).c_str(), flops,
           static_cast<long long>(r.recipe.train.steps),
           std::isnan(e.step_s) ? "-"
                                : (std::to_string(std::lround(e.step_s * 1e3)) + " ms").c_str(),
-          done ? "-" : format_duration(e.seconds).c_str(), status.c_str());
+          done ? "-" : format_duration(e.seconds).c_str(), memory.c_str(), status.c_str());
       total_flops += r.flops;
       if (!done) {
         left_flops += r.flops;

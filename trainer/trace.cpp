@@ -4,60 +4,46 @@
 
 #include <filesystem>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "core/error.h"
 #include "core/hdf5.h"
+#include "core/trace_schema.h"
 
 namespace ladder {
 namespace {
 
-// 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra;
-// 6: ep_comm_*, moe_*; 7: diloco_*
-constexpr int64_t kTraceVersion = 7;
+namespace schema = trace_schema;
 
 struct Column {
   std::string name;
   bool integer;
 };
-const std::vector<Column> kTrain = {{"step", true},
-                                    {"tokens", true},
-                                    {"flops", false},
-                                    {"loss", false},
-                                    {"lr", false},
-                                    {"grad_norm", false},
-                                    {"tokens_per_s", false},
-                                    {"mfu", false},
-                                    {"elapsed_s", false},
-                                    {"step_s", false},
-                                    {"compute_s", false},
-                                    {"comm_s", false},
-                                    {"comm_bytes", false},
-                                    {"tp_comm_s", false},
-                                    {"tp_comm_bytes", false},
-                                    {"pp_p2p_bytes", false},
-                                    {"ep_comm_s", false},
-                                    {"ep_comm_bytes", false},
-                                    {"moe_aux_loss", false},
-                                    {"moe_z_loss", false},
-                                    {"moe_load_max_over_mean", false},
-                                    {"moe_load_cv", false},
-                                    {"moe_dropped_fraction", false},
-                                    {"diloco_bytes_per_token", false},
-                                    {"diloco_dp_bytes_per_token", false},
-                                    {"diloco_outer_s", false}};
+
+std::vector<Column> columns_of(const std::vector<schema::Column>& declared) {
+  std::vector<Column> out;
+  for (const auto& c : declared)
+    out.push_back({std::string(c.name), c.type == schema::Type::Integer});
+  return out;
+}
 
 // The train columns with those of each of `stages` pipeline stages.
 std::vector<Column> train_columns(int stages) {
-  std::vector<Column> cols = kTrain;
+  std::vector<Column> cols = columns_of(schema::train_columns());
   for (int s = 0; s < stages; ++s)
-    for (const char* what : {"stage_bubble_", "stage_activation_bytes_"})
-      cols.push_back({what + std::to_string(s), false});
+    for (const auto& c : schema::stage_columns())
+      cols.push_back({std::string(c.name) + std::to_string(s), false});
   return cols;
 }
-const std::vector<Column> kEval = {
-    {"step", true}, {"tokens", true}, {"flops", false}, {"loss", false}};
-const std::vector<Column> kCheckpoints = {{"step", true}, {"tokens", true}, {"intermediate", true}};
+const std::vector<Column> kEval = columns_of(schema::eval_columns());
+const std::vector<Column> kCheckpoints = columns_of(schema::checkpoint_columns());
+
+const schema::Column* train_column(std::string_view name) {
+  for (const auto& c : schema::train_columns())
+    if (c.name == name) return &c;
+  return nullptr;
+}
 
 void create_group(const h5::File& f, const std::string& group, const std::vector<Column>& cols) {
   for (const auto& c : cols)
@@ -143,46 +129,49 @@ Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attr
     create_group(f, "spectra", spectra_columns);
   }
   h5::set_attr(f, "/", "format", std::string("ladder-trace"));
-  h5::set_attr(f, "/", "version", kTraceVersion);
+  h5::set_attr(f, "/", "version", schema::kVersion);
+  for (const auto& [name, value] : attributes)
+    if (!schema::has_attribute(name))
+      throw std::logic_error("trace attribute " + name + " is not declared in core/trace_schema.h");
   for (const auto& [name, value] : attributes)
     std::visit([&](const auto& v) { h5::set_attr(f, "/", name, v); }, value);
   f.close();
 }
 
+void TrainRecord::set(std::string_view column, double value) {
+  if (!train_column(column))
+    throw std::logic_error("train column " + std::string(column) +
+                           " is not declared in core/trace_schema.h");
+  values_.insert_or_assign(std::string(column), value);
+}
+
+double TrainRecord::get(std::string_view column) const {
+  if (const auto it = values_.find(column); it != values_.end()) return it->second;
+  const schema::Column* c = train_column(column);
+  if (!c)
+    throw std::logic_error("train column " + std::string(column) +
+                           " is not declared in core/trace_schema.h");
+  return c->missing;
+}
+
 void Trace::append(const TrainRecord& r) {
   h5::File f = h5::File::open(path_, true);
-  h5::append_series(f, "train/step", r.step);
-  h5::append_series(f, "train/tokens", r.tokens);
-  h5::append_series(f, "train/flops", r.flops);
-  h5::append_series(f, "train/loss", r.loss);
-  h5::append_series(f, "train/lr", r.lr);
-  h5::append_series(f, "train/grad_norm", r.grad_norm);
-  h5::append_series(f, "train/tokens_per_s", r.tokens_per_s);
-  h5::append_series(f, "train/mfu", r.mfu);
-  h5::append_series(f, "train/elapsed_s", r.elapsed_s);
-  h5::append_series(f, "train/step_s", r.step_s);
-  h5::append_series(f, "train/compute_s", r.compute_s);
-  h5::append_series(f, "train/comm_s", r.comm_s);
-  h5::append_series(f, "train/comm_bytes", r.comm_bytes);
-  h5::append_series(f, "train/tp_comm_s", r.tp_comm_s);
-  h5::append_series(f, "train/tp_comm_bytes", r.tp_comm_bytes);
-  h5::append_series(f, "train/pp_p2p_bytes", r.pp_p2p_bytes);
-  h5::append_series(f, "train/ep_comm_s", r.ep_comm_s);
-  h5::append_series(f, "train/ep_comm_bytes", r.ep_comm_bytes);
-  h5::append_series(f, "train/moe_aux_loss", r.moe_aux_loss);
-  h5::append_series(f, "train/moe_z_loss", r.moe_z_loss);
-  h5::append_series(f, "train/moe_load_max_over_mean", r.moe_load_max_over_mean);
-  h5::append_series(f, "train/moe_load_cv", r.moe_load_cv);
-  h5::append_series(f, "train/moe_dropped_fraction", r.moe_dropped_fraction);
-  h5::append_series(f, "train/diloco_bytes_per_token", r.diloco_bytes_per_token);
-  h5::append_series(f, "train/diloco_dp_bytes_per_token", r.diloco_dp_bytes_per_token);
-  h5::append_series(f, "train/diloco_outer_s", r.diloco_outer_s);
+  for (const auto& c : schema::train_columns()) {
+    const std::string path = schema::path("train", c.name);
+    const double v = r.get(c.name);
+    if (c.type == schema::Type::Integer)
+      h5::append_series(f, path, static_cast<int64_t>(v));
+    else
+      h5::append_series(f, path, v);
+  }
   for (int s = 0; s < stages_; ++s) {
     const auto at = [&](const std::vector<double>& v) {
       return s < static_cast<int>(v.size()) ? v[s] : std::numeric_limits<double>::quiet_NaN();
     };
-    h5::append_series(f, "train/stage_bubble_" + std::to_string(s), at(r.stage_bubble));
-    h5::append_series(f, "train/stage_activation_bytes_" + std::to_string(s),
+    const auto& stage = schema::stage_columns();
+    h5::append_series(f, "train/" + std::string(stage[0].name) + std::to_string(s),
+                      at(r.stage_bubble));
+    h5::append_series(f, "train/" + std::string(stage[1].name) + std::to_string(s),
                       at(r.stage_activation_bytes));
   }
   f.close();
@@ -190,10 +179,10 @@ void Trace::append(const TrainRecord& r) {
 
 void Trace::append(const EvalRecord& r) {
   h5::File f = h5::File::open(path_, true);
-  h5::append_series(f, "eval/step", r.step);
-  h5::append_series(f, "eval/tokens", r.tokens);
-  h5::append_series(f, "eval/flops", r.flops);
-  h5::append_series(f, "eval/loss", r.loss);
+  h5::append_series(f, schema::path("eval", "step"), r.step);
+  h5::append_series(f, schema::path("eval", "tokens"), r.tokens);
+  h5::append_series(f, schema::path("eval", "flops"), r.flops);
+  h5::append_series(f, schema::path("eval", "loss"), r.loss);
   f.close();
 }
 
@@ -207,9 +196,10 @@ void Trace::append_spectra(int64_t step, const std::vector<double>& top_singular
 
 void Trace::append_checkpoint(int64_t step, int64_t tokens, bool intermediate) {
   h5::File f = h5::File::open(path_, true);
-  h5::append_series(f, "checkpoints/step", step);
-  h5::append_series(f, "checkpoints/tokens", tokens);
-  h5::append_series(f, "checkpoints/intermediate", static_cast<int64_t>(intermediate));
+  h5::append_series(f, schema::path("checkpoints", "step"), step);
+  h5::append_series(f, schema::path("checkpoints", "tokens"), tokens);
+  h5::append_series(f, schema::path("checkpoints", "intermediate"),
+                    static_cast<int64_t>(intermediate));
   f.close();
 }
 

@@ -1,30 +1,7 @@
-// The loss trace (DESIGN.md contract 6): runs/NAME/trace.h5, the fitter's only input.
-//
-//   /train/{step, tokens, flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s,
-//           step_s, compute_s, comm_s, comm_bytes, tp_comm_s, tp_comm_bytes, pp_p2p_bytes,
-//           ep_comm_s, ep_comm_bytes, moe_aux_loss, moe_z_loss, moe_load_max_over_mean,
-//           moe_load_cv, moe_dropped_fraction (NaN without routed layers),
-//           diloco_bytes_per_token, diloco_dp_bytes_per_token, diloco_outer_s (NaN without
-//           DiLoCo), stage_bubble_S,
-//           stage_activation_bytes_S (S = 0 .. pp - 1)}     one row per log
-//   /eval/{step, tokens, flops, loss}                                     one row per eval
-//   /checkpoints/{step, tokens, intermediate}                             one row per save
-//   /spectra/{step, <hidden matrix name>...}   top singular values (trainer/spectra.h), one row
-//                                              at the start and every eval.spectra_every_steps
-//   attributes on /: format, version, arch, N, total_params, active_params, embedding_params,
-//     flops_per_token, width, depth, n_heads, streams and P (ParScale's, 1 otherwise),
-//     prefix_tokens, aggregation_smoothing, experts, top_k, granularity,
-//     active_N (active non-embedding), shared_experts, expert_ffn, pattern ("" unless hybrid),
-//     ssm_state, ssm_head_dim, ssm_chunk, ssm_expand, conv_kernel, attention_window, seq_len,
-//     global_batch,
-//     batch_tokens, lr, weight_decay, seed, parametrization, base_width, base_depth,
-//     width_multiplier, depth_multiplier, depth_alpha, output_multiplier, attention_multiplier,
-//     wd_rule, rules (optim::rules_table), total_steps, dp, zero, recipe
-//
-// step_s, compute_s and comm_s are seconds per step on rank 0, averaged over the steps since the
-// previous row: comm_s is the time spent inside communication calls (what the backward pass did not
-// hide), compute_s the rest of the step. comm_bytes is what rank 0 sent per step under the ring
-// model of bus bandwidth (parallel/data_parallel.h).
+// The loss trace (DESIGN.md contract 6): runs/NAME/trace.h5, the fitter's only input. Its columns
+// and attributes are declared once, in core/trace_schema.h (docs/training.md's "Trace file" is
+// generated from it): this writer creates every declared column, appends rows by column name,
+// and refuses a column or attribute the schema does not declare.
 //
 // Every append opens the file, writes and closes it, so a reader (h5py) sees a complete file
 // whenever the trainer is not in the middle of a write. On resume, rows past the resumed step are
@@ -40,34 +17,26 @@
 #include <limits>
 #include <map>
 #include <string>
-#include <variant>
+#include <string_view>
 #include <vector>
+
+#include "core/attributes.h"
 
 namespace ladder {
 
-using TraceAttribute = std::variant<int64_t, double, std::string>;
+using TraceAttribute = Attribute;  // core/attributes.h
 
-inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
+// One row of /train, by column name (core/trace_schema.h train_columns()); a column not set is
+// written as the schema's missing value (NaN for a part that is off, 0 for a count). The per-stage
+// columns come from stage_bubble and stage_activation_bytes (S = 0 .. pp - 1).
 struct TrainRecord {
-  int64_t step, tokens;
-  double flops, loss, lr, grad_norm, tokens_per_s, mfu, elapsed_s;
-  double step_s, compute_s, comm_s, comm_bytes;
-  double tp_comm_s, tp_comm_bytes;  // tensor parallelism's, inside forward and backward
-  // Pipeline parallelism's: activations and gradients sent per step by the busiest rank, and per
-  // stage the bubble (the share of its schedule spent waiting for other stages) and the peak of
-  // memory allocated above the step's starting level (activations in flight).
-  double pp_p2p_bytes = 0;
+  // Throws std::logic_error for a column the schema does not declare.
+  void set(std::string_view column, double value);
+  double get(std::string_view column) const;
   std::vector<double> stage_bubble, stage_activation_bytes;
-  // Expert parallelism's all-to-alls per step, inside forward and backward.
-  double ep_comm_s = 0, ep_comm_bytes = 0;
-  // Mixture of experts (models/moe.h RoutingSummary over the interval's steps); NaN otherwise.
-  double moe_aux_loss = kNaN, moe_z_loss = kNaN, moe_load_max_over_mean = kNaN, moe_load_cv = kNaN,
-         moe_dropped_fraction = kNaN;
-  // DiLoCo (parallel/diloco.h): bytes rank 0 sent to the other islands per training token (of all
-  // islands), what data parallelism over the islands would have sent, and the seconds of an outer
-  // step (NaN when the interval had none).
-  double diloco_bytes_per_token = kNaN, diloco_dp_bytes_per_token = kNaN, diloco_outer_s = kNaN;
+
+ private:
+  std::map<std::string, double, std::less<>> values_;
 };
 
 struct EvalRecord {
@@ -78,7 +47,8 @@ struct EvalRecord {
 class Trace {
  public:
   // Creates the trace, or (resume_step >= 0) reopens it and drops rows with step > resume_step.
-  // Columns an older trace lacks are added, NaN for its existing rows.
+  // Columns an older trace lacks are added, NaN for its existing rows. Every attribute must be
+  // declared by the schema (std::logic_error otherwise).
   // `stages`: pipeline stages, one column of bubble and activation memory each.
   // `spectra`: the hidden matrices whose top singular values append_spectra() records.
   Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,

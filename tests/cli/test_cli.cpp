@@ -265,6 +265,73 @@ TEST(Cli, TrainCheckResolvesThreadsAndPrecision) {
   EXPECT_NE(r.output.find("train.precision"), std::string::npos) << r.output;
 }
 
+// A dataset of a few thousand bytes tokens in dir/ds (for train commands that need one).
+void prep_small_dataset(const TempDir& dir) {
+  std::string text;
+  for (int i = 0; i < 300; ++i)
+    text += "sentence " + std::to_string(i) + " of a small corpus\n\n";
+  testing::write_file(dir.path("corpus.txt"), text);
+  const auto r = run_command(ladder_binary() + " prep --input " + dir.path("corpus.txt") +
+                             " --out " + dir.path("ds") + " --val-fraction 0.5");
+  ASSERT_EQ(r.status, 0) << r.output;
+}
+
+TEST(Cli, TrainCheckEstimatesMemoryAndRefusesARunThatCannotFit) {
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(prep_small_dataset(dir));
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  const std::string data = " --set data.path=" + dir.path("ds") + " --set eval.every_steps=0";
+  auto r = run_command(ladder_binary() + " train " + dir.path("r.toml") + " --check" + data);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(
+      std::regex_search(r.output, std::regex("# memory per rank \\(estimate\\): parameters .* \\+ "
+                                             "gradients .* \\+ AdamW .* \\+ activations 1 x .* = "
+                                             ".*B; .*B available per rank\n")))
+      << r.output;
+  // Without the dataset (its vocabulary) there is no estimate yet, and no error.
+  r = run_command(ladder_binary() + " train " + dir.path("r.toml") + " --check");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("# memory per rank: estimated once data.path holds a dataset"),
+            std::string::npos)
+      << r.output;
+  // Tens of terabytes per rank: refused by --check, and by train before any work (no run folder),
+  // with the estimate instead of LibTorch's allocation failure.
+  const std::string huge =
+      data + " --set model.d_model=16384 --set model.n_layers=256 --set model.n_heads=128";
+  r = run_command(ladder_binary() + " train " + dir.path("r.toml") + " --check" + huge);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("the run cannot fit"), std::string::npos) << r.output;
+  r = run_command(ladder_binary() + " train " + dir.path("r.toml") + huge +
+                  " --set run.out_dir=" + dir.path("runs"));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("ladder: error: train: memory per rank (estimate)"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("the run cannot fit"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.path("runs")));
+}
+
+TEST(Cli, AnOutputPathThatIsAFileIsOneLineAndExitTwo) {
+  TempDir dir;
+  testing::write_file(dir.path("file"), "not a folder\n");
+  testing::write_file(dir.path("c.txt"), "text\n\nmore text\n\n");
+  auto r = run_command(ladder_binary() + " prep --input " + dir.path("c.txt") + " --out " +
+                       dir.path("file"));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(r.output, "ladder: error: " + dir.path("file") + ": is a file, not a folder\n");
+  r = run_command(ladder_binary() + " prep --input " + dir.path("c.txt") + " --out " +
+                  dir.path("file/ds"));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(r.output, "ladder: error: " + dir.path("file/ds") +
+                          ": cannot be a folder: " + dir.path("file") + " is a file\n");
+  ASSERT_NO_FATAL_FAILURE(prep_small_dataset(dir));
+  testing::write_file(dir.path("r.toml"), kRecipe);
+  r = run_command(ladder_binary() + " train " + dir.path("r.toml") +
+                  " --set data.path=" + dir.path("ds") +
+                  " --set eval.every_steps=0 --set run.out_dir=" + dir.path("file"));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("is a file"), std::string::npos) << r.output;
+}
+
 TEST(Cli, BadRecipeIsOneLineAndExitTwo) {
   TempDir dir;
   testing::write_file(dir.path("r.toml"), std::string(kRecipe) + "[optim]\nlr = -1\n");

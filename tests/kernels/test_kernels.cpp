@@ -446,5 +446,199 @@ TEST_F(Kernels, AdamWMatchesComposite) {
   EXPECT_FALSE(adamw_fusable(wide.t(), wide.t(), wide.t(), wide.t()));
 }
 
+// ----- Under many threads: every kernel at 1, 3, 4 and 16 threads (oversubscribing a small machine
+// is fine for correctness), on row counts that do not divide evenly among the threads and that
+// make at::parallel_for cut chunks shorter than the grain asked for (2,048 rows of 192 with 16
+// threads did, and the RMSNorm gain gradient lost rows). Each against its composite; where the
+// kernel's result does not depend on how the rows are split, bitwise equal to one thread's.
+
+// Sets the intra-op threads for a scope, restoring the previous count after.
+class ThreadCount {
+ public:
+  explicit ThreadCount(int threads) : previous_(at::get_num_threads()) {
+    at::set_num_threads(threads);
+  }
+  ~ThreadCount() { at::set_num_threads(previous_); }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+
+ private:
+  int previous_;
+};
+
+constexpr int kThreadCounts[] = {1, 3, 4, 16};
+
+// At each thread count: fused against reference, and (when `split_independent`) every output and
+// gradient bitwise equal to the fused result at one thread.
+void expect_match_at_thread_counts(const Fn& fused, const Fn& reference, const Tensors& values,
+                                   double tolerance, bool split_independent,
+                                   const std::string& what) {
+  Result one_thread;
+  for (const int threads : kThreadCounts) {
+    const ThreadCount scope(threads);
+    ASSERT_EQ(at::get_num_threads(), threads);
+    const std::string where = what + " at " + std::to_string(threads) + " threads";
+    expect_match(fused, reference, values, tolerance, false, where);
+    const Result r = run(fused, values, false);
+    if (threads == 1) {
+      one_thread = r;
+      continue;
+    }
+    if (!split_independent) continue;
+    for (size_t i = 0; i < r.outputs.size(); ++i)
+      EXPECT_TRUE(torch::equal(r.outputs[i], one_thread.outputs[i])) << where << " output " << i;
+    for (size_t i = 0; i < r.grads.size(); ++i)
+      EXPECT_TRUE(torch::equal(r.grads[i], one_thread.grads[i])) << where << " gradient " << i;
+  }
+}
+
+TEST_F(Kernels, AddRmsNormAtManyThreads) {
+  // 2,048 x 192 is the shape whose chunks at 16 threads (158 rows) were shorter than the grain
+  // (170).
+  for (const auto& [rows, n] : std::vector<std::pair<int64_t, int64_t>>{
+           {2048, 192}, {2051, 192}, {1000, 64}, {97, 4099}, {70001, 8}}) {
+    for (const auto& [x_type, branch_type] : std::vector<std::pair<at::ScalarType, at::ScalarType>>{
+             {torch::kFloat32, torch::kFloat32}, {torch::kBFloat16, torch::kBFloat16}}) {
+      const Tensors values = {torch::randn({rows, n}).to(x_type),
+                              torch::randn({rows, n}).to(branch_type), 1 + 0.3 * torch::randn({n})};
+      // The gain's gradient sums `rows` terms: fp32 rounding grows as their square root, in the
+      // composite's sum as in the kernel's.
+      const double tolerance =
+          x_type == torch::kFloat32
+              ? kFp32 * std::max(1.0, std::sqrt(static_cast<double>(rows) / 2048.0))
+              : kBf16;
+      const std::string what = "add_rms_norm " + std::to_string(rows) + " x " + std::to_string(n) +
+                               " " + c10::toString(x_type);
+      expect_match_at_thread_counts(
+          [](const Tensors& in) {
+            const auto out = add_rms_norm(in[0], in[1], 0.7, in[2], 1e-5, true);
+            EXPECT_NE(made_by(out.normed).find("AddRmsNormFunction"), std::string::npos);
+            return Tensors{out.sum, out.normed};
+          },
+          [](const Tensors& in) {
+            const auto out = add_rms_norm_reference(in[0], in[1], 0.7, in[2], 1e-5);
+            return Tensors{out.sum, out.normed};
+          },
+          values, tolerance, true, what);
+      expect_match_at_thread_counts(
+          [](const Tensors& in) { return Tensors{rms_norm(in[0], in[1], 1e-5, true)}; },
+          [](const Tensors& in) { return Tensors{rms_norm_reference(in[0], in[1], 1e-5)}; },
+          Tensors{values[0], values[2]}, tolerance, true, "rms_norm " + what);
+    }
+  }
+}
+
+TEST_F(Kernels, RotaryAtManyThreads) {
+  const int64_t positions = 301, head_dim = 34, half = head_dim / 2;
+  const torch::Tensor angles = torch::outer(
+      torch::arange(positions, torch::kFloat64),
+      torch::pow(10000.0, -2.0 * torch::arange(half, torch::kFloat64) / double(head_dim)));
+  const torch::Tensor cos = angles.cos().to(torch::kFloat32),
+                      sin = angles.sin().to(torch::kFloat32);
+  for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+    const Tensors values = {torch::randn({3, positions, 5, head_dim}).to(type),
+                            torch::randn({3, positions, 1, head_dim}).to(type)};
+    expect_match_at_thread_counts(
+        [&](const Tensors& in) {
+          const auto [q, k] = rotary_qk(in[0], in[1], cos, sin);
+          return Tensors{q, k};
+        },
+        [&](const Tensors& in) {
+          return Tensors{rotary_reference(in[0], cos.to(type), sin.to(type)),
+                         rotary_reference(in[1], cos.to(type), sin.to(type))};
+        },
+        values, type == torch::kFloat32 ? kFp32 : kBf16, true,
+        std::string("rotary ") + c10::toString(type));
+  }
+}
+
+TEST_F(Kernels, SwigluAtManyThreads) {
+  for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+    const Tensors values = {(3 * torch::randn({1001, 517})).to(type),
+                            torch::randn({1001, 517}).to(type)};
+    expect_match_at_thread_counts(
+        [](const Tensors& in) { return Tensors{swiglu(in[0], in[1], true)}; },
+        [](const Tensors& in) { return Tensors{swiglu_reference(in[0], in[1])}; }, values,
+        type == torch::kFloat32 ? kFp32 : kBf16, true,
+        std::string("swiglu ") + c10::toString(type));
+  }
+}
+
+TEST_F(Kernels, ReadoutCrossEntropyAtManyThreads) {
+  // The weight's gradient comes from matrix products, whose split is LibTorch's: against the
+  // composite only.
+  const int64_t vocab = 259, d = 48, tokens = 1037;
+  const Tensors values = {torch::randn({tokens, d}), 0.3 * torch::randn({vocab, d}),
+                          torch::randint(0, vocab, {tokens})};
+  for (const int64_t chunk : {int64_t{1} << 20, 97 * vocab})
+    expect_match_at_thread_counts(
+        [&](const Tensors& in) {
+          const auto out = readout_cross_entropy(in[0], in[1], in[2], 0.8, chunk);
+          return Tensors{out.loss, out.lse};
+        },
+        [](const Tensors& in) {
+          const auto out = readout_cross_entropy_reference(in[0], in[1], in[2], 0.8);
+          return Tensors{out.loss, out.lse};
+        },
+        values, kFp32, false, "cross-entropy chunk " + std::to_string(chunk));
+}
+
+TEST_F(Kernels, CausalAttentionAtManyThreads) {
+  for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+    const Tensors values = {torch::randn({3, 5, 67, 16}).to(type),
+                            torch::randn({3, 5, 67, 16}).to(type),
+                            torch::randn({3, 5, 67, 16}).to(type)};
+    expect_match_at_thread_counts(
+        [](const Tensors& in) { return Tensors{causal_attention(in[0], in[1], in[2], 0.3)}; },
+        [](const Tensors& in) {
+          return Tensors{at::scaled_dot_product_attention(in[0], in[1], in[2], {}, 0.0, true, 0.3)};
+        },
+        values, type == torch::kFloat32 ? kFp32 : kBf16, false,
+        std::string("attention ") + c10::toString(type));
+  }
+}
+
+TEST_F(Kernels, AdamWAtManyThreads) {
+  const int64_t size = 1000003;  // 31 chunks of the grain and a short one
+  const torch::Tensor p0 = torch::randn({size}), g = torch::randn({size});
+  torch::Tensor one_thread;
+  for (const int threads : kThreadCounts) {
+    const ThreadCount scope(threads);
+    torch::Tensor p = p0.clone(), m = torch::zeros({size}), v = torch::zeros({size});
+    torch::Tensor p_ref = p0.clone(), m_ref = m.clone(), v_ref = v.clone();
+    const torch::Tensor copy = torch::empty({size}, torch::kBFloat16);
+    for (int64_t t = 1; t <= 3; ++t) {
+      const AdamWHyper h{1e-2, 0.1, 0.9, 0.95, 1e-8, t};
+      adamw_update(p, g * t, m, v, h, copy);
+      adamw_update_reference(p_ref, g * t, m_ref, v_ref, h);
+    }
+    EXPECT_LE(difference(p, p_ref), kFp32) << threads << " threads";
+    EXPECT_TRUE(torch::equal(copy, p.to(torch::kBFloat16))) << threads << " threads";
+    if (threads == 1) one_thread = p;
+    EXPECT_TRUE(torch::equal(p, one_thread)) << threads << " threads";
+  }
+}
+
+// Without AVX2 (or with LADDER_KERNEL_ISA=none, as ctest's kernels.composite runs this suite) every
+// kernel asked for takes its LibTorch composite, with the composite's values.
+TEST(KernelFallback, EveryKernelTakesItsCompositeWithoutAvx2) {
+  if (cpu_has_avx2()) GTEST_SKIP() << "the kernels run here; LADDER_KERNEL_ISA=none tests this";
+  EXPECT_FALSE(cpu_has_avx512());
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::randn({9, 24}).requires_grad_(true), g = 1 + torch::randn({24});
+  const auto norm = add_rms_norm(x, x * 0.5, 0.7, g, 1e-5, true);
+  EXPECT_EQ(made_by(norm.normed).find("AddRmsNormFunction"), std::string::npos);
+  EXPECT_TRUE(
+      torch::allclose(norm.normed, add_rms_norm_reference(x, x * 0.5, 0.7, g, 1e-5).normed));
+  EXPECT_EQ(made_by(swiglu(x, x, true)).find("SwigluFunction"), std::string::npos);
+  const torch::Tensor q = torch::randn({1, 2, 9, 8});
+  EXPECT_FALSE(causal_attention_fusable(q, q, q));
+  const torch::Tensor w = torch::randn({13, 24}), targets = torch::randint(0, 13, {9});
+  EXPECT_FALSE(readout_cross_entropy_fusable(x, w, targets));
+  EXPECT_FALSE(rotary_fusable(q, q, torch::ones({9, 4})));
+  const torch::Tensor p = torch::randn({100});
+  EXPECT_FALSE(adamw_fusable(p, p, p, p));
+}
+
 }  // namespace
 }  // namespace ladder::kernels

@@ -31,8 +31,21 @@ void write_run(const std::string& dir, double lr, const std::string& arch, bool 
   for (int64_t i = 1; i <= 10; ++i) {
     const double loss = i == 4 ? std::nan("") : 5.0 - 0.1 * static_cast<double>(i);
     if (with_eval) trace.append(EvalRecord{i, 100 * i, 6e6 * 100 * i, loss});
-    trace.append(TrainRecord{
-        i, 100 * i, 6e6 * 100 * i, loss + 0.05, lr, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, {}, {}});
+    TrainRecord row;
+    for (const auto& [column, value] :
+         std::vector<std::pair<const char*, double>>{{"step", i},
+                                                     {"tokens", 100 * i},
+                                                     {"flops", 6e6 * 100 * i},
+                                                     {"loss", loss + 0.05},
+                                                     {"lr", lr},
+                                                     {"grad_norm", 1},
+                                                     {"tokens_per_s", 1},
+                                                     {"mfu", 0},
+                                                     {"elapsed_s", 1},
+                                                     {"step_s", 1},
+                                                     {"compute_s", 1}})
+      row.set(column, value);
+    trace.append(row);
   }
 }
 

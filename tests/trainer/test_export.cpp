@@ -116,6 +116,26 @@ TEST_F(Export, ArchitecturesTransformersCannotExpressAreRefused) {
       << r.output;
 }
 
+TEST_F(Export, AnOutputPathThatIsAFileIsAnError) {
+  // Was an uncaught std::filesystem error (exit 134); now one line, exit 2, and plot alike.
+  ASSERT_EQ(train(recipe("export_file",
+                         "[train]\nsteps = 2\nglobal_batch = 4\nmicro_batch = 4\n"
+                         "[eval]\nevery_steps = 0\n"),
+                  "--set schedule.warmup=0")
+                .status,
+            0);
+  testing::write_file(dir_->path("a_file"), "x\n");
+  auto r =
+      run_command(testing::ladder_binary() + " export " +
+                  checkpoint_path(run_dir("export_file"), 2) + " --out " + dir_->path("a_file"));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(r.output, "ladder: error: " + dir_->path("a_file") + ": is a file, not a folder\n");
+  r = run_command(testing::ladder_binary() + " plot " + run_dir("export_file") + " --out " +
+                  dir_->path("a_file") + "/loss.png");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("is a file"), std::string::npos) << r.output;
+}
+
 // `ladder sample`: the prompt continued, the same text for the same seed, another for another.
 TEST_F(Export, SampleIsDeterministicForASeed) {
   const std::string steps =

@@ -68,6 +68,25 @@ TEST_F(FusedKernelsTraining, ParScale) {
       "--set model.arch=parscale");
 }
 
+TEST_F(FusedKernelsTraining, ManyThreadsMatchOneThreadComposite) {
+  // The fused kernels' parallel branches: d_model 192 with 4 x 64 rows per micro-batch gives the
+  // norms' backward two blocks of rows, which 3 threads split unevenly (at::parallel_for's chunks
+  // of 128 rows, shorter than the norm's grain of 170, once made two tasks share a partial gain
+  // gradient). 3 threads fused against 1 thread composite.
+  const std::string shape =
+      "--set model.d_model=192 --set model.n_heads=3 --set model.n_kv_heads=3 "
+      "--set data.seq_len=64 --set train.micro_batch=4 --set train.global_batch=8 "
+      "--set train.steps=8 --set eval.every_steps=4 --set checkpoint.every_steps=4";
+  const auto fused = train(recipe("threads_fused", k20), shape, 0, 3);
+  ASSERT_EQ(fused.status, 0) << fused.output;
+  EXPECT_NE(fused.output.find("3 threads per rank"), std::string::npos) << fused.output;
+  const auto composite =
+      train(recipe("threads_composite", k20), shape + " --set train.fused_kernels=false");
+  ASSERT_EQ(composite.status, 0) << composite.output;
+  expect_same_training(run_dir("threads_fused") + "/trace.h5",
+                       run_dir("threads_composite") + "/trace.h5", "3 threads", kTolerance);
+}
+
 TEST_F(FusedKernelsTraining, SwitchIsARecipeKey) {
   // A wrong type is a recipe error before any work, like every key.
   const auto r = train(recipe("fused_bad", k20), "--set train.fused_kernels=3");

@@ -37,18 +37,18 @@ class TrainingFixture : public ::testing::Test {
   }
   static std::string run_dir(const std::string& name) { return dir_->path("runs/" + name); }
 
-  // `ladder train` with one thread per rank, in fp32 (flags may set train.precision again: the last
-  // --set wins); ranks > 0: under mpirun with that many ranks.
+  // `ladder train` with `threads` threads per rank (one unless asked), in fp32 (flags may set
+  // train.precision again: the last --set wins); ranks > 0: under mpirun with that many ranks.
   static testing::CommandResult train(const std::string& recipe_path, const std::string& flags = "",
-                                      int ranks = 0) {
-    return testing::run_command(train_command(recipe_path, flags, ranks));
+                                      int ranks = 0, int threads = 1) {
+    return testing::run_command(train_command(recipe_path, flags, ranks, threads));
   }
   // Its command line (for a job run in the background).
   static std::string train_command(const std::string& recipe_path, const std::string& flags = "",
-                                   int ranks = 0) {
+                                   int ranks = 0, int threads = 1) {
     return (ranks > 0 ? testing::mpirun(ranks) + " " : std::string()) + testing::ladder_binary() +
-           " train " + recipe_path +
-           " --threads 1 --set train.peak_gflops=100 --set train.precision=fp32 " + flags;
+           " train " + recipe_path + " --threads " + std::to_string(threads) +
+           " --set train.peak_gflops=100 --set train.precision=fp32 " + flags;
   }
 
   static std::vector<double> series(const std::string& trace, const std::string& name) {
@@ -91,9 +91,11 @@ class TrainingFixture : public ::testing::Test {
 };
 
 // Each a[i] within `tolerance` (relative) of b[i + offset]: a resumed or differently laid out run's
-// series against a reference run's.
+// series against a reference run's. Nothing to compare is a failure: two empty series (a column
+// never written) prove nothing.
 inline void expect_series_close(const std::vector<double>& a, const std::vector<double>& b,
                                 size_t offset, const std::string& what, double tolerance) {
+  ASSERT_FALSE(a.empty()) << what << ": no rows to compare";
   ASSERT_EQ(a.size() + offset, b.size()) << what;
   for (size_t i = 0; i < a.size(); ++i)
     EXPECT_LE(std::abs(a[i] - b[i + offset]), tolerance * std::abs(b[i + offset]))
