@@ -1,14 +1,15 @@
-// Throughput of the trainer's own training step (trainer/train_step.h: forward and backward through
-// the pipeline schedule, gradient reduction, the global norm, clipping, AdamW) on the dense model,
-// built by the trainer's own set-up (trainer/run_context.h) from a recipe made of the flags. Prints
-// tokens/s, model GFLOP/s, MFU against the trainer's peak (trainer/hardware.h mfu_peak), and peak
-// memory (RSS; on CUDA also the allocator's peak).
+// Throughput of the trainer's own training step (trainer/run/train_step.h: forward and backward
+// through the pipeline schedule, gradient reduction, the global norm, clipping, AdamW) on the dense
+// model, built by the trainer's own set-up (trainer/run/run_context.h) from a recipe made of the
+// flags. Prints tokens/s, model GFLOP/s, MFU against the trainer's peak (trainer/run/hardware.h
+// mfu_peak), and peak memory (RSS; on CUDA also the allocator's peak).
 //
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
 //                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
-//                                [--fused 1|0] [--profile 1] [--data DIR] [--steps N]
-// One micro-batch of --batch sequences per step, from --data (a `ladder prep` folder; default: the
-// bundled Brown corpus with the bytes tokenizer, prepared into a temporary folder first).
+//                                [--fused 1|0] [--profile 1] [--data DIR | --vocab V] [--steps N]
+// One micro-batch of --batch sequences per step, from --data (a `ladder prep` folder), or by
+// default from uniformly random tokens of a --vocab-token vocabulary (default 257, the bytes
+// tokenizer's), written as a dataset into a temporary folder first.
 // --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
 // (train.fused_kernels);
 // --profile 1 then times as many more steps under core/op_profile.h and prints the time per
@@ -31,26 +32,52 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/memory.h"
 #include "core/op_profile.h"
-#include "data/prep.h"
+#include "data/dataset.h"
+#include "data/shard.h"
 #include "parallel/world.h"
-#include "trainer/hardware.h"
-#include "trainer/recipe.h"
-#include "trainer/run_context.h"
-#include "trainer/train_step.h"
+#include "trainer/recipe/recipe.h"
+#include "trainer/run/hardware.h"
+#include "trainer/run/run_context.h"
+#include "trainer/run/train_step.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
 struct Flags {
-  int64_t d_model = 512, layers = 8, heads = 8, seq = 256, batch = 8, steps = 10;
+  int64_t d_model = 512, layers = 8, heads = 8, seq = 256, batch = 8, steps = 10, vocab = 257;
   int threads = 2;
   std::string precision = "fp32", device = "cpu", data;
   double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
   bool fused = true, profile = false, profile_names = false;
 };
+
+// A dataset of `tokens` uniformly random tokens below `vocab` in `dir` (train and val splits), as
+// `ladder prep` lays one out.
+void write_random_dataset(const std::string& dir, int64_t vocab, int64_t tokens) {
+  fs::create_directories(dir);
+  ladder::data::DatasetMeta meta;
+  meta.tokenizer_kind = "random";
+  meta.tokenizer_identity = "random-uniform-" + std::to_string(vocab);
+  meta.vocab_size = static_cast<uint32_t>(vocab);
+  meta.eod_id = 0;
+  const uint64_t hash = ladder::fnv1a64(meta.tokenizer_identity);
+  const torch::Tensor ids = torch::randint(0, vocab, {tokens}, torch::kInt64);
+  std::vector<ladder::data::TokenId> values(ids.data_ptr<int64_t>(),
+                                            ids.data_ptr<int64_t>() + tokens);
+  values.back() = meta.eod_id;  // one document, ended as a shard's documents are
+  for (auto* split : {&meta.train, &meta.val}) {
+    const std::string name = split == &meta.train ? "train_000000.bin" : "val_000000.bin";
+    ladder::data::ShardWriter shard((fs::path(dir) / name).string(), meta.vocab_size, hash);
+    shard.append_document(values.data(), values.size());
+    shard.finish();
+    split->tokens = static_cast<uint64_t>(tokens), split->documents = 1, split->shards = {name};
+  }
+  meta.write(dir);
+}
 
 // The recipe of the benchmark: what `ladder train` would run for these flags, without evaluation
 // or checkpoints, at a constant learning rate.
@@ -95,6 +122,8 @@ int main(int argc, char** argv) {
       f.seq = v;
     else if (flag == "--batch")
       f.batch = v;
+    else if (flag == "--vocab")
+      f.vocab = v;
     else if (flag == "--steps")
       f.steps = v;
     else if (flag == "--threads")
@@ -113,15 +142,13 @@ int main(int argc, char** argv) {
   const fs::path scratch = fs::temp_directory_path() / ("ladder-bench-" + std::to_string(getpid()));
   int status = 0;
   try {
+    const int64_t warmup = 2, timed = f.steps * (f.profile ? 2 : 1);
     std::string data = f.data;
     if (data.empty()) {
-      data = (scratch / "brown").string();
-      ladder::data::PrepOptions prep;
-      prep.inputs = {std::string(LADDER_SOURCE_DIR) + "/data/corpus/brown.txt.gz"};
-      prep.out_dir = data;
-      ladder::data::run_prep(prep);
+      data = (scratch / "random").string();
+      torch::manual_seed(0);
+      write_random_dataset(data, f.vocab, (warmup + timed + 1) * f.batch * (f.seq + 1));
     }
-    const int64_t warmup = 2, timed = f.steps * (f.profile ? 2 : 1);
     ladder::Recipe recipe =
         ladder::parse_recipe(recipe_text(f, data, (scratch / "runs").string(), warmup + timed),
                              "bench_train_step", scratch.string(), {{}, world.size(), {}});

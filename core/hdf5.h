@@ -47,7 +47,7 @@ class File {
 // Whether a file failed to close (a write that hit a full disk or a file-size limit) or was
 // abandoned. HDF5 1.10 then keeps a broken file object that crashes (or, shared, deadlocks) the
 // library's own shutdown at MPI_Finalize or exit, so a process that saw this ends with std::_Exit
-// after its message (trainer/main.cpp).
+// after its message (trainer/tools/main.cpp).
 bool close_failed();
 
 bool exists(const File& f, const std::string& path);

@@ -92,7 +92,7 @@ const std::vector<Group>& groups() {
       {"checkpoints", "checkpoint written", &checkpoint_columns()},
       {"spectra",
        "top singular values: at step 0, every eval.spectra_every_steps and at the end; one column "
-       "per hidden matrix, by its name (trainer/spectra.h)",
+       "per hidden matrix, by its name (trainer/run/spectra.h)",
        &spectra},
   };
   return all;
@@ -156,7 +156,7 @@ const std::vector<Attribute>& attributes() {
       {"diloco_mixing", F, "alpha, with overlap"},
       {"diloco_pseudo_grad_dtype", T, "fp32 | bf16 | int8 | int4"},
       {"diloco_inner_state", T, "keep | reset"},
-      // The run (trainer/run_context.h).
+      // The run (trainer/run/run_context.h).
       {"seq_len", I, "data.seq_len"},
       {"global_batch", I, "sequences per step and island"},
       {"batch_tokens", I, "tokens per step, all islands"},

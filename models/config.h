@@ -1,4 +1,4 @@
-// The model section of a recipe (recipes/README.md documents each key; trainer/recipe.cpp
+// The model section of a recipe (recipes/README.md documents each key; trainer/recipe/recipe.cpp
 // validates).
 #pragma once
 

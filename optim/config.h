@@ -1,5 +1,5 @@
 // The optimisation sections of a recipe: [optim], [schedule], [mup] (recipes/README.md documents
-// each key; trainer/recipe.cpp validates).
+// each key; trainer/recipe/recipe.cpp validates).
 #pragma once
 
 #include <cstdint>
@@ -29,7 +29,7 @@ struct ScheduleConfig {
 // The parametrization: how initial values, learning rates, AdamW eps and weight decay follow width
 // and depth (optim/parametrization.h has the rules; docs/parametrization.md the formulas). The
 // defaults here are the identity (SP at the base shape), for code that builds models without a
-// recipe; a recipe's defaults are in trainer/recipe.cpp.
+// recipe; a recipe's defaults are in trainer/recipe/recipe.cpp.
 struct MupConfig {
   std::string parametrization = "sp";  // sp | mup
   int64_t base_width = 256;            // m = d_model / base_width

@@ -6,7 +6,7 @@
 // second all-to-all (combine). The backward pass of each is the other.
 //
 // Expert weights are reduced over the dp / ep ranks that hold the same experts (the mesh's
-// expert_dp group); every other parameter over all of dp (trainer/train.cpp holds both reductions).
+// expert_dp group); every other parameter over all of dp (trainer/run/train.cpp holds both reductions).
 //
 // Like tensor_parallel.h, this file knows nothing of models: it moves rows between ranks.
 #pragma once

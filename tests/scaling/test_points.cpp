@@ -9,7 +9,7 @@
 #include "core/hdf5.h"
 #include "scaling/points.h"
 #include "test_util.h"
-#include "trainer/trace.h"
+#include "trainer/run/trace.h"
 
 namespace ladder::scaling {
 namespace {

@@ -1,9 +1,9 @@
-// The run's cadence (trainer/cadence.h): when a run logs, evaluates, records spectra and writes
+// The run's cadence (trainer/run/cadence.h): when a run logs, evaluates, records spectra and writes
 // and keeps checkpoints.
 #include <gtest/gtest.h>
 
-#include "trainer/cadence.h"
-#include "trainer/recipe.h"
+#include "trainer/run/cadence.h"
+#include "trainer/recipe/recipe.h"
 
 namespace ladder {
 namespace {

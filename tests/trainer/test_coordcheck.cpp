@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "trainer/coordcheck.h"
+#include "trainer/tools/coordcheck.h"
 
 namespace ladder {
 namespace {

@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include "test_util.h"
-#include "trainer/checkpoint.h"
-#include "trainer/inference.h"
+#include "trainer/run/checkpoint.h"
+#include "trainer/tools/inference.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "core/hdf5.h"
-#include "trainer/checkpoint.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

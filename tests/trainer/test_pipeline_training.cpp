@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "trainer/checkpoint.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

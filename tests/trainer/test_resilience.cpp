@@ -11,7 +11,7 @@
 
 #include "core/error.h"
 #include "test_util.h"
-#include "trainer/checkpoint.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

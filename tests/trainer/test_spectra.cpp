@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "trainer/spectra.h"
+#include "trainer/run/spectra.h"
 
 namespace ladder {
 namespace {

@@ -10,9 +10,9 @@
 #include "data/dataset.h"
 #include "models/model.h"
 #include "test_util.h"
-#include "trainer/expression.h"
-#include "trainer/sweep.h"
-#include "trainer/sweep_index.h"
+#include "trainer/recipe/expression.h"
+#include "trainer/sweep/sweep.h"
+#include "trainer/sweep/sweep_index.h"
 
 namespace ladder {
 namespace {

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "trainer/checkpoint.h"
+#include "trainer/run/checkpoint.h"
 #include "training_fixture.h"
 
 namespace ladder {

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "trainer/checkpoint.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

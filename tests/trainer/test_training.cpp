@@ -11,7 +11,7 @@
 #include "optim/adamw.h"
 #include "optim/parametrization.h"
 #include "test_util.h"
-#include "trainer/checkpoint.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

@@ -1,0 +1,196 @@
+#include "trainer/run/run_context.h"
+
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+#include "core/format.h"
+#include "core/trace_schema.h"
+#include "models/describe.h"
+#include "trainer/run/hardware.h"
+
+namespace ladder {
+namespace {
+
+// This rank's chunks of the layer stack: virtual stage v = chunk * pp + stage takes the v-th run of
+// layers_per_virtual_stage.
+models::StageLayout stage_layout(const Recipe& r, int stage,
+                                 const std::vector<int64_t>& layers_per_stage) {
+  const auto& p = r.parallel;
+  const int64_t stages = p.pp * p.virtual_stages;
+  models::StageLayout layout;
+  int64_t begin = 0;
+  for (int64_t v = 0; v < stages; ++v) {
+    if (v % p.pp == stage) layout.chunks.push_back({begin, begin + layers_per_stage[v]});
+    begin += layers_per_stage[v];
+  }
+  layout.first = stage == 0;
+  layout.last = stage == p.pp - 1;
+  return layout;
+}
+
+parallel::DilocoOptions diloco_options(const DilocoConfig& dc) {
+  return {dc.inner_steps,
+          dc.outer_lr,
+          dc.outer_momentum,
+          dc.fragments,
+          dc.overlap_steps,
+          dc.mixing,
+          parallel::pseudo_grad_dtype(dc.pseudo_grad_dtype)};
+}
+
+}  // namespace
+
+std::vector<int64_t> layers_per_virtual_stage(const Recipe& r, int64_t vocab) {
+  const auto& p = r.parallel;
+  if (!p.stage_layers.empty()) return p.stage_layers;
+  const models::StageCosts costs =
+      models::stage_costs(r.model, vocab, r.data.seq_len, p.stage_balance);
+  return parallel::partition_layers(costs.layers, costs.first, costs.last, p.pp * p.virtual_stages);
+}
+
+std::vector<optim::ParamSegment> param_segments(const std::vector<parallel::FlatRange>& ranges) {
+  std::vector<optim::ParamSegment> out;
+  out.reserve(ranges.size());
+  for (const auto& r : ranges)
+    out.push_back(optim::ParamSegment{r.tensor, r.offset, r.length});
+  return out;
+}
+
+RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm, RunData run_data,
+                       const std::string& init_from)
+    : recipe(r),
+      world(world_comm),
+      mesh(
+          world_comm,
+          parallel::MeshShape{static_cast<int>(r.parallel.tp), static_cast<int>(r.parallel.pp),
+                              static_cast<int>(r.parallel.dp), static_cast<int>(r.parallel.islands),
+                              static_cast<int>(r.parallel.ep)}),
+      device(train_device(r)),
+      bf16(r.train.precision == "bf16"),
+      reset_inner_state(r.diloco.inner_state == "reset"),
+      data(std::move(run_data)),
+      vocab(data.train->meta().vocab_size),
+      tp{&mesh.tp(), r.parallel.sequence_parallel, &tp_stats},
+      ep{&mesh.ep(), &ep_stats},
+      layers_per_stage(layers_per_virtual_stage(r, vocab)),
+      model(models::build_model(r.model, vocab, r.data.seq_len, tp,
+                                stage_layout(r, mesh.coord().pp, layers_per_stage), ep)),
+      pipeline(mesh.pp(), parallel::schedule_kind(r.parallel.schedule),
+               static_cast<int>(r.parallel.virtual_stages)),
+      loader(data.train, r.data.seq_len, r.parallel.islands * r.train.global_batch, r.run.seed),
+      accounting(model->accounting(r.data.seq_len)),
+      tokens_per_step(r.parallel.islands * r.train.global_batch * r.data.seq_len),
+      micro(r.parallel.microbatches),
+      step_micro(r.parallel.microbatches * mesh.dp().size()) {
+  models::ParamStore& store = model->params();
+  // The parametrization's rules for every parameter (contract 1), the same on every rank.
+  rule_inputs = optim::rule_inputs(r.mup, r.optim, r.model, r.train.global_batch * r.data.seq_len,
+                                   r.train.steps * r.train.global_batch * r.data.seq_len);
+  settings = optim::param_settings(store.all(), rule_inputs);
+  rules = optim::rules_table(store.catalog(), optim::param_settings(store.catalog(), rule_inputs),
+                             rule_inputs.width_multiplier);
+  optim::initialize(store, settings, static_cast<uint64_t>(r.run.seed));
+  std::vector<bool> split_experts;  // experts split over ep: reduced over expert_dp
+  for (auto& p : store.all()) {
+    split_experts.push_back(p.experts.split());
+    if (r.parallel.pp > 1 && r.model.tie_embeddings && p.role == models::Role::Embedding)
+      tied.push_back(values.size());
+    // Initialised on the CPU (the same generator on every device), then moved: set_data keeps the
+    // handles the model holds.
+    if (p.value.device() != device) {
+      torch::NoGradGuard no_grad;
+      p.value.set_data(p.value.to(device));
+    }
+    values.push_back(p.value);
+  }
+  grads = std::make_unique<parallel::GradientReduction>(
+      values, split_experts, mesh,
+      parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
+                                    r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
+  optim::OptimConfig optim_config = r.optim;
+  // bf16 products on the CPU read AdamW's bf16 copies of the weights instead of casting them.
+  optim_config.bf16_weight_copies = optim_config.fused && device.is_cpu() && bf16;
+  optimizer =
+      std::make_unique<optim::AdamW>(store, optim_config, settings, param_segments(grads->owned()));
+  grad_norm = std::make_unique<optim::GlobalGradNorm>(
+      store, optimizer->segments(),
+      optim::GradNormGroups{
+          grads->dense().sharded_optimizer() ? &grads->dense() : nullptr,
+          grads->experts() && grads->experts()->sharded_optimizer() ? grads->experts() : nullptr,
+          &mesh.tp(), ep.active() ? &mesh.ep() : nullptr, &mesh.pp()});
+  checkpoint_layout = CheckpointLayout{&world, param_segments(grads->shard()), mesh.coord().tp};
+  if (!init_from.empty())
+    init_from_fresh = load_matching_params(init_from, store, checkpoint_layout);
+  // DiLoCo's global parameters start as the model's (initialised, or loaded above); a resumed
+  // checkpoint then restores them with the rest of the outer state.
+  if (diloco_active(r)) {
+    diloco = std::make_unique<parallel::DiLoCo>(values, mesh.island(), diloco_options(r.diloco),
+                                                r.train.steps);
+    checkpoint_layout.diloco = diloco.get();
+    checkpoint_layout.islands = static_cast<int>(r.parallel.islands);
+    checkpoint_layout.island = mesh.coord().island;
+  }
+}
+
+std::vector<std::string> RunContext::describe() const {
+  const Recipe& r = recipe;
+  std::vector<std::string> lines = models::describe_model(r.model, accounting, vocab);
+  lines.push_back(fmt::format(
+      "compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
+      r.train.precision,
+      bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : ""));
+  if (tp.active())
+    lines.push_back(
+        parallel::describe_tensor_parallel(tp, r.model.n_heads, r.model.n_kv_heads, vocab));
+  if (r.parallel.pp > 1)
+    lines.push_back(parallel::describe_pipeline(
+        pipeline, r.parallel.schedule, r.parallel.microbatches, layers_per_stage,
+        r.parallel.stage_layers.empty() ? r.parallel.stage_balance : std::string()));
+  lines.push_back(grads->describe(r.parallel.microbatches, r.train.micro_batch,
+                                  r.parallel.bucket_mb, r.parallel.overlap_grad_reduce));
+  if (ep.active())
+    lines.push_back(
+        parallel::describe_expert_parallel(ep, r.model.moe.experts, mesh.expert_dp().size()));
+  if (diloco)
+    lines.push_back(parallel::describe_diloco(diloco_options(r.diloco), r.parallel.islands,
+                                              world.size() / static_cast<int>(r.parallel.islands),
+                                              r.train.global_batch, reset_inner_state));
+  return lines;
+}
+
+std::map<std::string, TraceAttribute> RunContext::trace_attributes() const {
+  const Recipe& r = recipe;
+  Attributes a = models::model_attributes(r.model, accounting, vocab);
+  merge_attributes(a, optim::parametrization_attributes(rule_inputs, rules));
+  merge_attributes(a,
+                   parallel::diloco_attributes(diloco_options(r.diloco), r.parallel.islands,
+                                               diloco != nullptr, reset_inner_state));
+  merge_attributes(a, {{"seq_len", r.data.seq_len},
+                       {"global_batch", r.train.global_batch},
+                       {"batch_tokens", tokens_per_step},
+                       {"seed", r.run.seed},
+                       {"precision", r.train.precision},
+                       {"device", r.train.device},
+                       {"threads", r.train.threads},
+                       {"total_steps", r.train.steps},
+                       {"dp", r.parallel.dp},
+                       {"tp", r.parallel.tp},
+                       {"pp", r.parallel.pp},
+                       {"schedule", r.parallel.schedule},
+                       {"virtual_stages", r.parallel.virtual_stages},
+                       {"microbatches", r.parallel.microbatches},
+                       {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
+                       {"zero", r.optim.zero},
+                       {"recipe", resolved_recipe_toml(r)}});
+  // Every attribute the schema declares is the run's to give (the trace writes format and
+  // version), and the writer refuses any other: the two cannot drift apart.
+  for (const auto& declared : trace_schema::attributes())
+    if (declared.name != "format" && declared.name != "version" &&
+        !a.count(std::string(declared.name)))
+      throw std::logic_error("trace attribute " + std::string(declared.name) +
+                             " is declared in core/trace_schema.h but no part of the run gives it");
+  return a;
+}
+
+}  // namespace ladder

@@ -1,0 +1,221 @@
+// `ladder train`, top to bottom: check everything that can be refused (on every rank, before any
+// work), open the run folder, build the run (trainer/run/run_context.h), log what it is, restore a
+// checkpoint, open the trace; then for every step: the training step (trainer/run/train_step.h),
+// its metrics (trainer/run/interval_metrics.h), and what the cadence (trainer/run/cadence.h) says
+// is due: a log line, evaluation, spectra, a checkpoint; then stop here when a preemption signal
+// came (trainer/run/preemption.h).
+#include "trainer/run/train.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "core/format.h"
+#include "core/log.h"
+#include "trainer/run/cadence.h"
+#include "trainer/run/hardware.h"
+#include "trainer/run/interval_metrics.h"
+#include "trainer/run/memory_estimate.h"
+#include "trainer/run/preemption.h"
+#include "trainer/run/run_context.h"
+#include "trainer/run/spectra.h"
+#include "trainer/run/train_step.h"
+
+namespace ladder {
+namespace fs = std::filesystem;
+namespace {
+
+// Everything a run can refuse before any work: the data, a model that cannot fit in memory
+// (trainer/run/memory_estimate.h), the checkpoint to resume or start from, and a run folder that is
+// a file or already holds another run. Returns the splits; `resume_from` is set for an explicit
+// --resume PATH.
+RunData check_inputs(const Recipe& r, const TrainOptions& options, const std::string& run_dir,
+                     const parallel::MpiWorld& world, std::optional<std::string>& resume_from) {
+  RunData data;
+  data.train = std::make_shared<data::TokenDataset>(r.data.path, "train");
+  check_memory_fits(estimate_memory(r, data.train->meta().vocab_size), memory_per_rank(r, world));
+  if (r.eval.every_steps > 0) {
+    data.val = std::make_shared<data::TokenDataset>(r.data.path, "val");
+    if (data::sequential_window_count(*data.val, r.data.seq_len) == 0)
+      throw Error(r.data.path, "the validation split is shorter than one sequence of data.seq_len");
+  }
+  if (options.resume == "auto") {
+    // Which checkpoint is sound is decided later, by all ranks together.
+  } else if (!options.resume.empty()) {
+    if (!fs::exists(options.resume)) throw Error(options.resume, "no such checkpoint");
+    resume_from = options.resume;
+  } else if (!options.init_from.empty() && !fs::exists(options.init_from)) {
+    throw Error(options.init_from, "no such checkpoint (--init-from)");
+  }
+  check_output_folder(run_dir);
+  if (options.resume.empty() && fs::exists(fs::path(run_dir) / "trace.h5")) {
+    throw Error(run_dir,
+                "already holds a run; continue it with --resume auto, or choose another run.name");
+  }
+  return data;
+}
+
+// The checkpoint to resume from, verified (its checksums read by all ranks, a share each); a
+// damaged newest one gives way to the one before it (trainer/run/checkpoint.h). Removes what an
+// interrupted write left.
+std::optional<std::string> checkpoint_to_resume(const TrainOptions& options,
+                                                const std::string& run_dir,
+                                                std::optional<std::string> resume_from,
+                                                const parallel::Communicator& world) {
+  if (options.resume == "auto") {
+    resume_from = newest_sound_checkpoint(run_dir, &world);
+  } else if (resume_from) {
+    if (const std::string problem = agreed_checkpoint_problem(*resume_from, &world);
+        !problem.empty())
+      throw AgreedError(*resume_from, "damaged: " + problem);
+  }
+  if (world.rank() == 0)
+    if (const int removed = remove_unfinished_checkpoints(run_dir); removed > 0)
+      spdlog::info(
+          "removed {} unfinished checkpoint file{} (*.h5.tmp) left by an interrupted write",
+          removed, removed == 1 ? "" : "s");
+  return resume_from;
+}
+
+void log_initialised_from(const std::string& path, const RunContext& run) {
+  std::string list;
+  for (const auto& name : run.init_from_fresh)
+    list += (list.empty() ? "" : ", ") + name;
+  spdlog::info("initialised from {}: {} parameters loaded, {} new{}{}", path,
+               run.model->params().catalog().size() - run.init_from_fresh.size(),
+               run.init_from_fresh.size(), run.init_from_fresh.empty() ? "" : ": ", list);
+}
+
+void write_checkpoint_of(RunContext& run, const std::string& path, int64_t done, double lr,
+                         bool intermediate) {
+  const Recipe& r = run.recipe;
+  write_checkpoint(
+      path, run.params(), *run.optimizer,
+      CheckpointMeta{done, done * run.tokens_per_step, lr, static_cast<uint64_t>(r.run.seed),
+                     intermediate, resolved_recipe_toml(r), r.model.arch, r.train.precision,
+                     run.accounting, run.rules},
+      run.checkpoint_layout);
+}
+
+}  // namespace
+
+int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
+  install_preemption_handlers();  // a signal from now on stops the run after a step
+  const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
+  std::optional<std::string> resume_from;
+  RunData data;
+  if (const int refused = parallel::check_on_every_rank(
+          world, [&] { data = check_inputs(r, options, run_dir, world, resume_from); }))
+    return refused;
+
+  // The run folder: rank 0 writes it, every rank logs into it.
+  const parallel::Communicator world_comm = parallel::Communicator::world();
+  const bool leader = world.rank() == 0;
+  if (leader) {
+    fs::create_directories(run_dir);
+    write_resolved_recipe(r, (fs::path(run_dir) / "recipe.toml").string());
+  }
+  world_comm.barrier();
+  log_to_file((fs::path(run_dir) / "log.txt").string());
+  resume_from = checkpoint_to_resume(options, run_dir, resume_from, world_comm);
+
+  const std::string init_from = resume_from ? std::string() : options.init_from;
+  RunContext run(r, world_comm, std::move(data), init_from);
+  for (const std::string& line : run.describe())
+    spdlog::info("{}", line);
+  if (!init_from.empty()) log_initialised_from(init_from, run);
+  int64_t start_step = 0;
+  if (resume_from) {
+    const CheckpointMeta meta =
+        read_checkpoint(*resume_from, run.params(), *run.optimizer, run.checkpoint_layout);
+    check_same_rules(*resume_from, meta.rules, run.rules);
+    start_step = meta.step;
+    spdlog::info("resumed from {} at step {} ({} tokens)", *resume_from, meta.step, meta.tokens);
+  } else if (options.resume == "auto") {
+    spdlog::info("no checkpoint in {}; starting fresh", run_dir);
+  }
+  if (start_step >= r.train.steps) {
+    spdlog::info("the run is already complete at step {}", start_step);
+    return 0;
+  }
+  std::optional<Trace> trace;
+  if (leader)
+    trace.emplace((fs::path(run_dir) / "trace.h5").string(), run.trace_attributes(),
+                  resume_from ? start_step : -1, static_cast<int>(r.parallel.pp),
+                  spectra_names(run.params()));
+  const MfuPeak peak = mfu_peak(r, run.vocab, world_comm);
+  spdlog::info("MFU is stated against {:.1f} GFLOP/s ({})", peak.gflops, peak.source);
+
+  // Every hidden matrix's top singular value (trainer/run/spectra.h), at the start and as the run
+  // goes.
+  const bool spectra_contributor = run.mesh.coord().tp == 0 && run.mesh.coord().dp == 0;
+  auto record_spectra = [&](int64_t done) {
+    const std::vector<double> sigma =
+        top_singular_values(run.params(), run.mesh.tp(), world_comm, spectra_contributor);
+    if (trace) trace->append_spectra(done, sigma);
+  };
+  const Cadence cadence(r);
+  if (r.eval.spectra_every_steps > 0 && start_step == 0) record_spectra(0);
+
+  // ----- The loop. -----
+  run.model->set_objective_scale(1.0 / static_cast<double>(run.step_micro));
+  run.model->take_routing_counts();  // drop what the start-up counted
+  run.grads->take_stats();
+  if (run.diloco) run.diloco->take_stats();
+  IntervalMetrics metrics(run, peak.gflops, start_step);
+  const auto loop_start = std::chrono::steady_clock::now();
+  for (int64_t step = start_step; step < r.train.steps; ++step) {
+    const StepResult result = train_step(run, step);
+    metrics.add(result);
+    const int64_t done = step + 1, tokens = done * run.tokens_per_step;
+    if (cadence.log(done)) {
+      std::vector<std::string> lines;
+      const TrainRecord record = metrics.flush(done, lines);
+      for (const std::string& line : lines)
+        spdlog::info("{}", line);
+      if (trace) trace->append(record);
+    }
+    if (cadence.eval(done)) {
+      const double val_loss = evaluate(run);
+      require_finite(val_loss, "the validation loss", step);
+      spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human_count(tokens),
+                   val_loss);
+      if (trace)
+        trace->append(EvalRecord{done, tokens, run.accounting.flops_per_token * tokens, val_loss});
+    }
+    if (cadence.spectra(done)) record_spectra(done);
+    // A preemption signal on any rank stops every rank here, after a checkpoint of this step.
+    const int signal = preemption_signal();
+    const bool stop = world.count_failures(signal != 0) > 0;
+    if (cadence.checkpoint(done, stop)) {
+      const std::string path = checkpoint_path(run_dir, done);
+      write_checkpoint_of(run, path, done, result.lr, cadence.intermediate(done));
+      if (trace) {
+        trace->append_checkpoint(done, tokens, cadence.intermediate(done));
+        trace->back_up();  // what a resume from this checkpoint keeps, safe from a torn append
+        cadence.prune_periodic(run_dir);
+      }
+      spdlog::info("checkpoint {}{}", path, cadence.intermediate(done) ? " (intermediate)" : "");
+    }
+    if (stop && done < r.train.steps) {
+      spdlog::info(
+          "stopped by {} after step {}/{} with its checkpoint; continue with `ladder train {} "
+          "--resume auto` (exit status {})",
+          signal ? signal_name(signal) : "a preemption signal on another rank", done, r.train.steps,
+          options.recipe_path.empty() ? "RECIPE" : options.recipe_path, kExitStoppedBySignal);
+      return kExitStoppedBySignal;
+    }
+  }
+  spdlog::info(
+      "done: {} steps, {} tokens in {}", r.train.steps,
+      human_count(static_cast<double>(r.train.steps * run.tokens_per_step)),
+      format_duration(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count()));
+  return 0;
+}
+
+}  // namespace ladder

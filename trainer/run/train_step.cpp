@@ -1,0 +1,169 @@
+#include "trainer/run/train_step.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "models/precision.h"
+#include "optim/schedule.h"
+
+namespace ladder {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A scalar summed over a group (fp64).
+double sum_over(const parallel::Communicator& group, double value) {
+  if (group.size() == 1) return value;
+  torch::Tensor t = torch::tensor({value}, torch::kFloat64);
+  group.all_reduce(t);
+  return t.item<double>();
+}
+
+// Forward and backward over this rank's micro-batches, in the order of the pipeline schedule (one
+// process: each forward then its backward). Each loss is scaled by 1/step_micro, so the gradients
+// summed over the ranks are the global batch's mean. In bf16 the weights are cast once per step
+// (the cache lives until the block ends, before the update). Returns the sum of the micro-batches'
+// losses on this rank (the last stage's; zero elsewhere).
+torch::Tensor forward_backward(RunContext& run, int64_t step, parallel::PipelineStats& stats) {
+  const Recipe& r = run.recipe;
+  const int64_t seq = r.data.seq_len;
+  const int64_t island_first_row = run.mesh.coord().island * r.train.global_batch;
+  torch::Tensor loss_sum =
+      torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(run.device));
+  parallel::PipelineStep work;
+  work.microbatches = run.micro;
+  work.activation_shape = [&](int64_t) {
+    return run.model->activation_shape(r.train.micro_batch, seq);
+  };
+  work.activation_options = torch::TensorOptions(torch::kFloat32).device(run.device);
+  work.forward = [&](int chunk, int64_t m, const torch::Tensor& input) {
+    const int64_t first_row =
+        island_first_row + (run.mesh.coord().dp * run.micro + m) * r.train.micro_batch;
+    const torch::Tensor batch =
+        run.loader.rows(step, first_row, r.train.micro_batch).to(run.device);
+    const models::Autocast autocast(run.device, run.bf16);
+    const models::ChunkOutput out =
+        run.model->forward_chunk(chunk, batch.slice(1, 0, seq), batch.slice(1, 1), input);
+    if (!run.pipeline.last(chunk)) return out.activation;
+    loss_sum += out.loss.loss.detach().to(torch::kFloat64);
+    return out.loss.objective / static_cast<double>(run.step_micro);
+  };
+  work.before_backward = [&](bool last) { run.grads->before_backward(last); };
+  const models::WeightCastCache weight_casts;
+  stats = run.pipeline.run(work);
+  return loss_sum;
+}
+
+}  // namespace
+
+void require_finite(double value, const std::string& what, int64_t step) {
+  if (!std::isfinite(value))
+    throw AgreedError("train", "step " + std::to_string(step + 1) + ": " + what + " is " +
+                                   std::to_string(value) +
+                                   "; stopping without writing a checkpoint of this state (lower "
+                                   "optim.lr, or resume from the last checkpoint)");
+}
+
+StepResult train_step(RunContext& run, int64_t step) {
+  const Recipe& r = run.recipe;
+  const auto start = Clock::now();
+  StepResult result;
+  // What the layers counted outside training steps (evaluation, spectra) is not the step's.
+  run.tp_stats = run.ep_stats = parallel::CommStats{};
+  run.grads->zero_grad();
+  const torch::Tensor loss_sum = forward_backward(run, step, result.pipeline);
+  // A tied embedding: the first stage's gradient (from the lookup) and the last stage's (from the
+  // readout) are summed between the two, so both copies take the same update.
+  for (size_t k : run.tied)
+    run.mesh.pipeline_ends().all_reduce(run.values[k].mutable_grad());
+  run.grads->finish_grad_sync();
+  double loss = run.grads->dense().sum(sum_over(run.mesh.pp(), loss_sum.item<double>())) /
+                static_cast<double>(run.step_micro);
+  const double grad_norm = run.grad_norm->compute(run.params());
+  // Islands clip on their own norm; what is logged, and checked so that every rank stops alike,
+  // is the mean over the islands.
+  double shown_grad_norm = grad_norm;
+  if (run.diloco) {
+    torch::Tensor both = torch::tensor({loss, grad_norm}, torch::kFloat64);
+    run.diloco->agree(both);
+    loss = both[0].item<double>() / static_cast<double>(r.parallel.islands);
+    shown_grad_norm = both[1].item<double>() / static_cast<double>(r.parallel.islands);
+  }
+  require_finite(loss, "the training loss", step);
+  require_finite(shown_grad_norm, "the gradient norm", step);
+  optim::clip_grads(run.params(), run.optimizer->segments(), grad_norm, r.optim.grad_clip);
+  const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
+  run.optimizer->step(lr);
+  run.grads->gather_params();
+  // Routed layers: the step's counts over every rank that routes different tokens (each tp rank
+  // routes the same ones), then the auxiliary-loss-free bias rule, the same on every rank.
+  if (torch::Tensor routing = run.model->take_routing_counts(); routing.defined()) {
+    run.mesh.pp().all_reduce(routing);
+    run.mesh.dp().all_reduce(routing);
+    run.model->balance_experts(routing);
+    result.routing = routing;
+  }
+  // DiLoCo: the fragments due exchange pseudo-gradients and take the outer step.
+  if (run.diloco) {
+    const int64_t outer_before = run.diloco->outer_updates();
+    if (run.diloco->after_inner_step(step + 1) && run.reset_inner_state)
+      run.optimizer->reset_state();
+    result.outer_updates = run.diloco->outer_updates() - outer_before;
+    result.island_comm = run.diloco->take_stats();
+  }
+  result.loss = loss, result.grad_norm = shown_grad_norm, result.lr = lr;
+  result.dp_comm = run.grads->take_stats();
+  result.tp_comm = run.tp_stats, result.ep_comm = run.ep_stats;
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return result;
+}
+
+double evaluate(RunContext& run) {
+  const Recipe& r = run.recipe;
+  const data::TokenDataset& val = *run.data.val;
+  // DiLoCo evaluates the global model: the one the islands agree on (and checkpoints hold).
+  if (run.diloco) run.diloco->swap_global();
+  torch::NoGradGuard no_grad;
+  const models::Autocast autocast(run.device, run.bf16);
+  const int64_t seq = r.data.seq_len, micro = r.train.micro_batch;
+  const int64_t windows = std::min(r.eval.tokens / seq, data::sequential_window_count(val, seq));
+  const parallel::Communicator& dp = run.mesh.dp();
+  // The dp ranks take alternate micro-batches, each through its pipeline (forwards only), and the
+  // sum is reduced on the device (no host round trip per micro-batch; NCCL reduces it on CUDA).
+  std::vector<int64_t> firsts;  // this dp rank's micro-batches: their first windows
+  for (int64_t first = dp.rank() * micro; first < windows; first += dp.size() * micro)
+    firsts.push_back(first);
+  // Expert parallelism exchanges rows between dp ranks in every forward: then each rank runs as
+  // many forwards as the busiest, the extra ones on the first windows, counted for nothing.
+  const auto counted = static_cast<int64_t>(firsts.size());
+  if (r.parallel.ep > 1)
+    while (static_cast<int64_t>(firsts.size()) * dp.size() * micro < windows)
+      firsts.push_back(0);
+  auto rows = [&](int64_t m) { return std::min(micro, windows - firsts[m]); };
+  torch::Tensor sum = torch::zeros({1}, torch::TensorOptions(torch::kFloat64).device(run.device));
+  if (!firsts.empty()) {
+    parallel::PipelineStep work;
+    work.microbatches = static_cast<int64_t>(firsts.size());
+    work.activation_shape = [&](int64_t m) { return run.model->activation_shape(rows(m), seq); };
+    work.activation_options = torch::TensorOptions(torch::kFloat32).device(run.device);
+    work.forward = [&](int chunk, int64_t m, const torch::Tensor& input) {
+      const torch::Tensor batch =
+          data::sequential_windows(val, seq, firsts[m], rows(m)).to(run.device);
+      const auto out =
+          run.model->forward_chunk(chunk, batch.slice(1, 0, seq), batch.slice(1, 1), input);
+      if (!run.pipeline.last(chunk)) return out.activation;
+      if (m < counted) sum += out.loss.loss.to(torch::kFloat64) * static_cast<double>(rows(m));
+      return out.loss.loss;
+    };
+    run.pipeline.run_forward(work);
+  }
+  run.mesh.pp().all_reduce(sum);  // the last stage has it
+  dp.all_reduce(sum);
+  const double loss = sum.item<double>() / static_cast<double>(windows);
+  if (run.diloco) run.diloco->swap_global();
+  return loss;
+}
+
+}  // namespace ladder

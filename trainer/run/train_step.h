@@ -1,0 +1,45 @@
+// One optimizer step of a run, top to bottom: this rank's micro-batches through the pipeline
+// schedule (forward under autocast when bf16, backward) -> tied-embedding gradient sum between the
+// pipeline's ends -> gradient reduction over dp -> the global gradient norm -> clip -> learning
+// rate -> AdamW (on this rank's ZeRO shard, or everything) -> parameter all-gather (ZeRO) ->
+// routed layers' balancing -> DiLoCo's outer step when due.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "parallel/communicator.h"
+#include "parallel/pipeline.h"
+#include "trainer/run/run_context.h"
+
+namespace ladder {
+
+// What one step did, for the interval metrics (trainer/run/interval_metrics.h).
+struct StepResult {
+  double loss = 0;       // the global batch's mean loss (over the islands with DiLoCo)
+  double grad_norm = 0;  // the global norm before clipping (the islands' mean with DiLoCo)
+  double lr = 0;
+  double seconds = 0;  // the step's wall time on this rank
+  parallel::PipelineStats pipeline;
+  parallel::CommStats dp_comm;      // the gradient reduction's (and the loss's) collectives
+  parallel::CommStats tp_comm;      // the tensor-parallel layers', inside forward and backward
+  parallel::CommStats ep_comm;      // the experts' all-to-alls
+  parallel::CommStats island_comm;  // DiLoCo's exchanges and outer steps
+  torch::Tensor routing;            // routed layers' counters of the step (models/moe.h), or none
+  int64_t outer_updates = 0;        // DiLoCo outer updates (fragments) applied in this step
+};
+
+// Trains step `step` (0-based: the step that `step` completed steps precede). A non-finite loss
+// or gradient norm (the same on every rank) stops every rank alike with AgreedError, before the
+// update.
+StepResult train_step(RunContext& run, int64_t step);
+
+// Stops every rank alike (AgreedError) when `value`, the same on every rank, is not finite, before
+// anything of the state after step `step` (0-based) is written.
+void require_finite(double value, const std::string& what, int64_t step);
+
+// The mean validation loss over the first eval.tokens of the validation split, in order (with
+// DiLoCo, of the global model the islands agree on).
+double evaluate(RunContext& run);
+
+}  // namespace ladder
