@@ -188,7 +188,8 @@ int main(int argc, char** argv) {
         "precision=%s device=%s fused=%d\n",
         (long long)f.d_model, (long long)f.layers, (long long)f.heads, (long long)f.seq,
         (long long)f.batch, (long long)run.vocab, (long long)recipe.train.threads,
-        recipe.train.precision.c_str(), device.str().c_str(), f.fused ? 1 : 0);
+        ladder::choice_name(ladder::kPrecisionNames, recipe.train.precision), device.str().c_str(),
+        f.fused ? 1 : 0);
     std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
                 acc.flops_per_token / 1e6);
     std::printf(

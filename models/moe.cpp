@@ -1,9 +1,11 @@
 #include "models/moe.h"
 
 #include <ATen/autocast_mode.h>
+#include <spdlog/spdlog.h>
 
 #include <cmath>
 
+#include "core/format.h"
 #include "kernels/swiglu.h"
 #include "models/blocks.h"
 #include "models/precision.h"
@@ -84,6 +86,13 @@ torch::Tensor load_balancing_loss(const Routing& routing, int64_t experts) {
       torch::bincount(routing.experts.reshape({-1}), {}, experts).to(routing.probs.dtype()) /
       static_cast<double>(assignments);
   return static_cast<double>(experts) * (fraction * routing.probs.mean(0)).sum();
+}
+
+std::string describe_routing(int64_t step, const RoutingSummary& s) {
+  return fmt::format(
+      "experts step {} | aux loss {:.4f} | router z-loss {:.3f} | load max/mean {:.2f} | load cv "
+      "{:.3f} | dropped {:.2f}%",
+      step, s.aux_loss, s.z_loss, s.load_max_over_mean, s.load_cv, 100 * s.dropped_fraction);
 }
 
 RoutingSummary summarize_routing(const torch::Tensor& counts) {

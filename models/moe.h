@@ -86,6 +86,8 @@ struct RoutingSummary {
   double dropped_fraction = 0;      // assignments over capacity / all assignments
 };
 RoutingSummary summarize_routing(const torch::Tensor& counts);
+// The interval's log line of the routed layers: "experts step N | aux loss ... | dropped ...%".
+std::string describe_routing(int64_t step, const RoutingSummary& summary);
 
 class RoutedExperts {
  public:

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/choice.h"
 #include "models/config.h"
 
 namespace ladder::optim {
@@ -18,12 +19,20 @@ struct OptimConfig {
   bool bf16_weight_copies = false;
 };
 
+// schedule.kind and schedule.decay_shape (optim/schedule.h).
+enum class LrSchedule { Constant, Cosine, Wsd };
+inline constexpr Choice<LrSchedule> kLrScheduleNames[] = {
+    {LrSchedule::Constant, "constant"}, {LrSchedule::Cosine, "cosine"}, {LrSchedule::Wsd, "wsd"}};
+enum class DecayShape { Linear, OneMinusSqrt };
+inline constexpr Choice<DecayShape> kDecayShapeNames[] = {{DecayShape::Linear, "linear"},
+                                                          {DecayShape::OneMinusSqrt, "1-sqrt"}};
+
 struct ScheduleConfig {
-  std::string kind;
+  LrSchedule kind = LrSchedule::Cosine;
   int64_t warmup = 0;
   double final_lr_fraction = 0;
   double decay_fraction = 0;
-  std::string decay_shape;
+  DecayShape decay_shape = DecayShape::Linear;
 };
 
 // The parametrization: how initial values, learning rates, AdamW eps and weight decay follow width

@@ -8,8 +8,8 @@ namespace ladder::optim {
 double lr_at(int64_t step, int64_t total_steps, double peak, const ScheduleConfig& s) {
   if (step < s.warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(s.warmup);
   const double f = s.final_lr_fraction;
-  if (s.kind == "constant") return peak;
-  if (s.kind == "cosine") {
+  if (s.kind == LrSchedule::Constant) return peak;
+  if (s.kind == LrSchedule::Cosine) {
     const double span = std::max<int64_t>(1, total_steps - 1 - s.warmup);
     const double p = std::min(1.0, static_cast<double>(step - s.warmup) / span);
     return peak * (f + (1.0 - f) * 0.5 * (1.0 + std::cos(M_PI * p)));
@@ -20,7 +20,7 @@ double lr_at(int64_t step, int64_t total_steps, double peak, const ScheduleConfi
   const int64_t decay_start = total_steps - decay_steps;
   if (step < decay_start) return peak;
   const double q = std::min(1.0, static_cast<double>(step - decay_start + 1) / decay_steps);
-  const double shape = s.decay_shape == "1-sqrt" ? 1.0 - std::sqrt(q) : 1.0 - q;
+  const double shape = s.decay_shape == DecayShape::OneMinusSqrt ? 1.0 - std::sqrt(q) : 1.0 - q;
   return peak * (f + (1.0 - f) * shape);
 }
 

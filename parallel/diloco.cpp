@@ -374,6 +374,21 @@ std::string describe_diloco(const DilocoOptions& o, int64_t islands, int ranks_p
           : std::string());
 }
 
+std::string describe_diloco_interval(int64_t step, int64_t outer_updates, bool streaming,
+                                     double bytes_per_token, double dp_bytes_per_token,
+                                     double outer_seconds) {
+  return fmt::format(
+      "diloco step {} | {} {}{} since the last line | across islands {}B per token{} | outer step "
+      "{}",
+      step, outer_updates, streaming ? "fragment update" : "outer step",
+      outer_updates == 1 ? "" : "s", human_count(bytes_per_token),
+      dp_bytes_per_token > 0
+          ? fmt::format(" (data parallel: {}B, ratio {:.4f})", human_count(dp_bytes_per_token),
+                        bytes_per_token / dp_bytes_per_token)
+          : std::string(),
+      outer_updates > 0 ? fmt::format("{:.0f} ms", 1e3 * outer_seconds) : std::string("none"));
+}
+
 Attributes diloco_attributes(const DilocoOptions& o, int64_t islands, bool active,
                              bool reset_inner_state) {
   return {{"islands", islands},

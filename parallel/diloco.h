@@ -138,6 +138,11 @@ class DiLoCo {
 // inner state, streaming fragments and overlap.
 std::string describe_diloco(const DilocoOptions& o, int64_t islands, int ranks_per_island,
                             int64_t rows_per_step, bool reset_inner_state);
+// The interval's log line: outer updates since the last line, bytes across islands per token
+// (against data parallelism over the islands), an outer step's seconds (NaN: none in the interval).
+std::string describe_diloco_interval(int64_t step, int64_t outer_updates, bool streaming,
+                                     double bytes_per_token, double dp_bytes_per_token,
+                                     double outer_seconds);
 // Its trace attributes (diloco_*), given whether it runs: the options are recorded either way.
 Attributes diloco_attributes(const DilocoOptions& o, int64_t islands, bool active,
                              bool reset_inner_state);

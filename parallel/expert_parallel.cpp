@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "core/format.h"
+
 namespace ladder::parallel {
 namespace {
 
@@ -103,6 +105,12 @@ torch::Tensor combine_rows(const torch::Tensor& rows, const ExpertDispatch& plan
                            const ExpertParallel& ep) {
   return AllToAllRows::apply(rows.index_select(0, plan.from_expert_major), plan.recv, plan.send,
                              handles_of(ep));
+}
+
+std::string describe_expert_parallel_interval(int64_t step, double seconds_per_step,
+                                              double bytes_per_step) {
+  return fmt::format("expert parallel step {} | all-to-all {:.0f} ms ({}B) per step inside compute",
+                     step, 1e3 * seconds_per_step, human_count(bytes_per_step));
 }
 
 std::string describe_expert_parallel(const ExpertParallel& ep, int64_t experts, int expert_dp) {

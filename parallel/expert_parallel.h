@@ -6,7 +6,8 @@
 // second all-to-all (combine). The backward pass of each is the other.
 //
 // Expert weights are reduced over the dp / ep ranks that hold the same experts (the mesh's
-// expert_dp group); every other parameter over all of dp (trainer/run/train.cpp holds both reductions).
+// expert_dp group); every other parameter over all of dp (trainer/run/train.cpp holds both
+// reductions).
 //
 // Like tensor_parallel.h, this file knows nothing of models: it moves rows between ranks.
 #pragma once
@@ -53,5 +54,8 @@ torch::Tensor combine_rows(const torch::Tensor& rows, const ExpertDispatch& plan
 // The start-up log line of expert parallelism: experts per rank and the ranks that reduce their
 // gradients.
 std::string describe_expert_parallel(const ExpertParallel& ep, int64_t experts, int expert_dp);
+// The interval's log line: the all-to-alls' time and bytes per step.
+std::string describe_expert_parallel_interval(int64_t step, double seconds_per_step,
+                                              double bytes_per_step);
 
 }  // namespace ladder::parallel

@@ -110,6 +110,27 @@ class Kernels : public ::testing::Test {
   }
 };
 
+// RMSNorm with the residual add through the kernel (checked to be the kernel), and its composite;
+// the plain RMSNorm alike. Inputs: {residual, branch, gain} and {x, gain}.
+Tensors fused_add_rms_norm(const Tensors& in) {
+  const auto out = add_rms_norm(in[0], in[1], 0.7, in[2], 1e-5, true);
+  EXPECT_NE(made_by(out.normed).find("AddRmsNormFunction"), std::string::npos)
+      << made_by(out.normed);
+  return {out.sum, out.normed};
+}
+Tensors composite_add_rms_norm(const Tensors& in) {
+  const auto out = add_rms_norm_reference(in[0], in[1], 0.7, in[2], 1e-5);
+  return {out.sum, out.normed};
+}
+Tensors fused_rms_norm(const Tensors& in) {
+  const torch::Tensor out = rms_norm(in[0], in[1], 1e-5, true);
+  EXPECT_NE(made_by(out).find("RmsNormFunction"), std::string::npos);
+  return {out};
+}
+Tensors composite_rms_norm(const Tensors& in) {
+  return {rms_norm_reference(in[0], in[1], 1e-5)};
+}
+
 TEST_F(Kernels, AddRmsNormMatchesComposite) {
   for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 37}, {5, 64}, {3, 7, 129}}) {
     const int64_t n = shape.back();
@@ -124,26 +145,9 @@ TEST_F(Kernels, AddRmsNormMatchesComposite) {
       for (const bool strided : {false, true}) {
         const std::string what = "add_rms_norm " + std::to_string(n) + " " + c10::toString(x_type) +
                                  "+" + c10::toString(branch_type) + (strided ? " strided" : "");
-        expect_match(
-            [&](const Tensors& in) {
-              const auto out = add_rms_norm(in[0], in[1], 0.7, in[2], 1e-5, true);
-              EXPECT_NE(made_by(out.normed).find("AddRmsNormFunction"), std::string::npos)
-                  << made_by(out.normed);
-              return Tensors{out.sum, out.normed};
-            },
-            [](const Tensors& in) {
-              const auto out = add_rms_norm_reference(in[0], in[1], 0.7, in[2], 1e-5);
-              return Tensors{out.sum, out.normed};
-            },
-            values, tolerance, strided, what);
-        expect_match(
-            [&](const Tensors& in) {
-              const torch::Tensor out = rms_norm(in[0], in[1], 1e-5, true);
-              EXPECT_NE(made_by(out).find("RmsNormFunction"), std::string::npos);
-              return Tensors{out};
-            },
-            [](const Tensors& in) { return Tensors{rms_norm_reference(in[0], in[1], 1e-5)}; },
-            Tensors{values[0], values[2]}, tolerance, strided, "rms_norm " + what);
+        expect_match(fused_add_rms_norm, composite_add_rms_norm, values, tolerance, strided, what);
+        expect_match(fused_rms_norm, composite_rms_norm, Tensors{values[0], values[2]}, tolerance,
+                     strided, "rms_norm " + what);
       }
     }
   }
@@ -509,21 +513,11 @@ TEST_F(Kernels, AddRmsNormAtManyThreads) {
               : kBf16;
       const std::string what = "add_rms_norm " + std::to_string(rows) + " x " + std::to_string(n) +
                                " " + c10::toString(x_type);
-      expect_match_at_thread_counts(
-          [](const Tensors& in) {
-            const auto out = add_rms_norm(in[0], in[1], 0.7, in[2], 1e-5, true);
-            EXPECT_NE(made_by(out.normed).find("AddRmsNormFunction"), std::string::npos);
-            return Tensors{out.sum, out.normed};
-          },
-          [](const Tensors& in) {
-            const auto out = add_rms_norm_reference(in[0], in[1], 0.7, in[2], 1e-5);
-            return Tensors{out.sum, out.normed};
-          },
-          values, tolerance, true, what);
-      expect_match_at_thread_counts(
-          [](const Tensors& in) { return Tensors{rms_norm(in[0], in[1], 1e-5, true)}; },
-          [](const Tensors& in) { return Tensors{rms_norm_reference(in[0], in[1], 1e-5)}; },
-          Tensors{values[0], values[2]}, tolerance, true, "rms_norm " + what);
+      expect_match_at_thread_counts(fused_add_rms_norm, composite_add_rms_norm, values, tolerance,
+                                    true, what);
+      expect_match_at_thread_counts(fused_rms_norm, composite_rms_norm,
+                                    Tensors{values[0], values[2]}, tolerance, true,
+                                    "rms_norm " + what);
     }
   }
 }

@@ -348,8 +348,8 @@ TEST(AdamW, SegmentsUpdateExactlyLikeTheWholeParameter) {
 
 ScheduleConfig schedule(const std::string& kind, int64_t warmup) {
   ScheduleConfig s;
-  s.kind = kind, s.warmup = warmup, s.final_lr_fraction = 0.1, s.decay_fraction = 0.2;
-  s.decay_shape = "linear";
+  s.kind = choice_value(kLrScheduleNames, kind), s.warmup = warmup, s.final_lr_fraction = 0.1;
+  s.decay_fraction = 0.2, s.decay_shape = DecayShape::Linear;
   return s;
 }
 
@@ -366,7 +366,7 @@ TEST(Schedule, WarmupThenShapes) {
   EXPECT_NEAR(lr_at(80, 100, 1.0, schedule("wsd", 10)), 0.1 + 0.9 * (1 - 1.0 / 20), 1e-12);
   EXPECT_NEAR(lr_at(99, 100, 1.0, schedule("wsd", 10)), 0.1, 1e-12);
   ScheduleConfig sqrt_shape = schedule("wsd", 10);
-  sqrt_shape.decay_shape = "1-sqrt";
+  sqrt_shape.decay_shape = DecayShape::OneMinusSqrt;
   EXPECT_NEAR(lr_at(84, 100, 1.0, sqrt_shape), 0.1 + 0.9 * (1 - std::sqrt(5.0 / 20)), 1e-12);
 }
 

@@ -64,7 +64,7 @@ TEST(Recipe, LoadsValidRecipeWithDefaultsAndDerivedValues) {
   EXPECT_EQ(r.parallel.microbatches, 2);  // 16 / (2 * 4)
   EXPECT_EQ(r.train.tokens, 100 * 16 * 64);
   EXPECT_DOUBLE_EQ(r.optim.lr, 3e-3);  // default
-  EXPECT_EQ(r.schedule.kind, "cosine");
+  EXPECT_EQ(r.schedule.kind, optim::LrSchedule::Cosine);
   EXPECT_EQ(r.checkpoint.intermediate.rule, "log2");
   EXPECT_TRUE(r.is_derived("parallel.dp"));
   EXPECT_FALSE(r.is_derived("model.d_model"));

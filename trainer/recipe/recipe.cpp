@@ -188,6 +188,23 @@ KeySpec key(std::string name, S Recipe::*section, std::string S::*field, const c
   return k;
 }
 
+// A choice bound to an enum field: the TOML names come from the enum's table (core/choice.h).
+template <class S, class E, size_t N>
+KeySpec key(std::string name, S Recipe::*section, E S::*field, E def, const Choice<E> (&names)[N],
+            std::string doc) {
+  KeySpec k =
+      spec(std::move(name), Type::String, string_value(choice_name(names, def)), std::move(doc));
+  for (const auto& c : names)
+    k.choices.push_back(c.name);
+  k.store = [=, &names](Recipe& r, const Value& v) {
+    r.*section.*field = choice_value(names, v.s);
+  };
+  k.load = [=, &names](const Recipe& r) {
+    return string_value(choice_name(names, r.*section.*field));
+  };
+  return k;
+}
+
 const std::vector<KeySpec>& schema() {
   static const std::vector<KeySpec> keys = [] {
     using R = Recipe;
@@ -403,11 +420,11 @@ const std::vector<KeySpec>& schema() {
                     "peak GFLOP/s per rank that MFU divides by; 0: measure a matmul in the run's "
                     "precision at start")
                     .at_least(0));
-    k.push_back(key("train.precision", &R::train, &TrainConfig::precision, "auto",
+    k.push_back(key("train.precision", &R::train, &TrainConfig::precision, Precision::Auto,
+                    kPrecisionNames,
                     "fp32, bf16 (matmuls and attention in bf16, fp32 master weights), or auto: "
                     "resolved at start to bf16 on CUDA and on CPUs whose bf16 matmul is at least "
-                    "twice as fast as fp32, else fp32")
-                    .one_of({"fp32", "bf16", "auto"}));
+                    "twice as fast as fp32, else fp32"));
     k.push_back(key("train.device", &R::train, &TrainConfig::device, "cpu",
                     "cpu, or cuda (one GPU per rank, chosen by the rank's index on its node)")
                     .one_of({"cpu", "cuda"}));
@@ -439,9 +456,8 @@ const std::vector<KeySpec>& schema() {
                     .at_least(0)
                     .at_most(1));
     // [schedule]
-    k.push_back(key("schedule.kind", &R::schedule, &ScheduleConfig::kind, "cosine",
-                    "learning-rate schedule")
-                    .one_of({"constant", "cosine", "wsd"}));
+    k.push_back(key("schedule.kind", &R::schedule, &ScheduleConfig::kind, optim::LrSchedule::Cosine,
+                    optim::kLrScheduleNames, "learning-rate schedule"));
     k.push_back(
         key("schedule.warmup", &R::schedule, &ScheduleConfig::warmup, 100, "linear warmup steps")
             .at_least(0));
@@ -453,9 +469,9 @@ const std::vector<KeySpec>& schema() {
                     "wsd: fraction of the steps spent in the cooldown (Haegele et al. 2024)")
                     .above(0)
                     .at_most(1));
-    k.push_back(key("schedule.decay_shape", &R::schedule, &ScheduleConfig::decay_shape, "linear",
-                    "wsd cooldown shape: linear or 1-sqrt")
-                    .one_of({"linear", "1-sqrt"}));
+    k.push_back(key("schedule.decay_shape", &R::schedule, &ScheduleConfig::decay_shape,
+                    optim::DecayShape::Linear, optim::kDecayShapeNames,
+                    "wsd cooldown shape: linear or 1-sqrt"));
     // [mup]
     k.push_back(key("mup.parametrization", &R::mup, &MupConfig::parametrization, "sp",
                     "standard (sp) or maximal-update (mup) parametrization")
@@ -1001,7 +1017,7 @@ class Resolver {
 
   void schedule() {
     const auto& s = r_.schedule;
-    if (s.warmup >= r_.train.steps && s.kind != "constant")
+    if (s.warmup >= r_.train.steps && s.kind != optim::LrSchedule::Constant)
       fail("schedule.warmup",
            "must be smaller than train.steps (" + n(r_.train.steps) + "); got " + n(s.warmup));
     if (s.warmup > r_.train.steps)

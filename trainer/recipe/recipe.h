@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/choice.h"
 #include "models/config.h"
 #include "optim/config.h"
 
@@ -66,16 +67,21 @@ struct DilocoConfig {
   bool single_island = false;     // run the outer loop over one island too
 };
 
+// train.precision: Auto until resolved at start (trainer/run/hardware.h).
+enum class Precision { Auto, Fp32, Bf16 };
+inline constexpr Choice<Precision> kPrecisionNames[] = {
+    {Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"}, {Precision::Auto, "auto"}};
+
 struct TrainConfig {
   int64_t steps = 0;   // resolved from tokens when the recipe gives tokens
   int64_t tokens = 0;  // resolved from steps when the recipe gives steps
   int64_t global_batch = 0;
   int64_t micro_batch = 0;
   int64_t log_every = 0;
-  double peak_gflops = 0;     // 0: measure the matmul peak at start
-  std::string precision;      // "fp32" | "bf16" once resolved at start ("auto" in the file)
-  std::string device;         // "cpu" | "cuda"
-  int64_t threads = 0;        // resolved at start: cores / ranks on the node when 0
+  double peak_gflops = 0;                 // 0: measure the matmul peak at start
+  Precision precision = Precision::Auto;  // fp32 or bf16 once resolved at start
+  std::string device;                     // "cpu" | "cuda"
+  int64_t threads = 0;                    // resolved at start: cores / ranks on the node when 0
   bool fused_kernels = true;  // kernels/' fused CPU kernels (model.fused_kernels, optim.fused)
 };
 

@@ -57,7 +57,7 @@ double measure_matmul_gflops(int64_t m, int64_t k, int64_t n, torch::ScalarType 
 }
 
 MfuPeak mfu_peak(const Recipe& r, int64_t vocab, const parallel::Communicator& world) {
-  const bool bf16 = r.train.precision == "bf16";
+  const bool bf16 = r.train.precision == Precision::Bf16;
   const torch::Device device = train_device(r);
   std::string what;
   double rank_peak = r.train.peak_gflops;
@@ -125,7 +125,7 @@ void resolve_threads_and_device(Recipe& r, const parallel::MpiWorld& world) {
 }
 
 void resolve_precision(Recipe& r, const parallel::MpiWorld& world) {
-  if (r.train.precision == "auto") {
+  if (r.train.precision == Precision::Auto) {
     bool bf16 = true;
     if (r.train.device == "cpu") {
       const double fp32 = measure_matmul_gflops(1024, torch::kFloat32);
@@ -133,7 +133,7 @@ void resolve_precision(Recipe& r, const parallel::MpiWorld& world) {
       bf16 = bf16_gflops >= 2.0 * fp32;
     }
     // Every rank must compute alike: bf16 only where no rank measured it slow.
-    r.train.precision = world.count_failures(!bf16) == 0 ? "bf16" : "fp32";
+    r.train.precision = world.count_failures(!bf16) == 0 ? Precision::Bf16 : Precision::Fp32;
     r.derived.push_back("train.precision");
   }
 }

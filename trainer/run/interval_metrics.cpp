@@ -106,11 +106,7 @@ TrainRecord IntervalMetrics::flush(int64_t done, std::vector<std::string>& lines
   record.stage_activation_bytes = stage_activation_bytes;
   if (routing_.defined()) {
     const models::RoutingSummary moe = models::summarize_routing(routing_);
-    lines.push_back(fmt::format(
-        "experts step {} | aux loss {:.4f} | router z-loss {:.3f} | load max/mean {:.2f} | "
-        "load cv {:.3f} | dropped {:.2f}%",
-        done, moe.aux_loss, moe.z_loss, moe.load_max_over_mean, moe.load_cv,
-        100 * moe.dropped_fraction));
+    lines.push_back(models::describe_routing(done, moe));
     record.set("moe_aux_loss", moe.aux_loss);
     record.set("moe_z_loss", moe.z_loss);
     record.set("moe_load_max_over_mean", moe.load_max_over_mean);
@@ -121,9 +117,7 @@ TrainRecord IntervalMetrics::flush(int64_t done, std::vector<std::string>& lines
     const double ep_comm_s = ep_.seconds / n, ep_comm_bytes = static_cast<double>(ep_.bytes) / n;
     record.set("ep_comm_s", ep_comm_s);
     record.set("ep_comm_bytes", ep_comm_bytes);
-    lines.push_back(
-        fmt::format("expert parallel step {} | all-to-all {:.0f} ms ({}B) per step inside compute",
-                    done, 1e3 * ep_comm_s, human_count(ep_comm_bytes)));
+    lines.push_back(parallel::describe_expert_parallel_interval(done, ep_comm_s, ep_comm_bytes));
   }
   if (run_.diloco) {
     // Per token of all islands: what this rank sent to the other islands, against an all-reduce
@@ -137,16 +131,9 @@ TrainRecord IntervalMetrics::flush(int64_t done, std::vector<std::string>& lines
     record.set("diloco_bytes_per_token", bytes_per_token);
     record.set("diloco_dp_bytes_per_token", dp_bytes_per_token);
     if (outer_updates_ > 0) record.set("diloco_outer_s", outer_s);
-    lines.push_back(fmt::format(
-        "diloco step {} | {} {}{} since the last line | across islands {}B per token{} | outer "
-        "step {}",
-        done, outer_updates_, r.diloco.fragments > 1 ? "fragment update" : "outer step",
-        outer_updates_ == 1 ? "" : "s", human_count(bytes_per_token),
-        dp_bytes_per_token > 0
-            ? fmt::format(" (data parallel: {}B, ratio {:.4f})", human_count(dp_bytes_per_token),
-                          bytes_per_token / dp_bytes_per_token)
-            : std::string(),
-        outer_updates_ > 0 ? fmt::format("{:.0f} ms", 1e3 * outer_s) : std::string("none")));
+    lines.push_back(parallel::describe_diloco_interval(done, outer_updates_, r.diloco.fragments > 1,
+                                                       bytes_per_token, dp_bytes_per_token,
+                                                       outer_s));
   }
   reset();
   return record;

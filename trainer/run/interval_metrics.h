@@ -1,7 +1,9 @@
 // The metrics of the steps between two log lines. IntervalMetrics owns every counter of the
 // interval (time, tokens, each parallelism's communication, the pipeline's bubble and memory,
 // routing, DiLoCo's exchanges and outer steps): add() takes each step's StepResult, flush() turns
-// the interval into its log lines and its trace row and starts the next.
+// the interval into its log lines and its trace row and starts the next. The lines of routing,
+// expert parallelism and DiLoCo are written by those parts (models::describe_routing,
+// parallel::describe_expert_parallel_interval, parallel::describe_diloco_interval).
 #pragma once
 
 #include <chrono>

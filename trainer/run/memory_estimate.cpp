@@ -64,7 +64,7 @@ MemoryEstimate estimate_memory(const Recipe& r, int64_t vocab) {
     if (stage == p.pp - 1) n += params.last - (c.tie_embeddings && p.pp == 1 ? params.first : 0.0);
     stage_params_max = std::max(stage_params_max, n / tp);
   }
-  const bool bf16 = r.train.precision == "bf16";
+  const bool bf16 = r.train.precision == Precision::Bf16;
   MemoryEstimate e;
   e.params = 4 * stage_params_max;
   e.grads = 4 * stage_params_max;  // fp32, in the flat bucket buffer

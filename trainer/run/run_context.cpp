@@ -67,7 +67,7 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
                               static_cast<int>(r.parallel.dp), static_cast<int>(r.parallel.islands),
                               static_cast<int>(r.parallel.ep)}),
       device(train_device(r)),
-      bf16(r.train.precision == "bf16"),
+      bf16(r.train.precision == Precision::Bf16),
       reset_inner_state(r.diloco.inner_state == "reset"),
       data(std::move(run_data)),
       vocab(data.train->meta().vocab_size),
@@ -138,7 +138,7 @@ std::vector<std::string> RunContext::describe() const {
   std::vector<std::string> lines = models::describe_model(r.model, accounting, vocab);
   lines.push_back(fmt::format(
       "compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
-      r.train.precision,
+      choice_name(kPrecisionNames, r.train.precision),
       bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : ""));
   if (tp.active())
     lines.push_back(
@@ -163,14 +163,13 @@ std::map<std::string, TraceAttribute> RunContext::trace_attributes() const {
   const Recipe& r = recipe;
   Attributes a = models::model_attributes(r.model, accounting, vocab);
   merge_attributes(a, optim::parametrization_attributes(rule_inputs, rules));
-  merge_attributes(a,
-                   parallel::diloco_attributes(diloco_options(r.diloco), r.parallel.islands,
-                                               diloco != nullptr, reset_inner_state));
+  merge_attributes(a, parallel::diloco_attributes(diloco_options(r.diloco), r.parallel.islands,
+                                                  diloco != nullptr, reset_inner_state));
   merge_attributes(a, {{"seq_len", r.data.seq_len},
                        {"global_batch", r.train.global_batch},
                        {"batch_tokens", tokens_per_step},
                        {"seed", r.run.seed},
-                       {"precision", r.train.precision},
+                       {"precision", std::string(choice_name(kPrecisionNames, r.train.precision))},
                        {"device", r.train.device},
                        {"threads", r.train.threads},
                        {"total_steps", r.train.steps},
