@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/choice.h"
+
 namespace ladder::models {
 
 // The factors of a parametrization that act inside the forward pass (optim::scale_factors derives
@@ -17,19 +19,27 @@ struct ScaleFactors {
   int64_t residual_init_depth = 0;  // output projections start at std / sqrt(2 x this); 0: n_layers
 };
 
+// moe.gate: router scores by a softmax over the experts, or a sigmoid per expert (DeepSeek-V3).
+enum class Gate { Softmax, Sigmoid };
+inline constexpr Choice<Gate> kGateNames[] = {{Gate::Softmax, "softmax"},
+                                              {Gate::Sigmoid, "sigmoid"}};
+// moe.balance: the auxiliary loss alone, or DeepSeek-V3's auxiliary-loss-free expert bias.
+enum class Balance { Aux, Bias };
+inline constexpr Choice<Balance> kBalanceNames[] = {{Balance::Aux, "aux"}, {Balance::Bias, "bias"}};
+
 // The routed MLP of model.arch = "moe" (recipes/README.md, [moe]; models/moe.h).
 struct MoeConfig {
-  int64_t experts = 0;          // routed experts per MoE layer
-  int64_t top_k = 0;            // experts each token is sent to
-  int64_t shared_experts = 0;   // experts every token goes through (DeepSeekMoE)
-  int64_t expert_ffn = 0;       // resolved: 0 in the file means ffn_hidden / granularity
-  double granularity = 0;       // resolved: ffn_hidden / expert_ffn (Krajewski et al. 2024)
-  int64_t moe_every = 0;        // layer l (from 0) is routed when (l + 1) % moe_every == 0
-  double capacity_factor = 0;   // 0: dropless
-  double aux_loss = 0;          // Switch / GShard load-balancing loss weight
-  double router_z_loss = 0;     // ST-MoE router z-loss weight
-  std::string gate;             // "softmax" | "sigmoid"
-  std::string balance;          // "aux" | "bias" (DeepSeek-V3 auxiliary-loss-free)
+  int64_t experts = 0;         // routed experts per MoE layer
+  int64_t top_k = 0;           // experts each token is sent to
+  int64_t shared_experts = 0;  // experts every token goes through (DeepSeekMoE)
+  int64_t expert_ffn = 0;      // resolved: 0 in the file means ffn_hidden / granularity
+  double granularity = 0;      // resolved: ffn_hidden / expert_ffn (Krajewski et al. 2024)
+  int64_t moe_every = 0;       // layer l (from 0) is routed when (l + 1) % moe_every == 0
+  double capacity_factor = 0;  // 0: dropless
+  double aux_loss = 0;         // Switch / GShard load-balancing loss weight
+  double router_z_loss = 0;    // ST-MoE router z-loss weight
+  Gate gate = Gate::Softmax;
+  Balance balance = Balance::Aux;
   double bias_update_rate = 0;  // u of the bias rule
   bool routed(int64_t layer) const { return experts > 0 && (layer + 1) % moe_every == 0; }
 };

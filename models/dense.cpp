@@ -416,8 +416,9 @@ StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_siz
           c.hybrid.mamba(l)
               ? d + static_cast<double>(MambaSizes(c).other_params())
               : 2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0) +
-                    (c.moe.routed(l) && c.moe.balance == "bias" ? static_cast<double>(c.moe.experts)
-                                                                : 0);
+                    (c.moe.routed(l) && c.moe.balance == Balance::Bias
+                         ? static_cast<double>(c.moe.experts)
+                         : 0);
       costs.layers.push_back(m.total + vectors);
     } else {
       // FLOPs per token as in accounting(): a token pays for the experts it uses.

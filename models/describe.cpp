@@ -24,10 +24,11 @@ std::vector<std::string> describe_model(const ModelConfig& c, const SizeAccounti
         "mixture of experts: {} of {} layers routed to {} experts (top-{}, {} shared) of hidden {} "
         "(granularity {}), {} gate, {}, balance by {}: {} of {} parameters active per token",
         routed, c.n_layers, e.experts, e.top_k, e.shared_experts, e.expert_ffn,
-        shortest_float(e.granularity), e.gate,
+        shortest_float(e.granularity), choice_name(kGateNames, e.gate),
         e.capacity_factor > 0 ? "capacity factor " + shortest_float(e.capacity_factor)
                               : std::string("dropless"),
-        e.balance, human_count(acc.active_params), human_count(acc.total_params)));
+        choice_name(kBalanceNames, e.balance), human_count(acc.active_params),
+        human_count(acc.total_params)));
   }
   if (c.arch == "parscale") {
     const auto& ps = c.parscale;

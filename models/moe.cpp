@@ -68,7 +68,7 @@ torch::Tensor grouped_linear(const torch::Tensor& x_in, const torch::Tensor& w_i
 
 Routing route(const torch::Tensor& logits, const MoeConfig& c,
               const torch::Tensor& selection_bias) {
-  const torch::Tensor scores = c.gate == "sigmoid" ? logits.sigmoid() : logits.softmax(-1);
+  const torch::Tensor scores = c.gate == Gate::Sigmoid ? logits.sigmoid() : logits.softmax(-1);
   const torch::Tensor choice =
       selection_bias.defined() ? scores.detach() + selection_bias : scores.detach();
   Routing r;
@@ -76,7 +76,7 @@ Routing route(const torch::Tensor& logits, const MoeConfig& c,
   torch::Tensor weights = scores.gather(-1, r.experts);
   if (c.top_k > 1) weights = weights / weights.sum(-1, /*keepdim=*/true);
   r.weights = weights;
-  r.probs = c.gate == "sigmoid" ? scores / scores.sum(-1, /*keepdim=*/true) : scores;
+  r.probs = c.gate == Gate::Sigmoid ? scores / scores.sum(-1, /*keepdim=*/true) : scores;
   return r;
 }
 
@@ -124,7 +124,7 @@ RoutedExperts::RoutedExperts(const MoeConfig& c, int64_t d, const parallel::Tens
   const Shard mine{0, ep.rank(), ep.size()};  // this rank's experts
   router_ = store.add(prefix + "router", Role::Hidden, InitKind::Normal, {experts, d}, {1}, d, 1.0,
                       {}, holding);
-  if (c.balance == "bias") {
+  if (c.balance == Balance::Bias) {
     selection_bias_ = store.add(prefix + "router_bias", Role::Vector, InitKind::Zeros, {experts},
                                 {}, 1, 1.0, {}, holding);
     store.set_rule_updated(prefix + "router_bias");

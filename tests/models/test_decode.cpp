@@ -56,7 +56,7 @@ TEST(Decode, DenseWithGroupedQueriesAndQkNorm) {
 TEST(Decode, MixtureOfExperts) {
   ModelConfig c = base("moe");
   c.moe.experts = 4, c.moe.top_k = 2, c.moe.expert_ffn = 16, c.moe.moe_every = 1;
-  c.moe.shared_experts = 1, c.moe.gate = "softmax", c.moe.balance = "aux";
+  c.moe.shared_experts = 1, c.moe.gate = Gate::Softmax, c.moe.balance = Balance::Aux;
   expect_cached_decoding_matches(c, "moe");
 }
 

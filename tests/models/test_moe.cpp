@@ -14,7 +14,7 @@ namespace {
 MoeConfig moe_config(int64_t experts, int64_t top_k, int64_t expert_ffn) {
   MoeConfig c;
   c.experts = experts, c.top_k = top_k, c.expert_ffn = expert_ffn, c.moe_every = 1;
-  c.gate = "softmax", c.balance = "aux", c.bias_update_rate = 0.01;
+  c.gate = Gate::Softmax, c.balance = Balance::Aux, c.bias_update_rate = 0.01;
   return c;
 }
 
@@ -46,7 +46,7 @@ torch::Tensor reference_moe(const Layer& layer, const MoeConfig& c, const torch:
   std::vector<torch::Tensor> rows;
   for (int64_t t = 0; t < tokens; ++t) {
     const torch::Tensor logits = torch::mv(router, x[t]);
-    const torch::Tensor scores = c.gate == "sigmoid" ? logits.sigmoid() : logits.softmax(0);
+    const torch::Tensor scores = c.gate == Gate::Sigmoid ? logits.sigmoid() : logits.softmax(0);
     const torch::Tensor chosen = std::get<1>(scores.detach().sort(0, /*descending=*/true));
     torch::Tensor total = scores.index_select(0, chosen.narrow(0, 0, c.top_k)).sum();
     torch::Tensor out = torch::zeros_like(x[t]);
@@ -102,7 +102,7 @@ TEST(RoutedExperts, MatchesAReferenceLoopForwardAndBackward) {
   expect_layer_matches_reference(moe_config(8, 2, 8), 8, "softmax top-2");
   expect_layer_matches_reference(moe_config(4, 1, 8), 8, "softmax top-1 (raw weight)");
   MoeConfig sigmoid = moe_config(8, 3, 8);
-  sigmoid.gate = "sigmoid", sigmoid.shared_experts = 1;
+  sigmoid.gate = Gate::Sigmoid, sigmoid.shared_experts = 1;
   expect_layer_matches_reference(sigmoid, 8, "sigmoid top-3 with a shared expert");
   MoeConfig capacity = moe_config(4, 2, 8);
   capacity.capacity_factor = 0.5;  // 13 tokens x 2 / 4 x 0.5: 4 assignments per expert
@@ -198,7 +198,7 @@ TEST(RoutedExperts, LoadBalancingLossIsOneWhenBalanced) {
 // spreads the load.
 TEST(RoutedExperts, BiasRuleEvensOutASkewedRouter) {
   MoeConfig c = moe_config(8, 2, 8);
-  c.gate = "sigmoid", c.balance = "bias", c.bias_update_rate = 0.002;
+  c.gate = Gate::Sigmoid, c.balance = Balance::Bias, c.bias_update_rate = 0.002;
   Layer layer(c, 8);
   EXPECT_FALSE(layer.value("router_bias").requires_grad());
   EXPECT_FALSE(layer.store.get("moe.router_bias").trained);
@@ -287,7 +287,7 @@ TEST(MoeModel, AccountingCountsActiveParameters) {
   ModelConfig c = tiny_config("moe");
   c.n_layers = 4;
   c.moe = moe_config(8, 2, 16);
-  c.moe.shared_experts = 1, c.moe.moe_every = 2, c.moe.balance = "bias";
+  c.moe.shared_experts = 1, c.moe.moe_every = 2, c.moe.balance = Balance::Bias;
   const int64_t vocab = 23, seq = 16, d = 16;
   const SizeAccounting a = size_accounting(c, vocab, seq);
   const int64_t attention = 4 * d * d, norms = 2 * d;

@@ -280,13 +280,13 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("moe.router_z_loss", &R::moe, &MoeConfig::router_z_loss, 0.001,
                     "weight of the ST-MoE router z-loss; 0: off")
                     .at_least(0));
-    k.push_back(key("moe.gate", &R::moe, &MoeConfig::gate, "softmax",
-                    "router scores: softmax over experts, or sigmoid per expert (DeepSeek-V3)")
-                    .one_of({"softmax", "sigmoid"}));
-    k.push_back(key("moe.balance", &R::moe, &MoeConfig::balance, "aux",
+    k.push_back(key("moe.gate", &R::moe, &MoeConfig::gate, models::Gate::Softmax,
+                    models::kGateNames,
+                    "router scores: softmax over experts, or sigmoid per expert (DeepSeek-V3)"));
+    k.push_back(key("moe.balance", &R::moe, &MoeConfig::balance, models::Balance::Aux,
+                    models::kBalanceNames,
                     "load balancing: aux (the auxiliary loss alone), or bias (DeepSeek-V3's "
-                    "auxiliary-loss-free expert bias)")
-                    .one_of({"aux", "bias"}));
+                    "auxiliary-loss-free expert bias)"));
     k.push_back(key("moe.bias_update_rate", &R::moe, &MoeConfig::bias_update_rate, 0.001,
                     "balance = \"bias\": the bias of an expert above (below) the mean load falls "
                     "(rises) by this after each step")
