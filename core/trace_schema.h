@@ -1,7 +1,7 @@
 // The trace's schema (DESIGN.md contract 6): every column of runs/NAME/trace.h5 and every attribute
-// of its root, declared once. The trace writer (trainer/run/trace.h) creates, appends and checks from
-// these tables, the readers (scaling/, trainer/inspect, sweep indexes) name what they read through
-// them, and docs/training.md's trace section is generated from them (trace_schema_markdown(),
+// of its root, declared once. The trace writer (trainer/run/trace.h) creates, appends and checks
+// from these tables, the readers (scaling/, trainer/tools/inspect, plot, sweep indexes) name what
+// they read through them, and docs/training.md's trace section is generated from them (markdown(),
 // tested to match).
 #pragma once
 

@@ -199,15 +199,19 @@ TEST_F(Kernels, RmsNormFallsBackWhereItDoesNotServe) {
             std::string::npos);
 }
 
+// RoPE's cos and sin tables (fp32, [positions, head_dim / 2]) at base 10000.
+std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t positions, int64_t head_dim) {
+  const torch::Tensor angles = torch::outer(
+      torch::arange(positions, torch::kFloat64),
+      torch::pow(10000.0, -2.0 * torch::arange(head_dim / 2, torch::kFloat64) / double(head_dim)));
+  return {angles.cos().to(torch::kFloat32), angles.sin().to(torch::kFloat32)};
+}
+
 TEST_F(Kernels, RotaryMatchesComposite) {
   const int64_t positions = 40;
   for (const int64_t head_dim : {6, 34, 64}) {
-    const int64_t half = head_dim / 2;
-    const torch::Tensor angles = torch::outer(
-        torch::arange(positions, torch::kFloat64),
-        torch::pow(10000.0, -2.0 * torch::arange(half, torch::kFloat64) / double(head_dim)));
-    const torch::Tensor cos = angles.cos().to(torch::kFloat32),
-                        sin = angles.sin().to(torch::kFloat32);
+    const auto tables = rotary_tables(positions, head_dim);
+    const torch::Tensor &cos = tables.first, &sin = tables.second;
     for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
       for (const auto& [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 13}}) {
         const Tensors values = {torch::randn({batch, seq, 3, head_dim}).to(type),
@@ -523,12 +527,9 @@ TEST_F(Kernels, AddRmsNormAtManyThreads) {
 }
 
 TEST_F(Kernels, RotaryAtManyThreads) {
-  const int64_t positions = 301, head_dim = 34, half = head_dim / 2;
-  const torch::Tensor angles = torch::outer(
-      torch::arange(positions, torch::kFloat64),
-      torch::pow(10000.0, -2.0 * torch::arange(half, torch::kFloat64) / double(head_dim)));
-  const torch::Tensor cos = angles.cos().to(torch::kFloat32),
-                      sin = angles.sin().to(torch::kFloat32);
+  const int64_t positions = 301, head_dim = 34;
+  const auto tables = rotary_tables(positions, head_dim);
+  const torch::Tensor &cos = tables.first, &sin = tables.second;
   for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
     const Tensors values = {torch::randn({3, positions, 5, head_dim}).to(type),
                             torch::randn({3, positions, 1, head_dim}).to(type)};

@@ -2,8 +2,8 @@
 // and keeps checkpoints.
 #include <gtest/gtest.h>
 
-#include "trainer/run/cadence.h"
 #include "trainer/recipe/recipe.h"
+#include "trainer/run/cadence.h"
 
 namespace ladder {
 namespace {

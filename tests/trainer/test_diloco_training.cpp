@@ -16,8 +16,8 @@
 #include "optim/parametrization.h"
 #include "optim/schedule.h"
 #include "parallel/diloco.h"
-#include "trainer/run/checkpoint.h"
 #include "trainer/recipe/recipe.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/training_fixture.h"
 
 namespace ladder {

@@ -1,12 +1,12 @@
-// The memory estimate of a run (trainer/run/memory_estimate.h) against the model's own parameter count
-// and the rules it states: fp32 parameters and gradients, two AdamW moments (sharded by ZeRO-1),
-// activations over tp, micro-batches in flight by schedule.
+// The memory estimate of a run (trainer/run/memory_estimate.h) against the model's own parameter
+// count and the rules it states: fp32 parameters and gradients, two AdamW moments (sharded by
+// ZeRO-1), activations over tp, micro-batches in flight by schedule.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
 #include "models/model.h"
-#include "trainer/run/memory_estimate.h"
 #include "trainer/recipe/recipe.h"
+#include "trainer/run/memory_estimate.h"
 
 namespace ladder {
 namespace {

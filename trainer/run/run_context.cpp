@@ -60,6 +60,7 @@ std::vector<optim::ParamSegment> param_segments(const std::vector<parallel::Flat
 RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm, RunData run_data,
                        const std::string& init_from)
     : recipe(r),
+      recipe_toml(resolved_recipe_toml(r)),
       world(world_comm),
       mesh(
           world_comm,
@@ -181,7 +182,7 @@ std::map<std::string, TraceAttribute> RunContext::trace_attributes() const {
                        {"microbatches", r.parallel.microbatches},
                        {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
                        {"zero", r.optim.zero},
-                       {"recipe", resolved_recipe_toml(r)}});
+                       {"recipe", recipe_toml}});
   // Every attribute the schema declares is the run's to give (the trace writes format and
   // version), and the writer refuses any other: the two cannot drift apart.
   for (const auto& declared : trace_schema::attributes())

@@ -51,6 +51,7 @@ class RunContext {
   std::map<std::string, TraceAttribute> trace_attributes() const;
 
   const Recipe recipe;
+  const std::string recipe_toml;  // resolved_recipe_toml(recipe): checkpoints and the trace hold it
   const parallel::Communicator& world;
   const parallel::ProcessMesh mesh;
   const torch::Device device;

@@ -96,7 +96,7 @@ void write_checkpoint_of(RunContext& run, const std::string& path, int64_t done,
   write_checkpoint(
       path, run.params(), *run.optimizer,
       CheckpointMeta{done, done * run.tokens_per_step, lr, static_cast<uint64_t>(r.run.seed),
-                     intermediate, resolved_recipe_toml(r), r.model.arch,
+                     intermediate, run.recipe_toml, r.model.arch,
                      choice_name(kPrecisionNames, r.train.precision), run.accounting, run.rules},
       run.checkpoint_layout);
 }

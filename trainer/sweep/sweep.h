@@ -16,10 +16,9 @@
 //   [[zip]]                     # one axis whose lists advance together
 //   model.d_model = [64, 96, 128]
 //   model.n_layers = [2, 3, 4]
-//   [derive]                    # expressions (trainer/recipe/expression.h), in order, after the axes
-//   model.n_heads = "d_model / 32"
-//   optim.lr = "3e-3 * 128 / d_model"
-//   train.tokens = "round(budget / flops_per_token)"
+//   [derive]                    # expressions (trainer/recipe/expression.h), in order, after the
+//   axes model.n_heads = "d_model / 32" optim.lr = "3e-3 * 128 / d_model" train.tokens =
+//   "round(budget / flops_per_token)"
 //
 // Runs are the cartesian product of the axes in file order (the last axis varies fastest). Each
 // run is the base recipe with, in order, the [set] overrides, its axis values, its derived values,

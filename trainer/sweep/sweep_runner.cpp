@@ -26,9 +26,9 @@
 #include "trainer/run/hardware.h"
 #include "trainer/run/memory_estimate.h"
 #include "trainer/run/preemption.h"
+#include "trainer/run/train.h"
 #include "trainer/sweep/sweep.h"
 #include "trainer/sweep/sweep_index.h"
-#include "trainer/run/train.h"
 
 namespace ladder {
 namespace fs = std::filesystem;

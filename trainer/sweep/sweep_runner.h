@@ -1,6 +1,6 @@
-// `ladder sweep SWEEP.toml`: plan, then run every run of a sweep (trainer/sweep/sweep.h) that is not done
-// yet, one after another, keeping the index (trainer/sweep/sweep_index.h) current; or write a Slurm array
-// that runs them.
+// `ladder sweep SWEEP.toml`: plan, then run every run of a sweep (trainer/sweep/sweep.h) that is
+// not done yet, one after another, keeping the index (trainer/sweep/sweep_index.h) current; or
+// write a Slurm array that runs them.
 //
 // The plan lists every run with N, D, FLOPs, its status and an estimated time from a measured step:
 // each distinct model shape (model, data, parallel layout, batch, precision) trains 4 steps in a

@@ -17,8 +17,8 @@ void inspect(const std::string& path);
 void inspect_spectra(const std::vector<std::string>& paths);
 
 // `ladder inspect --verify PATH...`: every checkpoint given, or found in a run folder's
-// checkpoints/, checked for completeness and against its tensors' checksums (trainer/run/checkpoint.h);
-// one line each. Throws ladder::Error naming the damaged ones, if any.
+// checkpoints/, checked for completeness and against its tensors' checksums
+// (trainer/run/checkpoint.h); one line each. Throws ladder::Error naming the damaged ones, if any.
 void verify_checkpoints(const std::vector<std::string>& paths);
 
 }  // namespace ladder

@@ -19,16 +19,16 @@
 #include "data/prep.h"
 #include "parallel/world.h"
 #include "scaling/fit_command.h"
+#include "trainer/recipe/recipe.h"
+#include "trainer/run/hardware.h"
+#include "trainer/run/memory_estimate.h"
+#include "trainer/run/train.h"
+#include "trainer/sweep/sweep_runner.h"
 #include "trainer/tools/coordcheck.h"
 #include "trainer/tools/export.h"
-#include "trainer/run/hardware.h"
 #include "trainer/tools/inference.h"
 #include "trainer/tools/inspect.h"
 #include "trainer/tools/loss_plot.h"
-#include "trainer/run/memory_estimate.h"
-#include "trainer/recipe/recipe.h"
-#include "trainer/sweep/sweep_runner.h"
-#include "trainer/run/train.h"
 
 namespace {
 
