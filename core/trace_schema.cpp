@@ -173,6 +173,12 @@ const std::vector<Attribute>& attributes() {
       {"microbatches", I, "micro-batches per rank and step"},
       {"sequence_parallel", I, "1 with sequence parallelism"},
       {"zero", I, "1: ZeRO-1"},
+      // Where the run's state began (trainer/run/branch.h).
+      {"branch_of", T,
+       "the run this one branched from (ladder train --branch-from); \"\" otherwise"},
+      {"branch_checkpoint", T, "the parent's checkpoint it started from; \"\" otherwise"},
+      {"branch_step", I, "the step it branched at (0: not a branch); its rows start after it"},
+      {"parent_flops", F, "the training FLOPs up to the branch step, spent by the parent"},
       {"recipe", T, "the resolved recipe (TOML)"},
   };
   return all;

@@ -41,7 +41,6 @@ struct MoeConfig {
   Gate gate = Gate::Softmax;
   Balance balance = Balance::Aux;
   double bias_update_rate = 0;  // u of the bias rule
-  bool routed(int64_t layer) const { return experts > 0 && (layer + 1) % moe_every == 0; }
 };
 
 // The layer pattern and the Mamba-2 sizes of model.arch = "hybrid" (recipes/README.md, [hybrid];
@@ -54,10 +53,6 @@ struct HybridConfig {
   int64_t chunk = 0;         // Q: the SSD algorithm's chunk length
   int64_t expand = 0;        // d_inner = expand x d_model
   int64_t window = 0;        // sliding-window attention in the A layers; 0: full causal
-  // Whether layer l is a Mamba-2 layer (pattern empty: every layer is attention).
-  bool mamba(int64_t layer) const {
-    return !pattern.empty() && pattern[static_cast<size_t>(layer) % pattern.size()] == 'M';
-  }
 };
 
 // Parallel streams of model.arch = "parscale" (Chen et al. 2025; recipes/README.md, [parscale]).
@@ -67,8 +62,16 @@ struct ParscaleConfig {
   double aggregation_smoothing = 0;  // epsilon: weights (1 - eps) softmax + eps / P
 };
 
+// model.arch. Every architecture is the dense transformer with other blocks or inputs
+// (models/registry.cpp): routed MLPs, Mamba-2 layers, parallel streams.
+enum class Arch { Dense, Moe, Hybrid, Parscale };
+inline constexpr Choice<Arch> kArchNames[] = {{Arch::Dense, "dense"},
+                                              {Arch::Moe, "moe"},
+                                              {Arch::Hybrid, "hybrid"},
+                                              {Arch::Parscale, "parscale"}};
+
 struct ModelConfig {
-  std::string arch;
+  Arch arch = Arch::Dense;
   int64_t d_model = 0;
   int64_t n_layers = 0;
   int64_t n_heads = 0;
@@ -81,14 +84,26 @@ struct ModelConfig {
   bool qk_norm = false;
   bool tie_embeddings = false;
   double z_loss = 0;
-  MoeConfig moe;            // the [moe] section; experts = 0 unless arch = "moe"
-  HybridConfig hybrid;      // the [hybrid] section; pattern empty unless arch = "hybrid"
-  ParscaleConfig parscale;  // the [parscale] section; one stream, no prefix unless "parscale"
-  ScaleFactors scales;      // not a [model] key: set from [mup]
-  // Not a [model] key: train.fused_kernels. The blocks use kernels/' fused CPU kernels (RMSNorm
-  // with the residual add, rotary, causal attention, SwiGLU, the chunked readout cross-entropy)
-  // where they serve the inputs, the LibTorch composites elsewhere (CUDA, tp > 1 for the readout).
-  bool fused_kernels = false;
+  // The [moe], [hybrid] and [parscale] sections, as the recipe gives them (their one home). A
+  // section is read only when arch names it: ask the queries below what the model has.
+  MoeConfig moe;
+  HybridConfig hybrid;
+  ParscaleConfig parscale;
+  ScaleFactors scales;  // not a [model] key: set from [mup]
+
+  // Whether layer l (from 0) has a routed MLP: (l + 1) % moe.moe_every == 0 in a "moe" model.
+  bool routed(int64_t layer) const {
+    return arch == Arch::Moe && moe.experts > 0 && (layer + 1) % moe.moe_every == 0;
+  }
+  // Whether layer l is a Mamba-2 layer: its letter of hybrid.pattern is M in a "hybrid" model.
+  bool mamba(int64_t layer) const {
+    const std::string& p = hybrid.pattern;
+    return arch == Arch::Hybrid && !p.empty() && p[static_cast<size_t>(layer) % p.size()] == 'M';
+  }
+  int64_t experts() const { return arch == Arch::Moe ? moe.experts : 0; }
+  int64_t streams() const { return arch == Arch::Parscale ? parscale.streams : 1; }
+  int64_t prefix_tokens() const { return arch == Arch::Parscale ? parscale.prefix_tokens : 0; }
+  int64_t attention_window() const { return arch == Arch::Hybrid ? hybrid.window : 0; }
 };
 
 }  // namespace ladder::models

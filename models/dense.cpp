@@ -14,15 +14,16 @@ namespace ladder::models {
 
 DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int64_t max_seq_len,
                                    const parallel::TensorParallel& tp, const StageLayout& stage,
-                                   const parallel::ExpertParallel& ep)
+                                   const parallel::ExpertParallel& ep, bool fused_kernels)
     : config_(c),
+      fused_kernels_(fused_kernels),
       vocab_size_(vocab_size),
       head_dim_(c.d_model / c.n_heads),
       tp_(tp),
       stage_(stage),
       local_heads_(c.n_heads / tp.size()),
       local_kv_heads_(c.n_kv_heads / tp.size()),
-      streams_(c.parscale.streams),
+      streams_(c.streams()),
       rope_(c.d_model / c.n_heads, max_seq_len, c.rope_theta) {
   const int64_t d = c.d_model, f = c.ffn_hidden, kv = c.n_kv_heads * head_dim_;
   // Blocks of the logical weights this rank holds: by output rows (column-parallel), by input
@@ -58,7 +59,7 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     const std::string p = "layers." + std::to_string(l) + ".";
     const Holding h = holding(held[l]);
     Block& b = blocks_[l];
-    if (c.hybrid.mamba(l)) {
+    if (c.mamba(l)) {
       b.mamba_norm =
           store_.add(p + "mamba_norm", Role::Vector, InitKind::Ones, {d}, {0}, 1, 1.0, {}, h);
       b.mamba = std::make_unique<Mamba2Mixer>(c, tp, store_, p + "mamba.", residual_scale, h);
@@ -80,10 +81,10 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     }
     b.wo.weight = store_.add(p + "attn.wo", Role::Hidden, InitKind::Normal, {d, d}, {0, 1}, d,
                              residual_scale, columns, h);
-    if (c.parscale.prefix_tokens > 0) {
+    if (c.prefix_tokens() > 0) {
       // Each stream's prefix keys and values (after rotary: they are learned as they are used),
       // split over tp with the key/value heads. Vectors: fan-in 1, like embeddings' rows.
-      const std::vector<int64_t> shape = {c.parscale.streams, c.parscale.prefix_tokens, kv};
+      const std::vector<int64_t> shape = {c.streams(), c.prefix_tokens(), kv};
       const Shard kv_columns{2, tp.rank(), tp.size()};
       b.prefix_k = store_.add(p + "attn.prefix_k", Role::Vector, InitKind::Normal, shape, {2}, 1,
                               1.0, kv_columns, h);
@@ -94,10 +95,10 @@ DenseTransformer::DenseTransformer(const ModelConfig& c, int64_t vocab_size, int
     for (auto* layer : {&b.wq, &b.wk, &b.wv, &b.w_gate, &b.w_up})
       layer->tp = tp;
     b.wo.tp = b.w_down.tp = tp;
-    if (c.moe.routed(l)) {
+    if (c.routed(l)) {
       b.moe =
           std::make_unique<RoutedExperts>(c.moe, d, tp, ep, store_, p + "moe.", residual_scale, h);
-      b.moe->set_fused_kernels(c.fused_kernels);
+      b.moe->set_fused_kernels(fused_kernels);
       continue;
     }
     b.w_gate.weight = store_.add(p + "mlp.w_gate", Role::Hidden, InitKind::Normal, {f, d}, {0, 1},
@@ -146,7 +147,7 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   const Block& b = blocks_[layer];
   const double eps = config_.norm_eps;
   // The probe (coordinate checks) records each branch's output: the composites keep it apart.
-  const bool fused = config_.fused_kernels && !probe_;
+  const bool fused = fused_kernels_ && !probe_;
   // Under bf16 autocast on the CPU (one process in the layer: no tensor-parallel collective on the
   // normed activations), the norms that feed only matrix products write bf16 themselves.
   const bool bf16_normed = fused && !tp_.active() && x.device().is_cpu() &&
@@ -208,8 +209,8 @@ torch::Tensor DenseTransformer::block(size_t layer, const torch::Tensor& x, int6
   v = v.transpose(1, 2);
   const double scale = config_.scales.attention_scale;
   const torch::Tensor attn =
-      (cache ? cached_attention(q, k, v, scale, config_.hybrid.window, prefix)
-             : causal_attention(q, k, v, scale, config_.hybrid.window, prefix, fused))
+      (cache ? cached_attention(q, k, v, scale, config_.attention_window(), prefix)
+             : causal_attention(q, k, v, scale, config_.attention_window(), prefix, fused))
           .transpose(1, 2)
           .reshape({batch * seq, local_heads_ * head_dim_});
   // out = x + the attention branch, and its norm for the MLP, in one pass when fused.
@@ -292,7 +293,7 @@ torch::Tensor DenseTransformer::embed(const torch::Tensor& tokens) const {
 torch::Tensor DenseTransformer::final_normed(const torch::Tensor& x) const {
   const torch::Tensor gain =
       tp_.sequence_parallel ? parallel::replicated_in_partial_use(final_norm_, tp_) : final_norm_;
-  return kernels::rms_norm(x, gain, config_.norm_eps, config_.fused_kernels && !probe_);
+  return kernels::rms_norm(x, gain, config_.norm_eps, fused_kernels_ && !probe_);
 }
 
 ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& tokens,
@@ -306,7 +307,7 @@ ChunkOutput DenseTransformer::forward_chunk(size_t chunk, const torch::Tensor& t
     x = block(static_cast<size_t>(l), x, streams_ * batch, seq);
   if (chunk + 1 < stage_.chunks.size() || !stage_.last) return {x, {}};
   parallel::CrossEntropyOutput ce;
-  if (config_.fused_kernels && !probe_ && !tp_.active()) {
+  if (fused_kernels_ && !probe_ && !tp_.active()) {
     // The readout and its loss in chunks of tokens, never the whole fp32 logits (kernels/).
     torch::Tensor normed = final_normed(x);
     if (streams_ > 1) normed = aggregate(normed);
@@ -374,20 +375,20 @@ struct LayerMatrices {
 
 LayerMatrices layer_matrices(const ModelConfig& c, int64_t layer) {
   const double d = static_cast<double>(c.d_model);
-  if (c.hybrid.mamba(layer)) {
+  if (c.mamba(layer)) {
     const double m = static_cast<double>(MambaSizes(c).matmul_params(c.d_model));
     return {m, m};
   }
   const double kv = static_cast<double>(c.n_kv_heads * (c.d_model / c.n_heads));
   const double attention = 2 * d * d + 2 * kv * d;  // wq, wo, wk, wv
-  if (!c.moe.routed(layer)) {
+  if (!c.routed(layer)) {
     const double mlp = 3 * static_cast<double>(c.ffn_hidden) * d;
     return {attention + mlp, attention + mlp};
   }
   const double expert = 3 * static_cast<double>(c.moe.expert_ffn) * d;
-  const double router = static_cast<double>(c.moe.experts) * d;
+  const double router = static_cast<double>(c.experts()) * d;
   const double shared = static_cast<double>(c.moe.shared_experts) * expert;
-  return {attention + router + shared + static_cast<double>(c.moe.experts) * expert,
+  return {attention + router + shared + static_cast<double>(c.experts()) * expert,
           attention + router + shared + static_cast<double>(c.moe.top_k) * expert};
 }
 
@@ -397,36 +398,36 @@ LayerMatrices layer_matrices(const ModelConfig& c, int64_t layer) {
 // self-attention over the context (12 d T, within the window when there is one), or a Mamba-2
 // layer's convolution and chunked scan (3 x its forward FLOPs).
 double mixing_flops(const ModelConfig& c, int64_t layer, int64_t seq_len) {
-  if (c.hybrid.mamba(layer)) return 3.0 * MambaSizes(c).scan_flops(c.hybrid.chunk);
-  const int64_t context = (c.hybrid.window > 0 ? std::min(c.hybrid.window, seq_len) : seq_len) +
-                          c.parscale.prefix_tokens;
+  if (c.mamba(layer)) return 3.0 * MambaSizes(c).scan_flops(c.hybrid.chunk);
+  const int64_t context =
+      (c.attention_window() > 0 ? std::min(c.attention_window(), seq_len) : seq_len) +
+      c.prefix_tokens();
   return 12.0 * static_cast<double>(c.d_model) * static_cast<double>(context);
 }
 
 StageCosts DenseTransformer::stage_costs(const ModelConfig& c, int64_t vocab_size, int64_t seq_len,
-                                         const std::string& by) {
+                                         parallel::StageBalance by) {
   const double d = static_cast<double>(c.d_model);
   const double v = static_cast<double>(vocab_size);
   StageCosts costs;
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerMatrices m = layer_matrices(c, l);
-    if (by == "params") {
+    if (by == parallel::StageBalance::Params) {
       // Memory follows every expert; the vectors are the norms (and a router's bias).
       const double vectors =
-          c.hybrid.mamba(l)
-              ? d + static_cast<double>(MambaSizes(c).other_params())
-              : 2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0) +
-                    (c.moe.routed(l) && c.moe.balance == Balance::Bias
-                         ? static_cast<double>(c.moe.experts)
-                         : 0);
+          c.mamba(l) ? d + static_cast<double>(MambaSizes(c).other_params())
+                     : 2 * d + (c.qk_norm ? 2.0 * static_cast<double>(c.d_model / c.n_heads) : 0) +
+                           (c.routed(l) && c.moe.balance == Balance::Bias
+                                ? static_cast<double>(c.experts())
+                                : 0);
       costs.layers.push_back(m.total + vectors);
     } else {
       // FLOPs per token as in accounting(): a token pays for the experts it uses.
-      costs.layers.push_back(static_cast<double>(c.parscale.streams) *
+      costs.layers.push_back(static_cast<double>(c.streams()) *
                              (6 * m.active + mixing_flops(c, l, seq_len)));
     }
   }
-  if (by == "params") {
+  if (by == parallel::StageBalance::Params) {
     costs.first = v * d;     // the embedding
     costs.last = v * d + d;  // the readout (a tied copy weighs the same) and the final norm
   } else {
@@ -458,7 +459,7 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
   for (int64_t l = 0; l < config_.n_layers; ++l)
     mixing += mixing_flops(config_, l, seq_len);
   a.flops_per_token = 6.0 * matmul_params + mixing;
-  if (streams_ > 1 || config_.parscale.prefix_tokens > 0) {
+  if (streams_ > 1 || config_.prefix_tokens() > 0) {
     // ParScale: the backbone runs P times per token (its prefixes are looked up, not multiplied);
     // the aggregation MLP and the readout once (Chen et al. 2025 count the same).
     const double readout = static_cast<double>(vocab_size_ * config_.d_model);
@@ -466,10 +467,10 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
     const double kv = static_cast<double>(config_.n_kv_heads * head_dim_);
     int64_t attention_layers = 0;
     for (int64_t l = 0; l < config_.n_layers; ++l)
-      attention_layers += config_.hybrid.mamba(l) ? 0 : 1;
+      attention_layers += config_.mamba(l) ? 0 : 1;
     // Keys and values per stream, layer and prefix position; the MLP's two layers with biases.
     const double prefixes = 2.0 * static_cast<double>(attention_layers) * P *
-                            static_cast<double>(config_.parscale.prefix_tokens) * kv;
+                            static_cast<double>(config_.prefix_tokens()) * kv;
     const double aggregator = streams_ > 1 ? P * d * d + d + P * d + P : 0.0;
     const double backbone = matmul_params - readout - prefixes - aggregator;
     a.flops_per_token =
@@ -481,7 +482,7 @@ SizeAccounting DenseTransformer::accounting(int64_t seq_len) const {
 }
 
 torch::Tensor DenseTransformer::take_routing_counts() {
-  if (config_.moe.experts == 0) return {};
+  if (config_.experts() == 0) return {};
   // Every routed layer has its RoutedExperts, held here or not (those held elsewhere count zero).
   std::vector<torch::Tensor> rows;
   for (const Block& b : blocks_)
@@ -492,7 +493,7 @@ torch::Tensor DenseTransformer::take_routing_counts() {
 void DenseTransformer::balance_experts(const torch::Tensor& counts) {
   int64_t row = 0;
   for (const Block& b : blocks_)
-    if (b.moe) b.moe->balance(counts[row++].narrow(0, 0, config_.moe.experts));
+    if (b.moe) b.moe->balance(counts[row++].narrow(0, 0, config_.experts()));
 }
 
 void DenseTransformer::set_objective_scale(double scale) {

@@ -32,7 +32,7 @@ class DenseTransformer final : public Model {
  public:
   DenseTransformer(const ModelConfig& config, int64_t vocab_size, int64_t max_seq_len,
                    const parallel::TensorParallel& tp = {}, const StageLayout& stage = {},
-                   const parallel::ExpertParallel& ep = {});
+                   const parallel::ExpertParallel& ep = {}, bool fused_kernels = false);
   torch::Tensor logits(const torch::Tensor& tokens) override;
   torch::Tensor decode(const torch::Tensor& tokens, DecodeCache& cache) override;
   ModelOutput loss(const torch::Tensor& tokens, const torch::Tensor& targets) override;
@@ -40,7 +40,7 @@ class DenseTransformer final : public Model {
                             const torch::Tensor& activation) override;
   std::vector<int64_t> activation_shape(int64_t batch, int64_t seq) const override;
   static StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
-                                const std::string& by);
+                                parallel::StageBalance by);
   SizeAccounting accounting(int64_t seq_len) const override;
   ParamStore& params() override { return store_; }
   torch::Tensor take_routing_counts() override;
@@ -81,6 +81,7 @@ class DenseTransformer final : public Model {
   void require_whole(const char* what) const;
 
   ModelConfig config_;
+  bool fused_kernels_;  // build_model's fused_kernels
   int64_t vocab_size_;
   int64_t head_dim_;
   parallel::TensorParallel tp_;

@@ -12,14 +12,14 @@ std::vector<std::string> describe_model(const ModelConfig& c, const SizeAccounti
   lines.push_back(fmt::format(
       "model: {} d_model={} layers={} heads={}/{} ffn={} vocab={}: {} parameters, N={}, "
       "{} FLOPs/token",
-      c.arch, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_hidden, vocab,
-      human_count(acc.total_params), human_count(acc.non_embedding_params),
+      choice_name(kArchNames, c.arch), c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_hidden,
+      vocab, human_count(acc.total_params), human_count(acc.non_embedding_params),
       human_count(acc.flops_per_token)));
-  if (c.moe.experts > 0) {
+  if (c.experts() > 0) {
     const auto& e = c.moe;
     int64_t routed = 0;
     for (int64_t l = 0; l < c.n_layers; ++l)
-      routed += e.routed(l) ? 1 : 0;
+      routed += c.routed(l) ? 1 : 0;
     lines.push_back(fmt::format(
         "mixture of experts: {} of {} layers routed to {} experts (top-{}, {} shared) of hidden {} "
         "(granularity {}), {} gate, {}, balance by {}: {} of {} parameters active per token",
@@ -30,7 +30,7 @@ std::vector<std::string> describe_model(const ModelConfig& c, const SizeAccounti
         choice_name(kBalanceNames, e.balance), human_count(acc.active_params),
         human_count(acc.total_params)));
   }
-  if (c.arch == "parscale") {
+  if (c.arch == Arch::Parscale) {
     const auto& ps = c.parscale;
     lines.push_back(fmt::format(
         "parscale: {} stream{} through the shared backbone, {}-token key/value prefix per stream "
@@ -44,8 +44,12 @@ std::vector<std::string> describe_model(const ModelConfig& c, const SizeAccounti
 }
 
 Attributes model_attributes(const ModelConfig& c, const SizeAccounting& acc, int64_t vocab) {
+  // The sections of the other architectures are traced at their off values.
+  const ParscaleConfig ps = c.arch == Arch::Parscale ? c.parscale : ParscaleConfig{};
+  const MoeConfig moe = c.arch == Arch::Moe ? c.moe : MoeConfig{};
+  const HybridConfig hy = c.arch == Arch::Hybrid ? c.hybrid : HybridConfig{};
   return {
-      {"arch", c.arch},
+      {"arch", std::string(choice_name(kArchNames, c.arch))},
       {"N", acc.non_embedding_params},
       {"total_params", acc.total_params},
       {"active_params", acc.active_params},
@@ -57,24 +61,24 @@ Attributes model_attributes(const ModelConfig& c, const SizeAccounting& acc, int
       {"n_heads", c.n_heads},
       {"vocab_size", vocab},
       // ParScale (one stream otherwise); P is the name the ParScale law reads.
-      {"streams", c.parscale.streams},
-      {"P", c.parscale.streams},
-      {"prefix_tokens", c.parscale.prefix_tokens},
-      {"aggregation_smoothing", c.parscale.aggregation_smoothing},
+      {"streams", ps.streams},
+      {"P", ps.streams},
+      {"prefix_tokens", ps.prefix_tokens},
+      {"aggregation_smoothing", ps.aggregation_smoothing},
       // Mixture of experts (no experts otherwise).
-      {"experts", c.moe.experts},
-      {"top_k", c.moe.top_k},
-      {"granularity", c.moe.experts > 0 ? c.moe.granularity : 0.0},
-      {"shared_experts", c.moe.shared_experts},
-      {"expert_ffn", c.moe.expert_ffn},
+      {"experts", moe.experts},
+      {"top_k", moe.top_k},
+      {"granularity", moe.granularity},
+      {"shared_experts", moe.shared_experts},
+      {"expert_ffn", moe.expert_ffn},
       // Hybrid (pattern "" otherwise).
-      {"pattern", c.hybrid.pattern},
-      {"ssm_state", c.hybrid.ssm_state},
-      {"ssm_head_dim", c.hybrid.ssm_head_dim},
-      {"ssm_chunk", c.hybrid.chunk},
-      {"ssm_expand", c.hybrid.expand},
-      {"conv_kernel", c.hybrid.conv_kernel},
-      {"attention_window", c.hybrid.window},
+      {"pattern", hy.pattern},
+      {"ssm_state", hy.ssm_state},
+      {"ssm_head_dim", hy.ssm_head_dim},
+      {"ssm_chunk", hy.chunk},
+      {"ssm_expand", hy.expand},
+      {"conv_kernel", hy.conv_kernel},
+      {"attention_window", hy.window},
   };
 }
 

@@ -12,6 +12,7 @@
 
 #include "models/config.h"
 #include "models/params.h"
+#include "parallel/config.h"
 #include "parallel/expert_parallel.h"
 #include "parallel/tensor_parallel.h"
 
@@ -127,22 +128,26 @@ class Model {
 };
 
 // What a pipeline split balances: the cost of each layer, of the embedding (on the first stage) and
-// of the final norm, readout and loss (on the last), in FLOPs per token (`by` = "flops") or in
-// parameters ("params").
+// of the final norm, readout and loss (on the last), in FLOPs per token (StageBalance::Flops) or in
+// parameters (StageBalance::Params).
 struct StageCosts {
   std::vector<double> layers;
   double first = 0, last = 0;
 };
 StageCosts stage_costs(const ModelConfig& config, int64_t vocab_size, int64_t seq_len,
-                       const std::string& by);
+                       parallel::StageBalance by);
 
 // The architecture registry: model.arch -> a model whose parameters are registered in its store
 // (uninitialised: optim/ initialises them), split over `tp` when it is active, holding the layers
-// of `stage`, its experts split over `ep`. Throws ladder::Error for an architecture not built.
+// of `stage`, its experts split over `ep`. With `fused_kernels` (train.fused_kernels) the blocks
+// use kernels/' fused CPU kernels (RMSNorm with the residual add, rotary, causal attention,
+// SwiGLU, the chunked readout cross-entropy) where they serve the inputs, the LibTorch composites
+// elsewhere (CUDA, tp > 1 for the readout).
 std::unique_ptr<Model> build_model(const ModelConfig& config, int64_t vocab_size,
                                    int64_t max_seq_len, const parallel::TensorParallel& tp = {},
                                    const StageLayout& stage = {},
-                                   const parallel::ExpertParallel& ep = {});
+                                   const parallel::ExpertParallel& ep = {},
+                                   bool fused_kernels = false);
 
 // The size accounting of the model a config describes, without allocating its parameters (a
 // model built holding no layer: the store still catalogues every logical tensor). For plans.

@@ -19,13 +19,15 @@ torch::Tensor segment_of(const torch::Tensor& tensor, const ParamSegment& segmen
 }
 
 AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
-             std::vector<ParamSettings> settings)
-    : AdamW(store, config, std::move(settings), whole_params(store)) {}
+             std::vector<ParamSettings> settings, AdamWKernels kernels)
+    : AdamW(store, config, std::move(settings), whole_params(store), kernels) {}
 
 AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
-             std::vector<ParamSettings> settings, std::vector<ParamSegment> segments)
+             std::vector<ParamSettings> settings, std::vector<ParamSegment> segments,
+             AdamWKernels kernels)
     : store_(store),
       config_(config),
+      kernels_(kernels),
       settings_(std::move(settings)),
       segments_(std::move(segments)) {
   for (const auto& s : segments_) {
@@ -46,7 +48,7 @@ void AdamW::step(double lr) {
   LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   ++t_;
-  if (config_.fused && fused_step(lr)) return;
+  if (kernels_.fused && fused_step(lr)) return;
   const double b1 = config_.beta1, b2 = config_.beta2;
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t_));
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(t_)));
@@ -101,7 +103,7 @@ bool AdamW::fused_step(double lr) {
     torch::Tensor p = segment_of(value, s);
     // The bf16 copy of a parameter this rank updates whole (under ZeRO-1 the pieces of others
     // arrive by all-gather: those are cast by autocast as before).
-    const bool copy = config_.bf16_weight_copies && s.offset == 0 && s.length == value.numel();
+    const bool copy = kernels_.bf16_weight_copies && s.offset == 0 && s.length == value.numel();
     if (copy && !bf16_copies_[k].defined())
       bf16_copies_[k] = torch::empty({s.length}, value.options().dtype(at::kBFloat16));
     kernels::adamw_update(p, segment_of(value.grad(), s), m_[k], v_[k],

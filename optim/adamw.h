@@ -28,13 +28,22 @@ struct ParamSegment {
 
 std::vector<ParamSegment> whole_params(const models::ParamStore& store);
 
+// How the update runs (not recipe keys of [optim]; the run context sets them).
+struct AdamWKernels {
+  bool fused = false;  // train.fused_kernels: kernels::adamw_update on the CPU
+  // bf16 on the CPU with fused kernels: the fused update also writes each whole parameter's bf16
+  // copy for the next forward (kernels::remember_bf16_copy).
+  bool bf16_weight_copies = false;
+};
+
 class AdamW {
  public:
   // Updates every parameter.
-  AdamW(models::ParamStore& store, const OptimConfig& config, std::vector<ParamSettings> settings);
+  AdamW(models::ParamStore& store, const OptimConfig& config, std::vector<ParamSettings> settings,
+        AdamWKernels kernels = {});
   // Updates only `segments`; the moments exist only for them.
   AdamW(models::ParamStore& store, const OptimConfig& config, std::vector<ParamSettings> settings,
-        std::vector<ParamSegment> segments);
+        std::vector<ParamSegment> segments, AdamWKernels kernels = {});
 
   // One update of the segments with their parameters' .grad(), at learning rate `lr` (the
   // schedule's value).
@@ -57,6 +66,7 @@ class AdamW {
 
   models::ParamStore& store_;
   OptimConfig config_;
+  AdamWKernels kernels_;
   std::vector<ParamSettings> settings_;
   std::vector<ParamSegment> segments_;
   std::vector<torch::Tensor> m_, v_;

@@ -13,10 +13,6 @@ namespace ladder::optim {
 struct OptimConfig {
   double lr = 0, weight_decay = 0, beta1 = 0, beta2 = 0, eps = 0, grad_clip = 0;
   int64_t zero = 0;
-  bool fused = false;  // not an [optim] key: train.fused_kernels (kernels::adamw_update on CPU)
-  // Set by the trainer for bf16 on the CPU with fused kernels: the fused update also writes each
-  // whole parameter's bf16 copy for the next forward (kernels::remember_bf16_copy).
-  bool bf16_weight_copies = false;
 };
 
 // schedule.kind and schedule.decay_shape (optim/schedule.h).
@@ -39,17 +35,27 @@ struct ScheduleConfig {
 // and depth (optim/parametrization.h has the rules; docs/parametrization.md the formulas). The
 // defaults here are the identity (SP at the base shape), for code that builds models without a
 // recipe; a recipe's defaults are in trainer/recipe/recipe.cpp.
+// mup.parametrization: standard, or maximal-update (Yang et al. 2022).
+enum class Parametrization { Sp, Mup };
+inline constexpr Choice<Parametrization> kParametrizationNames[] = {{Parametrization::Sp, "sp"},
+                                                                    {Parametrization::Mup, "mup"}};
+// mup.wd_rule: the weight decay of hidden matrices across widths.
+enum class WdRule { Constant, WidthPower, Timescale };
+inline constexpr Choice<WdRule> kWdRuleNames[] = {{WdRule::Constant, "constant"},
+                                                  {WdRule::WidthPower, "width_power"},
+                                                  {WdRule::Timescale, "timescale"}};
+
 struct MupConfig {
-  std::string parametrization = "sp";  // sp | mup
-  int64_t base_width = 256;            // m = d_model / base_width
-  int64_t base_depth = 0;              // m_L = n_layers / base_depth; 0: no depth scaling
-  double depth_alpha = 0;              // residual branches x m_L^-alpha (0, 0.5 or 1)
-  double output_multiplier = 1;        // alpha_out: logits x alpha_out (SP) or alpha_out / m (muP)
-  double attention_multiplier = 1;     // scores x this / sqrt(d_head) (SP) or / d_head (muP)
-  bool readout_zero_init = false;      // muP: start the readout at zero
-  std::string wd_rule = "constant";    // hidden matrices: constant | width_power | timescale
-  double wd_width_exponent = 1;        // width_power: lambda x m^e
-  double wd_timescale = 0;             // timescale: tau = B / (eta lambda D), fraction of training
+  Parametrization parametrization = Parametrization::Sp;
+  int64_t base_width = 256;           // m = d_model / base_width
+  int64_t base_depth = 0;             // m_L = n_layers / base_depth; 0: no depth scaling
+  double depth_alpha = 0;             // residual branches x m_L^-alpha (0, 0.5 or 1)
+  double output_multiplier = 1;       // alpha_out: logits x alpha_out (SP) or alpha_out / m (muP)
+  double attention_multiplier = 1;    // scores x this / sqrt(d_head) (SP) or / d_head (muP)
+  bool readout_zero_init = false;     // muP: start the readout at zero
+  WdRule wd_rule = WdRule::Constant;  // hidden matrices
+  double wd_width_exponent = 1;       // width_power: lambda x m^e
+  double wd_timescale = 0;            // timescale: tau = B / (eta lambda D), fraction of training
 };
 
 // The factors of the parametrization that act inside the model's forward pass (attention scale,

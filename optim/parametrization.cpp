@@ -30,7 +30,7 @@ RuleInputs rule_inputs(const MupConfig& mup, const OptimConfig& optim,
 
 models::ScaleFactors scale_factors(const MupConfig& mup, const models::ModelConfig& model) {
   models::ScaleFactors s;
-  const bool mu = mup.parametrization == "mup";
+  const bool mu = mup.parametrization == Parametrization::Mup;
   const double m = static_cast<double>(model.d_model) / static_cast<double>(mup.base_width);
   const double head_dim = static_cast<double>(model.d_model / model.n_heads);
   // muP: q.k sums head_dim coordinates that become correlated in training, so it grows like
@@ -51,7 +51,7 @@ models::ScaleFactors scale_factors(const MupConfig& mup, const models::ModelConf
 
 std::vector<ParamSettings> param_settings(const std::vector<models::Param>& params,
                                           const RuleInputs& in) {
-  const bool mu = in.mup.parametrization == "mup";
+  const bool mu = in.mup.parametrization == Parametrization::Mup;
   const double m = in.width_multiplier, alpha = in.mup.depth_alpha;
   // CompleteP (Dey et al. 2025, table 1): hidden lr x m_L^(alpha - 1), eps x m_L^-alpha.
   const double depth_lr = alpha > 0 ? std::pow(in.depth_multiplier, alpha - 1) : 1.0;
@@ -79,9 +79,9 @@ std::vector<ParamSettings> param_settings(const std::vector<models::Param>& para
         s.lr_multiplier = (mu ? 1.0 / m : 1.0) * depth_lr;
         s.eps = in.optim.eps * (mu ? 1.0 / m : 1.0) * depth_eps;
         const double lambda = in.optim.weight_decay;
-        if (in.mup.wd_rule == "width_power")
+        if (in.mup.wd_rule == WdRule::WidthPower)
           s.weight_decay = lambda * std::pow(m, in.mup.wd_width_exponent);
-        else if (in.mup.wd_rule == "timescale")
+        else if (in.mup.wd_rule == WdRule::Timescale)
           // tau = B / (eta lambda D) (Bergsma et al. 2025, "Power Lines"), eta this matrix's
           // peak learning rate.
           s.weight_decay = in.tokens_per_step /
@@ -154,7 +154,7 @@ Attributes parametrization_attributes(const RuleInputs& inputs, const std::strin
   const MupConfig& m = inputs.mup;
   return {{"lr", inputs.optim.lr},
           {"weight_decay", inputs.optim.weight_decay},
-          {"parametrization", m.parametrization},
+          {"parametrization", std::string(choice_name(kParametrizationNames, m.parametrization))},
           {"base_width", m.base_width},
           {"base_depth", m.base_depth},
           {"width_multiplier", inputs.width_multiplier},
@@ -162,7 +162,7 @@ Attributes parametrization_attributes(const RuleInputs& inputs, const std::strin
           {"depth_alpha", m.depth_alpha},
           {"output_multiplier", m.output_multiplier},
           {"attention_multiplier", m.attention_multiplier},
-          {"wd_rule", m.wd_rule},
+          {"wd_rule", std::string(choice_name(kWdRuleNames, m.wd_rule))},
           {"rules", rules}};
 }
 

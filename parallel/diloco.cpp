@@ -10,28 +10,6 @@
 
 namespace ladder::parallel {
 
-PseudoGradDtype pseudo_grad_dtype(const std::string& name) {
-  if (name == "fp32") return PseudoGradDtype::Fp32;
-  if (name == "bf16") return PseudoGradDtype::Bf16;
-  if (name == "int8") return PseudoGradDtype::Int8;
-  if (name == "int4") return PseudoGradDtype::Int4;
-  throw std::invalid_argument("pseudo_grad_dtype: unknown dtype " + name);
-}
-
-const char* pseudo_grad_dtype_name(PseudoGradDtype dtype) {
-  switch (dtype) {
-    case PseudoGradDtype::Fp32:
-      return "fp32";
-    case PseudoGradDtype::Bf16:
-      return "bf16";
-    case PseudoGradDtype::Int8:
-      return "int8";
-    case PseudoGradDtype::Int4:
-      return "int4";
-  }
-  return "";
-}
-
 namespace {
 
 int64_t blocks_of(int64_t n) {
@@ -361,8 +339,8 @@ std::string describe_diloco(const DilocoOptions& o, int64_t islands, int ranks_p
       "{} inner steps: pseudo-gradients in {}, Nesterov SGD lr {} momentum {}, inner AdamW state "
       "{}{}",
       islands, plural(islands), ranks_per_island, rows_per_step, o.inner_steps,
-      pseudo_grad_dtype_name(o.dtype), shortest_float(o.outer_lr), shortest_float(o.outer_momentum),
-      reset_inner_state ? "reset" : "kept",
+      choice_name(kPseudoGradDtypeNames, o.dtype), shortest_float(o.outer_lr),
+      shortest_float(o.outer_momentum), reset_inner_state ? "reset" : "kept",
       o.fragments > 1
           ? fmt::format("; streaming: {} fragments on staggered steps, exchanges overlapping {} "
                         "inner step{} (mixing {})",
@@ -399,7 +377,7 @@ Attributes diloco_attributes(const DilocoOptions& o, int64_t islands, bool activ
           {"diloco_fragments", o.fragments},
           {"diloco_overlap_steps", o.overlap_steps},
           {"diloco_mixing", o.mixing},
-          {"diloco_pseudo_grad_dtype", std::string(pseudo_grad_dtype_name(o.dtype))},
+          {"diloco_pseudo_grad_dtype", std::string(choice_name(kPseudoGradDtypeNames, o.dtype))},
           {"diloco_inner_state", std::string(reset_inner_state ? "reset" : "keep")}};
 }
 

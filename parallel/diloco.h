@@ -39,14 +39,9 @@
 
 #include "core/attributes.h"
 #include "parallel/communicator.h"
+#include "parallel/config.h"
 
 namespace ladder::parallel {
-
-enum class PseudoGradDtype { Fp32, Bf16, Int8, Int4 };
-
-// "fp32", "bf16", "int8", "int4"; throws std::invalid_argument otherwise.
-PseudoGradDtype pseudo_grad_dtype(const std::string& name);
-const char* pseudo_grad_dtype_name(PseudoGradDtype dtype);
 
 // Values per fp32 scale in the 8- and 4-bit encodings.
 inline constexpr int64_t kQuantBlock = 128;

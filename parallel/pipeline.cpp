@@ -65,13 +65,6 @@ PipelineSchedule one_forward_one_backward(
 
 }  // namespace
 
-ScheduleKind schedule_kind(const std::string& name) {
-  if (name == "gpipe") return ScheduleKind::GPipe;
-  if (name == "1f1b") return ScheduleKind::OneFOneB;
-  if (name == "interleaved") return ScheduleKind::Interleaved;
-  throw std::invalid_argument("unknown pipeline schedule \"" + name + "\"");
-}
-
 PipelineSchedule pipeline_schedule(ScheduleKind kind, int stages, int stage, int64_t microbatches,
                                    int chunks, bool forward_only) {
   if (stages < 1 || stage < 0 || stage >= stages || microbatches < 1 || chunks < 1)
@@ -276,9 +269,9 @@ PipelineStats Pipeline::execute(const PipelineStep& step, bool forward_only) con
   return stats;
 }
 
-std::string describe_pipeline(const Pipeline& pipeline, const std::string& schedule,
-                              int64_t microbatches, const std::vector<int64_t>& layers_per_stage,
-                              const std::string& balance) {
+std::string describe_pipeline(const Pipeline& pipeline, int64_t microbatches,
+                              const std::vector<int64_t>& layers_per_stage,
+                              std::optional<StageBalance> balance) {
   std::string split;
   for (size_t v = 0; v < layers_per_stage.size(); ++v)
     split += fmt::format("{}{}", v ? " " : "", layers_per_stage[v]);
@@ -286,10 +279,11 @@ std::string describe_pipeline(const Pipeline& pipeline, const std::string& sched
   return fmt::format(
       "pipeline parallel: pp={}, schedule {}{}, {} micro-batches per step, layers per {}stage: "
       "{}{}",
-      pipeline.stages(), schedule,
+      pipeline.stages(), choice_name(kScheduleKindNames, pipeline.kind()),
       chunks > 1 ? fmt::format(" ({} virtual stages per rank)", chunks) : std::string(),
       microbatches, chunks > 1 ? "virtual " : "", split,
-      balance.empty() ? std::string(" (parallel.stage_layers)") : " (balanced by " + balance + ")");
+      balance ? fmt::format(" (balanced by {})", choice_name(kStageBalanceNames, *balance))
+              : std::string(" (parallel.stage_layers)"));
 }
 
 }  // namespace ladder::parallel

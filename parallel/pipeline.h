@@ -33,17 +33,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/config.h"
 
 namespace ladder::parallel {
-
-enum class ScheduleKind { GPipe, OneFOneB, Interleaved };
-
-// "gpipe" | "1f1b" | "interleaved"; throws std::invalid_argument otherwise.
-ScheduleKind schedule_kind(const std::string& name);
 
 struct PipelineAction {
   enum Kind { Forward, Backward } kind;
@@ -129,9 +126,9 @@ class Pipeline {
 };
 
 // The start-up log line of pipeline parallelism: stages, schedule, micro-batches and the layers of
-// every (virtual) stage; `balance`: what balanced them ("" when given explicitly).
-std::string describe_pipeline(const Pipeline& pipeline, const std::string& schedule,
-                              int64_t microbatches, const std::vector<int64_t>& layers_per_stage,
-                              const std::string& balance);
+// every (virtual) stage; `balance`: what balanced them (none when given explicitly).
+std::string describe_pipeline(const Pipeline& pipeline, int64_t microbatches,
+                              const std::vector<int64_t>& layers_per_stage,
+                              std::optional<StageBalance> balance);
 
 }  // namespace ladder::parallel

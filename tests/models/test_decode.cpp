@@ -14,7 +14,8 @@ namespace {
 
 ModelConfig base(const std::string& arch) {
   ModelConfig c;
-  c.arch = arch, c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
+  c.arch = choice_value(kArchNames, arch), c.d_model = 32, c.n_layers = 2, c.n_heads = 4,
+  c.n_kv_heads = 2;
   c.ffn_hidden = 48, c.norm_eps = 1e-5, c.rope_theta = 10000, c.qk_norm = true;
   return c;
 }

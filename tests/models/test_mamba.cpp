@@ -55,7 +55,7 @@ TEST(Ssd, ChunkedGradientsEqualTheRecurrences) {
 
 ModelConfig hybrid_config(const std::string& pattern) {
   ModelConfig c;
-  c.arch = "hybrid";
+  c.arch = Arch::Hybrid;
   c.d_model = 16, c.n_layers = 4, c.n_heads = 2, c.n_kv_heads = 2, c.ffn_hidden = 32;
   c.norm_eps = 1e-5, c.rope_theta = 10000;
   c.hybrid.pattern = pattern, c.hybrid.ssm_state = 4, c.hybrid.ssm_head_dim = 8;
@@ -129,7 +129,7 @@ TEST(Mamba2, HybridModelIsCausal) {
 
 TEST(Mamba2, PatternOfOnlyAttentionIsTheDenseModel) {
   ModelConfig dense = hybrid_config("");
-  dense.arch = "dense";
+  dense.arch = Arch::Dense;
   DenseTransformer a(hybrid_config("A"), 23, 16), b(dense, 23, 16);
   ASSERT_EQ(a.params().all().size(), b.params().all().size());
   for (size_t i = 0; i < a.params().all().size(); ++i)

@@ -245,7 +245,8 @@ TEST(RoutedExperts, SummaryOfCounts) {
 
 ModelConfig tiny_config(const std::string& arch) {
   ModelConfig c;
-  c.arch = arch, c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 2;
+  c.arch = choice_value(kArchNames, arch), c.d_model = 16, c.n_layers = 2, c.n_heads = 2,
+  c.n_kv_heads = 2;
   c.ffn_hidden = 32, c.norm_eps = 1e-5, c.rope_theta = 10000;
   return c;
 }
@@ -303,9 +304,9 @@ TEST(MoeModel, AccountingCountsActiveParameters) {
   EXPECT_DOUBLE_EQ(a.flops_per_token,
                    6.0 * static_cast<double>(a.active_non_embedding_params) + 12.0 * 4 * d * seq);
   // A pipeline split by FLOPs sees the same active costs; by parameters every expert.
-  const StageCosts flops = stage_costs(c, vocab, seq, "flops");
+  const StageCosts flops = stage_costs(c, vocab, seq, parallel::StageBalance::Flops);
   EXPECT_DOUBLE_EQ(flops.layers[1] - flops.layers[0], 6.0 * (router + 3 * expert - dense_mlp));
-  const StageCosts params = stage_costs(c, vocab, seq, "params");
+  const StageCosts params = stage_costs(c, vocab, seq, parallel::StageBalance::Params);
   EXPECT_DOUBLE_EQ(params.layers[1] - params.layers[0],
                    static_cast<double>(router + bias + 9 * expert - dense_mlp));
 }

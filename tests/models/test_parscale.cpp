@@ -13,7 +13,7 @@ namespace {
 
 ModelConfig parscale_config(int64_t streams, int64_t prefix) {
   ModelConfig c;
-  c.arch = "parscale";
+  c.arch = Arch::Parscale;
   c.d_model = 16, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.ffn_hidden = 24;
   c.norm_eps = 1e-5, c.rope_theta = 10000;
   c.parscale.streams = streams, c.parscale.prefix_tokens = prefix;
@@ -27,7 +27,7 @@ void init(DenseTransformer& model, uint64_t seed) {
 
 TEST(ParScale, OneStreamWithoutPrefixIsTheDenseModel) {
   ModelConfig dense = parscale_config(1, 0);
-  dense.arch = "dense";
+  dense.arch = Arch::Dense;
   DenseTransformer a(parscale_config(1, 0), 19, 12), b(dense, 19, 12);
   ASSERT_EQ(a.params().all().size(), b.params().all().size());
   init(a, 3), init(b, 3);

@@ -71,7 +71,7 @@ RuleInputs inputs_at(const std::string& parametrization, int64_t d, int64_t laye
   model.n_layers = layers;
   model.n_heads = 4;
   MupConfig mup;
-  mup.parametrization = parametrization;
+  mup.parametrization = choice_value(kParametrizationNames, parametrization);
   mup.base_width = 64;
   return rule_inputs(mup, OptimConfig{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0}, model, 1000, 1000000);
 }
@@ -132,7 +132,7 @@ TEST(Parametrization, DenseModelAtTwoWidthsFollowsTheTable) {
   for (int64_t d : {64, 256}) {
     const double m = d / 64.0;
     models::ModelConfig c;
-    c.arch = "dense", c.d_model = d, c.n_layers = 4, c.n_heads = 4, c.n_kv_heads = 4;
+    c.arch = models::Arch::Dense, c.d_model = d, c.n_layers = 4, c.n_heads = 4, c.n_kv_heads = 4;
     c.ffn_hidden = 2 * d, c.norm_eps = 1e-5, c.rope_theta = 1e4;
     models::DenseTransformer model(c, 50, 8);
     const auto& params = model.params().all();
@@ -194,7 +194,7 @@ TEST(Parametrization, MupAtTheBaseWidthIsTheStandardParametrization) {
 TEST(Parametrization, WidthAwareWeightDecayRules) {
   const auto store = store_at_width(256);  // m = 4
   RuleInputs in = inputs_at("mup", 256);
-  in.mup.wd_rule = "width_power";
+  in.mup.wd_rule = WdRule::WidthPower;
   in.mup.wd_width_exponent = 1;
   auto s = param_settings(store.all(), in);
   EXPECT_DOUBLE_EQ(s[1].weight_decay, 0.4);
@@ -205,7 +205,7 @@ TEST(Parametrization, WidthAwareWeightDecayRules) {
   in.mup.wd_width_exponent = 0.5;
   EXPECT_DOUBLE_EQ(param_settings(store.all(), in)[1].weight_decay, 0.2);
   // timescale: tau = B / (eta_p lambda D) holds for each hidden matrix at its own lr.
-  in.mup.wd_rule = "timescale";
+  in.mup.wd_rule = WdRule::Timescale;
   in.mup.wd_timescale = 0.25;
   s = param_settings(store.all(), in);
   const double eta = 1e-2 * s[1].lr_multiplier;
@@ -219,7 +219,7 @@ TEST(Parametrization, DepthRulesOfCompleteP) {
   c.d_model = 64, c.n_layers = 16, c.n_heads = 4;
   for (double alpha : {0.5, 1.0}) {
     MupConfig mup;
-    mup.parametrization = "mup";
+    mup.parametrization = Parametrization::Mup;
     mup.base_width = 64;
     mup.base_depth = 4;
     mup.depth_alpha = alpha;
@@ -247,13 +247,13 @@ TEST(Parametrization, ForwardFactors) {
   EXPECT_EQ(sp.attention_scale, 0.0);  // the kernel's own 1/sqrt(head_dim)
   EXPECT_EQ(sp.logits, 1.0);
   EXPECT_EQ(sp.residual_branch, 1.0);
-  mup.parametrization = "mup";
+  mup.parametrization = Parametrization::Mup;
   mup.output_multiplier = 2;
   mup.attention_multiplier = 3;
   const models::ScaleFactors mu = scale_factors(mup, c);
   EXPECT_DOUBLE_EQ(mu.attention_scale, 3.0 / 64);
   EXPECT_DOUBLE_EQ(mu.logits, 2.0 / 4);
-  mup.parametrization = "sp";
+  mup.parametrization = Parametrization::Sp;
   EXPECT_DOUBLE_EQ(scale_factors(mup, c).attention_scale, 3.0 / 8);
   EXPECT_DOUBLE_EQ(scale_factors(mup, c).logits, 2.0);
 }

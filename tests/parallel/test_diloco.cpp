@@ -32,8 +32,8 @@ TEST(PseudoGradEncoding, SizesCountScalesAndPackedCodes) {
   EXPECT_EQ(encoded_bytes(PseudoGradDtype::Int8, 300), 3 * 4 + 300);  // 3 blocks of 128
   EXPECT_EQ(encoded_bytes(PseudoGradDtype::Int4, 300), 3 * 4 + 150);
   EXPECT_EQ(encoded_bytes(PseudoGradDtype::Int4, 1), 4 + 1);
-  EXPECT_EQ(pseudo_grad_dtype("int4"), PseudoGradDtype::Int4);
-  EXPECT_THROW(pseudo_grad_dtype("int2"), std::invalid_argument);
+  EXPECT_EQ(choice_value(kPseudoGradDtypeNames, "int4"), PseudoGradDtype::Int4);
+  EXPECT_THROW(choice_value(kPseudoGradDtypeNames, "int2"), std::invalid_argument);
 }
 
 TEST(PseudoGradEncoding, IntegerCodesStayWithinHalfAStepOfTheirBlockScale) {
@@ -50,7 +50,7 @@ TEST(PseudoGradEncoding, IntegerCodesStayWithinHalfAStepOfTheirBlockScale) {
         const double scale = xb.abs().max().item<double>() / qmax;
         const double error = (xb - yb).abs().max().item<double>();
         EXPECT_LE(error, 0.5 * scale * (1 + 1e-5) + 1e-12)
-            << pseudo_grad_dtype_name(dtype) << " n " << n << " block " << b;
+            << choice_name(kPseudoGradDtypeNames, dtype) << " n " << n << " block " << b;
         if (scale == 0) EXPECT_TRUE(yb.eq(0).all().item<bool>());  // zeros stay exact
       }
       // The block's largest magnitude is a code of its own: it comes back (to fp32 rounding).

@@ -207,7 +207,7 @@ TEST(PipelineSchedule, RefusesShapesItCannotRun) {
   EXPECT_THROW(pipeline_schedule(Kind::OneFOneB, 2, 0, 4, 2), std::invalid_argument);
   EXPECT_THROW(pipeline_schedule(Kind::GPipe, 2, 2, 4, 1), std::invalid_argument);
   EXPECT_THROW(pipeline_schedule(Kind::Interleaved, 1, 0, 4, 2), std::invalid_argument);
-  EXPECT_THROW(schedule_kind("zero-bubble"), std::invalid_argument);
+  EXPECT_THROW(choice_value(kScheduleKindNames, "zero-bubble"), std::invalid_argument);
 }
 
 TEST(PartitionLayers, BalancesCostsWithTheEndsIncluded) {

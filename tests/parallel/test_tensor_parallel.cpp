@@ -169,7 +169,7 @@ TEST(TensorParallelDense, LossAndGradientsEqualOneProcess) {
     for (bool sp : {false, true}) {
       SCOPED_TRACE(std::string(tied ? "tied" : "untied") + (sp ? ", sequence parallel" : ""));
       models::ModelConfig c;
-      c.arch = "dense", c.d_model = 32, c.n_layers = 2, c.n_heads = 4,
+      c.arch = models::Arch::Dense, c.d_model = 32, c.n_layers = 2, c.n_heads = 4,
       c.n_kv_heads = n == 4 ? 4 : 2;
       c.ffn_hidden = 24, c.norm_eps = 1e-5, c.rope_theta = 10000, c.qk_norm = true;
       c.tie_embeddings = tied, c.z_loss = 1e-2;

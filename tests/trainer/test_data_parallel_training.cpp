@@ -138,5 +138,33 @@ TEST_F(DataParallelTraining, LayoutMistakesAreRefusedOnEveryRankWithOneMessage) 
   EXPECT_FALSE(fs::exists(run_dir("islands")));  // refused before any work
 }
 
+// A branch across layouts (trainer/run/branch.h): a cooldown at dp = 2 with ZeRO-1 from a
+// one-process stable run's checkpoint is the one-process run of its length, within the drift of
+// another grouping of the gradient sums.
+TEST_F(DataParallelTraining, ABranchMovesBetweenLayouts) {
+  const char* wsd = "kind = \"wsd\"\nwarmup = 2\ndecay_fraction = 0.2\n";
+  const std::string train_section =
+      "[train]\nglobal_batch = 8\nmicro_batch = 2\nlog_every = 1\n[checkpoint]\nevery_steps = "
+      "0\n[eval]\nevery_steps = 5\ntokens = 512\n";
+  ASSERT_EQ(train(recipe("stable_dp", train_section, wsd),
+                  "--set train.steps=40 --set checkpoint.intermediate=[16]")
+                .status,
+            0);
+  ASSERT_EQ(train(recipe("whole_dp", train_section, wsd), "--set train.steps=20").status, 0);
+  const auto r = train(recipe("branch_dp2", train_section, wsd),
+                       "--set train.steps=20 --set optim.zero=1 --branch-from " +
+                           checkpoint_path(run_dir("stable_dp"), 16),
+                       2);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string branch = run_dir("branch_dp2") + "/trace.h5",
+                    whole = run_dir("whole_dp") + "/trace.h5";
+  for (const char* column : {"train/loss", "train/grad_norm", "eval/loss"}) {
+    const auto b = series(branch, column), w = series(whole, column);
+    ASSERT_LT(b.size(), w.size()) << column;
+    expect_close(b, w, w.size() - b.size(), std::string("branch at dp 2 ") + column);
+  }
+  EXPECT_EQ(series(branch, "train/step").front(), 17);
+}
+
 }  // namespace
 }  // namespace ladder

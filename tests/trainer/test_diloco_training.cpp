@@ -64,10 +64,13 @@ Reference reference_diloco(const std::string& recipe_path, int islands,
   std::vector<Island> replicas;
   for (int i = 0; i < islands; ++i) {
     Island island;
-    island.model = models::build_model(r.model, dataset->meta().vocab_size, seq);
+    // Built as the trainer builds them (trainer/run/run_context.cpp), kernels included.
+    island.model = models::build_model(r.model, dataset->meta().vocab_size, seq, {}, {}, {},
+                                       r.train.fused_kernels);
     const auto settings = optim::param_settings(island.model->params().all(), inputs);
     optim::initialize(island.model->params(), settings, static_cast<uint64_t>(r.run.seed));
-    island.adamw = std::make_unique<optim::AdamW>(island.model->params(), r.optim, settings);
+    island.adamw = std::make_unique<optim::AdamW>(island.model->params(), r.optim, settings,
+                                                  optim::AdamWKernels{r.train.fused_kernels});
     replicas.push_back(std::move(island));
   }
   auto flat = [](models::Model& m) {
@@ -93,7 +96,7 @@ Reference reference_diloco(const std::string& recipe_path, int islands,
   torch::Tensor global = flat(*replicas[0].model).clone();
   torch::Tensor momentum = torch::zeros_like(global);
   const int64_t n = global.numel(), fragments = d.fragments, h = d.inner_steps;
-  const parallel::PseudoGradDtype dtype = parallel::pseudo_grad_dtype(d.pseudo_grad_dtype);
+  const parallel::PseudoGradDtype dtype = d.pseudo_grad_dtype;
   // The islands' pseudo-gradients of [a, b) averaged as they would arrive.
   auto averaged_delta = [&](int64_t a, int64_t b) {
     torch::Tensor sum;
@@ -180,7 +183,7 @@ Reference reference_diloco(const std::string& recipe_path, int islands,
         outer_update(a, b, averaged_delta(a, b), false);
         applied = true;
       }
-    if (applied && d.inner_state == "reset")
+    if (applied && d.inner_state == parallel::InnerState::Reset)
       for (auto& island : replicas)
         island.adamw->reset_state();
   }

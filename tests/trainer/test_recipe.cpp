@@ -65,7 +65,7 @@ TEST(Recipe, LoadsValidRecipeWithDefaultsAndDerivedValues) {
   EXPECT_EQ(r.train.tokens, 100 * 16 * 64);
   EXPECT_DOUBLE_EQ(r.optim.lr, 3e-3);  // default
   EXPECT_EQ(r.schedule.kind, optim::LrSchedule::Cosine);
-  EXPECT_EQ(r.checkpoint.intermediate.rule, "log2");
+  EXPECT_EQ(r.checkpoint.intermediate.rule, IntermediateRule::Log2);
   EXPECT_TRUE(r.is_derived("parallel.dp"));
   EXPECT_FALSE(r.is_derived("model.d_model"));
 }
@@ -91,10 +91,10 @@ lr = 1e-3
 )");
   const Recipe r = load_recipe(dir.path("child.toml"),
                                {{"optim.lr=2e-3", "model.arch=moe", "run.name=\"quoted\""}, 1, {}});
-  EXPECT_EQ(r.model.d_model, 256);     // child over base
-  EXPECT_EQ(r.model.n_layers, 2);      // from base
-  EXPECT_DOUBLE_EQ(r.optim.lr, 2e-3);  // --set over child
-  EXPECT_EQ(r.model.arch, "moe");      // a bare word is a string
+  EXPECT_EQ(r.model.d_model, 256);             // child over base
+  EXPECT_EQ(r.model.n_layers, 2);              // from base
+  EXPECT_DOUBLE_EQ(r.optim.lr, 2e-3);          // --set over child
+  EXPECT_EQ(r.model.arch, models::Arch::Moe);  // a bare word is a string
   EXPECT_EQ(r.run.name, "quoted");
 }
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "trainer/run/checkpoint.h"
@@ -189,6 +190,144 @@ TEST_F(SweepRuns, SlurmArrayTasksRunTheRunsAndTheIndexFollows) {
   ASSERT_EQ(submit.status, 0) << submit.output;
   EXPECT_EQ(testing::read_file(dir_->path("sbatch-args")),
             "--partition=debug --time=10 " + fs::absolute(script).string() + "\n");
+}
+
+// [cooldown]: the runs of each size share one stable run; each is a cooldown branched from it.
+const char* kCooldownTiny =
+    "[train]\nsteps = 20\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 5\n"
+    "[checkpoint]\nevery_steps = 10\nkeep = 2\n[eval]\nevery_steps = 5\ntokens = 256\n";
+const char* kCooldownAxes =
+    "[grid]\nmodel.d_model = [32, 48]\ntrain.steps = [40, 80, 160]\n"
+    "[cooldown]\nfraction = 0.25\nshape = \"1-sqrt\"\n";
+
+// The index's rows as maps of column -> cell.
+std::vector<std::map<std::string, std::string>> index_rows(const std::string& dir) {
+  std::istringstream in(testing::read_file(dir + "/index.csv"));
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<std::map<std::string, std::string>> rows;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::istringstream cs(line);
+    for (std::string c; std::getline(cs, c, ',');)
+      cells.push_back(c);
+    if (line.back() == ',') cells.emplace_back();
+    if (header.empty()) {
+      header = cells;
+      continue;
+    }
+    std::map<std::string, std::string> row;
+    for (size_t c = 0; c < header.size() && c < cells.size(); ++c)
+      row[header[c]] = cells[c];
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+TEST_F(SweepRuns, ACooldownSweepSharesOneStableRunPerSize) {
+  // At a learning rate high enough that the stable run's loss is held up by its noise, a cooldown
+  // brings it down. (Within their first ~20 steps these tiny models still descend fast, and a
+  // lower rate only slows them: measured, a 20-step cooldown from 15 ended 0.03 above the stable
+  // run at 20.)
+  const std::string path =
+      sweep("cooldown", "optim.lr = 0.03\n" + std::string(kCooldownAxes), kCooldownTiny);
+  const std::string dir = sweep_dir("cooldown");
+
+  // The plan: a stable run per size to the last branch point (160 - 40 = 120), the cooldowns
+  // from 30, 60 and 120, and what the sweep spends against independent runs.
+  const auto plan = ladder("sweep " + path + " --dry-run --no-estimate");
+  ASSERT_EQ(plan.status, 0) << plan.output;
+  for (const char* expected :
+       {"stable_d_model=32", "stable_d_model=48", "30 60 120; pending", "(from s1 at step 30)",
+        "(from s2 at step 120)", "in 2 stable runs and"})
+    EXPECT_NE(plan.output.find(expected), std::string::npos) << expected << "\n" << plan.output;
+
+  const auto r = ladder("sweep " + path + " --no-estimate");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto rows = index_rows(dir);
+  ASSERT_EQ(rows.size(), 6u);  // one per run, as without [cooldown]
+  double spent = 0, independent = 0;
+  for (const auto& row : rows) {
+    EXPECT_EQ(row.at("status"), "done") << row.at("run");
+    const double c = std::stod(row.at("C")), s = std::stod(row.at("flops_spent"));
+    EXPECT_LT(s, c) << row.at("run");
+    spent += s, independent += c;
+    const int steps = std::stoi(row.at("steps"));
+    const int branch = steps - steps / 4;
+    EXPECT_EQ(row.at("branched_from"),
+              "stable_d_model=" + row.at("model.d_model") + "@" + std::to_string(branch));
+    // A cooldown's final validation loss lies below the stable run's at the same step.
+    const std::string stable = dir + "/stable_d_model=" + row.at("model.d_model") + "/trace.h5";
+    const auto stable_steps = series(stable, "eval/step"),
+               stable_loss = series(stable, "eval/loss");
+    const auto own = series(dir + "/" + row.at("run") + "/trace.h5", "eval/loss");
+    for (size_t k = 0; k < stable_steps.size(); ++k)
+      if (stable_steps[k] == steps) EXPECT_LT(own.back(), stable_loss[k]) << row.at("run");
+    h5::File f = h5::File::open(dir + "/" + row.at("run") + "/trace.h5", false);
+    EXPECT_EQ(h5::get_int_attr(f, "/", "branch_step"), branch) << row.at("run");
+  }
+  // The stable runs cost 120 steps of each size, the cooldowns 10 + 20 + 40: 190 of 280 steps.
+  EXPECT_NEAR(spent / independent, 190.0 / 280.0, 1e-9);
+
+  // `ladder fit` reads the runs, not the stable runs.
+  const auto fit = ladder("fit " + dir +
+                          " --final-only --law kaplan-n --bootstrap 0 --no-plots "
+                          "--out " +
+                          dir_->path("fit-cooldown"));
+  ASSERT_EQ(fit.status, 0) << fit.output;
+  EXPECT_NE(fit.output.find("from 6 runs"), std::string::npos) << fit.output;
+
+  // Resumed part way through the stable run (its checkpoints after 60 lost) and part way through
+  // a cooldown (its last one lost): the same losses, bitwise.
+  const std::string stable = dir + "/stable_d_model=32", longest = dir + "/d_model=32_steps=160";
+  const auto stable_before = series(stable + "/trace.h5", "train/loss");
+  const auto longest_before = series(longest + "/trace.h5", "train/loss");
+  for (const int64_t step : checkpoint_steps(stable))
+    if (step > 60) fs::remove(checkpoint_path(stable, step));
+  fs::remove(checkpoint_path(longest, 160));
+  EXPECT_EQ(statuses("cooldown").at("d_model=32_steps=160"), "done");  // as the index was left
+  const auto again = ladder("sweep " + path + " --no-estimate");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("stable run 2/2 stable_d_model=48: done, skipped"), std::string::npos)
+      << again.output;
+  EXPECT_NE(again.output.find("d_model=32_steps=160: N="), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("6 of 6 runs done (1 run now)"), std::string::npos) << again.output;
+  EXPECT_EQ(series(stable + "/trace.h5", "train/loss"), stable_before);
+  EXPECT_EQ(series(longest + "/trace.h5", "train/loss"), longest_before);
+
+  // A Slurm array: the stable runs first; a cooldown waits for its branch point's checkpoint.
+  fs::remove(checkpoint_path(longest, 160));
+  ASSERT_EQ(ladder("sweep " + path + " --slurm").status, 0);
+  const std::string jobs = testing::read_file(dir + "/slurm/jobs.tsv");
+  EXPECT_EQ(std::count(jobs.begin(), jobs.end(), '\n'), 1) << jobs;
+  EXPECT_NE(jobs.find("\t" + fs::absolute(checkpoint_path(stable, 120)).string() + "\t"),
+            std::string::npos)
+      << jobs;
+  EXPECT_NE(jobs.find("--branch-from " + fs::absolute(checkpoint_path(stable, 120)).string()),
+            std::string::npos)
+      << jobs;
+  EXPECT_EQ(testing::run_command("bash -n " + dir + "/slurm/array.sbatch").status, 0);
+}
+
+TEST_F(SweepRuns, ACooldownGroupThatSharesNoStablePhaseIsRefused) {
+  // A warm-up derived from the length differs between the runs of one size.
+  const std::string warmup = sweep(
+      "cooldown-warmup",
+      std::string(kCooldownAxes) + "[derive]\nschedule.warmup = \"round(train.steps / 10)\"\n",
+      kCooldownTiny);
+  const auto r = ladder("sweep " + warmup + " --dry-run --no-estimate");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("[cooldown]: runs d_model=32_steps=40 and d_model=32_steps=80 differ "
+                          "only in their length, so they share a stable run, but "
+                          "schedule.warmup differs: 4 and 8"),
+            std::string::npos)
+      << r.output;
+  // [cooldown] owns the schedule's kind and decay.
+  const std::string kind = sweep(  // the line lands in the helper's [set]
+      "cooldown-kind", "schedule.kind = \"cosine\"\n" + std::string(kCooldownAxes), kCooldownTiny);
+  const auto k = ladder("sweep " + kind + " --dry-run --no-estimate");
+  EXPECT_EQ(k.status, 2) << k.output;
+  EXPECT_NE(k.output.find("schedule.kind: set by [cooldown]"), std::string::npos) << k.output;
 }
 
 }  // namespace

@@ -252,7 +252,7 @@ TEST_F(Training, ReadableWithH5py) {
 
 TEST(Checkpoint, RoundTripsParametersMomentsAndMetadata) {
   models::ModelConfig c;
-  c.arch = "dense", c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 2;
+  c.arch = models::Arch::Dense, c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 2;
   c.ffn_hidden = 32, c.norm_eps = 1e-5, c.rope_theta = 1e4;
   optim::OptimConfig oc{1e-3, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
   const optim::RuleInputs rules{.optim = oc};

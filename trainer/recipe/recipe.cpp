@@ -144,66 +144,77 @@ KeySpec spec(std::string name, Type type, Value default_value, std::string doc) 
 }
 
 // One key bound to a field of the typed Recipe: `store` writes a checked value, `load` reads it
-// back.
-template <class S>
-KeySpec key(std::string name, S Recipe::*section, int64_t S::*field, int64_t def, std::string doc) {
+// back. `section` is a member of Recipe (&Recipe::train) or a function to a nested one (kMoe).
+template <class Section, class S>
+KeySpec key(std::string name, Section section, int64_t S::*field, int64_t def, std::string doc) {
   KeySpec k = spec(std::move(name), Type::Int, int_value(def), std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.i; };
-  k.load = [=](const Recipe& r) { return int_value(r.*section.*field); };
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.i; };
+  k.load = [=](const Recipe& r) { return int_value(std::invoke(section, r).*field); };
   return k;
 }
-template <class S>
-KeySpec key(std::string name, S Recipe::*section, double S::*field, double def, std::string doc) {
+template <class Section, class S>
+KeySpec key(std::string name, Section section, double S::*field, double def, std::string doc) {
   KeySpec k = spec(std::move(name), Type::Float, float_value(def), std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.f; };
-  k.load = [=](const Recipe& r) { return float_value(r.*section.*field); };
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.f; };
+  k.load = [=](const Recipe& r) { return float_value(std::invoke(section, r).*field); };
   return k;
 }
-template <class S>
-KeySpec key(std::string name, S Recipe::*section, bool S::*field, bool def, std::string doc) {
+template <class Section, class S>
+KeySpec key(std::string name, Section section, bool S::*field, bool def, std::string doc) {
   KeySpec k = spec(std::move(name), Type::Bool, bool_value(def), std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.b; };
-  k.load = [=](const Recipe& r) { return bool_value(r.*section.*field); };
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.b; };
+  k.load = [=](const Recipe& r) { return bool_value(std::invoke(section, r).*field); };
   return k;
 }
-template <class S>
-KeySpec key(std::string name, S Recipe::*section, std::vector<int64_t> S::*field, std::string doc) {
+template <class Section, class S>
+KeySpec key(std::string name, Section section, std::vector<int64_t> S::*field, std::string doc) {
   Value empty;
   empty.kind = Value::Kind::IntArray;
   KeySpec k = spec(std::move(name), Type::IntList, empty, std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.ints; };
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.ints; };
   k.load = [=](const Recipe& r) {
     Value v;
-    v.kind = Value::Kind::IntArray, v.ints = r.*section.*field;
+    v.kind = Value::Kind::IntArray, v.ints = std::invoke(section, r).*field;
     return v;
   };
   return k;
 }
-template <class S>
-KeySpec key(std::string name, S Recipe::*section, std::string S::*field, const char* def,
+template <class Section, class S>
+KeySpec key(std::string name, Section section, std::string S::*field, const char* def,
             std::string doc) {
   KeySpec k = spec(std::move(name), Type::String, string_value(def), std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { r.*section.*field = v.s; };
-  k.load = [=](const Recipe& r) { return string_value(r.*section.*field); };
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.s; };
+  k.load = [=](const Recipe& r) { return string_value(std::invoke(section, r).*field); };
   return k;
 }
 
 // A choice bound to an enum field: the TOML names come from the enum's table (core/choice.h).
-template <class S, class E, size_t N>
-KeySpec key(std::string name, S Recipe::*section, E S::*field, E def, const Choice<E> (&names)[N],
+template <class Section, class S, class E, size_t N>
+KeySpec key(std::string name, Section section, E S::*field, E def, const Choice<E> (&names)[N],
             std::string doc) {
   KeySpec k =
       spec(std::move(name), Type::String, string_value(choice_name(names, def)), std::move(doc));
   for (const auto& c : names)
     k.choices.push_back(c.name);
   k.store = [=, &names](Recipe& r, const Value& v) {
-    r.*section.*field = choice_value(names, v.s);
+    std::invoke(section, r).*field = choice_value(names, v.s);
   };
   k.load = [=, &names](const Recipe& r) {
-    return string_value(choice_name(names, r.*section.*field));
+    return string_value(choice_name(names, std::invoke(section, r).*field));
   };
   return k;
 }
+
+// The architecture sections' one home is the model config (model.moe, model.hybrid, ...).
+constexpr auto kMoe = [](auto& r) -> auto& {
+  return r.model.moe;
+};
+constexpr auto kHybrid = [](auto& r) -> auto& {
+  return r.model.hybrid;
+};
+constexpr auto kParscale = [](auto& r) -> auto& {
+  return r.model.parscale;
+};
 
 const std::vector<KeySpec>& schema() {
   static const std::vector<KeySpec> keys = [] {
@@ -222,8 +233,8 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("data.seq_len", &R::data, &DataConfig::seq_len, 256, "context length in tokens")
                     .at_least(1));
     // [model]
-    k.push_back(key("model.arch", &R::model, &ModelConfig::arch, "dense", "architecture")
-                    .one_of({"dense", "moe", "hybrid", "parscale"}));
+    k.push_back(key("model.arch", &R::model, &ModelConfig::arch, models::Arch::Dense,
+                    models::kArchNames, "architecture"));
     k.push_back(key("model.d_model", &R::model, &ModelConfig::d_model, 256, "width").at_least(1));
     k.push_back(
         key("model.n_layers", &R::model, &ModelConfig::n_layers, 4, "depth (blocks)").at_least(1));
@@ -254,72 +265,71 @@ const std::vector<KeySpec>& schema() {
                     "weight of the z-loss on the log-partition of the logits (PaLM); 0: off")
                     .at_least(0));
     // [moe]
-    k.push_back(key("moe.experts", &R::moe, &MoeConfig::experts, 8, "routed experts per MoE layer")
+    k.push_back(key("moe.experts", kMoe, &MoeConfig::experts, 8, "routed experts per MoE layer")
                     .at_least(1));
-    k.push_back(key("moe.top_k", &R::moe, &MoeConfig::top_k, 2, "experts each token is sent to")
-                    .at_least(1));
-    k.push_back(key("moe.shared_experts", &R::moe, &MoeConfig::shared_experts, 0,
+    k.push_back(
+        key("moe.top_k", kMoe, &MoeConfig::top_k, 2, "experts each token is sent to").at_least(1));
+    k.push_back(key("moe.shared_experts", kMoe, &MoeConfig::shared_experts, 0,
                     "experts every token goes through (DeepSeekMoE), of expert_ffn each")
                     .at_least(0));
-    k.push_back(key("moe.expert_ffn", &R::moe, &MoeConfig::expert_ffn, 0,
+    k.push_back(key("moe.expert_ffn", kMoe, &MoeConfig::expert_ffn, 0,
                     "SwiGLU hidden size of each expert; 0: model.ffn_hidden / granularity")
                     .at_least(0));
-    k.push_back(key("moe.granularity", &R::moe, &MoeConfig::granularity, 1.0,
+    k.push_back(key("moe.granularity", kMoe, &MoeConfig::granularity, 1.0,
                     "G = model.ffn_hidden / expert_ffn (Krajewski et al. 2024); read when "
                     "expert_ffn = 0, derived otherwise")
                     .above(0));
-    k.push_back(key("moe.moe_every", &R::moe, &MoeConfig::moe_every, 1,
+    k.push_back(key("moe.moe_every", kMoe, &MoeConfig::moe_every, 1,
                     "layer l (from 0) is routed when (l + 1) % moe_every = 0; the others dense")
                     .at_least(1));
-    k.push_back(key("moe.capacity_factor", &R::moe, &MoeConfig::capacity_factor, 0.0,
+    k.push_back(key("moe.capacity_factor", kMoe, &MoeConfig::capacity_factor, 0.0,
                     "assignments an expert takes, x tokens x top_k / experts; 0: dropless")
                     .at_least(0));
-    k.push_back(key("moe.aux_loss", &R::moe, &MoeConfig::aux_loss, 0.01,
+    k.push_back(key("moe.aux_loss", kMoe, &MoeConfig::aux_loss, 0.01,
                     "weight of the Switch/GShard load-balancing loss; 0: off")
                     .at_least(0));
-    k.push_back(key("moe.router_z_loss", &R::moe, &MoeConfig::router_z_loss, 0.001,
+    k.push_back(key("moe.router_z_loss", kMoe, &MoeConfig::router_z_loss, 0.001,
                     "weight of the ST-MoE router z-loss; 0: off")
                     .at_least(0));
-    k.push_back(key("moe.gate", &R::moe, &MoeConfig::gate, models::Gate::Softmax,
-                    models::kGateNames,
+    k.push_back(key("moe.gate", kMoe, &MoeConfig::gate, models::Gate::Softmax, models::kGateNames,
                     "router scores: softmax over experts, or sigmoid per expert (DeepSeek-V3)"));
-    k.push_back(key("moe.balance", &R::moe, &MoeConfig::balance, models::Balance::Aux,
+    k.push_back(key("moe.balance", kMoe, &MoeConfig::balance, models::Balance::Aux,
                     models::kBalanceNames,
                     "load balancing: aux (the auxiliary loss alone), or bias (DeepSeek-V3's "
                     "auxiliary-loss-free expert bias)"));
-    k.push_back(key("moe.bias_update_rate", &R::moe, &MoeConfig::bias_update_rate, 0.001,
+    k.push_back(key("moe.bias_update_rate", kMoe, &MoeConfig::bias_update_rate, 0.001,
                     "balance = \"bias\": the bias of an expert above (below) the mean load falls "
                     "(rises) by this after each step")
                     .above(0));
     // [hybrid]
-    k.push_back(key("hybrid.pattern", &R::hybrid, &HybridConfig::pattern, "MMMA",
+    k.push_back(key("hybrid.pattern", kHybrid, &HybridConfig::pattern, "MMMA",
                     "per-layer letters repeated over the depth: M = Mamba-2 (SSD), A = attention"));
-    k.push_back(key("hybrid.ssm_state", &R::hybrid, &HybridConfig::ssm_state, 64,
+    k.push_back(key("hybrid.ssm_state", kHybrid, &HybridConfig::ssm_state, 64,
                     "N: the SSM state size per head")
                     .at_least(1));
-    k.push_back(key("hybrid.ssm_head_dim", &R::hybrid, &HybridConfig::ssm_head_dim, 64,
+    k.push_back(key("hybrid.ssm_head_dim", kHybrid, &HybridConfig::ssm_head_dim, 64,
                     "P: channels per SSM head; (expand x d_model) / P heads")
                     .at_least(1));
-    k.push_back(key("hybrid.conv_kernel", &R::hybrid, &HybridConfig::conv_kernel, 4,
+    k.push_back(key("hybrid.conv_kernel", kHybrid, &HybridConfig::conv_kernel, 4,
                     "width of the causal depthwise convolution before the SSM")
                     .at_least(1));
-    k.push_back(key("hybrid.chunk", &R::hybrid, &HybridConfig::chunk, 64,
+    k.push_back(key("hybrid.chunk", kHybrid, &HybridConfig::chunk, 64,
                     "Q: chunk length of the SSD algorithm (need not divide data.seq_len)")
                     .at_least(1));
     k.push_back(
-        key("hybrid.expand", &R::hybrid, &HybridConfig::expand, 2, "d_inner = expand x d_model")
+        key("hybrid.expand", kHybrid, &HybridConfig::expand, 2, "d_inner = expand x d_model")
             .at_least(1));
-    k.push_back(key("hybrid.window", &R::hybrid, &HybridConfig::window, 0,
+    k.push_back(key("hybrid.window", kHybrid, &HybridConfig::window, 0,
                     "sliding-window attention in the A layers, in tokens; 0: full causal")
                     .at_least(0));
     // [parscale]
-    k.push_back(key("parscale.streams", &R::parscale, &ParscaleConfig::streams, 1,
+    k.push_back(key("parscale.streams", kParscale, &ParscaleConfig::streams, 1,
                     "P: parallel streams, each the input with its own learned prefixes")
                     .at_least(1));
-    k.push_back(key("parscale.prefix_tokens", &R::parscale, &ParscaleConfig::prefix_tokens, 48,
+    k.push_back(key("parscale.prefix_tokens", kParscale, &ParscaleConfig::prefix_tokens, 48,
                     "learnable key/value prefix length per stream and attention layer")
                     .at_least(0));
-    k.push_back(key("parscale.aggregation_smoothing", &R::parscale,
+    k.push_back(key("parscale.aggregation_smoothing", kParscale,
                     &ParscaleConfig::aggregation_smoothing, 0.1,
                     "epsilon: the streams' weights are (1 - eps) softmax + eps / P")
                     .at_least(0)
@@ -341,19 +351,19 @@ const std::vector<KeySpec>& schema() {
     k.push_back(key("parallel.sequence_parallel", &R::parallel, &ParallelConfig::sequence_parallel,
                     false,
                     "shard activations by token (batch x seq) between tensor-parallel regions"));
-    k.push_back(key("parallel.schedule", &R::parallel, &ParallelConfig::schedule, "1f1b",
-                    "pipeline schedule: 1f1b, gpipe, or interleaved (virtual stages)")
-                    .one_of({"1f1b", "gpipe", "interleaved"}));
+    k.push_back(key("parallel.schedule", &R::parallel, &ParallelConfig::schedule,
+                    parallel::ScheduleKind::OneFOneB, parallel::kScheduleKindNames,
+                    "pipeline schedule: 1f1b, gpipe, or interleaved (virtual stages)"));
     k.push_back(key("parallel.virtual_stages", &R::parallel, &ParallelConfig::virtual_stages, 1,
                     "model chunks per pipeline rank; > 1 only with schedule = \"interleaved\"")
                     .at_least(1));
     k.push_back(key("parallel.stage_layers", &R::parallel, &ParallelConfig::stage_layers,
                     "layers of each (virtual) pipeline stage, pp x virtual_stages numbers summing "
                     "to model.n_layers; []: balanced by parallel.stage_balance"));
-    k.push_back(key("parallel.stage_balance", &R::parallel, &ParallelConfig::stage_balance, "flops",
+    k.push_back(key("parallel.stage_balance", &R::parallel, &ParallelConfig::stage_balance,
+                    parallel::StageBalance::Flops, parallel::kStageBalanceNames,
                     "what the automatic split of layers into stages balances: flops or params "
-                    "(the embedding counts on the first stage, the readout on the last)")
-                    .one_of({"flops", "params"}));
+                    "(the embedding counts on the first stage, the readout on the last)"));
     k.push_back(key("parallel.microbatches", &R::parallel, &ParallelConfig::microbatches, 0,
                     "micro-batches per step and rank; 0: global_batch / (dp x micro_batch), the "
                     "only value allowed")
@@ -390,13 +400,12 @@ const std::vector<KeySpec>& schema() {
                     .at_least(0)
                     .at_most(1));
     k.push_back(key("diloco.pseudo_grad_dtype", &R::diloco, &DilocoConfig::pseudo_grad_dtype,
-                    "fp32",
+                    parallel::PseudoGradDtype::Fp32, parallel::kPseudoGradDtypeNames,
                     "how pseudo-gradients travel: fp32 (all-reduce), bf16, or int8 / int4 with an "
-                    "fp32 absmax scale per 128 values (all-gathered, averaged in fp32)")
-                    .one_of({"fp32", "bf16", "int8", "int4"}));
-    k.push_back(key("diloco.inner_state", &R::diloco, &DilocoConfig::inner_state, "keep",
-                    "the inner AdamW's moments at an outer step: keep, or reset (fragments = 1)")
-                    .one_of({"keep", "reset"}));
+                    "fp32 absmax scale per 128 values (all-gathered, averaged in fp32)"));
+    k.push_back(key("diloco.inner_state", &R::diloco, &DilocoConfig::inner_state,
+                    parallel::InnerState::Keep, parallel::kInnerStateNames,
+                    "the inner AdamW's moments at an outer step: keep, or reset (fragments = 1)"));
     k.push_back(key("diloco.single_island", &R::diloco, &DilocoConfig::single_island, false,
                     "with parallel.islands = 1, run the outer loop anyway (DiLoCo with M = 1); "
                     "otherwise one island is plain training"));
@@ -425,9 +434,9 @@ const std::vector<KeySpec>& schema() {
                     "fp32, bf16 (matmuls and attention in bf16, fp32 master weights), or auto: "
                     "resolved at start to bf16 on CUDA and on CPUs whose bf16 matmul is at least "
                     "twice as fast as fp32, else fp32"));
-    k.push_back(key("train.device", &R::train, &TrainConfig::device, "cpu",
-                    "cpu, or cuda (one GPU per rank, chosen by the rank's index on its node)")
-                    .one_of({"cpu", "cuda"}));
+    k.push_back(key("train.device", &R::train, &TrainConfig::device, DeviceKind::Cpu,
+                    kDeviceKindNames,
+                    "cpu, or cuda (one GPU per rank, chosen by the rank's index on its node)"));
     k.push_back(key("train.threads", &R::train, &TrainConfig::threads, 0,
                     "LibTorch intra-op threads per rank; 0: the node's cores / ranks on the node")
                     .at_least(0));
@@ -473,9 +482,9 @@ const std::vector<KeySpec>& schema() {
                     optim::DecayShape::Linear, optim::kDecayShapeNames,
                     "wsd cooldown shape: linear or 1-sqrt"));
     // [mup]
-    k.push_back(key("mup.parametrization", &R::mup, &MupConfig::parametrization, "sp",
-                    "standard (sp) or maximal-update (mup) parametrization")
-                    .one_of({"sp", "mup"}));
+    k.push_back(key("mup.parametrization", &R::mup, &MupConfig::parametrization,
+                    optim::Parametrization::Sp, optim::kParametrizationNames,
+                    "standard (sp) or maximal-update (mup) parametrization"));
     k.push_back(
         key("mup.base_width", &R::mup, &MupConfig::base_width, 256,
             "the width hyperparameters were tuned at; muP multiplier m = d_model / base_width")
@@ -496,10 +505,10 @@ const std::vector<KeySpec>& schema() {
                     .above(0));
     k.push_back(key("mup.readout_zero_init", &R::mup, &MupConfig::readout_zero_init, false,
                     "mup: the readout starts at zero"));
-    k.push_back(key("mup.wd_rule", &R::mup, &MupConfig::wd_rule, "constant",
+    k.push_back(key("mup.wd_rule", &R::mup, &MupConfig::wd_rule, optim::WdRule::Constant,
+                    optim::kWdRuleNames,
                     "weight decay of hidden matrices: constant (lambda), width_power (lambda x "
-                    "m^e), timescale (lambda = B / (eta tau D))")
-                    .one_of({"constant", "width_power", "timescale"}));
+                    "m^e), timescale (lambda = B / (eta tau D))"));
     k.push_back(key("mup.wd_width_exponent", &R::mup, &MupConfig::wd_width_exponent, 1.0,
                     "width_power: the exponent e of lambda x m^e"));
     k.push_back(key("mup.wd_timescale", &R::mup, &MupConfig::wd_timescale, 0.0,
@@ -517,18 +526,20 @@ const std::vector<KeySpec>& schema() {
       KeySpec s = spec("checkpoint.intermediate", Type::Intermediate, string_value("log2"),
                        "checkpoints kept for law fitting: \"log2\" (every power of two), \"none\", "
                        "or a list of points in intermediate_unit");
-      s.choices = {"log2", "none"};
+      for (const auto& c : kIntermediateRuleNames)
+        s.choices.push_back(c.name);
       s.store = [](Recipe& r, const Value& v) {
         auto& i = r.checkpoint.intermediate;
         if (v.kind == Value::Kind::IntArray) {
-          i.rule = "list", i.points = v.ints;
+          i.rule = IntermediateRule::List, i.points = v.ints;
         } else {
-          i.rule = v.s, i.points.clear();
+          i.rule = choice_value(kIntermediateRuleNames, v.s), i.points.clear();
         }
       };
       s.load = [](const Recipe& r) {
         const auto& i = r.checkpoint.intermediate;
-        if (i.rule != "list") return string_value(i.rule);
+        if (i.rule != IntermediateRule::List)
+          return string_value(choice_name(kIntermediateRuleNames, i.rule));
         Value v;
         v.kind = Value::Kind::IntArray, v.ints = i.points;
         return v;
@@ -536,9 +547,8 @@ const std::vector<KeySpec>& schema() {
       k.push_back(s);
     }
     k.push_back(key("checkpoint.intermediate_unit", &R::checkpoint,
-                    &CheckpointConfig::intermediate_unit, "steps",
-                    "unit of an explicit intermediate list")
-                    .one_of({"steps", "tokens"}));
+                    &CheckpointConfig::intermediate_unit, PointUnit::Steps, kPointUnitNames,
+                    "unit of an explicit intermediate list"));
     // [eval]
     k.push_back(key("eval.every_steps", &R::eval, &EvalConfig::every_steps, 100,
                     "evaluate on the validation split every this many steps; 0: off")
@@ -823,18 +833,17 @@ class Resolver {
     }
     moe();
     hybrid();
-    parscale();
     const std::string& name = r_.run.name;
     if (!is_folder_name(name))
       fail("run.name",
            "must be letters, digits, '.', '_', '-' or '=' (a folder name); got " + in_quotes(name));
   }
 
-  // [hybrid] enters the model only when model.arch = "hybrid".
+  // [hybrid] is checked only when model.arch = "hybrid" (the model reads it only then).
   void hybrid() {
     auto& m = r_.model;
-    const HybridConfig& h = r_.hybrid;
-    if (m.arch != "hybrid") return;
+    const HybridConfig& h = m.hybrid;
+    if (m.arch != models::Arch::Hybrid) return;
     if (h.pattern.empty()) fail("hybrid.pattern", "must name at least one layer (M or A)");
     for (size_t i = 0; i < h.pattern.size(); ++i)
       if (h.pattern[i] != 'M' && h.pattern[i] != 'A')
@@ -845,19 +854,13 @@ class Resolver {
     if (inner % h.ssm_head_dim != 0)
       fail("hybrid.ssm_head_dim",
            "must divide expand x d_model = " + n(inner) + "; got " + n(h.ssm_head_dim));
-    m.hybrid = h;
   }
 
-  // [parscale] enters the model only when model.arch = "parscale".
-  void parscale() {
-    if (r_.model.arch == "parscale") r_.model.parscale = r_.parscale;
-  }
-
-  // [moe] enters the model only when model.arch = "moe".
+  // [moe] is checked and resolved only when model.arch = "moe" (the model reads it only then).
   void moe() {
     auto& m = r_.model;
-    MoeConfig& e = r_.moe;
-    if (m.arch != "moe") return;
+    MoeConfig& e = m.moe;
+    if (m.arch != models::Arch::Moe) return;
     if (e.top_k > e.experts)
       fail("moe.top_k", "must not exceed moe.experts (" + n(e.experts) + "); got " + n(e.top_k));
     if (e.expert_ffn == 0) {
@@ -900,31 +903,33 @@ class Resolver {
     if (m.n_heads % p.tp != 0 || m.n_kv_heads % p.tp != 0)
       fail("parallel.tp", "must divide model.n_heads (" + n(m.n_heads) +
                               ") and model.n_kv_heads (" + n(m.n_kv_heads) + "); got " + n(p.tp));
-    if (m.moe.experts > 0 && m.moe.expert_ffn % p.tp != 0)
+    if (m.experts() > 0 && m.moe.expert_ffn % p.tp != 0)
       fail("parallel.tp",
            "must divide moe.expert_ffn (" + n(m.moe.expert_ffn) + "); got " + n(p.tp));
-    if (!m.hybrid.pattern.empty() && (m.hybrid.expand * m.d_model / m.hybrid.ssm_head_dim) % p.tp)
+    if (m.arch == models::Arch::Hybrid &&
+        (m.hybrid.expand * m.d_model / m.hybrid.ssm_head_dim) % p.tp)
       fail("parallel.tp", "must divide the SSM heads (expand x d_model / ssm_head_dim = " +
                               n(m.hybrid.expand * m.d_model / m.hybrid.ssm_head_dim) + "); got " +
                               n(p.tp));
-    if (p.ep > 1 && m.arch != "moe")
-      fail("parallel.ep",
-           "splits experts: it needs model.arch = \"moe\"; got " + in_quotes(m.arch));
+    if (p.ep > 1 && m.arch != models::Arch::Moe)
+      fail("parallel.ep", "splits experts: it needs model.arch = \"moe\"; got " +
+                              in_quotes(choice_name(models::kArchNames, m.arch)));
     if (p.dp % p.ep != 0)
       fail("parallel.ep", "must divide parallel.dp (" + n(p.dp) +
                               "): expert-parallel groups are "
                               "carved out of the data-parallel ranks; got " +
                               n(p.ep));
-    if (m.moe.experts % p.ep != 0)
+    if (m.experts() % p.ep != 0)
       fail("parallel.ep", "must divide moe.experts (" + n(m.moe.experts) + "); got " + n(p.ep));
     if (r_.model.ffn_hidden % p.tp != 0)
       fail("parallel.tp",
            "must divide the SwiGLU hidden size (" + n(r_.model.ffn_hidden) + "); got " + n(p.tp));
     const int64_t stages = p.pp * p.virtual_stages;
-    if (p.virtual_stages > 1 && p.schedule != "interleaved")
-      fail("parallel.virtual_stages", "needs parallel.schedule = \"interleaved\"; got " +
-                                          n(p.virtual_stages) + " with \"" + p.schedule + "\"");
-    if (p.schedule == "interleaved" && (p.pp < 2 || p.virtual_stages < 2))
+    if (p.virtual_stages > 1 && p.schedule != parallel::ScheduleKind::Interleaved)
+      fail("parallel.virtual_stages",
+           "needs parallel.schedule = \"interleaved\"; got " + n(p.virtual_stages) + " with \"" +
+               choice_name(parallel::kScheduleKindNames, p.schedule) + "\"");
+    if (p.schedule == parallel::ScheduleKind::Interleaved && (p.pp < 2 || p.virtual_stages < 2))
       fail(p.pp < 2 ? "parallel.pp" : "parallel.virtual_stages",
            "the interleaved schedule needs parallel.pp >= 2 and parallel.virtual_stages >= 2; got "
            "pp = " +
@@ -947,7 +952,7 @@ class Resolver {
     }
     if (p.sequence_parallel && p.tp == 1)
       fail("parallel.sequence_parallel", "needs parallel.tp > 1");
-    if (p.sequence_parallel && m.parscale.streams > 1)
+    if (p.sequence_parallel && m.streams() > 1)
       fail("parallel.sequence_parallel",
            "cannot split the tokens of parscale.streams > 1: the streams of a token meet in the "
            "aggregation on one rank; use tensor parallelism without it");
@@ -968,7 +973,7 @@ class Resolver {
                                        "): an exchange lands before the fragment's next one "
                                        "starts; got " +
                                        n(d.overlap_steps));
-    if (d.inner_state == "reset" && d.fragments > 1)
+    if (d.inner_state == parallel::InnerState::Reset && d.fragments > 1)
       fail("diloco.inner_state",
            "\"reset\" restarts the whole inner optimizer, so it needs diloco.fragments = 1; got " +
                n(d.fragments) + " fragments");
@@ -977,7 +982,6 @@ class Resolver {
   void train() {
     auto& t = r_.train;
     auto& p = r_.parallel;
-    r_.model.fused_kernels = r_.optim.fused = t.fused_kernels;
     const int64_t per_step = p.dp * t.micro_batch;
     if (t.global_batch % per_step != 0)
       fail("train.global_batch",
@@ -991,13 +995,13 @@ class Resolver {
            "must equal train.global_batch / (parallel.dp x train.micro_batch) = " + n(micro) +
                " (or 0 to derive it); got " + n(p.microbatches));
     }
-    if (p.pp > 1 && p.schedule == "1f1b" && p.microbatches < p.pp)
+    if (p.pp > 1 && p.schedule == parallel::ScheduleKind::OneFOneB && p.microbatches < p.pp)
       fail("parallel.pp",
            "1F1B needs at least pp micro-batches per step (parallel.microbatches = " +
                n(p.microbatches) + " < pp = " + n(p.pp) +
                "): raise train.global_batch or lower train.micro_batch, or use "
                "schedule = \"gpipe\"");
-    if (p.schedule == "interleaved" && p.microbatches % p.pp != 0)
+    if (p.schedule == parallel::ScheduleKind::Interleaved && p.microbatches % p.pp != 0)
       fail("parallel.schedule", "interleaving needs parallel.microbatches (" + n(p.microbatches) +
                                     ") to be a multiple of parallel.pp (" + n(p.pp) + ")");
     // Every island takes its own global_batch each step: the step's tokens are all islands'.
@@ -1027,16 +1031,17 @@ class Resolver {
 
   void checkpoint() {
     const auto& c = r_.checkpoint;
-    if (c.intermediate.rule != "list") return;
-    const int64_t end = c.intermediate_unit == "steps" ? r_.train.steps : r_.train.tokens;
+    if (c.intermediate.rule != IntermediateRule::List) return;
+    const int64_t end = c.intermediate_unit == PointUnit::Steps ? r_.train.steps : r_.train.tokens;
     int64_t previous = 0;
     for (int64_t point : c.intermediate.points) {
       if (point <= previous)
         fail("checkpoint.intermediate", "a list must be strictly increasing and positive; got " +
                                             n(point) + " after " + n(previous));
       if (point > end)
-        fail("checkpoint.intermediate", n(point) + " lies past the end of the run (" + n(end) +
-                                            " " + c.intermediate_unit + ")");
+        fail("checkpoint.intermediate",
+             n(point) + " lies past the end of the run (" + n(end) + " " +
+                 choice_name(kPointUnitNames, c.intermediate_unit) + ")");
       previous = point;
     }
   }
@@ -1049,17 +1054,17 @@ class Resolver {
                shortest_float(m.depth_alpha));
     if (m.depth_alpha > 0 && m.base_depth == 0)
       fail("mup.depth_alpha", "needs mup.base_depth (the depth the hyperparameters were tuned at)");
-    if (m.parametrization == "mup" && r_.model.tie_embeddings)
+    if (m.parametrization == optim::Parametrization::Mup && r_.model.tie_embeddings)
       fail("model.tie_embeddings",
            "muP needs an untied readout (the embedding keeps its scale with width, the readout's "
            "output shrinks as 1/m); set model.tie_embeddings = false");
-    if (m.wd_rule == "timescale" && m.wd_timescale <= 0)
+    if (m.wd_rule == optim::WdRule::Timescale && m.wd_timescale <= 0)
       fail("mup.wd_rule",
            "\"timescale\" needs mup.wd_timescale > 0 (the AdamW timescale as a "
            "fraction of the run)");
-    if (m.wd_rule != "timescale" && m.wd_timescale > 0)
-      fail("mup.wd_timescale",
-           "is read only with mup.wd_rule = \"timescale\"; got wd_rule " + in_quotes(m.wd_rule));
+    if (m.wd_rule != optim::WdRule::Timescale && m.wd_timescale > 0)
+      fail("mup.wd_timescale", "is read only with mup.wd_rule = \"timescale\"; got wd_rule " +
+                                   in_quotes(choice_name(optim::kWdRuleNames, m.wd_rule)));
     r_.model.scales = optim::scale_factors(m, r_.model);
   }
 

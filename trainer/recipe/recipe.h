@@ -16,6 +16,7 @@
 #include "core/choice.h"
 #include "models/config.h"
 #include "optim/config.h"
+#include "parallel/config.h"
 
 namespace ladder {
 
@@ -44,12 +45,12 @@ struct ParallelConfig {
   int64_t islands = 1;
   int64_t ep = 1;  // expert parallelism, carved out of dp
   bool sequence_parallel = false;
-  std::string schedule;               // pipeline schedule: "1f1b" | "gpipe" | "interleaved"
+  parallel::ScheduleKind schedule = parallel::ScheduleKind::OneFOneB;
   int64_t virtual_stages = 1;         // model chunks per pipeline rank (interleaved)
   std::vector<int64_t> stage_layers;  // explicit layers per virtual stage; empty: balanced
-  std::string stage_balance;          // "flops" | "params"
-  int64_t microbatches = 0;           // resolved: global_batch / (dp * micro_batch)
-  double bucket_mb = 0;               // gradient bucket size for the data-parallel reduction
+  parallel::StageBalance stage_balance = parallel::StageBalance::Flops;
+  int64_t microbatches = 0;  // resolved: global_batch / (dp * micro_batch)
+  double bucket_mb = 0;      // gradient bucket size for the data-parallel reduction
   bool overlap_grad_reduce = false;
 };
 
@@ -58,19 +59,24 @@ struct ParallelConfig {
 struct DilocoConfig {
   int64_t inner_steps = 100;  // H
   double outer_lr = 0.7;
-  double outer_momentum = 0.9;    // Nesterov
-  int64_t fragments = 1;          // streaming DiLoCo: F staggered pieces of the model
-  int64_t overlap_steps = 0;      // tau: inner steps an exchange overlaps before it is applied
-  double mixing = 0.5;            // alpha: island = alpha island + (1 - alpha) global, with tau > 0
-  std::string pseudo_grad_dtype;  // "fp32" | "bf16" | "int8" | "int4"
-  std::string inner_state;        // "keep" | "reset" (the inner AdamW at each outer step)
-  bool single_island = false;     // run the outer loop over one island too
+  double outer_momentum = 0.9;  // Nesterov
+  int64_t fragments = 1;        // streaming DiLoCo: F staggered pieces of the model
+  int64_t overlap_steps = 0;    // tau: inner steps an exchange overlaps before it is applied
+  double mixing = 0.5;          // alpha: island = alpha island + (1 - alpha) global, with tau > 0
+  parallel::PseudoGradDtype pseudo_grad_dtype = parallel::PseudoGradDtype::Fp32;
+  parallel::InnerState inner_state = parallel::InnerState::Keep;
+  bool single_island = false;  // run the outer loop over one island too
 };
 
 // train.precision: Auto until resolved at start (trainer/run/hardware.h).
 enum class Precision { Auto, Fp32, Bf16 };
 inline constexpr Choice<Precision> kPrecisionNames[] = {
     {Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"}, {Precision::Auto, "auto"}};
+
+// train.device.
+enum class DeviceKind { Cpu, Cuda };
+inline constexpr Choice<DeviceKind> kDeviceKindNames[] = {{DeviceKind::Cpu, "cpu"},
+                                                          {DeviceKind::Cuda, "cuda"}};
 
 struct TrainConfig {
   int64_t steps = 0;   // resolved from tokens when the recipe gives tokens
@@ -80,22 +86,30 @@ struct TrainConfig {
   int64_t log_every = 0;
   double peak_gflops = 0;                 // 0: measure the matmul peak at start
   Precision precision = Precision::Auto;  // fp32 or bf16 once resolved at start
-  std::string device;                     // "cpu" | "cuda"
-  int64_t threads = 0;                    // resolved at start: cores / ranks on the node when 0
-  bool fused_kernels = true;  // kernels/' fused CPU kernels (model.fused_kernels, optim.fused)
+  DeviceKind device = DeviceKind::Cpu;
+  int64_t threads = 0;        // resolved at start: cores / ranks on the node when 0
+  bool fused_kernels = true;  // kernels/' fused CPU kernels (build_model, optim::AdamWKernels)
 };
 
-// `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list.
+// `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list of points.
+enum class IntermediateRule { Log2, None, List };
+inline constexpr Choice<IntermediateRule> kIntermediateRuleNames[] = {
+    {IntermediateRule::Log2, "log2"}, {IntermediateRule::None, "none"}};  // List: an array
 struct IntermediateSchedule {
-  std::string rule;             // "log2" | "none" | "list"
-  std::vector<int64_t> points;  // when rule == "list", in checkpoint.intermediate_unit
+  IntermediateRule rule = IntermediateRule::Log2;
+  std::vector<int64_t> points;  // when rule == List, in checkpoint.intermediate_unit
 };
+
+// checkpoint.intermediate_unit: what the points of an explicit list count.
+enum class PointUnit { Steps, Tokens };
+inline constexpr Choice<PointUnit> kPointUnitNames[] = {{PointUnit::Steps, "steps"},
+                                                        {PointUnit::Tokens, "tokens"}};
 
 struct CheckpointConfig {
   int64_t every_steps = 0;
   int64_t keep = 0;
   IntermediateSchedule intermediate;
-  std::string intermediate_unit;  // "steps" | "tokens"
+  PointUnit intermediate_unit = PointUnit::Steps;
 };
 
 struct EvalConfig {
@@ -111,10 +125,7 @@ bool diloco_active(const Recipe& r);
 struct Recipe {
   RunConfig run;
   DataConfig data;
-  ModelConfig model;
-  MoeConfig moe;        // as given; the resolver copies it into model.moe when model.arch = "moe"
-  HybridConfig hybrid;  // likewise into model.hybrid when model.arch = "hybrid"
-  ParscaleConfig parscale;  // likewise into model.parscale when model.arch = "parscale"
+  ModelConfig model;  // with [moe], [hybrid] and [parscale] (model.moe, ...)
   ParallelConfig parallel;
   DilocoConfig diloco;
   TrainConfig train;

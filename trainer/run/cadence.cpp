@@ -18,10 +18,11 @@ Cadence::Cadence(const Recipe& r)
       checkpoint_every_(r.checkpoint.every_steps),
       keep_(r.checkpoint.keep),
       tokens_per_step_(r.parallel.islands * r.train.global_batch * r.data.seq_len),
-      intermediate_(r.checkpoint.intermediate.rule == "none"     ? Intermediate::None
-                    : r.checkpoint.intermediate.rule == "log2"   ? Intermediate::PowersOfTwo
-                    : r.checkpoint.intermediate_unit == "tokens" ? Intermediate::Tokens
-                                                                 : Intermediate::Steps),
+      intermediate_(r.checkpoint.intermediate.rule == IntermediateRule::None ? Intermediate::None
+                    : r.checkpoint.intermediate.rule == IntermediateRule::Log2
+                        ? Intermediate::PowersOfTwo
+                    : r.checkpoint.intermediate_unit == PointUnit::Tokens ? Intermediate::Tokens
+                                                                          : Intermediate::Steps),
       points_(r.checkpoint.intermediate.points) {}
 
 bool Cadence::log(int64_t done) const {

@@ -435,15 +435,68 @@ std::vector<std::string> load_matching_params(const std::string& path, models::P
   return fresh;
 }
 
-CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
-                               optim::AdamW& optimizer, const CheckpointLayout& layout) {
-  h5::File f = h5::File::open(path, /*writable=*/false, file_comm(layout));
+namespace {
+
+void check_format(h5::File& f, const std::string& path) {
   if (!h5::has_attr(f, "/", "format") ||
       h5::get_string_attr(f, "/", "format") != "ladder-checkpoint")
     throw Error(path, "not a ladder checkpoint");
   const int64_t version = h5::get_int_attr(f, "/", "version");
   if (version < 1 || version > kCheckpointVersion)
     throw Error(path, "unsupported checkpoint version " + std::to_string(version));
+}
+
+CheckpointMeta meta_of(h5::File& f) {
+  CheckpointMeta meta;
+  meta.step = h5::get_int_attr(f, "/", "step");
+  meta.tokens = h5::get_int_attr(f, "/", "tokens");
+  meta.lr = h5::get_double_attr(f, "/", "lr");
+  meta.seed = static_cast<uint64_t>(h5::get_int_attr(f, "/", "seed"));
+  meta.intermediate = h5::get_int_attr(f, "/", "intermediate") != 0;
+  meta.recipe_toml = h5::get_string_attr(f, "/", "recipe");
+  meta.arch = h5::get_string_attr(f, "/", "arch");
+  if (h5::has_attr(f, "/", "precision")) meta.precision = h5::get_string_attr(f, "/", "precision");
+  if (h5::has_attr(f, "/", "flops_per_token"))
+    meta.accounting.flops_per_token = h5::get_double_attr(f, "/", "flops_per_token");
+  if (h5::has_attr(f, "/", "rules")) meta.rules = h5::get_string_attr(f, "/", "rules");
+  meta.islands = h5::has_attr(f, "/", "islands") ? h5::get_int_attr(f, "/", "islands") : 0;
+  return meta;
+}
+
+}  // namespace
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  if (!fs::exists(path)) throw Error(path, "no such checkpoint");
+  h5::File f = h5::File::open(path, /*writable=*/false);
+  check_format(f, path);
+  CheckpointMeta meta = meta_of(f);
+  f.close();
+  return meta;
+}
+
+Recipe checkpoint_recipe(const CheckpointMeta& meta, const std::string& path) {
+  // One process on the CPU: the layout the run trained under does not change the model.
+  RecipeOptions one_process;
+  one_process.overrides = {"parallel.tp=1",
+                           "parallel.pp=1",
+                           "parallel.dp=1",
+                           "parallel.ep=1",
+                           "parallel.islands=1",
+                           "parallel.sequence_parallel=false",
+                           "parallel.virtual_stages=1",
+                           "parallel.stage_layers=[]",
+                           "parallel.microbatches=0",
+                           "parallel.schedule=\"1f1b\"",
+                           "optim.zero=0",
+                           "train.device=\"cpu\""};
+  return parse_recipe(meta.recipe_toml, path + " (its recipe)",
+                      fs::path(path).parent_path().string(), one_process);
+}
+
+CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& params,
+                               optim::AdamW& optimizer, const CheckpointLayout& layout) {
+  h5::File f = h5::File::open(path, /*writable=*/false, file_comm(layout));
+  check_format(f, path);
 
   torch::NoGradGuard no_grad;
   auto& all = params.all();
@@ -499,15 +552,7 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
   generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));
   optimizer.set_steps_taken(h5::get_int_attr(f, "/", "optimizer_steps"));
 
-  CheckpointMeta meta;
-  meta.step = h5::get_int_attr(f, "/", "step");
-  meta.tokens = h5::get_int_attr(f, "/", "tokens");
-  meta.lr = h5::get_double_attr(f, "/", "lr");
-  meta.seed = static_cast<uint64_t>(h5::get_int_attr(f, "/", "seed"));
-  meta.intermediate = h5::get_int_attr(f, "/", "intermediate") != 0;
-  meta.recipe_toml = h5::get_string_attr(f, "/", "recipe");
-  meta.arch = h5::get_string_attr(f, "/", "arch");
-  if (h5::has_attr(f, "/", "rules")) meta.rules = h5::get_string_attr(f, "/", "rules");
+  CheckpointMeta meta = meta_of(f);
   f.close();
   return meta;
 }

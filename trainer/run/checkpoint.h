@@ -48,6 +48,7 @@
 #include "optim/adamw.h"
 #include "parallel/communicator.h"
 #include "parallel/diloco.h"
+#include "trainer/recipe/recipe.h"
 
 namespace ladder {
 
@@ -64,7 +65,17 @@ struct CheckpointMeta {
   // The parametrization's rules in force, one line per parameter (optim::rules_table); empty in a
   // checkpoint written before they were saved.
   std::string rules;
+  int64_t islands = 0;  // read back: DiLoCo's islands, 0 for a checkpoint without an outer loop
 };
+
+// The metadata of the checkpoint at `path` (its root attributes; accounting.flops_per_token the
+// only accounting read back), without reading a tensor. ladder::Error when it is missing or not a
+// checkpoint.
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+
+// The recipe a checkpoint was trained with, resolved for one process on the CPU (its layout set
+// aside: it does not change the model).
+Recipe checkpoint_recipe(const CheckpointMeta& meta, const std::string& path);
 
 std::string checkpoint_path(const std::string& run_dir, int64_t step);
 

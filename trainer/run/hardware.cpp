@@ -73,9 +73,8 @@ MfuPeak mfu_peak(const Recipe& r, int64_t vocab, const parallel::Communicator& w
     const auto& m = r.model;
     const int64_t tp = r.parallel.tp, d = m.d_model;
     const int64_t hidden =
-        std::max<int64_t>(1, (m.moe.experts > 0 ? m.moe.expert_ffn : m.ffn_hidden) / tp);
-    const int64_t rows =
-        r.train.micro_batch * r.data.seq_len * std::max<int64_t>(1, m.parscale.streams);
+        std::max<int64_t>(1, (m.experts() > 0 ? m.moe.expert_ffn : m.ffn_hidden) / tp);
+    const int64_t rows = r.train.micro_batch * r.data.seq_len * m.streams();
     const std::vector<std::pair<int64_t, int64_t>> shapes = {
         {d, std::max<int64_t>(1, d / tp)},
         {d, hidden},
@@ -101,7 +100,7 @@ MfuPeak mfu_peak(const Recipe& r, int64_t vocab, const parallel::Communicator& w
 }
 
 torch::Device train_device(const Recipe& r) {
-  if (r.train.device == "cuda") return {torch::kCUDA, c10::cuda::current_device()};
+  if (r.train.device == DeviceKind::Cuda) return {torch::kCUDA, c10::cuda::current_device()};
   return torch::kCPU;
 }
 
@@ -112,7 +111,7 @@ void resolve_threads_and_device(Recipe& r, const parallel::MpiWorld& world) {
   }
   at::set_num_threads(static_cast<int>(r.train.threads));
 
-  if (r.train.device == "cuda") {
+  if (r.train.device == DeviceKind::Cuda) {
     const int gpus = static_cast<int>(torch::cuda::device_count());
     if (gpus == 0)
       throw Error("train.device = \"cuda\"",
@@ -127,7 +126,7 @@ void resolve_threads_and_device(Recipe& r, const parallel::MpiWorld& world) {
 void resolve_precision(Recipe& r, const parallel::MpiWorld& world) {
   if (r.train.precision == Precision::Auto) {
     bool bf16 = true;
-    if (r.train.device == "cpu") {
+    if (r.train.device == DeviceKind::Cpu) {
       const double fp32 = measure_matmul_gflops(1024, torch::kFloat32);
       const double bf16_gflops = measure_matmul_gflops(1024, torch::kBFloat16);
       bf16 = bf16_gflops >= 2.0 * fp32;

@@ -40,13 +40,14 @@ MemoryEstimate estimate_memory(const Recipe& r, int64_t vocab) {
   const auto& c = r.model;
   const auto& p = r.parallel;
   const double tp = static_cast<double>(p.tp), ep = static_cast<double>(p.ep);
-  const models::StageCosts params = models::stage_costs(c, vocab, r.data.seq_len, "params");
+  const models::StageCosts params =
+      models::stage_costs(c, vocab, r.data.seq_len, parallel::StageBalance::Params);
   const std::vector<int64_t> layers = layers_per_virtual_stage(r, vocab);
   // Routed experts are split over ep: each rank holds 1/ep of each routed layer's experts.
   auto layer_params = [&](int64_t l) {
     double n = params.layers[static_cast<size_t>(l)];
-    if (c.moe.routed(l))
-      n -= (1 - 1 / ep) * static_cast<double>(c.moe.experts * 3 * c.d_model * c.moe.expert_ffn);
+    if (c.routed(l))
+      n -= (1 - 1 / ep) * static_cast<double>(c.experts() * 3 * c.d_model * c.moe.expert_ffn);
     return n;
   };
   // The busiest stage by parameters (every rank of a stage holds 1/tp of its matrices).
@@ -70,7 +71,7 @@ MemoryEstimate estimate_memory(const Recipe& r, int64_t vocab) {
   e.grads = 4 * stage_params_max;  // fp32, in the flat bucket buffer
   const double zero_shards = r.optim.zero == 1 ? static_cast<double>(p.dp) : 1.0;
   e.optimizer = 8 * stage_params_max / zero_shards;  // AdamW's two fp32 moments
-  if (bf16 && r.train.fused_kernels && r.train.device == "cpu")
+  if (bf16 && r.train.fused_kernels && r.train.device == DeviceKind::Cpu)
     e.weight_copies = 2 * stage_params_max;
   // Activations of one micro-batch on the stage with the most layers.
   int64_t stage_layers_max = 0;
@@ -81,8 +82,7 @@ MemoryEstimate estimate_memory(const Recipe& r, int64_t vocab) {
     stage_layers_max = std::max(stage_layers_max, n);
   }
   const double s = static_cast<double>(r.data.seq_len);
-  const double b =
-      static_cast<double>(r.train.micro_batch * std::max<int64_t>(1, c.parscale.streams));
+  const double b = static_cast<double>(r.train.micro_batch * c.streams());
   const double h = static_cast<double>(c.d_model), a = static_cast<double>(c.n_heads);
   const double bytes = bf16 ? 1.0 : 2.0;  // the formula's 16-bit figure, doubled in fp32
   const double per_layer = s * b * h * (34 + 5 * a * s / h) * bytes / tp;
@@ -90,13 +90,15 @@ MemoryEstimate estimate_memory(const Recipe& r, int64_t vocab) {
                                  2 * 4 * s * b * static_cast<double>(vocab) / tp;
   // In flight on the first stage: 1F1B (and interleaved) keep up to pp micro-batches, GPipe all.
   e.microbatches_in_flight =
-      p.pp == 1 ? 1
-                : std::min<int64_t>(p.microbatches, p.schedule == "gpipe" ? p.microbatches : p.pp);
+      p.pp == 1
+          ? 1
+          : std::min<int64_t>(p.microbatches,
+                              p.schedule == parallel::ScheduleKind::GPipe ? p.microbatches : p.pp);
   return e;
 }
 
 double memory_per_rank(const Recipe& r, const parallel::MpiWorld& world) {
-  if (r.train.device == "cuda") {
+  if (r.train.device == DeviceKind::Cuda) {
     size_t free = 0, total = 0;
     if (cudaMemGetInfo(&free, &total) != cudaSuccess) return 0;
     return static_cast<double>(free);

@@ -30,13 +30,8 @@ models::StageLayout stage_layout(const Recipe& r, int stage,
 }
 
 parallel::DilocoOptions diloco_options(const DilocoConfig& dc) {
-  return {dc.inner_steps,
-          dc.outer_lr,
-          dc.outer_momentum,
-          dc.fragments,
-          dc.overlap_steps,
-          dc.mixing,
-          parallel::pseudo_grad_dtype(dc.pseudo_grad_dtype)};
+  return {dc.inner_steps,   dc.outer_lr, dc.outer_momentum,   dc.fragments,
+          dc.overlap_steps, dc.mixing,   dc.pseudo_grad_dtype};
 }
 
 }  // namespace
@@ -69,16 +64,16 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
                               static_cast<int>(r.parallel.ep)}),
       device(train_device(r)),
       bf16(r.train.precision == Precision::Bf16),
-      reset_inner_state(r.diloco.inner_state == "reset"),
+      reset_inner_state(r.diloco.inner_state == parallel::InnerState::Reset),
       data(std::move(run_data)),
       vocab(data.train->meta().vocab_size),
       tp{&mesh.tp(), r.parallel.sequence_parallel, &tp_stats},
       ep{&mesh.ep(), &ep_stats},
       layers_per_stage(layers_per_virtual_stage(r, vocab)),
       model(models::build_model(r.model, vocab, r.data.seq_len, tp,
-                                stage_layout(r, mesh.coord().pp, layers_per_stage), ep)),
-      pipeline(mesh.pp(), parallel::schedule_kind(r.parallel.schedule),
-               static_cast<int>(r.parallel.virtual_stages)),
+                                stage_layout(r, mesh.coord().pp, layers_per_stage), ep,
+                                r.train.fused_kernels)),
+      pipeline(mesh.pp(), r.parallel.schedule, static_cast<int>(r.parallel.virtual_stages)),
       loader(data.train, r.data.seq_len, r.parallel.islands * r.train.global_batch, r.run.seed),
       accounting(model->accounting(r.data.seq_len)),
       tokens_per_step(r.parallel.islands * r.train.global_batch * r.data.seq_len),
@@ -109,11 +104,11 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
       values, split_experts, mesh,
       parallel::DataParallelOptions{static_cast<int64_t>(r.parallel.bucket_mb * (1 << 20)),
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
-  optim::OptimConfig optim_config = r.optim;
   // bf16 products on the CPU read AdamW's bf16 copies of the weights instead of casting them.
-  optim_config.bf16_weight_copies = optim_config.fused && device.is_cpu() && bf16;
+  const bool fused = r.train.fused_kernels;
   optimizer =
-      std::make_unique<optim::AdamW>(store, optim_config, settings, param_segments(grads->owned()));
+      std::make_unique<optim::AdamW>(store, r.optim, settings, param_segments(grads->owned()),
+                                     optim::AdamWKernels{fused, fused && device.is_cpu() && bf16});
   grad_norm = std::make_unique<optim::GlobalGradNorm>(
       store, optimizer->segments(),
       optim::GradNormGroups{
@@ -146,13 +141,13 @@ std::vector<std::string> RunContext::describe() const {
         parallel::describe_tensor_parallel(tp, r.model.n_heads, r.model.n_kv_heads, vocab));
   if (r.parallel.pp > 1)
     lines.push_back(parallel::describe_pipeline(
-        pipeline, r.parallel.schedule, r.parallel.microbatches, layers_per_stage,
-        r.parallel.stage_layers.empty() ? r.parallel.stage_balance : std::string()));
+        pipeline, r.parallel.microbatches, layers_per_stage,
+        r.parallel.stage_layers.empty() ? std::optional(r.parallel.stage_balance) : std::nullopt));
   lines.push_back(grads->describe(r.parallel.microbatches, r.train.micro_batch,
                                   r.parallel.bucket_mb, r.parallel.overlap_grad_reduce));
   if (ep.active())
     lines.push_back(
-        parallel::describe_expert_parallel(ep, r.model.moe.experts, mesh.expert_dp().size()));
+        parallel::describe_expert_parallel(ep, r.model.experts(), mesh.expert_dp().size()));
   if (diloco)
     lines.push_back(parallel::describe_diloco(diloco_options(r.diloco), r.parallel.islands,
                                               world.size() / static_cast<int>(r.parallel.islands),
@@ -160,29 +155,31 @@ std::vector<std::string> RunContext::describe() const {
   return lines;
 }
 
-std::map<std::string, TraceAttribute> RunContext::trace_attributes() const {
+std::map<std::string, TraceAttribute> RunContext::trace_attributes(const Attributes& origin) const {
   const Recipe& r = recipe;
   Attributes a = models::model_attributes(r.model, accounting, vocab);
   merge_attributes(a, optim::parametrization_attributes(rule_inputs, rules));
   merge_attributes(a, parallel::diloco_attributes(diloco_options(r.diloco), r.parallel.islands,
                                                   diloco != nullptr, reset_inner_state));
-  merge_attributes(a, {{"seq_len", r.data.seq_len},
-                       {"global_batch", r.train.global_batch},
-                       {"batch_tokens", tokens_per_step},
-                       {"seed", r.run.seed},
-                       {"precision", std::string(choice_name(kPrecisionNames, r.train.precision))},
-                       {"device", r.train.device},
-                       {"threads", r.train.threads},
-                       {"total_steps", r.train.steps},
-                       {"dp", r.parallel.dp},
-                       {"tp", r.parallel.tp},
-                       {"pp", r.parallel.pp},
-                       {"schedule", r.parallel.schedule},
-                       {"virtual_stages", r.parallel.virtual_stages},
-                       {"microbatches", r.parallel.microbatches},
-                       {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
-                       {"zero", r.optim.zero},
-                       {"recipe", recipe_toml}});
+  merge_attributes(
+      a, {{"seq_len", r.data.seq_len},
+          {"global_batch", r.train.global_batch},
+          {"batch_tokens", tokens_per_step},
+          {"seed", r.run.seed},
+          {"precision", std::string(choice_name(kPrecisionNames, r.train.precision))},
+          {"device", std::string(choice_name(kDeviceKindNames, r.train.device))},
+          {"threads", r.train.threads},
+          {"total_steps", r.train.steps},
+          {"dp", r.parallel.dp},
+          {"tp", r.parallel.tp},
+          {"pp", r.parallel.pp},
+          {"schedule", std::string(choice_name(parallel::kScheduleKindNames, r.parallel.schedule))},
+          {"virtual_stages", r.parallel.virtual_stages},
+          {"microbatches", r.parallel.microbatches},
+          {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
+          {"zero", r.optim.zero},
+          {"recipe", recipe_toml}});
+  merge_attributes(a, origin);
   // Every attribute the schema declares is the run's to give (the trace writes format and
   // version), and the writer refuses any other: the two cannot drift apart.
   for (const auto& declared : trace_schema::attributes())

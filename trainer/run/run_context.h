@@ -48,7 +48,8 @@ class RunContext {
   // each parallelism), each written by the part itself.
   std::vector<std::string> describe() const;
   // The run's attributes for the trace (trainer/trace_schema.h lists them all).
-  std::map<std::string, TraceAttribute> trace_attributes() const;
+  // `origin`: where the run's state began (branch_attributes, trainer/run/branch.h).
+  std::map<std::string, TraceAttribute> trace_attributes(const Attributes& origin) const;
 
   const Recipe recipe;
   const std::string recipe_toml;  // resolved_recipe_toml(recipe): checkpoints and the trace hold it

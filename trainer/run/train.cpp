@@ -1,9 +1,10 @@
 // `ladder train`, top to bottom: check everything that can be refused (on every rank, before any
 // work), open the run folder, build the run (trainer/run/run_context.h), log what it is, restore a
-// checkpoint, open the trace; then for every step: the training step (trainer/run/train_step.h),
-// its metrics (trainer/run/interval_metrics.h), and what the cadence (trainer/run/cadence.h) says
-// is due: a log line, evaluation, spectra, a checkpoint; then stop here when a preemption signal
-// came (trainer/run/preemption.h).
+// checkpoint (the run's own, or its parent's for a branch: trainer/run/branch.h), open the trace;
+// then for every step: the training step (trainer/run/train_step.h), its metrics
+// (trainer/run/interval_metrics.h), and what the cadence (trainer/run/cadence.h) says is due: a log
+// line, evaluation, spectra, a checkpoint; then stop here when a preemption signal came
+// (trainer/run/preemption.h).
 #include "trainer/run/train.h"
 
 #include <spdlog/spdlog.h>
@@ -16,6 +17,7 @@
 #include "core/files.h"
 #include "core/format.h"
 #include "core/log.h"
+#include "trainer/run/branch.h"
 #include "trainer/run/cadence.h"
 #include "trainer/run/hardware.h"
 #include "trainer/run/interval_metrics.h"
@@ -30,11 +32,13 @@ namespace fs = std::filesystem;
 namespace {
 
 // Everything a run can refuse before any work: the data, a model that cannot fit in memory
-// (trainer/run/memory_estimate.h), the checkpoint to resume or start from, and a run folder that is
-// a file or already holds another run. Returns the splits; `resume_from` is set for an explicit
-// --resume PATH.
+// (trainer/run/memory_estimate.h), the checkpoint to resume or start from, a branch that is not
+// a run of its length (trainer/run/branch.h), and a run folder that is a file or already holds
+// another run. Returns the splits; `resume_from` is set for an explicit --resume PATH, `branch`
+// for a branch (given now, or recorded in the run folder when it started).
 RunData check_inputs(const Recipe& r, const TrainOptions& options, const std::string& run_dir,
-                     const parallel::MpiWorld& world, std::optional<std::string>& resume_from) {
+                     const parallel::MpiWorld& world, std::optional<std::string>& resume_from,
+                     std::optional<Branch>& branch) {
   RunData data;
   data.train = std::make_shared<data::TokenDataset>(r.data.path, "train");
   check_memory_fits(estimate_memory(r, data.train->meta().vocab_size), memory_per_rank(r, world));
@@ -52,6 +56,16 @@ RunData check_inputs(const Recipe& r, const TrainOptions& options, const std::st
     throw Error(options.init_from, "no such checkpoint (--init-from)");
   }
   check_output_folder(run_dir);
+  const std::optional<Branch> recorded = read_branch_record(run_dir);
+  if (!options.branch_from.empty()) {
+    if (recorded && recorded->checkpoint != options.branch_from)
+      throw Error("--branch-from " + options.branch_from,
+                  run_dir + " is a branch of " + recorded->checkpoint + " already");
+    branch = check_branch(r, options.branch_from);
+  } else if (recorded && !options.resume.empty()) {
+    // A branch continued: its recipe is checked again while its parent's checkpoint is there.
+    branch = fs::exists(recorded->checkpoint) ? check_branch(r, recorded->checkpoint) : *recorded;
+  }
   if (options.resume.empty() && fs::exists(fs::path(run_dir) / "trace.h5")) {
     throw Error(run_dir,
                 "already holds a run; continue it with --resume auto, or choose another run.name");
@@ -90,13 +104,25 @@ void log_initialised_from(const std::string& path, const RunContext& run) {
                run.init_from_fresh.size(), run.init_from_fresh.empty() ? "" : ": ", list);
 }
 
+// The checkpoint the run's state comes from: the run's own (a resume), else the parent's (a
+// branch starting), verified like a resume's; nullopt for a fresh start.
+std::optional<std::string> checkpoint_to_start_from(const std::optional<std::string>& resume_from,
+                                                    const std::optional<Branch>& branch,
+                                                    const parallel::Communicator& world) {
+  if (resume_from || !branch) return resume_from;
+  if (const std::string problem = agreed_checkpoint_problem(branch->checkpoint, &world);
+      !problem.empty())
+    throw AgreedError("--branch-from " + branch->checkpoint, "damaged: " + problem);
+  return branch->checkpoint;
+}
+
 void write_checkpoint_of(RunContext& run, const std::string& path, int64_t done, double lr,
                          bool intermediate) {
   const Recipe& r = run.recipe;
   write_checkpoint(
       path, run.params(), *run.optimizer,
       CheckpointMeta{done, done * run.tokens_per_step, lr, static_cast<uint64_t>(r.run.seed),
-                     intermediate, run.recipe_toml, r.model.arch,
+                     intermediate, run.recipe_toml, choice_name(models::kArchNames, r.model.arch),
                      choice_name(kPrecisionNames, r.train.precision), run.accounting, run.rules},
       run.checkpoint_layout);
 }
@@ -107,9 +133,10 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   install_preemption_handlers();  // a signal from now on stops the run after a step
   const std::string run_dir = (fs::path(r.run.out_dir) / r.run.name).string();
   std::optional<std::string> resume_from;
+  std::optional<Branch> branch;
   RunData data;
   if (const int refused = parallel::check_on_every_rank(
-          world, [&] { data = check_inputs(r, options, run_dir, world, resume_from); }))
+          world, [&] { data = check_inputs(r, options, run_dir, world, resume_from, branch); }))
     return refused;
 
   // The run folder: rank 0 writes it, every rank logs into it.
@@ -118,23 +145,27 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   if (leader) {
     fs::create_directories(run_dir);
     write_resolved_recipe(r, (fs::path(run_dir) / "recipe.toml").string());
+    if (branch) write_branch_record(*branch, run_dir);
   }
   world_comm.barrier();
   log_to_file((fs::path(run_dir) / "log.txt").string());
   resume_from = checkpoint_to_resume(options, run_dir, resume_from, world_comm);
+  const std::optional<std::string> start_from =
+      checkpoint_to_start_from(resume_from, branch, world_comm);
 
-  const std::string init_from = resume_from ? std::string() : options.init_from;
+  const std::string init_from = start_from ? std::string() : options.init_from;
   RunContext run(r, world_comm, std::move(data), init_from);
   for (const std::string& line : run.describe())
     spdlog::info("{}", line);
   if (!init_from.empty()) log_initialised_from(init_from, run);
   int64_t start_step = 0;
-  if (resume_from) {
+  if (start_from) {
     const CheckpointMeta meta =
-        read_checkpoint(*resume_from, run.params(), *run.optimizer, run.checkpoint_layout);
-    check_same_rules(*resume_from, meta.rules, run.rules);
+        read_checkpoint(*start_from, run.params(), *run.optimizer, run.checkpoint_layout);
+    check_same_rules(*start_from, meta.rules, run.rules);
     start_step = meta.step;
-    spdlog::info("resumed from {} at step {} ({} tokens)", *resume_from, meta.step, meta.tokens);
+    spdlog::info("{} {} at step {} ({} tokens)", resume_from ? "resumed from" : "branched from",
+                 *start_from, meta.step, meta.tokens);
   } else if (options.resume == "auto") {
     spdlog::info("no checkpoint in {}; starting fresh", run_dir);
   }
@@ -144,9 +175,9 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   }
   std::optional<Trace> trace;
   if (leader)
-    trace.emplace((fs::path(run_dir) / "trace.h5").string(), run.trace_attributes(),
-                  resume_from ? start_step : -1, static_cast<int>(r.parallel.pp),
-                  spectra_names(run.params()));
+    trace.emplace((fs::path(run_dir) / "trace.h5").string(),
+                  run.trace_attributes(branch_attributes(branch)), start_from ? start_step : -1,
+                  static_cast<int>(r.parallel.pp), spectra_names(run.params()));
   const MfuPeak peak = mfu_peak(r, run.vocab, world_comm);
   spdlog::info("MFU is stated against {:.1f} GFLOP/s ({})", peak.gflops, peak.source);
 

@@ -15,6 +15,10 @@ struct TrainOptions {
   // rest initialised as usual; optimizer state, step and data order fresh): ParScale's second
   // stage from a dense first stage (Chen et al. 2025).
   std::string init_from;
+  // A checkpoint of another run to branch from (trainer/run/branch.h): its whole state restored, a
+  // new run folder, the branch's own length and schedule end. A branch's folder remembers it, so
+  // `--resume auto` alone continues a branch.
+  std::string branch_from;
   std::string recipe_path;  // for the message that says how to continue a stopped run
 };
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -15,6 +16,8 @@
 #include "core/format.h"
 #include "data/dataset.h"
 #include "trainer/recipe/expression.h"
+#include "trainer/run/branch.h"
+#include "trainer/run/checkpoint.h"
 #include "trainer/sweep/sweep_index.h"
 
 namespace ladder {
@@ -260,6 +263,202 @@ std::string derived_text(const std::string& key, double v, const std::string& wh
   throw Error(where, key + ": is a " + type + "; derived values are numbers");
 }
 
+// ----- [cooldown] ---------------------------------------------------------------------------
+
+// The schedule keys [cooldown] sets for every run.
+const std::vector<std::string> kCooldownKeys = {"schedule.kind", "schedule.decay_fraction",
+                                                "schedule.decay_shape"};
+
+SweepCooldown cooldown_of(const toml::table& t, const std::string& file) {
+  SweepCooldown c;
+  c.where = file + ":" + std::to_string(t.source().begin.line) + " [cooldown]";
+  for (const auto& [k, node] : t) {
+    const std::string key(k.str()), where = where_of(file, node);
+    if (key == "fraction") {
+      const std::optional<double> f = node.value<double>();
+      if (!f || !(*f > 0 && *f < 1))
+        throw Error(where,
+                    "cooldown.fraction: a number in (0, 1), the share of each run's "
+                    "steps that its cooldown takes (Haegele et al. 2024: 0.2)");
+      c.fraction = *f;
+    } else if (key == "shape") {
+      const std::optional<std::string> shape = node.value<std::string>();
+      std::string names;
+      for (const auto& n : optim::kDecayShapeNames)
+        names += (names.empty() ? "" : ", ") + std::string(n.name);
+      try {
+        if (!shape) throw std::invalid_argument("not a string");
+        c.shape = choice_value(optim::kDecayShapeNames, *shape);
+      } catch (const std::invalid_argument&) {
+        throw Error(where, "cooldown.shape: must be one of " + names);
+      }
+    } else {
+      throw Error(where, "cooldown." + key + ": unknown key; [cooldown] has fraction and shape");
+    }
+  }
+  return c;
+}
+
+std::vector<std::pair<std::string, std::string>> cooldown_overrides(const SweepCooldown& c) {
+  return {{"schedule.kind", "\"wsd\""},
+          {"schedule.decay_fraction", shortest_float(c.fraction)},
+          {"schedule.decay_shape", toml_string(choice_name(optim::kDecayShapeNames, c.shape))}};
+}
+
+// The step a run of `steps` steps branches at: where its cooldown of round(f x steps) steps begins
+// (optim::lr_at's wsd).
+int64_t branch_step_of(int64_t steps, double fraction) {
+  const auto decay = std::max<int64_t>(
+      1, static_cast<int64_t>(std::llround(fraction * static_cast<double>(steps))));
+  return steps - decay;
+}
+
+// Groups the runs that differ only in their length and gives each group of two or more runs that
+// can branch a stable run (sweep.h). `name_part(a, run)`: how axis a's value of `run` shows in a
+// name ("" when it does not).
+void plan_stable_runs(Sweep& sweep, const std::vector<Axis>& axes,
+                      const std::function<std::string(size_t, const SweepRun&)>& name_part) {
+  const SweepCooldown& c = *sweep.cooldown;
+  // The model a run trains: its [model], architecture and [data] keys.
+  std::vector<std::string> model_of;
+  for (const SweepRun& run : sweep.runs) {
+    std::string m;
+    for (const RecipeKeyDoc& key : recipe_schema()) {
+      const std::string section = key.key.substr(0, key.key.find('.'));
+      if (section == "model" || section == "moe" || section == "hybrid" || section == "parscale" ||
+          section == "data")
+        m += recipe_value_toml(run.recipe, key.key) + "\n";
+    }
+    model_of.push_back(m);
+  }
+  // A length axis: along it (the other axes held) the same model trains for different numbers of
+  // steps. Along an axis of model sizes the steps may vary too (an isoFLOP budget), but not the
+  // model alone.
+  std::vector<bool> length_axis(axes.size(), false);
+  for (size_t a = 0; a < axes.size(); ++a) {
+    std::map<std::vector<size_t>, std::pair<std::set<int64_t>, std::set<std::string>>> along;
+    for (size_t i = 0; i < sweep.runs.size(); ++i) {
+      std::vector<size_t> others = sweep.runs[i].position;
+      others[a] = 0;
+      along[others].first.insert(sweep.runs[i].recipe.train.steps);
+      along[others].second.insert(model_of[i]);
+    }
+    bool steps_vary = false, model_varies = false;
+    for (const auto& [others, seen] : along)
+      steps_vary = steps_vary || seen.first.size() > 1,
+      model_varies = model_varies || seen.second.size() > 1;
+    length_axis[a] = steps_vary && !model_varies;
+  }
+  std::map<std::vector<size_t>, std::vector<size_t>> groups;  // non-length positions -> runs
+  for (size_t i = 0; i < sweep.runs.size(); ++i) {
+    std::vector<size_t> key;
+    for (size_t a = 0; a < axes.size(); ++a)
+      if (!length_axis[a]) key.push_back(sweep.runs[i].position[a]);
+    groups[key].push_back(i);
+  }
+  const std::vector<std::string>& free = branch_free_keys();
+  std::vector<std::vector<size_t>> ordered;  // groups in the order of their first run
+  for (const auto& [key, members] : groups)
+    ordered.push_back(members);
+  std::sort(ordered.begin(), ordered.end());
+  for (const std::vector<size_t>& members : ordered) {
+    const SweepRun& first = sweep.runs[members.front()];
+    for (const size_t m : members) {
+      const SweepRun& run = sweep.runs[m];
+      for (const RecipeKeyDoc& key : recipe_schema()) {
+        if (std::find(free.begin(), free.end(), key.key) != free.end()) continue;
+        const std::string a = recipe_value_toml(first.recipe, key.key),
+                          b = recipe_value_toml(run.recipe, key.key);
+        if (a != b)
+          throw Error(c.where, "runs " + first.name + " and " + run.name +
+                                   " differ only in their length, so they share a stable run, "
+                                   "but " +
+                                   key.key + " differs: " + a + " and " + b +
+                                   " (a shared stable phase needs it equal: set it in [set], or "
+                                   "derive it from what is not the length)");
+      }
+    }
+    std::vector<size_t> branching;
+    std::set<int64_t> points;
+    for (const size_t m : members)
+      if (const int64_t b = branch_step_of(sweep.runs[m].recipe.train.steps, c.fraction); b > 0)
+        branching.push_back(m), points.insert(b);
+    if (branching.size() < 2) continue;  // nothing to share: the run trains from scratch
+
+    SweepRun stable;
+    stable.index = static_cast<int64_t>(sweep.stable_runs.size());
+    stable.position = first.position;
+    stable.name = "stable";
+    for (size_t a = 0; a < axes.size(); ++a)
+      if (!length_axis[a])
+        if (const std::string part = name_part(a, first); !part.empty()) stable.name += "_" + part;
+    for (const SweepRun& run : sweep.runs)
+      if (run.name == stable.name)
+        throw Error(c.where, "the stable run of " + first.name + " would be named \"" +
+                                 stable.name + "\" like a run of the sweep: rename that run");
+    stable.dir = (fs::path(sweep.dir) / stable.name).string();
+    const std::vector<std::string> replaced = {"train.steps",
+                                               "train.tokens",
+                                               "schedule.kind",
+                                               "schedule.decay_fraction",
+                                               "schedule.decay_shape",
+                                               "checkpoint.intermediate",
+                                               "checkpoint.intermediate_unit",
+                                               "run.name",
+                                               "run.out_dir"};
+    for (const SweepOverride& o : first.overrides)
+      if (std::find(replaced.begin(), replaced.end(), o.key) == replaced.end())
+        stable.overrides.push_back(o);
+    std::string list;
+    for (const int64_t b : points)
+      list += (list.empty() ? "" : ", ") + std::to_string(b);
+    // The peak learning rate after the warm-up, to the last branch point: the steps every run of
+    // the group shares (the constant schedule is wsd before its decay).
+    for (const auto& [key, toml] : std::vector<std::pair<std::string, std::string>>{
+             {"schedule.kind", "\"constant\""},
+             {"train.steps", std::to_string(*points.rbegin())},
+             {"checkpoint.intermediate", "[" + list + "]"},
+             {"checkpoint.intermediate_unit", "\"steps\""},
+             {"run.name", toml_string(stable.name)},
+             {"run.out_dir", toml_string(sweep.dir)}})
+      stable.overrides.push_back({key, toml, c.where});
+    try {
+      stable.recipe = load_run_recipe(sweep, stable);
+    } catch (const Error& e) {
+      throw Error(e.where(), "the stable run of " + first.name + ": " + e.detail());
+    }
+    stable.vocab = first.vocab;
+    stable.size = first.size;
+    stable.flops = stable.size.flops_per_token * static_cast<double>(stable.recipe.train.tokens);
+    stable.members = branching;
+
+    // What the sweep spends per run: its cooldown, and of each stretch of the stable run between
+    // two branch points an equal share with the runs that branch after it.
+    const double tokens_per_step =
+        static_cast<double>(stable.recipe.train.tokens) / static_cast<double>(*points.rbegin());
+    const double flops_per_step = stable.size.flops_per_token * tokens_per_step;
+    for (const size_t m : branching) {
+      SweepRun& run = sweep.runs[m];
+      run.stable = stable.index;
+      run.branch_step = branch_step_of(run.recipe.train.steps, c.fraction);
+      double share = 0;
+      int64_t from = 0;
+      for (const int64_t b : points) {
+        if (b > run.branch_step) break;
+        int64_t sharing = 0;
+        for (const size_t o : branching)
+          sharing += branch_step_of(sweep.runs[o].recipe.train.steps, c.fraction) >= b;
+        share += static_cast<double>(b - from) * flops_per_step / static_cast<double>(sharing);
+        from = b;
+      }
+      run.flops_spent = share + run.flops *
+                                    static_cast<double>(run.recipe.train.steps - run.branch_step) /
+                                    static_cast<double>(run.recipe.train.steps);
+    }
+    sweep.stable_runs.push_back(std::move(stable));
+  }
+}
+
 }  // namespace
 
 std::string shell_quote(const std::string& word) {
@@ -314,13 +513,13 @@ Sweep load_sweep(const std::string& path) {
   }
 
   // ----- [sweep] -----
-  const std::vector<std::string> sections = {"sweep", "set", "grid", "zip", "derive"};
+  const std::vector<std::string> sections = {"sweep", "set", "grid", "zip", "derive", "cooldown"};
   for (const auto& [k, node] : root) {
     const std::string section(k.str());
     if (std::find(sections.begin(), sections.end(), section) == sections.end())
       throw Error(where_of(path, node), section +
                                             ": unknown section; a sweep file has [sweep], [set], "
-                                            "[grid], [[zip]] and [derive]");
+                                            "[grid], [[zip]], [derive] and [cooldown]");
     if (section == "zip" ? !node.is_array_of_tables() : !node.is_table())
       throw Error(where_of(path, node), section == "zip"
                                             ? "zip: write each zipped axis as a [[zip]] table"
@@ -379,6 +578,7 @@ Sweep load_sweep(const std::string& path) {
     throw Error(where_of(path, *head->get("ranks")),
                 "sweep.ranks: runs of several ranks need sweep.launch = \"mpirun\"");
   sweep.dir = (fs::path(sweep.out_dir) / sweep.name).string();
+  if (const toml::table* t = root["cooldown"].as_table()) sweep.cooldown = cooldown_of(*t, path);
 
   // ----- [set], [grid], [[zip]], [derive] -----
   std::vector<Entry> fixed, derived;
@@ -429,6 +629,12 @@ Sweep load_sweep(const std::string& path) {
       derived.push_back(e);
       sweep.derived_keys.push_back(e.key);
     }
+  if (sweep.cooldown)
+    for (const auto& [key, where] : seen)
+      if (std::find(kCooldownKeys.begin(), kCooldownKeys.end(), key) != kCooldownKeys.end())
+        throw Error(where, key + ": set by [cooldown] (" + sweep.cooldown->where +
+                               "): every run's schedule is warmup-stable-decay with its fraction "
+                               "and shape");
 
   // Which keys vary, and which of them name a run: per axis, the first key whose values are all
   // distinct (in a zip the others follow it).
@@ -524,6 +730,9 @@ Sweep load_sweep(const std::string& path) {
         add(e.key, text, e.where);
         run.values[e.key] = text;
       }
+      if (const auto& c = sweep.cooldown)
+        for (const auto& [key, toml] : cooldown_overrides(*c))
+          add(key, toml, c->where);
       // The run's name: the template's fields, or the values that vary.
       run.name = default_name;
       if (!run_name_template.empty()) {
@@ -557,13 +766,30 @@ Sweep load_sweep(const std::string& path) {
     }
     run.size = models::size_accounting(run.recipe.model, run.vocab, run.recipe.data.seq_len);
     run.flops = run.size.flops_per_token * static_cast<double>(run.recipe.train.tokens);
+    run.flops_spent = run.flops;
+    run.position = position;
     if (auto [it, fresh] = names.emplace(run.name, i); !fresh)
       throw Error(path, "runs " + std::to_string(it->second + 1) + " and " + std::to_string(i + 1) +
                             " are both named \"" + run.name +
                             "\" (sweep.run_name must tell them apart)");
     sweep.runs.push_back(std::move(run));
   }
+  if (sweep.cooldown) {
+    plan_stable_runs(sweep, axes, [&](size_t a, const SweepRun& run) {
+      std::string part;
+      for (const auto& [axis, k] : name_keys)
+        if (axis == a)
+          part = display(axes[a].keys[k]) + "=" + name_text(axes[a].values[k][run.position[a]]);
+      return part;
+    });
+  }
   return sweep;
+}
+
+std::string branch_checkpoint(const Sweep& sweep, const SweepRun& run) {
+  if (run.stable < 0) return "";
+  return checkpoint_path(sweep.stable_runs.at(static_cast<size_t>(run.stable)).dir,
+                         run.branch_step);
 }
 
 }  // namespace ladder

@@ -19,6 +19,9 @@
 //   [derive]                    # expressions (trainer/recipe/expression.h), in order, after the
 //   axes model.n_heads = "d_model / 32" optim.lr = "3e-3 * 128 / d_model" train.tokens =
 //   "round(budget / flops_per_token)"
+//   [cooldown]                  # optional: the runs of each length share one stable phase
+//   fraction = 0.2              # each run's cooldown: the last fraction of its steps
+//   shape = "1-sqrt"            # linear | 1-sqrt
 //
 // Runs are the cartesian product of the axes in file order (the last axis varies fastest). Each
 // run is the base recipe with, in order, the [set] overrides, its axis values, its derived values,
@@ -28,14 +31,26 @@
 // when that is unique (d_model), with the values given so far, the sweep variables, and the size
 // accounting of the model so far: N (non-embedding parameters), N_total, N_active,
 // flops_per_token, vocab.
+//
+// With [cooldown] every run trains with a warmup-stable-decay schedule whose decay is its last
+// `fraction` of steps (schedule.kind, decay_fraction and decay_shape are the section's), and the
+// runs that differ only in their length share one stable run (Haegele et al. 2024; OLMo-core's WSD
+// ladders): the axes along which train.steps varies are length axes; the runs at the same position
+// on every other axis form a group. Its stable run trains at the peak learning rate to the group's
+// last branch point, writing an intermediate checkpoint at every run's branch point T - round(f T),
+// and each run is a cooldown branched from it (`ladder train --branch-from`, trainer/run/branch.h).
+// Everything a branch may not change (branch_free_keys) must be equal across a group: a key that
+// differs is an error naming it and two of its runs.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "models/model.h"
+#include "optim/config.h"
 #include "trainer/recipe/recipe.h"
 
 namespace ladder {
@@ -56,10 +71,26 @@ struct SweepRun {
   Recipe recipe;                              // resolved for the sweep's ranks
   models::SizeAccounting size;
   int64_t vocab = 0;
-  double flops = 0;  // the run's training FLOPs: flops_per_token x train.tokens
+  double flops = 0;              // the run's training FLOPs: flops_per_token x train.tokens
+  std::vector<size_t> position;  // the run's value of each axis (an index into its list)
+
+  // [cooldown]: the stable run this run branches from (an index into Sweep::stable_runs; -1: it
+  // trains from scratch), the step it branches at, and the FLOPs the sweep spends for it (its
+  // cooldown and its share of the stable run); = flops for a run that trains from scratch.
+  int64_t stable = -1;
+  int64_t branch_step = 0;
+  double flops_spent = 0;
+  std::vector<size_t> members;  // a stable run: the runs that branch from it, in plan order
 
   // The overrides as `--set` arguments ("model.d_model=64").
   std::vector<std::string> set_arguments() const;
+};
+
+// The sweep's [cooldown] section.
+struct SweepCooldown {
+  double fraction = 0.2;
+  optim::DecayShape shape = optim::DecayShape::OneMinusSqrt;
+  std::string where;  // sweep.toml:N, for messages
 };
 
 struct Sweep {
@@ -76,7 +107,12 @@ struct Sweep {
   std::vector<std::string> derived_keys;  // keys of [derive], in order
   std::vector<std::string> axes;          // for the plan: "4 model.d_model", "3 train.tokens"
   std::vector<SweepRun> runs;
+  std::optional<SweepCooldown> cooldown;
+  std::vector<SweepRun> stable_runs;  // [cooldown]: one per group of runs of several lengths
 };
+
+// The checkpoint a cooldown run branches from ("" for a run that trains from scratch).
+std::string branch_checkpoint(const Sweep& sweep, const SweepRun& run);
 
 // Reads, expands and validates a sweep file. Throws ladder::Error.
 Sweep load_sweep(const std::string& path);

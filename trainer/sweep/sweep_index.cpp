@@ -169,22 +169,11 @@ void record_run_error(const SweepRun& run, const std::string& error) {
 }
 
 const std::vector<std::string>& index_columns() {
-  static const std::vector<std::string> columns = {"run",
-                                                   "status",
-                                                   "N",
-                                                   "N_total",
-                                                   "flops_per_token",
-                                                   "D",
-                                                   "C",
-                                                   "steps",
-                                                   "steps_done",
-                                                   "tokens_seen",
-                                                   "final_loss",
-                                                   "final_val_loss",
-                                                   "best_val_loss",
-                                                   "elapsed_s",
-                                                   "trace",
-                                                   "error"};
+  static const std::vector<std::string> columns = {
+      "run",        "status",      "N",           "N_total",        "flops_per_token",
+      "D",          "C",           "flops_spent", "branched_from",  "steps",
+      "steps_done", "tokens_seen", "final_loss",  "final_val_loss", "best_val_loss",
+      "elapsed_s",  "trace",       "error"};
   return columns;
 }
 
@@ -223,6 +212,13 @@ void write_index(const Sweep& sweep, const std::vector<RunState>& states) {
   column("D",
          [&](size_t i) { return number_text(static_cast<double>(runs[i].recipe.train.tokens)); });
   column("C", [&](size_t i) { return number_text(runs[i].flops); });
+  column("flops_spent", [&](size_t i) { return number_text(runs[i].flops_spent); });
+  column("branched_from", [&](size_t i) {
+    const SweepRun& r = runs[i];
+    return r.stable < 0 ? std::string()
+                        : sweep.stable_runs[static_cast<size_t>(r.stable)].name + "@" +
+                              std::to_string(r.branch_step);
+  });
   column("steps",
          [&](size_t i) { return number_text(static_cast<double>(runs[i].recipe.train.steps)); });
   column("steps_done",

@@ -140,6 +140,19 @@ struct Estimate {
   double seconds = std::nan("");  // the run's estimate
 };
 
+// The FLOPs `run` trains itself: all of them, or a cooldown's from its branch step.
+double own_flops(const SweepRun& run) {
+  return run.flops * static_cast<double>(run.recipe.train.steps - run.branch_step) /
+         static_cast<double>(run.recipe.train.steps);
+}
+
+// The share of what `run` trains that is still to do (a cooldown trains from its branch step).
+double share_left(const SweepRun& run, const RunState& state) {
+  const int64_t from = run.branch_step, to = run.recipe.train.steps;
+  const int64_t at = std::clamp(state.steps_done, from, to);
+  return static_cast<double>(to - at) / static_cast<double>(std::max<int64_t>(1, to - from));
+}
+
 class SweepRunner {
  public:
   SweepRunner(Sweep sweep, const SweepOptions& options)
@@ -148,9 +161,14 @@ class SweepRunner {
   int run() {
     for (const auto& r : sweep_.runs)
       check_run_folder(r);
+    for (const auto& r : sweep_.stable_runs)
+      check_run_folder(r);
     states_.clear();
     for (const auto& r : sweep_.runs)
       states_.push_back(read_run_state(r));
+    stable_states_.clear();
+    for (const auto& r : sweep_.stable_runs)
+      stable_states_.push_back(read_run_state(r));
     if (options_.slurm) return write_slurm();
     if (options_.estimate && !options_.status) estimate();
     print_plan();
@@ -177,12 +195,16 @@ class SweepRunner {
     return *world_;
   }
 
-  // Trains `recipe` in this process; returns "" or the error.
-  std::string train_here(Recipe recipe, const std::string& resume) {
+  // Trains `recipe` in this process (a branch of `branch_from` when given); returns "" or the
+  // error.
+  std::string train_here(Recipe recipe, const std::string& resume,
+                         const std::string& branch_from = "") {
     try {
       resolve_threads_and_device(recipe, world());
       resolve_precision(recipe, world());
-      const int status = train(recipe, {resume}, world());
+      TrainOptions options;
+      options.resume = resume, options.branch_from = branch_from;
+      const int status = train(recipe, options, world());
       close_log_file();
       return status == 0 ? ""
                          : "ladder: error: the run ended with status " + std::to_string(status);
@@ -209,11 +231,9 @@ class SweepRunner {
                                             "checkpoint.every_steps=0",
                                             "eval.every_steps=0",
                                             "train.peak_gflops=1"};
-    estimates_.assign(sweep_.runs.size(), Estimate{});
     int shapes = 0;
-    for (size_t i = 0; i < sweep_.runs.size(); ++i) {
-      const SweepRun& run = sweep_.runs[i];
-      if (states_[i].status == "done") continue;
+    // The seconds `run` takes for `steps` of its steps (a cooldown trains only its own).
+    auto estimate_of = [&](const SweepRun& run, int64_t steps_to_run) {
       const std::string shape = shape_of(run.recipe);
       if (!measured.count(shape)) {
         ++shapes;
@@ -250,10 +270,10 @@ class SweepRunner {
         measured[shape] = step_s;
         fs::remove_all(scratch, ec);
       }
-      Estimate& e = estimates_[i];
+      Estimate e;
       e.step_s = measured[shape];
       const Recipe& r = run.recipe;
-      const double steps = static_cast<double>(r.train.steps);
+      const double steps = static_cast<double>(steps_to_run);
       double eval_s = 0;
       if (r.eval.every_steps > 0) {
         // Forward only over eval.tokens: a third of a training step's work per token.
@@ -263,7 +283,18 @@ class SweepRunner {
         eval_s = evals * static_cast<double>(r.eval.tokens) / (3 * tokens_per_s);
       }
       e.seconds = steps * e.step_s + eval_s;
-    }
+      return e;
+    };
+    stable_estimates_.assign(sweep_.stable_runs.size(), Estimate{});
+    for (size_t j = 0; j < sweep_.stable_runs.size(); ++j)
+      if (stable_states_[j].status != "done")
+        stable_estimates_[j] =
+            estimate_of(sweep_.stable_runs[j], sweep_.stable_runs[j].recipe.train.steps);
+    estimates_.assign(sweep_.runs.size(), Estimate{});
+    for (size_t i = 0; i < sweep_.runs.size(); ++i)
+      if (states_[i].status != "done")
+        estimates_[i] = estimate_of(sweep_.runs[i],
+                                    sweep_.runs[i].recipe.train.steps - sweep_.runs[i].branch_step);
     estimate_seconds_ = seconds_since(start);
     estimated_shapes_ = shapes;
   }
@@ -286,11 +317,47 @@ class SweepRunner {
     size_t width = 3;
     for (const auto& r : sweep_.runs)
       width = std::max(width, r.name.size());
+    for (const auto& r : sweep_.stable_runs)
+      width = std::max(width, r.name.size());
+    double stable_flops = 0, stable_left_flops = 0, stable_left_s = 0;
+    bool all_estimated = !estimates_.empty();
+    if (sweep_.cooldown) {
+      std::printf(
+          "cooldown     each run decays over its last %s of steps (%s) from a checkpoint "
+          "of the stable run of its group (%s)\n",
+          shortest_float(sweep_.cooldown->fraction).c_str(),
+          choice_name(optim::kDecayShapeNames, sweep_.cooldown->shape),
+          sweep_.cooldown->where.c_str());
+      std::printf("\n%4s  %-*s  %8s  %8s  %9s  %7s  %8s  %s\n", "#", static_cast<int>(width),
+                  "stable run", "N", "D", "C", "steps", "est.", "branch points, status");
+      for (size_t j = 0; j < sweep_.stable_runs.size(); ++j) {
+        const SweepRun& r = sweep_.stable_runs[j];
+        const Estimate e = stable_estimates_.empty() ? Estimate{} : stable_estimates_[j];
+        const bool done = stable_states_[j].status == "done";
+        std::string points;
+        for (const size_t m : r.members)
+          points += (points.empty() ? "" : " ") + std::to_string(sweep_.runs[m].branch_step);
+        std::printf("%4s  %-*s  %8s  %8s  %9.2e  %7lld  %8s  %s; %s\n",
+                    ("s" + std::to_string(j + 1)).c_str(), static_cast<int>(width), r.name.c_str(),
+                    human_count(static_cast<double>(r.size.non_embedding_params)).c_str(),
+                    human_count(static_cast<double>(r.recipe.train.tokens)).c_str(), r.flops,
+                    static_cast<long long>(r.recipe.train.steps),
+                    done ? "-" : format_duration(e.seconds).c_str(), points.c_str(),
+                    stable_states_[j].status.c_str());
+        stable_flops += r.flops;
+        if (!done) {
+          stable_left_flops += r.flops * share_left(r, stable_states_[j]);
+          if (std::isnan(e.seconds))
+            all_estimated = false;
+          else
+            stable_left_s += e.seconds * share_left(r, stable_states_[j]);
+        }
+      }
+    }
     std::printf("\n%4s  %-*s  %8s  %8s  %9s  %7s  %8s  %8s  %9s  %s\n", "#",
                 static_cast<int>(width), "run", "N", "D", "C", "steps", "step", "est.", "mem/rank",
                 "status");
-    double total_flops = 0, left_flops = 0, left_s = 0;
-    bool all_estimated = !estimates_.empty();
+    double total_flops = 0, spent_flops = 0, left_flops = stable_left_flops, left_s = stable_left_s;
     for (size_t i = 0; i < sweep_.runs.size(); ++i) {
       const SweepRun& r = sweep_.runs[i];
       const Estimate e = estimates_.empty() ? Estimate{} : estimates_[i];
@@ -299,6 +366,9 @@ class SweepRunner {
       std::snprintf(flops, sizeof flops, "%.2e", r.flops);
       std::string status = states_[i].status;
       if (status == "partial") status += " (step " + std::to_string(states_[i].steps_done) + ")";
+      if (r.stable >= 0)
+        status += " (from s" + std::to_string(r.stable + 1) + " at step " +
+                  std::to_string(r.branch_step) + ")";
       // The memory a rank of the run needs (trainer/run/memory_estimate.h; fp32 where the precision
       // is still "auto").
       const std::string memory = human_count(estimate_memory(r.recipe, r.vocab).total()) + "B";
@@ -311,11 +381,11 @@ class SweepRunner {
                                : (std::to_string(std::lround(e.step_s * 1e3)) + " ms").c_str(),
           done ? "-" : format_duration(e.seconds).c_str(), memory.c_str(), status.c_str());
       total_flops += r.flops;
+      spent_flops += r.flops_spent;
       if (!done) {
-        left_flops += r.flops;
         // A started run has the rest of its steps to go.
-        const double rest = 1.0 - static_cast<double>(states_[i].steps_done) /
-                                      static_cast<double>(r.recipe.train.steps);
+        const double rest = share_left(r, states_[i]);
+        left_flops += own_flops(r) * rest;
         if (std::isnan(e.seconds))
           all_estimated = false;
         else
@@ -327,6 +397,13 @@ class SweepRunner {
       done += s.status == "done";
     std::printf("\ntotal        C = %.3e FLOPs; %d done, %zu to run (C = %.3e)\n", total_flops,
                 done, sweep_.runs.size() - done, left_flops);
+    if (sweep_.cooldown)
+      std::printf(
+          "spent        C = %.3e FLOPs: %.3e in %zu stable run%s and %.3e in the cooldowns, "
+          "%.2f of the runs trained independently\n",
+          spent_flops, stable_flops, sweep_.stable_runs.size(),
+          sweep_.stable_runs.size() == 1 ? "" : "s", spent_flops - stable_flops,
+          spent_flops / total_flops);
     if (!estimates_.empty())
       std::printf("estimate     %s to run%s (a step measured on %d model shape%s in %.0f s)\n",
                   format_duration(left_s).c_str(), all_estimated ? "" : " for the runs measured",
@@ -335,6 +412,51 @@ class SweepRunner {
   }
 
   // ----- Running -----
+  // Trains `run` (resuming it where it stopped; a branch of `branch` when given), in this process
+  // or as a job; returns "" or the error.
+  std::string train_run(const SweepRun& run, const std::string& branch) {
+    fs::create_directories(run.dir);
+    if (sweep_.launch == "inprocess") return train_here(run.recipe, "auto", branch);
+    const std::string from = branch.empty() ? "" : " --branch-from " + shell_quote(branch);
+    return run_job(run_command(sweep_, run, {},
+                               from + " --resume auto --log-level " + options_.log_level, true),
+                   (fs::path(run.dir) / "console.txt").string(), false)
+        .second;
+  }
+
+  // Records how a run ended and reads its state back: a run that ended without an error but also
+  // without its final checkpoint failed too.
+  RunState finish_run(const SweepRun& run, const std::string& error) {
+    record_run_error(run, error);
+    RunState state = read_run_state(run);
+    if (error.empty() && state.status != "done") {
+      record_run_error(run, "ladder: error: the run ended without its final checkpoint");
+      state = read_run_state(run);
+    }
+    return state;
+  }
+
+  int stopped_by(int signal, const SweepRun& run) {
+    for (size_t i = 0; i < sweep_.runs.size(); ++i)
+      states_[i] = read_run_state(sweep_.runs[i]);
+    write_index(sweep_, states_);
+    spdlog::info("sweep: stopped by {} during {}; run `ladder sweep` again to continue",
+                 signal_name(signal), run.name);
+    return kExitStoppedBySignal;
+  }
+
+  // A file this process could not write (a full disk) leaves HDF5 unable to shut down
+  // (core/hdf5.h): the next runs would fail alike, so the sweep stops here, recorded.
+  void stop_if_a_file_could_not_be_written(const std::string& label, const std::string& error) {
+    if (!h5::close_failed()) return;
+    spdlog::error(
+        "sweep: stopping after {}: a file could not be written ({}); fix the cause and run the "
+        "sweep again",
+        label, error);
+    std::fflush(nullptr);
+    std::_Exit(kExitUserError);
+  }
+
   int execute() {
     install_preemption_handlers();
     SweepLock lock(sweep_.dir);
@@ -343,12 +465,49 @@ class SweepRunner {
       copy << sweep_.text;
     }
     const size_t total = sweep_.runs.size();
+    // [cooldown]: the stable runs first, whose checkpoints the cooldowns branch from.
+    for (size_t j = 0; j < sweep_.stable_runs.size(); ++j) {
+      const SweepRun& stable = sweep_.stable_runs[j];
+      const std::string label =
+          fmt::format("stable run {}/{} {}", j + 1, sweep_.stable_runs.size(), stable.name);
+      if (stable_states_[j].status == "done") {
+        spdlog::info("sweep: {}: done, skipped", label);
+        continue;
+      }
+      spdlog::info("sweep: {}: N={} for {} steps, for {} cooldowns", label,
+                   human_count(static_cast<double>(stable.size.non_embedding_params)),
+                   stable.recipe.train.steps, stable.members.size());
+      const auto start = Clock::now();
+      const std::string error = train_run(stable, "");
+      if (const int signal = preemption_signal()) return stopped_by(signal, stable);
+      stable_states_[j] = finish_run(stable, error);
+      if (stable_states_[j].status != "done") {
+        // Its cooldowns cannot start: each is marked with the stable run's error.
+        for (const size_t m : stable.members)
+          if (states_[m].status != "done") {
+            record_run_error(sweep_.runs[m], "ladder: error: its stable run " + stable.name +
+                                                 " failed: " + stable_states_[j].error);
+            states_[m] = read_run_state(sweep_.runs[m]);
+          }
+        spdlog::error("sweep: {}: FAILED after {}: {}", label,
+                      format_duration(seconds_since(start)), stable_states_[j].error);
+      } else {
+        spdlog::info("sweep: {}: done in {}", label, format_duration(seconds_since(start)));
+      }
+      write_index(sweep_, states_);
+      stop_if_a_file_could_not_be_written(label, stable_states_[j].error);
+    }
     double measured_s = 0, measured_estimate_s = 0, measured_flops = 0;
     int ran = 0;
     for (size_t i = 0; i < total; ++i) {
       const SweepRun& run = sweep_.runs[i];
       if (states_[i].status == "done") {
         spdlog::info("sweep: run {}/{} {}: done, skipped", i + 1, total, run.name);
+        continue;
+      }
+      if (run.stable >= 0 && stable_states_[static_cast<size_t>(run.stable)].status != "done") {
+        spdlog::info("sweep: run {}/{} {}: its stable run {} is not done, skipped", i + 1, total,
+                     run.name, sweep_.stable_runs[static_cast<size_t>(run.stable)].name);
         continue;
       }
       const bool resume = states_[i].status == "partial" || states_[i].status == "failed";
@@ -366,53 +525,24 @@ class SweepRunner {
       write_index(sweep_, states_);
 
       const auto start = Clock::now();
-      std::string error;
-      fs::create_directories(run.dir);
-      if (sweep_.launch == "inprocess") {
-        error = train_here(run.recipe, "auto");
-      } else {
-        error = run_job(run_command(sweep_, run, {},
-                                    " --resume auto --log-level " + options_.log_level, true),
-                        (fs::path(run.dir) / "console.txt").string(), false)
-                    .second;
-      }
+      const RunState before = states_[i];
+      std::string error = train_run(run, branch_checkpoint(sweep_, run));
       const double seconds = seconds_since(start);
       // A preemption signal stopped the run after its checkpoint: the sweep stops too, to be
       // continued by running it again (trainer/run/preemption.h).
-      if (const int signal = preemption_signal()) {
-        states_[i] = read_run_state(run);
-        write_index(sweep_, states_);
-        spdlog::info(
-            "sweep: stopped by {} during run {}/{} {}; run `ladder sweep` again to continue",
-            signal_name(signal), i + 1, total, run.name);
-        return kExitStoppedBySignal;
-      }
-      record_run_error(run, error);
-      states_[i] = read_run_state(run);
-      if (error.empty() && states_[i].status != "done") {
-        error = "ladder: error: the run ended without its final checkpoint";
-        record_run_error(run, error);
-        states_[i] = read_run_state(run);
-      }
+      if (const int signal = preemption_signal()) return stopped_by(signal, run);
+      states_[i] = finish_run(run, error);
+      error = states_[i].status == "done" ? "" : states_[i].error;
       write_index(sweep_, states_);
-      // A file this process could not write (a full disk) leaves HDF5 unable to shut down
-      // (core/hdf5.h): the next runs would fail alike, so the sweep stops here, recorded.
-      if (h5::close_failed()) {
-        spdlog::error(
-            "sweep: stopping after run {}/{} {}: a file could not be written ({}); fix the "
-            "cause and run the sweep again",
-            i + 1, total, run.name, error);
-        std::fflush(nullptr);
-        std::_Exit(kExitUserError);
-      }
+      stop_if_a_file_could_not_be_written(fmt::format("run {}/{} {}", i + 1, total, run.name),
+                                          error);
       ++ran;
 
       // Progress: the measured pace against the estimates (or the FLOP rate) gives the ETA.
-      const double share =
-          1.0 - static_cast<double>(start_step) / static_cast<double>(run.recipe.train.steps);
+      const double share = share_left(run, before);
       if (error.empty()) {
         measured_s += seconds;
-        measured_flops += run.flops * share;
+        measured_flops += own_flops(run) * share;
         if (!estimates_.empty()) measured_estimate_s += estimates_[i].seconds * share;
       }
       int done = 0, failed = 0;
@@ -421,9 +551,8 @@ class SweepRunner {
         done += states_[j].status == "done";
         failed += states_[j].status == "failed";
         if (j > i && states_[j].status != "done") {
-          const double rest = 1.0 - static_cast<double>(states_[j].steps_done) /
-                                        static_cast<double>(sweep_.runs[j].recipe.train.steps);
-          left_flops += sweep_.runs[j].flops * rest;
+          const double rest = share_left(sweep_.runs[j], states_[j]);
+          left_flops += own_flops(sweep_.runs[j]) * rest;
           if (!estimates_.empty()) left_estimate += estimates_[j].seconds * rest;
         }
       }
@@ -467,11 +596,26 @@ class SweepRunner {
     fs::create_directories(dir);
     std::ofstream jobs(dir / "jobs.tsv", std::ios::binary | std::ios::trunc);
     int lines = 0;
+    // A line: the run's folder, the checkpoint it waits for ("-": none) and its command. Stable
+    // runs come first; a cooldown's task waits for its branch point's checkpoint.
+    for (size_t j = 0; j < sweep_.stable_runs.size(); ++j) {
+      if (stable_states_[j].status == "done") continue;
+      const SweepRun& run = sweep_.stable_runs[j];
+      jobs << fs::absolute(run.dir).string() << "\t-\t"
+           << run_command(sweep_, run, {}, " --resume auto", false) << "\n";
+      ++lines;
+    }
     for (size_t i = 0; i < sweep_.runs.size(); ++i) {
       if (states_[i].status == "done") continue;
       const SweepRun& run = sweep_.runs[i];
-      jobs << fs::absolute(run.dir).string() << "\t"
-           << run_command(sweep_, run, {}, " --resume auto", false) << "\n";
+      const std::string branch = branch_checkpoint(sweep_, run);
+      const std::string wait = branch.empty() ? "-" : fs::absolute(branch).string();
+      jobs << fs::absolute(run.dir).string() << "\t" << wait << "\t"
+           << run_command(
+                  sweep_, run, {},
+                  (branch.empty() ? "" : " --branch-from " + shell_quote(wait)) + " --resume auto",
+                  false)
+           << "\n";
       ++lines;
     }
     jobs.close();
@@ -485,7 +629,7 @@ class SweepRunner {
     out << "#!/bin/bash\n"
         << "# Written by `ladder sweep " << sweep_.path << " --slurm`: one array task per run of\n"
         << "# sweep " << sweep_.name << " that was not done then (" << lines << " of "
-        << sweep_.runs.size() << "), listed in jobs.tsv.\n"
+        << sweep_.runs.size() + sweep_.stable_runs.size() << "), listed in jobs.tsv.\n"
         << "# Submit with `sbatch " << script.string() << "` (options on the command line\n"
         << "# override these; launch/slurm-sweep.sh shows a full example). A task resumes its run\n"
         << "# from its newest checkpoint, so resubmitting continues the sweep; afterwards\n"
@@ -503,8 +647,23 @@ class SweepRunner {
         << "if [ -z \"$line\" ]; then echo \"no run for array task $SLURM_ARRAY_TASK_ID\" >&2; "
            "exit 2; fi\n"
         << "run_dir=${line%%$'\\t'*}\n"
-        << "command=${line#*$'\\t'}\n"
+        << "rest=${line#*$'\\t'}\n"
+        << "wait_for=${rest%%$'\\t'*}\n"
+        << "command=${rest#*$'\\t'}\n"
         << "mkdir -p \"$run_dir\"\n"
+        << "if [ \"$wait_for\" != - ]; then\n"
+        << "  # A cooldown ([cooldown]): the checkpoint of its stable run that it branches from,\n"
+        << "  # written by another task of this array.\n"
+        << "  stable_dir=$(dirname \"$(dirname \"$wait_for\")\")\n"
+        << "  until [ -f \"$wait_for\" ]; do\n"
+        << "    if [ -f \"$stable_dir/error.txt\" ]; then\n"
+        << "      echo \"ladder: error: its stable run $stable_dir failed: $(cat "
+           "\"$stable_dir/error.txt\")\" > \"$run_dir/error.txt\"\n"
+        << "      exit 1\n"
+        << "    fi\n"
+        << "    sleep 30\n"
+        << "  done\n"
+        << "fi\n"
         << "eval \"srun $command\" 2>&1 | tee -a \"$run_dir/console.txt\"\n"
         << "status=${PIPESTATUS[0]}\n"
         << "if [ \"$status\" -eq 0 ]; then\n"
@@ -528,8 +687,8 @@ class SweepRunner {
 
   Sweep sweep_;
   SweepOptions options_;
-  std::vector<RunState> states_;
-  std::vector<Estimate> estimates_;
+  std::vector<RunState> states_, stable_states_;
+  std::vector<Estimate> estimates_, stable_estimates_;
   double estimate_seconds_ = 0;
   int estimated_shapes_ = 0;
   std::optional<parallel::MpiWorld> world_;

@@ -117,7 +117,7 @@ int run_coordcheck(const CoordcheckOptions& o) {
       overrides.push_back("model.ffn_hidden=" +
                           std::to_string(std::max<int64_t>(1, std::llround(ffn_ratio * w))));
       overrides.push_back("run.seed=" + std::to_string(base.run.seed + s));
-      if (base.model.moe.experts > 0)  // experts' hidden size in proportion too
+      if (base.model.experts() > 0)  // experts' hidden size in proportion too
         overrides.push_back("moe.expert_ffn=" +
                             std::to_string(std::max<int64_t>(1, std::llround(expert_ratio * w))));
       origins.resize(overrides.size(), "--widths " + std::to_string(w));
@@ -135,9 +135,10 @@ int run_coordcheck(const CoordcheckOptions& o) {
   at::set_num_threads(o.threads > 0
                           ? o.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const char* parametrization = choice_name(optim::kParametrizationNames, base.mup.parametrization);
   spdlog::info("coordcheck: {} ({}), widths {}, {} steps at lr {}, {} seed(s), {} threads",
-               o.recipe, base.mup.parametrization, o.widths.size(), o.steps,
-               shortest_float(base.optim.lr), o.seeds, at::get_num_threads());
+               o.recipe, parametrization, o.widths.size(), o.steps, shortest_float(base.optim.lr),
+               o.seeds, at::get_num_threads());
 
   const parallel::Communicator world = parallel::Communicator::world();
   Coords coords;
@@ -173,8 +174,7 @@ int run_coordcheck(const CoordcheckOptions& o) {
   mean_csv.close(), slope_csv.close();
 
   // The table: one row per layer type, one column per step.
-  std::printf("\nlog-log slope of mean |output| against width (%s, widths",
-              base.mup.parametrization.c_str());
+  std::printf("\nlog-log slope of mean |output| against width (%s, widths", parametrization);
   for (int64_t w : o.widths)
     std::printf(" %lld", static_cast<long long>(w));
   std::printf(")\n%-10s", "layer");
@@ -203,8 +203,7 @@ int run_coordcheck(const CoordcheckOptions& o) {
   std::vector<std::string> warnings;
   std::string png;
   if (gnuplot_installed())
-    png = run_gnuplot(out, "coordcheck", plot_script(o.widths, o.steps, base.mup.parametrization),
-                      warnings);
+    png = run_gnuplot(out, "coordcheck", plot_script(o.widths, o.steps, parametrization), warnings);
   else
     warnings.push_back("gnuplot is not installed: no plot");
   for (const auto& w : warnings)

@@ -111,12 +111,13 @@ void export_checkpoint(const ExportOptions& o) {
   if (o.out.empty()) throw Error("--out", "name the folder to write");
   const Recipe r = checkpoint_recipe(o.checkpoint);
   const models::ModelConfig& m = r.model;
-  if (m.arch != "dense")
+  const std::string arch = choice_name(models::kArchNames, m.arch);
+  if (m.arch != models::Arch::Dense)
     throw Error(o.checkpoint,
-                "a model of arch \"" + m.arch +
+                "a model of arch \"" + arch +
                     "\" cannot be exported: transformers has no architecture that computes what "
                     "ladder's " +
-                    m.arch + " model does (export takes dense models)");
+                    arch + " model does (export takes dense models)");
   const auto tokenizer = recipe_tokenizer(r, o.data);
   const std::string data_dir = o.data.empty() ? r.data.path : o.data;
   const data::DatasetMeta dataset = data::DatasetMeta::read(data_dir);
@@ -186,7 +187,7 @@ void export_checkpoint(const ExportOptions& o) {
                  {"eos_token_id", eod},
                  {"use_cache", true},
                  {"dtype", "float32"},
-                 {"ladder", {{"checkpoint", o.checkpoint}, {"arch", m.arch}}}};
+                 {"ladder", {{"checkpoint", o.checkpoint}, {"arch", arch}}}};
   if (m.qk_norm) config["use_sliding_window"] = false;
 
   const fs::path out(o.out);

@@ -19,27 +19,7 @@ Recipe checkpoint_recipe(const std::string& path) {
   if (!fs::exists(path)) throw Error(path, "no such checkpoint");
   if (const std::string problem = checkpoint_problem(path); !problem.empty())
     throw Error(path, "damaged: " + problem);
-  std::string text;
-  {
-    h5::File f = h5::File::open(path, false);
-    text = h5::get_string_attr(f, "/", "recipe");
-  }
-  // One process on the CPU: the layout the run trained under does not change the model.
-  RecipeOptions one_process;
-  one_process.overrides = {"parallel.tp=1",
-                           "parallel.pp=1",
-                           "parallel.dp=1",
-                           "parallel.ep=1",
-                           "parallel.islands=1",
-                           "parallel.sequence_parallel=false",
-                           "parallel.virtual_stages=1",
-                           "parallel.stage_layers=[]",
-                           "parallel.microbatches=0",
-                           "parallel.schedule=\"1f1b\"",
-                           "optim.zero=0",
-                           "train.device=\"cpu\""};
-  return parse_recipe(text, path + " (its recipe)", fs::path(path).parent_path().string(),
-                      one_process);
+  return checkpoint_recipe(read_checkpoint_meta(path), path);
 }
 
 TrainedModel load_trained_model(const std::string& path, int64_t max_positions) {
@@ -55,7 +35,8 @@ TrainedModel load_trained_model(const std::string& path, const Recipe& recipe,
     t.vocab_size = h5::dataset_shape(f, "params/embedding").at(0);
   }
   t.model = models::build_model(t.recipe.model, t.vocab_size,
-                                std::max(t.recipe.data.seq_len, max_positions));
+                                std::max(t.recipe.data.seq_len, max_positions), {}, {}, {},
+                                t.recipe.train.fused_kernels);
   const std::vector<std::string> missing = load_matching_params(path, t.model->params());
   if (!missing.empty())
     throw Error(path, "lacks parameter " + missing.front() + " of the model its recipe builds");

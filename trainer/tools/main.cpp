@@ -112,7 +112,7 @@ struct TrainCommand {
   std::string recipe_path;
   std::vector<std::string> overrides;
   bool check = false;
-  std::string resume, init_from;
+  std::string resume, init_from, branch_from;
   int threads = 0;
 
   void add(CLI::App& app) {
@@ -127,6 +127,12 @@ struct TrainCommand {
                     "Start from another run's checkpoint: parameters whose names and shapes match "
                     "are loaded, new ones initialised (ParScale's second stage)")
         ->excludes(cmd->get_option("--resume"));
+    cmd->add_option("--branch-from", branch_from,
+                    "Branch from another run's checkpoint: its whole state restored (weights, "
+                    "AdamW, data position, RNG), then this recipe's length and schedule end (a "
+                    "cooldown); the recipe may differ only in length, schedule end, outputs and "
+                    "layout")
+        ->excludes(cmd->get_option("--init-from"));
     cmd->add_option("--threads", threads,
                     "LibTorch threads per rank: the same as --set train.threads=N (default: the "
                     "cores of this node / ranks on it)");
@@ -171,7 +177,7 @@ struct TrainCommand {
       });
     }
     const int status = ladder::parallel::run_or_abort(world, [&] {
-      return ladder::train(recipe, {resume, init_from, recipe_path}, world);
+      return ladder::train(recipe, {resume, init_from, branch_from, recipe_path}, world);
     });
     // After a failed write (a checkpoint's or the trace's), HDF5's shutdown at MPI_Finalize would
     // crash on the file it could not close (core/hdf5.h): the message is out, end here.
