@@ -69,6 +69,9 @@ const std::vector<Column>& eval_columns() {
       {"tokens", I, 0, "training tokens seen"},
       {"flops", F, 0, "model FLOPs so far"},
       {"loss", F, kNaN, "mean loss over the first eval.tokens of the validation split"},
+      {"average_loss", F, kNaN,
+       "the same with the averaged weights (eval.average; NaN without it): "
+       "trainer/run/weight_average.h"},
   };
   return columns;
 }
@@ -165,6 +168,9 @@ const std::vector<Attribute>& attributes() {
       {"device", T, "cpu | cuda"},
       {"threads", I, "LibTorch threads per rank"},
       {"total_steps", I, "train.steps"},
+      {"lr_schedule", T,
+       "schedule.kind: constant | cosine | wsd (a constant rate after the warm-up is a stable "
+       "run's: `ladder fit --kind stable`)"},
       {"dp", I, "data-parallel ranks"},
       {"tp", I, "tensor-parallel ranks"},
       {"pp", I, "pipeline stages"},
@@ -173,6 +179,8 @@ const std::vector<Attribute>& attributes() {
       {"microbatches", I, "micro-batches per rank and step"},
       {"sequence_parallel", I, "1 with sequence parallelism"},
       {"zero", I, "1: ZeRO-1"},
+      {"weight_average", T, "eval.average: none | ema | window"},
+      {"ema_decay", F, "eval.ema_decay with eval.average = \"ema\" (0 otherwise)"},
       // Where the run's state began (trainer/run/branch.h).
       {"branch_of", T,
        "the run this one branched from (ladder train --branch-from); \"\" otherwise"},

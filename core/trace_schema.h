@@ -15,8 +15,9 @@ namespace ladder::trace_schema {
 // Bumped when a column or an attribute is added: a trace of an older version gains the new columns
 // (NaN, or 0 for integers, in its old rows) when a run resumes.
 // 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra;
-// 6: ep_comm_*, moe_*; 7: diloco_*
-inline constexpr int64_t kVersion = 7;
+// 6: ep_comm_*, moe_*; 7: diloco_*; 8: branch_of, branch_checkpoint, branch_step, parent_flops,
+// lr_schedule, weight_average, ema_decay, eval/average_loss
+inline constexpr int64_t kVersion = 8;
 
 enum class Type { Integer, Float, Text };
 

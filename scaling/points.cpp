@@ -108,6 +108,13 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
   if (granularity > 0) base.G = granularity;
   base.lr = number("lr", kMissing);
   base.width = number("width", kMissing);
+  // Its kind: a branch's points are a cooldown's; a constant learning rate after the warm-up is a
+  // stable run; anything else (and a trace from before the attributes) a run.
+  base.attributes["kind"] =
+      number("branch_step", 0) > 0 ? "cooldown"
+      : h5::has_attr(f, "/", "lr_schedule") && base.attributes["lr_schedule"] == "constant"
+          ? "stable"
+          : "run";
 
   std::string group = "eval";
   if (!h5::exists(f, trace_schema::path("eval", "loss")) ||
@@ -136,6 +143,17 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
     Point p = base;
     p.D = tokens[i], p.C = flops[i], p.loss = loss[i];
     points.push_back(std::move(p));
+  }
+  // The averaged weights' losses (eval.average), where the run evaluated them.
+  if (group == "eval" && h5::exists(f, trace_schema::path("eval", "average_loss"))) {
+    const auto average = column("average_loss");
+    for (size_t i = 0; i < average.size(); ++i) {
+      if (!std::isfinite(average[i])) continue;
+      Point p = base;
+      p.attributes["kind"] = "average";
+      p.D = tokens[i], p.C = flops[i], p.loss = average[i];
+      points.push_back(std::move(p));
+    }
   }
   if (bad > 0)
     warnings.push_back(path + ": " + std::to_string(bad) + " non-finite loss" +
@@ -198,14 +216,16 @@ std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& w
   return points;
 }
 
-// A sweep folder (`ladder sweep`): its index lists the runs; the finished ones are read, and the
-// index's columns (the varied keys, N, D, ...) join each point's attributes for --filter.
-std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings) {
-  const std::string index = (fs::path(dir) / "index.csv").string();
+namespace {
+
+// The runs a sweep's CSV (index.csv, stable.csv) lists: the finished ones are read, and the CSV's
+// columns (the varied keys, N, D, ...) join each point's attributes for --filter.
+void read_sweep_runs(const std::string& dir, const std::string& csv, std::vector<Point>& points,
+                     std::vector<std::string>& warnings) {
+  const std::string index = (fs::path(dir) / csv).string();
   std::ifstream in(index);
   std::string line;
   std::vector<std::string> header;
-  std::vector<Point> points;
   std::map<std::string, int> skipped;  // status -> runs
   int64_t line_no = 0;
   while (std::getline(in, line)) {
@@ -234,7 +254,7 @@ std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& 
                   "run " + row["run"] + " is done but its trace " + trace + " is missing");
     for (Point p : read_trace(trace, warnings)) {
       for (const auto& [key, value] : row)
-        if (key != "trace" && key != "error" && key != "status" && key != "run" &&
+        if (key != "trace" && key != "error" && key != "status" && key != "run" && key != "kind" &&
             !p.attributes.count(key))
           p.attributes[key] = value;
       points.push_back(std::move(p));
@@ -245,7 +265,24 @@ std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& 
   for (const auto& [status, n] : skipped)
     warnings.push_back(index + ": " + std::to_string(n) + " run" + (n > 1 ? "s" : "") + " " +
                        status + ", not used (only finished runs are fitted)");
+}
+
+}  // namespace
+
+// A sweep folder (`ladder sweep`): index.csv lists its runs, stable.csv (with [cooldown]) its
+// stable runs.
+std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings) {
+  std::vector<Point> points;
+  read_sweep_runs(dir, "index.csv", points, warnings);
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(dir) / "stable.csv", ec))
+    read_sweep_runs(dir, "stable.csv", points, warnings);
   return points;
+}
+
+const std::vector<std::string>& point_kinds() {
+  static const std::vector<std::string> kinds = {"run", "cooldown", "stable", "average"};
+  return kinds;
 }
 
 std::vector<Point> load_points(const std::vector<std::string>& inputs, const PointOptions& options,
@@ -255,6 +292,9 @@ std::vector<Point> load_points(const std::vector<std::string>& inputs, const Poi
       throw Error("--filter " + f, "expected key=value, e.g. --filter arch=dense");
   if (!(options.drop_first >= 0 && options.drop_first < 1))
     throw Error("--drop-first", "must be in [0, 1); got " + std::to_string(options.drop_first));
+  for (const auto& k : options.kinds)
+    if (std::find(point_kinds().begin(), point_kinds().end(), k) == point_kinds().end())
+      throw Error("--kind " + k, "not a kind of point: run, cooldown, stable or average");
   std::vector<Point> all;
   for (const std::string& input : inputs) {
     std::error_code ec;
@@ -281,16 +321,25 @@ std::vector<Point> load_points(const std::vector<std::string>& inputs, const Poi
     }
   }
 
-  // Per run: drop the start of training, or keep the last point only.
+  // The kinds asked for (a CSV row without a kind, or with an empty one, is a run's point).
+  const auto kind_of = [](const Point& p) {
+    const auto it = p.attributes.find("kind");
+    return it == p.attributes.end() || it->second.empty() ? std::string("run") : it->second;
+  };
+  std::erase_if(all, [&](const Point& p) {
+    return std::find(options.kinds.begin(), options.kinds.end(), kind_of(p)) == options.kinds.end();
+  });
+  // Per run and kind: drop the start of training, or keep the last point only.
+  const auto series_of = [&](const Point& p) { return p.run + "\n" + kind_of(p); };
   std::map<std::string, double> last_tokens;
   for (const auto& p : all)
-    if (!std::isnan(p.D)) last_tokens[p.run] = std::max(last_tokens[p.run], p.D);
+    if (!std::isnan(p.D)) last_tokens[series_of(p)] = std::max(last_tokens[series_of(p)], p.D);
   std::vector<Point> kept;
   for (const auto& p : all) {
     if (!std::all_of(options.filters.begin(), options.filters.end(),
                      [&](const std::string& f) { return matches(p, f); }))
       continue;
-    const auto last = last_tokens.find(p.run);
+    const auto last = last_tokens.find(series_of(p));
     if (last != last_tokens.end() && !std::isnan(p.D)) {
       if (options.final_only && p.D != last->second) continue;
       if (!options.final_only && p.D <= options.drop_first * last->second) continue;

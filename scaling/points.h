@@ -3,7 +3,13 @@
 //
 // From a trace, every evaluation row is a point: N = the run's non-embedding parameters, D = tokens
 // seen, C = FLOPs so far, loss = validation loss, with the run's attributes (streams P, experts E,
-// active parameters N_active, granularity G, learning rate, width, ...). A trace without evaluation
+// active parameters N_active, granularity G, learning rate, width, ...). Each point has a kind (its
+// attribute `kind`), and the fitter takes the kinds PointOptions::kinds names:
+//   run       a run's evaluations (the default, with cooldown)
+//   cooldown  a branch's (ladder train --branch-from, trainer/run/branch.h): the run of its length
+//   stable    a run at a constant learning rate after its warm-up (a [cooldown] sweep's stable run)
+//   average   the loss of the averaged weights at an evaluation (eval.average) A trace without
+//   evaluation
 // rows falls back to its training losses, with a warning. From a CSV (header row, '#' comments),
 // the columns N, N_active, D, C, P, E, G, loss, lr, width and run are recognised; any other column
 // is an attribute usable by --filter.
@@ -35,15 +41,20 @@ struct Point {
   std::map<std::string, std::string> attributes;  // every run attribute / extra column, as text
 };
 
+// The kinds of points (above).
+const std::vector<std::string>& point_kinds();
+
 struct PointOptions {
-  double drop_first = 0.1;           // per run, drop points with D <= drop_first x the run's last D
-  bool final_only = false;           // per run, keep only the point with the most tokens
+  double drop_first = 0.1;  // per run, drop points with D <= drop_first x the run's last D
+  bool final_only = false;  // per run, keep only the point with the most tokens
+  // The kinds of points kept; drop_first and final_only apply per run and kind.
+  std::vector<std::string> kinds = {"run", "cooldown"};
   std::vector<std::string> filters;  // "key=value": keep points whose attribute matches
 };
 
-// Reads every input (a sweep folder of `ladder sweep`, whose index.csv lists its runs: the finished
-// ones are read; any other directory, searched recursively for trace.h5; a trace.h5; a .csv file),
-// then applies the options. Warnings go to `warnings`.
+// Reads every input (a sweep folder of `ladder sweep`, whose index.csv lists its runs and
+// stable.csv its stable runs: the finished ones are read; any other directory, searched recursively
+// for trace.h5; a trace.h5; a .csv file), then applies the options. Warnings go to `warnings`.
 std::vector<Point> load_points(const std::vector<std::string>& inputs, const PointOptions& options,
                                std::vector<std::string>& warnings);
 

@@ -144,6 +144,36 @@ TEST(Points, BadInputIsAnErrorNamingTheFile) {
             std::string::npos);
 }
 
+// Kinds of points: a run's and a cooldown's by default; stable-run and averaged-weight points when
+// asked; drop_first and final_only per run and kind.
+TEST(Points, KindsAreKeptAsAskedAndSeriesArePerRunAndKind) {
+  testing::TempDir dir;
+  std::vector<std::string> warnings;
+  testing::write_file(dir.path("kinds.csv"),
+                      "N,D,loss,kind,run\n1e8,1e9,3.3,stable,s\n1e8,2e9,3.2,stable,s\n"
+                      "1e8,2e9,3.0,average,s\n1e8,4e9,2.9,average,s\n1e8,2e9,3.1,cooldown,c\n"
+                      "2e8,4e9,2.8,run,r\n2e8,4e9,2.7,,plain\n");
+  auto kinds = [&](const std::vector<std::string>& asked, bool final_only = false) {
+    PointOptions o;
+    o.drop_first = 0;
+    o.final_only = final_only;
+    if (!asked.empty()) o.kinds = asked;
+    std::vector<double> losses;
+    for (const Point& p : load_points({dir.path("kinds.csv")}, o, warnings))
+      losses.push_back(p.loss);
+    return losses;
+  };
+  EXPECT_EQ(kinds({}), (std::vector<double>{3.1, 2.8, 2.7}));  // a blank kind: a run's
+  EXPECT_EQ(kinds({"stable"}), (std::vector<double>{3.3, 3.2}));
+  EXPECT_EQ(kinds({"stable", "average"}, true), (std::vector<double>{3.2, 2.9}));
+  PointOptions wrong;
+  wrong.kinds = {"final"};
+  EXPECT_NE(error_of([&] {
+              load_points({dir.path("kinds.csv")}, wrong, warnings);
+            }).find("--kind final: not a kind of point"),
+            std::string::npos);
+}
+
 TEST(Points, CsvColumnsRunsAndErrors) {
   testing::TempDir dir;
   std::vector<std::string> warnings;

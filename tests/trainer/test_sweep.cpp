@@ -312,8 +312,9 @@ TEST_F(SweepFile, StateAndIndexFollowTheRunFolders) {
   write_index(s, states);
   const std::string csv = testing::read_file(s.dir + "/index.csv");
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
-            "run,status,optim.lr,N,N_total,flops_per_token,D,C,flops_spent,branched_from,steps,"
-            "steps_done,tokens_seen,final_loss,final_val_loss,best_val_loss,elapsed_s,trace,error");
+            "run,status,optim.lr,N,N_total,flops_per_token,D,C,flops_spent,branched_from,kind,"
+            "steps,steps_done,tokens_seen,final_loss,final_val_loss,best_val_loss,elapsed_s,trace,"
+            "error");
   EXPECT_NE(csv.find("lr=0.002,failed,0.002,"), std::string::npos);
   EXPECT_NE(csv.find(",\"ladder: error: x.h5: damaged, \"\"quoted\"\"\"\n"), std::string::npos);
   h5::File f = h5::File::open(s.dir + "/index.h5", false);

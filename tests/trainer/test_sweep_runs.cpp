@@ -229,8 +229,10 @@ TEST_F(SweepRuns, ACooldownSweepSharesOneStableRunPerSize) {
   // brings it down. (Within their first ~20 steps these tiny models still descend fast, and a
   // lower rate only slows them: measured, a 20-step cooldown from 15 ended 0.03 above the stable
   // run at 20.)
-  const std::string path =
-      sweep("cooldown", "optim.lr = 0.03\n" + std::string(kCooldownAxes), kCooldownTiny);
+  const std::string path = sweep("cooldown",
+                                 "optim.lr = 0.03\neval.average = \"ema\"\neval.ema_decay = 0.9\n" +
+                                     std::string(kCooldownAxes),
+                                 kCooldownTiny);
   const std::string dir = sweep_dir("cooldown");
 
   // The plan: a stable run per size to the last branch point (160 - 40 = 120), the cooldowns
@@ -276,6 +278,15 @@ TEST_F(SweepRuns, ACooldownSweepSharesOneStableRunPerSize) {
                           dir_->path("fit-cooldown"));
   ASSERT_EQ(fit.status, 0) << fit.output;
   EXPECT_NE(fit.output.find("from 6 runs"), std::string::npos) << fit.output;
+  // Or the stable runs' own points, or the averaged weights' of every run (scaling/points.h).
+  for (const auto& [kind, runs] : {std::pair{"stable", 2}, std::pair{"average", 8}}) {
+    const auto k = ladder("fit " + dir + " --kind " + kind +
+                          " --law kaplan-n --bootstrap 0 --no-plots --out " +
+                          dir_->path(std::string("fit-cooldown-") + kind));
+    ASSERT_EQ(k.status, 0) << k.output;
+    EXPECT_NE(k.output.find("from " + std::to_string(runs) + " runs"), std::string::npos)
+        << k.output;
+  }
 
   // Resumed part way through the stable run (its checkpoints after 60 lost) and part way through
   // a cooldown (its last one lost): the same losses, bitwise.

@@ -560,6 +560,17 @@ const std::vector<KeySpec>& schema() {
                     "record every hidden matrix's top singular value (power iteration) in the "
                     "trace every this many steps; 0: off")
                     .at_least(0));
+    k.push_back(key("eval.average", &R::eval, &EvalConfig::average, WeightAverage::None,
+                    kWeightAverageNames,
+                    "also evaluate an average of the weights at every evaluation (the trace's "
+                    "eval/average_loss), training unchanged: none, ema (exponential moving "
+                    "average, eval.ema_decay), or window (the mean of the weights after each step "
+                    "since the previous evaluation)"));
+    k.push_back(key("eval.ema_decay", &R::eval, &EvalConfig::ema_decay, 0.999,
+                    "eval.average = \"ema\": avg = decay x avg + (1 - decay) x weights after "
+                    "each step")
+                    .above(0)
+                    .below(1));
     return k;
   }();
   return keys;
@@ -1072,6 +1083,14 @@ class Resolver {
     if (r_.eval.every_steps > 0 && r_.eval.tokens < r_.data.seq_len)
       fail("eval.tokens", "must hold at least one sequence of data.seq_len (" + n(r_.data.seq_len) +
                               ") tokens when eval.every_steps > 0; got " + n(r_.eval.tokens));
+    if (r_.eval.average != WeightAverage::None) {
+      if (r_.eval.every_steps == 0)
+        fail("eval.average", "is evaluated at every evaluation: it needs eval.every_steps > 0");
+      if (diloco_active(r_))
+        fail("eval.average",
+             "is not yet taken with DiLoCo (which evaluates the islands' global model); set it "
+             "to \"none\"");
+    }
   }
 
   Recipe& r_;

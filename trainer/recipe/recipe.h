@@ -112,10 +112,17 @@ struct CheckpointConfig {
   PointUnit intermediate_unit = PointUnit::Steps;
 };
 
+// eval.average: evaluate an average of the weights too (trainer/run/weight_average.h).
+enum class WeightAverage { None, Ema, Window };
+inline constexpr Choice<WeightAverage> kWeightAverageNames[] = {
+    {WeightAverage::None, "none"}, {WeightAverage::Ema, "ema"}, {WeightAverage::Window, "window"}};
+
 struct EvalConfig {
   int64_t every_steps = 0;
   int64_t tokens = 0;
   int64_t spectra_every_steps = 0;  // hidden matrices' top singular values into the trace
+  WeightAverage average = WeightAverage::None;
+  double ema_decay = 0;  // eval.average = "ema": the average's decay per step
 };
 
 struct Recipe;

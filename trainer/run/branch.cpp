@@ -21,8 +21,8 @@ const std::vector<std::string>& branch_free_keys() {
       "schedule.decay_shape", "schedule.final_lr_fraction",
       // Where it writes and how often it logs, evaluates and keeps checkpoints.
       "run.name", "run.out_dir", "train.log_every", "train.peak_gflops", "eval.every_steps",
-      "eval.spectra_every_steps", "checkpoint.every_steps", "checkpoint.keep",
-      "checkpoint.intermediate", "checkpoint.intermediate_unit",
+      "eval.spectra_every_steps", "eval.average", "eval.ema_decay", "checkpoint.every_steps",
+      "checkpoint.keep", "checkpoint.intermediate", "checkpoint.intermediate_unit",
       // How it runs: the layout, micro-batching, threads, device and kernels (checkpoints are
       // logical). train.precision is compared with the precision the checkpoint was trained in.
       "parallel.tp", "parallel.pp", "parallel.dp", "parallel.ep", "parallel.sequence_parallel",

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/format.h"
 #include "core/hdf5.h"
+#include "trainer/run/weight_average.h"
 
 namespace ladder {
 namespace fs = std::filesystem;
@@ -249,7 +250,8 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
   // before anything is written, since a write that fails on some ranks only can leave HDF5's
   // collective close waiting forever. The agreement also orders the folder's creation before
   // anyone opens the file.
-  const int64_t bytes = checkpoint_bytes(params, layout.diloco ? layout.islands : 0);
+  const int64_t bytes =
+      checkpoint_bytes(params, layout.diloco ? layout.islands : 0, layout.average != nullptr);
   std::string failure;
   try {
     if (leader) {
@@ -302,6 +304,7 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
       for (int d : p.width_dims)
         dims += (dims.empty() ? "" : ",") + std::to_string(d);
       h5::set_attr(f, name, "width_dims", dims);
+      if (layout.average) create("average/params/" + p.name, p.shape);
       if (!diloco) {
         create("optim/exp_avg/" + p.name, p.shape);
         create("optim/exp_avg_sq/" + p.name, p.shape);
@@ -326,6 +329,10 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
       write(state + "params/" + p.name, p, optim::segment_of(p.value, piece), piece.offset);
       write(moments + "exp_avg/" + p.name, p, covering(optimizer, false, piece), piece.offset);
       write(moments + "exp_avg_sq/" + p.name, p, covering(optimizer, true, piece), piece.offset);
+      if (layout.average)
+        write("average/params/" + p.name, p,
+              layout.average->average(piece.param).view(-1).narrow(0, piece.offset, piece.length),
+              piece.offset);
       if (diloco && layout.island == 0) {  // the outer state is the same on every island
         for (const auto& [group, tensor] :
              {std::pair{"params/", diloco->global(piece.param)},
@@ -334,6 +341,7 @@ void write_checkpoint(const std::string& path, const models::ParamStore& params,
           write(group + p.name, p, tensor.narrow(0, piece.offset, piece.length), piece.offset);
       }
     }
+    if (layout.average) h5::set_attr(f, "/", "average_count", layout.average->count());
     if (diloco) {
       h5::set_attr(f, "/", "islands", static_cast<int64_t>(layout.islands));
       h5::set_attr(f, "/", "diloco_pending", pending);
@@ -548,6 +556,14 @@ CheckpointMeta read_checkpoint(const std::string& path, models::ParamStore& para
     read_runs(f, moments + "exp_avg/" + p.name, p, optimizer.exp_avg(k), s.offset);
     read_runs(f, moments + "exp_avg_sq/" + p.name, p, optimizer.exp_avg_sq(k), s.offset);
   }
+  if (WeightAverages* average = layout.average) {
+    // A checkpoint without an average (a branch from a run that kept none) starts one afresh.
+    const bool stored = h5::has_attr(f, "/", "average_count");
+    average->count() = stored ? h5::get_int_attr(f, "/", "average_count") : 0;
+    if (stored)
+      for (size_t k = 0; k < all.size(); ++k)
+        read_runs(f, "average/params/" + all[k].name, all[k], average->average(k).view(-1), 0);
+  }
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(h5::read_tensor(f, "rng/torch_cpu"));
   optimizer.set_steps_taken(h5::get_int_attr(f, "/", "optimizer_steps"));
@@ -670,10 +686,10 @@ std::optional<std::string> newest_sound_checkpoint(const std::string& run_dir,
   return std::nullopt;
 }
 
-int64_t checkpoint_bytes(const models::ParamStore& params, int islands) {
+int64_t checkpoint_bytes(const models::ParamStore& params, int islands, bool average) {
   // Parameters and two moments; a DiLoCo checkpoint adds the global model, momentum and pending
-  // pseudo-gradients, and every island's parameters and moments.
-  const int64_t copies = islands > 0 ? 3 + 3 * islands : 3;
+  // pseudo-gradients, and every island's parameters and moments; an average of the weights one.
+  const int64_t copies = (islands > 0 ? 3 + 3 * islands : 3) + (average ? 1 : 0);
   int64_t elements = 0;
   for (const auto& p : params.catalog()) {
     int64_t n = 1;

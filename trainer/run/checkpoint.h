@@ -5,6 +5,8 @@
 //                             width_dims
 //   /optim/exp_avg/<name>     AdamW moments, same names and shapes
 //   /optim/exp_avg_sq/<name>
+//   /average/params/<name>    with eval.average: the averaged weights (trainer/run/weight_average.h),
+//                             and the attribute average_count
 //   /rng/torch_cpu            LibTorch's default CPU generator state
 //   attributes on /           format, version, step, tokens, optimizer_steps, lr, seed,
 //                             intermediate, recipe (the resolved TOML), arch, N, total, embedding
@@ -52,6 +54,8 @@
 
 namespace ladder {
 
+class WeightAverages;
+
 struct CheckpointMeta {
   int64_t step = 0;    // optimizer steps completed
   int64_t tokens = 0;  // training tokens seen
@@ -97,6 +101,9 @@ struct CheckpointLayout {
   // islands and this rank's island. nullptr: no outer loop.
   parallel::DiLoCo* diloco = nullptr;
   int islands = 1, island = 0;
+  // An average of the weights (eval.average, trainer/run/weight_average.h): written beside the
+  // parameters and read back where the checkpoint has one. nullptr: none.
+  WeightAverages* average = nullptr;
 };
 
 // Collective over layout.comm. The optimizer's segments must cover this rank's shard.
@@ -141,7 +148,7 @@ std::optional<std::string> newest_sound_checkpoint(const std::string& run_dir,
 // The bytes a checkpoint of `params` takes on disk (tensors at their logical shapes; `islands` > 0:
 // a DiLoCo checkpoint of that many islands), and a check that `dir`'s file system has room for it
 // with a margin: a ladder::Error naming the sizes otherwise.
-int64_t checkpoint_bytes(const models::ParamStore& params, int islands);
+int64_t checkpoint_bytes(const models::ParamStore& params, int islands, bool average = false);
 void check_free_space(const std::string& dir, int64_t bytes);
 
 // Removes "*.tmp" files that an interrupted write left in run_dir/checkpoints; returns how many.

@@ -127,6 +127,10 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
     checkpoint_layout.islands = static_cast<int>(r.parallel.islands);
     checkpoint_layout.island = mesh.coord().island;
   }
+  if (r.eval.average != WeightAverage::None) {
+    average = std::make_unique<WeightAverages>(r.eval.average, r.eval.ema_decay, store);
+    checkpoint_layout.average = average.get();
+  }
 }
 
 std::vector<std::string> RunContext::describe() const {
@@ -170,6 +174,7 @@ std::map<std::string, TraceAttribute> RunContext::trace_attributes(const Attribu
           {"device", std::string(choice_name(kDeviceKindNames, r.train.device))},
           {"threads", r.train.threads},
           {"total_steps", r.train.steps},
+          {"lr_schedule", std::string(choice_name(optim::kLrScheduleNames, r.schedule.kind))},
           {"dp", r.parallel.dp},
           {"tp", r.parallel.tp},
           {"pp", r.parallel.pp},
@@ -178,6 +183,8 @@ std::map<std::string, TraceAttribute> RunContext::trace_attributes(const Attribu
           {"microbatches", r.parallel.microbatches},
           {"sequence_parallel", int64_t{r.parallel.sequence_parallel}},
           {"zero", r.optim.zero},
+          {"weight_average", std::string(choice_name(kWeightAverageNames, r.eval.average))},
+          {"ema_decay", r.eval.average == WeightAverage::Ema ? r.eval.ema_decay : 0.0},
           {"recipe", recipe_toml}});
   merge_attributes(a, origin);
   // Every attribute the schema declares is the run's to give (the trace writes format and

@@ -24,6 +24,7 @@
 #include "trainer/recipe/recipe.h"
 #include "trainer/run/checkpoint.h"
 #include "trainer/run/trace.h"
+#include "trainer/run/weight_average.h"
 
 namespace ladder {
 
@@ -79,6 +80,7 @@ class RunContext {
   CheckpointLayout checkpoint_layout;
   std::vector<std::string> init_from_fresh;  // with init_from: the parameters it did not hold
   std::unique_ptr<parallel::DiLoCo> diloco;
+  std::unique_ptr<WeightAverages> average;  // eval.average (trainer/run/weight_average.h)
   // Each DiLoCo island takes its own global_batch rows of every step's sample (contract 4: the
   // islands' batches are disjoint pieces of one reproducible order).
   data::DataLoader loader;

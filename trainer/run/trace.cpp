@@ -183,6 +183,7 @@ void Trace::append(const EvalRecord& r) {
   h5::append_series(f, schema::path("eval", "tokens"), r.tokens);
   h5::append_series(f, schema::path("eval", "flops"), r.flops);
   h5::append_series(f, schema::path("eval", "loss"), r.loss);
+  h5::append_series(f, schema::path("eval", "average_loss"), r.average_loss);
   f.close();
 }
 

@@ -42,6 +42,7 @@ struct TrainRecord {
 struct EvalRecord {
   int64_t step, tokens;
   double flops, loss;
+  double average_loss = std::numeric_limits<double>::quiet_NaN();  // eval.average
 };
 
 class Trace {

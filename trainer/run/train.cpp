@@ -211,12 +211,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       if (trace) trace->append(record);
     }
     if (cadence.eval(done)) {
-      const double val_loss = evaluate(run);
-      require_finite(val_loss, "the validation loss", step);
-      spdlog::info("eval step {} | tokens {} | val loss {:.4f}", done, human_count(tokens),
-                   val_loss);
-      if (trace)
-        trace->append(EvalRecord{done, tokens, run.accounting.flops_per_token * tokens, val_loss});
+      const EvalRecord record = evaluate_after(run, done);
+      if (trace) trace->append(record);
     }
     if (cadence.spectra(done)) record_spectra(done);
     // A preemption signal on any rank stops every rank here, after a checkpoint of this step.

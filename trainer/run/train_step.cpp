@@ -3,7 +3,10 @@
 #include <chrono>
 #include <cmath>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
+#include "core/format.h"
 #include "data/dataset.h"
 #include "models/precision.h"
 #include "optim/schedule.h"
@@ -113,6 +116,7 @@ StepResult train_step(RunContext& run, int64_t step) {
     result.outer_updates = run.diloco->outer_updates() - outer_before;
     result.island_comm = run.diloco->take_stats();
   }
+  if (run.average) run.average->update(run.params());
   result.loss = loss, result.grad_norm = shown_grad_norm, result.lr = lr;
   result.dp_comm = run.grads->take_stats();
   result.tp_comm = run.tp_stats, result.ep_comm = run.ep_stats;
@@ -164,6 +168,23 @@ double evaluate(RunContext& run) {
   const double loss = sum.item<double>() / static_cast<double>(windows);
   if (run.diloco) run.diloco->swap_global();
   return loss;
+}
+
+EvalRecord evaluate_after(RunContext& run, int64_t done) {
+  const int64_t tokens = done * run.tokens_per_step;
+  EvalRecord record{done, tokens, run.accounting.flops_per_token * static_cast<double>(tokens),
+                    evaluate(run)};
+  require_finite(record.loss, "the validation loss", done - 1);
+  std::string averaged;
+  if (run.average) {
+    record.average_loss = run.average->evaluate_with(run.params(), [&] { return evaluate(run); });
+    averaged =
+        fmt::format(" | {} weights {:.4f}", choice_name(kWeightAverageNames, run.average->kind()),
+                    record.average_loss);
+  }
+  spdlog::info("eval step {} | tokens {} | val loss {:.4f}{}", done,
+               human_count(static_cast<double>(tokens)), record.loss, averaged);
+  return record;
 }
 
 }  // namespace ladder

@@ -42,4 +42,8 @@ void require_finite(double value, const std::string& what, int64_t step);
 // DiLoCo, of the global model the islands agree on).
 double evaluate(RunContext& run);
 
+// The evaluation after `done` steps: the validation loss, and with eval.average the loss of the
+// averaged weights (trainer/run/weight_average.h); logged, and returned as the trace's row.
+EvalRecord evaluate_after(RunContext& run, int64_t done);
+
 }  // namespace ladder

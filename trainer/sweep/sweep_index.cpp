@@ -168,59 +168,54 @@ void record_run_error(const SweepRun& run, const std::string& error) {
   out << error << "\n";
 }
 
-const std::vector<std::string>& index_columns() {
-  static const std::vector<std::string> columns = {
-      "run",        "status",      "N",           "N_total",        "flops_per_token",
-      "D",          "C",           "flops_spent", "branched_from",  "steps",
-      "steps_done", "tokens_seen", "final_loss",  "final_val_loss", "best_val_loss",
-      "elapsed_s",  "trace",       "error"};
-  return columns;
-}
+namespace {
 
-bool is_index_column(const std::string& name) {
-  const auto& c = index_columns();
-  return std::find(c.begin(), c.end(), name) != c.end();
-}
-
-void write_index(const Sweep& sweep, const std::vector<RunState>& states) {
-  fs::create_directories(sweep.dir);
-  // The columns, each a name and its cells (text; numbers parse back as numbers).
+// The index's columns for `runs` (each a name and its cells: text, numbers that parse back),
+// declared once: the CSV, the HDF5 index and is_index_column come from here. `stable`: the table of
+// a [cooldown] sweep's stable runs.
+std::vector<std::pair<std::string, std::vector<std::string>>> index_table(
+    const Sweep& sweep, const std::vector<const SweepRun*>& runs,
+    const std::vector<RunState>& states, bool stable) {
   std::vector<std::pair<std::string, std::vector<std::string>>> columns;
   auto column = [&](const std::string& name, const std::function<std::string(size_t)>& cell) {
     std::vector<std::string> cells;
-    for (size_t i = 0; i < sweep.runs.size(); ++i)
+    for (size_t i = 0; i < runs.size(); ++i)
       cells.push_back(cell(i));
     columns.emplace_back(name, std::move(cells));
   };
-  const auto& runs = sweep.runs;
-  column("run", [&](size_t i) { return runs[i].name; });
+  column("run", [&](size_t i) { return runs[i]->name; });
   column("status", [&](size_t i) { return states[i].status; });
   std::vector<std::string> keys = sweep.varied_keys;
   for (const auto& k : sweep.derived_keys)
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
   for (const auto& key : keys)
     column(key, [&](size_t i) {
-      auto it = runs[i].values.find(key);
-      return it == runs[i].values.end() ? std::string() : cell_of(it->second);
+      auto it = runs[i]->values.find(key);
+      return it == runs[i]->values.end() ? std::string() : cell_of(it->second);
     });
   column("N", [&](size_t i) {
-    return number_text(static_cast<double>(runs[i].size.non_embedding_params));
+    return number_text(static_cast<double>(runs[i]->size.non_embedding_params));
   });
   column("N_total",
-         [&](size_t i) { return number_text(static_cast<double>(runs[i].size.total_params)); });
-  column("flops_per_token", [&](size_t i) { return number_text(runs[i].size.flops_per_token); });
+         [&](size_t i) { return number_text(static_cast<double>(runs[i]->size.total_params)); });
+  column("flops_per_token", [&](size_t i) { return number_text(runs[i]->size.flops_per_token); });
   column("D",
-         [&](size_t i) { return number_text(static_cast<double>(runs[i].recipe.train.tokens)); });
-  column("C", [&](size_t i) { return number_text(runs[i].flops); });
-  column("flops_spent", [&](size_t i) { return number_text(runs[i].flops_spent); });
+         [&](size_t i) { return number_text(static_cast<double>(runs[i]->recipe.train.tokens)); });
+  column("C", [&](size_t i) { return number_text(runs[i]->flops); });
+  column("flops_spent",
+         [&](size_t i) { return number_text(stable ? runs[i]->flops : runs[i]->flops_spent); });
   column("branched_from", [&](size_t i) {
-    const SweepRun& r = runs[i];
+    const SweepRun& r = *runs[i];
     return r.stable < 0 ? std::string()
                         : sweep.stable_runs[static_cast<size_t>(r.stable)].name + "@" +
                               std::to_string(r.branch_step);
   });
+  // What the fitter takes its points as (scaling/points.h).
+  column("kind", [&](size_t i) {
+    return std::string(stable ? "stable" : runs[i]->stable >= 0 ? "cooldown" : "run");
+  });
   column("steps",
-         [&](size_t i) { return number_text(static_cast<double>(runs[i].recipe.train.steps)); });
+         [&](size_t i) { return number_text(static_cast<double>(runs[i]->recipe.train.steps)); });
   column("steps_done",
          [&](size_t i) { return number_text(static_cast<double>(states[i].steps_done)); });
   column("tokens_seen", [&](size_t i) { return number_text(states[i].tokens_seen); });
@@ -228,21 +223,52 @@ void write_index(const Sweep& sweep, const std::vector<RunState>& states) {
   column("final_val_loss", [&](size_t i) { return number_text(states[i].final_val_loss); });
   column("best_val_loss", [&](size_t i) { return number_text(states[i].best_val_loss); });
   column("elapsed_s", [&](size_t i) { return number_text(states[i].elapsed_s); });
-  column("trace", [&](size_t i) { return states[i].has_trace ? runs[i].name + "/trace.h5" : ""; });
+  column("trace", [&](size_t i) { return states[i].has_trace ? runs[i]->name + "/trace.h5" : ""; });
   column("error", [&](size_t i) { return states[i].error; });
+  return columns;
+}
 
-  write_atomically(fs::path(sweep.dir) / "index.csv", [&](const std::string& tmp) {
+void write_csv(const fs::path& path,
+               const std::vector<std::pair<std::string, std::vector<std::string>>>& columns,
+               size_t rows) {
+  write_atomically(path, [&](const std::string& tmp) {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     for (size_t c = 0; c < columns.size(); ++c)
       out << (c ? "," : "") << csv_field(columns[c].first);
     out << "\n";
-    for (size_t i = 0; i < runs.size(); ++i) {
+    for (size_t i = 0; i < rows; ++i) {
       for (size_t c = 0; c < columns.size(); ++c)
         out << (c ? "," : "") << csv_field(columns[c].second[i]);
       out << "\n";
     }
     if (!out) throw Error(tmp, "cannot write the sweep index");
   });
+}
+
+}  // namespace
+
+bool is_index_column(const std::string& name) {
+  for (const auto& [column, cells] : index_table(Sweep{}, {}, {}, false))
+    if (column == name) return true;
+  return false;
+}
+
+void write_index(const Sweep& sweep, const std::vector<RunState>& states) {
+  fs::create_directories(sweep.dir);
+  std::vector<const SweepRun*> runs;
+  for (const SweepRun& r : sweep.runs)
+    runs.push_back(&r);
+  const auto columns = index_table(sweep, runs, states, false);
+  write_csv(fs::path(sweep.dir) / "index.csv", columns, runs.size());
+  // [cooldown]: the stable runs, read from their folders, in a table of their own.
+  if (!sweep.stable_runs.empty()) {
+    std::vector<const SweepRun*> stable;
+    std::vector<RunState> stable_states;
+    for (const SweepRun& r : sweep.stable_runs)
+      stable.push_back(&r), stable_states.push_back(read_run_state(r));
+    write_csv(fs::path(sweep.dir) / "stable.csv", index_table(sweep, stable, stable_states, true),
+              stable.size());
+  }
 
   write_atomically(fs::path(sweep.dir) / "index.h5", [&](const std::string& tmp) {
     h5::File f = h5::File::create(tmp);
@@ -253,7 +279,8 @@ void write_index(const Sweep& sweep, const std::vector<RunState>& states) {
     h5::set_attr(f, "/", "recipe", sweep.recipe_path);
     for (const auto& [name, cells] : columns) {
       // A column is numeric when every non-empty cell is a number (empty cells become NaN).
-      bool numeric = name != "run" && name != "status" && name != "trace" && name != "error";
+      bool numeric =
+          name != "run" && name != "status" && name != "kind" && name != "trace" && name != "error";
       std::vector<double> values;
       for (const auto& cell : cells) {
         double v = std::nan("");

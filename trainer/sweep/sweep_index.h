@@ -12,9 +12,11 @@
 //   index.csv  run, status, every varied and derived key, N, N_total, flops_per_token, D (tokens
 //              the run trains on), C (its FLOPs, as a run of its own), flops_spent (what the sweep
 //              spends for it: C, or with [cooldown] its cooldown and its share of the stable run),
-//              branched_from (with [cooldown]: stable_run@step, or empty), steps, steps_done,
+//              branched_from (with [cooldown]: stable_run@step, or empty), kind (run or cooldown:
+//              what the fitter takes the points as, scaling/points.h), steps, steps_done,
 //              tokens_seen, final_loss, final_val_loss, best_val_loss, elapsed_s, trace (relative
 //              to the sweep folder), error
+//   stable.csv with [cooldown]: the same columns for the stable runs (kind "stable")
 //   index.h5   the same columns as 1-D datasets (numbers as float64, text as strings) under
 //              /runs, with attributes format = "ladder-sweep-index", sweep (the sweep file's text)
 #pragma once

@@ -337,6 +337,12 @@ struct FitCommand {
                     "Drop each run's points before this fraction of its tokens")
         ->capture_default_str();
     cmd->add_flag("--final-only", c.points.final_only, "Use only the last point of each run");
+    cmd->add_option("--kind", c.points.kinds,
+                    "The kinds of points to fit: run, cooldown (a branch: the run of its length), "
+                    "stable (a constant-rate stable run's evaluations), average (the averaged "
+                    "weights' losses); comma-separated or repeated")
+        ->delimiter(',')
+        ->capture_default_str();
     cmd->add_option("--filter", c.points.filters,
                     "Keep points whose attribute matches: key=value (repeatable)");
     cmd->add_flag(
