@@ -237,11 +237,12 @@ TEST_F(SweepRuns, ACooldownSweepSharesOneStableRunPerSize) {
 
   // The plan: a stable run per size to the last branch point (160 - 40 = 120), the cooldowns
   // from 30, 60 and 120, and what the sweep spends against independent runs.
-  const auto plan = ladder("sweep " + path + " --dry-run --no-estimate");
+  // (Measured estimates too: their probe runs turn eval.average off with the evaluations.)
+  const auto plan = ladder("sweep " + path + " --dry-run");
   ASSERT_EQ(plan.status, 0) << plan.output;
   for (const char* expected :
        {"stable_d_model=32", "stable_d_model=48", "30 60 120; pending", "(from s1 at step 30)",
-        "(from s2 at step 120)", "in 2 stable runs and"})
+        "(from s2 at step 120)", "in 2 stable runs and", "a step measured on 2 model shapes"})
     EXPECT_NE(plan.output.find(expected), std::string::npos) << expected << "\n" << plan.output;
 
   const auto r = ladder("sweep " + path + " --no-estimate");

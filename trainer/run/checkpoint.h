@@ -5,8 +5,8 @@
 //                             width_dims
 //   /optim/exp_avg/<name>     AdamW moments, same names and shapes
 //   /optim/exp_avg_sq/<name>
-//   /average/params/<name>    with eval.average: the averaged weights (trainer/run/weight_average.h),
-//                             and the attribute average_count
+//   /average/params/<name>    with eval.average: the averaged weights
+//                             (trainer/run/weight_average.h), and the attribute average_count
 //   /rng/torch_cpu            LibTorch's default CPU generator state
 //   attributes on /           format, version, step, tokens, optimizer_steps, lr, seed,
 //                             intermediate, recipe (the resolved TOML), arch, N, total, embedding

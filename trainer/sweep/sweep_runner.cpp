@@ -230,6 +230,7 @@ class SweepRunner {
                                             "checkpoint.intermediate=\"none\"",
                                             "checkpoint.every_steps=0",
                                             "eval.every_steps=0",
+                                            "eval.average=\"none\"",
                                             "train.peak_gflops=1"};
     int shapes = 0;
     // The seconds `run` takes for `steps` of its steps (a cooldown trains only its own).
