@@ -321,6 +321,35 @@ TEST_F(SweepRuns, ACooldownSweepSharesOneStableRunPerSize) {
   EXPECT_EQ(testing::run_command("bash -n " + dir + "/slurm/array.sbatch").status, 0);
 }
 
+TEST_F(SweepRuns, AFailedStableRunMarksItsCooldownsAndTheyRunOnceItSucceeds) {
+  const std::string path = sweep("cooldown-fail", kCooldownAxes, kCooldownTiny);
+  const std::string dir = sweep_dir("cooldown-fail");
+  // The stable run of d_model 32 finds a damaged checkpoint and fails; the other size trains.
+  const std::string damaged = dir + "/stable_d_model=32/checkpoints/step_00000010.h5";
+  testing::write_file(damaged, "not an HDF5 file");
+  const auto r = ladder("sweep " + path + " --no-estimate");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("stable run 1/2 stable_d_model=32: FAILED"), std::string::npos)
+      << r.output;
+  const auto s = statuses("cooldown-fail");
+  for (const char* run : {"d_model=32_steps=40", "d_model=32_steps=80", "d_model=32_steps=160"}) {
+    EXPECT_EQ(s.at(run), "failed") << run;
+    EXPECT_NE(testing::read_file(dir + "/" + run + "/error.txt")
+                  .find("ladder: error: its stable run stable_d_model=32 failed: "),
+              std::string::npos)
+        << run;
+  }
+  for (const char* run : {"d_model=48_steps=40", "d_model=48_steps=80", "d_model=48_steps=160"})
+    EXPECT_EQ(s.at(run), "done") << run;
+  // With the damage gone (kept aside as *.damaged), the stable run and its cooldowns run.
+  fs::remove(damaged + ".damaged");
+  const auto again = ladder("sweep " + path + " --no-estimate");
+  ASSERT_EQ(again.status, 0) << again.output;
+  for (const auto& [run, status] : statuses("cooldown-fail"))
+    EXPECT_EQ(status, "done") << run;
+  EXPECT_FALSE(fs::exists(dir + "/d_model=32_steps=40/error.txt"));
+}
+
 TEST_F(SweepRuns, ACooldownGroupThatSharesNoStablePhaseIsRefused) {
   // A warm-up derived from the length differs between the runs of one size.
   const std::string warmup = sweep(
