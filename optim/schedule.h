@@ -17,4 +17,8 @@ namespace ladder::optim {
 
 double lr_at(int64_t step, int64_t total_steps, double peak_lr, const ScheduleConfig& schedule);
 
+// Where wsd's decay begins: its last round(decay_fraction x total_steps) steps (at least one)
+// decay. A cooldown branched from a stable run starts here (trainer/sweep/sweep.h, [cooldown]).
+int64_t wsd_decay_start(int64_t total_steps, const ScheduleConfig& schedule);
+
 }  // namespace ladder::optim

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/format.h"
 #include "data/dataset.h"
+#include "optim/schedule.h"
 #include "trainer/recipe/expression.h"
 #include "trainer/run/branch.h"
 #include "trainer/run/checkpoint.h"
@@ -305,12 +306,9 @@ std::vector<std::pair<std::string, std::string>> cooldown_overrides(const SweepC
           {"schedule.decay_shape", toml_string(choice_name(optim::kDecayShapeNames, c.shape))}};
 }
 
-// The step a run of `steps` steps branches at: where its cooldown of round(f x steps) steps begins
-// (optim::lr_at's wsd).
-int64_t branch_step_of(int64_t steps, double fraction) {
-  const auto decay = std::max<int64_t>(
-      1, static_cast<int64_t>(std::llround(fraction * static_cast<double>(steps))));
-  return steps - decay;
+// The step a run branches at: where its cooldown (wsd's decay, set by [cooldown]) begins.
+int64_t branch_step_of(const SweepRun& run) {
+  return optim::wsd_decay_start(run.recipe.train.steps, run.recipe.schedule);
 }
 
 // Groups the runs that differ only in their length and gives each group of two or more runs that
@@ -381,7 +379,7 @@ void plan_stable_runs(Sweep& sweep, const std::vector<Axis>& axes,
     std::vector<size_t> branching;
     std::set<int64_t> points;
     for (const size_t m : members)
-      if (const int64_t b = branch_step_of(sweep.runs[m].recipe.train.steps, c.fraction); b > 0)
+      if (const int64_t b = branch_step_of(sweep.runs[m]); b > 0)
         branching.push_back(m), points.insert(b);
     if (branching.size() < 2) continue;  // nothing to share: the run trains from scratch
 
@@ -397,15 +395,10 @@ void plan_stable_runs(Sweep& sweep, const std::vector<Axis>& axes,
         throw Error(c.where, "the stable run of " + first.name + " would be named \"" +
                                  stable.name + "\" like a run of the sweep: rename that run");
     stable.dir = (fs::path(sweep.dir) / stable.name).string();
-    const std::vector<std::string> replaced = {"train.steps",
-                                               "train.tokens",
-                                               "schedule.kind",
-                                               "schedule.decay_fraction",
-                                               "schedule.decay_shape",
-                                               "checkpoint.intermediate",
-                                               "checkpoint.intermediate_unit",
-                                               "run.name",
-                                               "run.out_dir"};
+    std::vector<std::string> replaced = {
+        "train.steps", "train.tokens", "checkpoint.intermediate", "checkpoint.intermediate_unit",
+        "run.name",    "run.out_dir"};
+    replaced.insert(replaced.end(), kCooldownKeys.begin(), kCooldownKeys.end());
     for (const SweepOverride& o : first.overrides)
       if (std::find(replaced.begin(), replaced.end(), o.key) == replaced.end())
         stable.overrides.push_back(o);
@@ -440,14 +433,14 @@ void plan_stable_runs(Sweep& sweep, const std::vector<Axis>& axes,
     for (const size_t m : branching) {
       SweepRun& run = sweep.runs[m];
       run.stable = stable.index;
-      run.branch_step = branch_step_of(run.recipe.train.steps, c.fraction);
+      run.branch_step = branch_step_of(run);
       double share = 0;
       int64_t from = 0;
       for (const int64_t b : points) {
         if (b > run.branch_step) break;
         int64_t sharing = 0;
         for (const size_t o : branching)
-          sharing += branch_step_of(sweep.runs[o].recipe.train.steps, c.fraction) >= b;
+          sharing += branch_step_of(sweep.runs[o]) >= b;
         share += static_cast<double>(b - from) * flops_per_step / static_cast<double>(sharing);
         from = b;
       }
