@@ -135,6 +135,21 @@ add_library(ladder::sentencepiece INTERFACE IMPORTED)
 target_include_directories(ladder::sentencepiece INTERFACE ${LADDER_SP_INCLUDE})
 target_link_libraries(ladder::sentencepiece INTERFACE ${LADDER_SP_TRAIN_LIB} ${LADDER_SP_LIB})
 
+# Hugging Face tokenizer.json files (data/hf_tokenizer.h): Oniguruma, the regex engine `tokenizers`
+# itself runs its pre-tokenizer patterns on, and utf8proc for the Unicode normalization forms.
+find_path(LADDER_ONIG_INCLUDE oniguruma.h)
+find_library(LADDER_ONIG_LIB onig)
+find_path(LADDER_UTF8PROC_INCLUDE utf8proc.h)
+find_library(LADDER_UTF8PROC_LIB utf8proc)
+if(NOT LADDER_ONIG_INCLUDE OR NOT LADDER_ONIG_LIB OR NOT LADDER_UTF8PROC_INCLUDE OR NOT LADDER_UTF8PROC_LIB)
+  message(FATAL_ERROR "Oniguruma or utf8proc not found: install libonig-dev and libutf8proc-dev "
+                      "(launch/setup.sh does).")
+endif()
+add_library(ladder::hf_tokenizer_deps INTERFACE IMPORTED)
+target_include_directories(ladder::hf_tokenizer_deps INTERFACE ${LADDER_ONIG_INCLUDE}
+                           ${LADDER_UTF8PROC_INCLUDE})
+target_link_libraries(ladder::hf_tokenizer_deps INTERFACE ${LADDER_ONIG_LIB} ${LADDER_UTF8PROC_LIB})
+
 if(LADDER_TESTS)
   find_package(GTest REQUIRED CONFIG)
 endif()

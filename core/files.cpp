@@ -1,5 +1,6 @@
 #include "core/files.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -8,10 +9,14 @@
 namespace ladder {
 
 void write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::string tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   out << text;
   out.close();
-  if (!out) throw Error(path, "cannot write the file");
+  if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path, "cannot write the file");
+  }
 }
 
 void check_output_folder(const std::string& path) {

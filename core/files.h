@@ -7,7 +7,8 @@
 
 namespace ladder {
 
-// Writes `text` to `path` (replacing it), byte for byte; ladder::Error(path, ...) on failure.
+// Writes `text` to `path` (replacing it), byte for byte, through "<path>.tmp" and a rename, so a
+// file at `path` is always whole; ladder::Error(path, ...) on failure.
 void write_text_file(const std::string& path, const std::string& text);
 
 // Creates the folder `path` and its parents for a command's output (an existing folder is fine);

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "data/hf_tokenizer.h"
 
 namespace ladder::data {
 namespace fs = std::filesystem;
@@ -109,6 +110,7 @@ DatasetMeta DatasetMeta::read(const std::string& dir) {
   m.tokenizer_kind = r.str("tokenizer.kind");
   m.tokenizer_identity = r.str("tokenizer.identity");
   m.tokenizer_model = root.at_path("tokenizer.model").value_or(std::string());
+  m.eod_token = root.at_path("tokenizer.eod_token").value_or(std::string());
   m.vocab_size = static_cast<uint32_t>(r.integer("tokenizer.vocab_size", 1));
   m.eod_id = static_cast<TokenId>(r.integer("tokenizer.eod_id"));
   m.train = r.split("train");
@@ -129,6 +131,7 @@ void DatasetMeta::write(const std::string& dir) const {
                         {"vocab_size", static_cast<int64_t>(vocab_size)},
                         {"eod_id", static_cast<int64_t>(eod_id)}};
   if (!tokenizer_model.empty()) tokenizer.insert("model", tokenizer_model);
+  if (!eod_token.empty()) tokenizer.insert("eod_token", eod_token);
   toml::table root{{"format", "ladder-tokens"},
                    {"version", kDatasetFormatVersion},
                    {"tokenizer", tokenizer},
@@ -157,6 +160,9 @@ std::unique_ptr<Tokenizer> load_dataset_tokenizer(const std::string& dir, const 
   } else if (meta.tokenizer_kind == "sentencepiece") {
     if (meta.tokenizer_model.empty()) throw Error(where, "tokenizer.model is missing");
     tok = SentencePieceTokenizer::load((fs::path(dir) / meta.tokenizer_model).string());
+  } else if (meta.tokenizer_kind == "hf") {
+    if (meta.tokenizer_model.empty()) throw Error(where, "tokenizer.model is missing");
+    tok = HfTokenizer::load((fs::path(dir) / meta.tokenizer_model).string(), meta.eod_token);
   } else {
     throw Error(where, "unknown tokenizer.kind \"" + meta.tokenizer_kind + "\"");
   }

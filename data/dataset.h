@@ -2,6 +2,7 @@
 //
 //   <dir>/dataset.toml        metadata: tokenizer, splits, shard list, how it was made
 //   <dir>/tokenizer.model     the SentencePiece model (sentencepiece datasets only)
+//   <dir>/tokenizer.json      the Hugging Face tokenizer file (hf datasets only)
 //   <dir>/train_000000.bin    token shards (data/shard.h), documents in input order
 //   <dir>/val_000000.bin
 //
@@ -27,9 +28,10 @@ struct SplitMeta {
 };
 
 struct DatasetMeta {
-  std::string tokenizer_kind;      // "bytes" | "sentencepiece"
+  std::string tokenizer_kind;      // "bytes" | "sentencepiece" | "hf"
   std::string tokenizer_identity;  // Tokenizer::identity()
-  std::string tokenizer_model;     // file name of the SentencePiece model, "" for bytes
+  std::string tokenizer_model;  // tokenizer.model (SentencePiece), tokenizer.json (hf), "" (bytes)
+  std::string eod_token;        // hf: the content of the end-of-document token
   uint32_t vocab_size = 0;
   TokenId eod_id = 0;
   SplitMeta train;

@@ -12,6 +12,7 @@
 #include "core/hash.h"
 #include "data/dataset.h"
 #include "data/documents.h"
+#include "data/hf_tokenizer.h"
 #include "data/shard.h"
 
 namespace ladder::data {
@@ -32,10 +33,16 @@ bool goes_to_validation(const std::string& document, const PrepOptions& o) {
 
 void validate(const PrepOptions& o) {
   if (o.out_dir.empty()) throw Error("--out", "an output folder is required");
-  if (o.tokenizer != "bytes" && o.tokenizer != "sentencepiece")
-    throw Error("--tokenizer", "must be bytes or sentencepiece; got \"" + o.tokenizer + "\"");
-  if (o.tokenizer == "bytes" && !o.sp_model.empty())
+  if (o.tokenizer != "bytes" && o.tokenizer != "sentencepiece" && o.tokenizer != "hf")
+    throw Error("--tokenizer", "must be bytes, sentencepiece or hf; got \"" + o.tokenizer + "\"");
+  if (o.tokenizer != "sentencepiece" && !o.sp_model.empty())
     throw Error("--sp-model", "only applies with --tokenizer sentencepiece");
+  if (o.tokenizer == "hf" && o.tokenizer_file.empty())
+    throw Error("--tokenizer-file", "--tokenizer hf needs the tokenizer.json to encode with");
+  if (o.tokenizer != "hf" && !o.tokenizer_file.empty())
+    throw Error("--tokenizer-file", "only applies with --tokenizer hf");
+  if (o.tokenizer != "hf" && !o.eod_token.empty())
+    throw Error("--eod-token", "only applies with --tokenizer hf");
   if (!(o.val_fraction >= 0 && o.val_fraction < 1))
     throw Error("--val-fraction", "must be in [0, 1); got " + std::to_string(o.val_fraction));
   if (o.shard_tokens < 1) throw Error("--shard-tokens", "must be at least 1");
@@ -142,6 +149,14 @@ PrepReport run_prep(const PrepOptions& o) {
   DatasetMeta meta;
   if (o.tokenizer == "bytes") {
     tok = std::make_unique<BytesTokenizer>();
+  } else if (o.tokenizer == "hf") {
+    auto hf = HfTokenizer::load(o.tokenizer_file, o.eod_token);
+    meta.tokenizer_model = "tokenizer.json";
+    meta.eod_token = hf->eod_token();
+    write_text_file((fs::path(o.out_dir) / meta.tokenizer_model).string(), hf->file_text());
+    spdlog::info("prep: {}: byte-level BPE of {} tokens, documents end with {} (id {})",
+                 o.tokenizer_file, hf->vocab_size(), hf->eod_token(), hf->eod_id());
+    tok = std::move(hf);
   } else {
     std::string model_bytes;
     if (!o.sp_model.empty()) {
@@ -154,12 +169,7 @@ PrepReport run_prep(const PrepOptions& o) {
     }
     tok = std::make_unique<SentencePieceTokenizer>(model_bytes, "tokenizer.model");
     meta.tokenizer_model = "tokenizer.model";
-    const std::string model_path = (fs::path(o.out_dir) / meta.tokenizer_model).string();
-    std::ofstream out(model_path + ".tmp", std::ios::binary);
-    out.write(model_bytes.data(), static_cast<std::streamsize>(model_bytes.size()));
-    out.close();
-    if (!out || std::rename((model_path + ".tmp").c_str(), model_path.c_str()) != 0)
-      throw Error(model_path, "cannot write the tokenizer model");
+    write_text_file((fs::path(o.out_dir) / meta.tokenizer_model).string(), model_bytes);
   }
   meta.tokenizer_kind = tok->kind();
   meta.tokenizer_identity = tok->identity();

@@ -17,8 +17,10 @@ namespace ladder::data {
 struct PrepOptions {
   std::vector<std::string> inputs;
   std::string out_dir;
-  std::string tokenizer = "bytes";  // "bytes" | "sentencepiece"
+  std::string tokenizer = "bytes";  // "bytes" | "sentencepiece" | "hf"
   std::string sp_model;             // an existing .model to load instead of training one
+  std::string tokenizer_file;       // hf: the tokenizer.json to encode with
+  std::string eod_token;            // hf: the token that ends a document (default: see HfTokenizer)
   SentencePieceTrainingOptions sp;
   std::string jsonl_field = "text";
   double val_fraction = 0.02;

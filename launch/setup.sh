@@ -16,6 +16,7 @@ packages=(
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
   libtomlplusplus-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libsentencepiece-dev libgtest-dev zlib1g-dev
+  libonig-dev libutf8proc-dev libzstd-dev   # tokenizer.json files (regexes, normalization), .zst inputs
   gnuplot-nox                            # `ladder fit` plots (optional: without it, data files only)
 )
 

@@ -231,6 +231,58 @@ TEST(Prep, SentencePieceDatasetRoundTrips) {
             testing::read_file(dir.path("out/train_000000.bin")));
 }
 
+// A tokenizer.json travels in the dataset; the dataset loads it back and every shard checks it.
+TEST(Prep, HfTokenizerDatasetRoundTripsAndChecksItsFile) {
+  TempDir dir;
+  write_file(dir.path("corpus.txt"), corpus_text());
+  PrepOptions o = options_for(dir);
+  o.tokenizer = "hf";
+  o.tokenizer_file = std::string(LADDER_SOURCE_DIR) + "/data/tokenizers/brown-bpe-4096.json";
+  o.threads = 3;
+  const auto report = run_prep(o);
+  EXPECT_GT(report.bytes_per_token(), 1.5);  // merges compress the text
+  const DatasetMeta meta = DatasetMeta::read(o.out_dir);
+  EXPECT_EQ(meta.tokenizer_kind, "hf");
+  EXPECT_EQ(meta.tokenizer_model, "tokenizer.json");
+  EXPECT_EQ(meta.eod_token, "<|endoftext|>");
+  EXPECT_EQ(meta.vocab_size, 4096u);
+  EXPECT_EQ(testing::read_file(dir.path("out/tokenizer.json")),
+            testing::read_file(o.tokenizer_file));
+  auto tok = load_dataset_tokenizer(o.out_dir, meta);
+  EXPECT_EQ(tok->eod_id(), meta.eod_id);
+  std::string decoded;
+  uint64_t eods = 0;
+  for (const char* split : {"train", "val"}) {
+    TokenDataset ds(o.out_dir, split);
+    std::vector<int64_t> ids(ds.size());
+    ds.copy(0, ds.size(), ids.data());
+    for (const auto id : ids)
+      if (static_cast<TokenId>(id) == tok->eod_id())
+        ++eods;
+      else
+        decoded += tok->decode(std::vector<TokenId>{static_cast<TokenId>(id)});
+  }
+  EXPECT_EQ(eods, 40u);
+  for (int d = 0; d < 40; ++d)
+    EXPECT_NE(decoded.find("Document " + std::to_string(d) + " line 2 — café.\n"),
+              std::string::npos);
+  // Another tokenizer file in the folder is refused.
+  std::string other = testing::read_file(dir.path("out/tokenizer.json"));
+  other.replace(other.find("\"ignore_merges\": false"), 22, "\"ignore_merges\": true ");
+  write_file(dir.path("out/tokenizer.json"), other);
+  try {
+    load_dataset_tokenizer(o.out_dir, meta);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not the one the dataset was made with"),
+              std::string::npos)
+        << e.what();
+  }
+  o.tokenizer_file.clear();
+  o.force = true;
+  EXPECT_THROW(run_prep(o), Error);  // --tokenizer hf needs --tokenizer-file
+}
+
 TEST(Dataset, DetectsMismatchedTokenizerAndMissingFolder) {
   TempDir dir;
   write_file(dir.path("corpus.txt"), corpus_text());

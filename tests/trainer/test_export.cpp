@@ -101,6 +101,21 @@ TEST_F(Export, TransformersReadsTheSentencePieceTokenizer) {
                                  "Qwen3ForCausalLM");
 }
 
+// A dataset made with a tokenizer.json: the very file goes along, and transformers encodes with
+// ladder's ids.
+TEST_F(Export, TransformersReadsTheHfTokenizer) {
+  const auto prep =
+      run_command(testing::ladder_binary() + " prep --input " + LADDER_SOURCE_DIR +
+                  "/data/corpus/brown.txt.gz --tokenizer hf --tokenizer-file " + LADDER_SOURCE_DIR +
+                  "/data/tokenizers/brown-bpe-4096.json --out " + dir_->path("ds_hf"));
+  ASSERT_EQ(prep.status, 0) << prep.output;
+  expect_transformers_reproduces("export_hf", "", "--set data.path='" + dir_->path("ds_hf") + "'",
+                                 "Qwen3ForCausalLM");
+  EXPECT_EQ(
+      testing::read_file(dir_->path("export_hf_hf/tokenizer.json")),
+      testing::read_file(std::string(LADDER_SOURCE_DIR) + "/data/tokenizers/brown-bpe-4096.json"));
+}
+
 TEST_F(Export, ArchitecturesTransformersCannotExpressAreRefused) {
   ASSERT_EQ(train(recipe("export_moe",
                          "[train]\nsteps = 2\nglobal_batch = 4\nmicro_batch = 4\n[eval]\n"

@@ -10,6 +10,7 @@
 #include "core/files.h"
 #include "core/hdf5.h"
 #include "data/dataset.h"
+#include "data/hf_tokenizer.h"
 #include "trainer/tools/inference.h"
 
 namespace ladder {
@@ -45,33 +46,12 @@ void write_safetensors(const fs::path& path,
   if (!out) throw Error(path.string(), "cannot write the file");
 }
 
-// GPT-2's map of bytes to printable characters (Radford et al. 2019, encoder.py bytes_to_unicode),
-// which a ByteLevel pre-tokenizer applies: byte b becomes the character returned, as UTF-8.
-std::string byte_character(int b) {
-  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-  int code = b;
-  if (!printable) {
-    int n = 0;  // b is the n-th unprintable byte
-    for (int c = 0; c < b; ++c)
-      if (!((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE))) ++n;
-    code = 256 + n;
-  }
-  std::string utf8;
-  if (code < 0x80) {
-    utf8 += static_cast<char>(code);
-  } else {
-    utf8 += static_cast<char>(0xC0 | (code >> 6));
-    utf8 += static_cast<char>(0x80 | (code & 0x3F));
-  }
-  return utf8;
-}
-
 // ladder's byte tokenizer as a `tokenizers` file: byte-level BPE with no merges, so every byte is
 // its own token with ladder's id, and end of document (256) an added special token.
 json byte_tokenizer_json(int64_t eod) {
   json vocab = json::object();
   for (int b = 0; b < 256; ++b)
-    vocab[byte_character(b)] = b;
+    vocab[data::byte_level_character(static_cast<unsigned char>(b))] = b;
   const json byte_level = {{"type", "ByteLevel"},
                            {"add_prefix_space", false},
                            {"trim_offsets", false},
@@ -202,6 +182,21 @@ void export_checkpoint(const ExportOptions& o) {
                     json({{"tokenizer_class", "PreTrainedTokenizerFast"},
                           {"eos_token", "<|endoftext|>"},
                           {"bos_token", "<|endoftext|>"},
+                          {"model_max_length", r.data.seq_len},
+                          {"clean_up_tokenization_spaces", false}})
+                            .dump(2) +
+                        "\n");
+  } else if (tokenizer->kind() == "hf") {
+    // The very file the dataset was encoded with, so transformers encodes exactly as training did.
+    fs::copy_file(fs::path(data_dir) / dataset.tokenizer_model, out / "tokenizer.json",
+                  fs::copy_options::overwrite_existing);
+    const std::string eod_token = dynamic_cast<const data::HfTokenizer&>(*tokenizer).eod_token();
+    write_text_file((out / "tokenizer_config.json").string(),
+                    json({{"tokenizer_class", "PreTrainedTokenizerFast"},
+                          {"eos_token", eod_token},
+                          {"bos_token", eod_token},
+                          {"add_bos_token", false},
+                          {"add_eos_token", false},
                           {"model_max_length", r.data.seq_len},
                           {"clean_up_tokenization_spaces", false}})
                             .dump(2) +

@@ -58,8 +58,14 @@ struct PrepCommand {
     cmd->add_option("--input,-i", options.inputs, "Input files or folders (repeatable)")
         ->required();
     cmd->add_option("--out,-o", options.out_dir, "Output dataset folder")->required();
-    cmd->add_option("--tokenizer", options.tokenizer, "bytes | sentencepiece")
+    cmd->add_option("--tokenizer", options.tokenizer, "bytes | sentencepiece | hf")
         ->capture_default_str();
+    cmd->add_option("--tokenizer-file", options.tokenizer_file,
+                    "hf: a Hugging Face tokenizer.json (byte-level BPE: GPT-2, Llama-3, Qwen2, "
+                    "NeoX style)");
+    cmd->add_option("--eod-token", options.eod_token,
+                    "hf: the token ending each document (default: tokenizer_config.json's "
+                    "eos_token beside the file, else <|endoftext|>, <|end_of_text|>, </s>, ...)");
     cmd->add_option("--vocab-size", options.sp.vocab_size, "SentencePiece vocabulary size")
         ->capture_default_str();
     cmd->add_option("--sp-type", options.sp.model_type, "SentencePiece model: bpe | unigram")
