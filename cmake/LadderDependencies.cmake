@@ -135,6 +135,16 @@ add_library(ladder::sentencepiece INTERFACE IMPORTED)
 target_include_directories(ladder::sentencepiece INTERFACE ${LADDER_SP_INCLUDE})
 target_link_libraries(ladder::sentencepiece INTERFACE ${LADDER_SP_TRAIN_LIB} ${LADDER_SP_LIB})
 
+# zstd-compressed inputs of `ladder prep` (*.jsonl.zst, the form FineWeb, DCLM and the Pile ship in).
+find_path(LADDER_ZSTD_INCLUDE zstd.h)
+find_library(LADDER_ZSTD_LIB zstd)
+if(NOT LADDER_ZSTD_INCLUDE OR NOT LADDER_ZSTD_LIB)
+  message(FATAL_ERROR "zstd not found: install libzstd-dev (launch/setup.sh does).")
+endif()
+add_library(ladder::zstd INTERFACE IMPORTED)
+target_include_directories(ladder::zstd INTERFACE ${LADDER_ZSTD_INCLUDE})
+target_link_libraries(ladder::zstd INTERFACE ${LADDER_ZSTD_LIB})
+
 # Hugging Face tokenizer.json files (data/hf_tokenizer.h): Oniguruma, the regex engine `tokenizers`
 # itself runs its pre-tokenizer patterns on, and utf8proc for the Unicode normalization forms.
 find_path(LADDER_ONIG_INCLUDE oniguruma.h)

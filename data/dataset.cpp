@@ -15,6 +15,16 @@
 namespace ladder::data {
 namespace fs = std::filesystem;
 
+const ShardList& SplitMeta::domain(const std::string& name) const {
+  std::string known;
+  for (const auto& [domain, list] : domains) {
+    if (domain == name) return list;
+    known += (known.empty() ? "" : ", ") + domain;
+  }
+  throw Error("dataset", domains.empty() ? "has no domains (asked for \"" + name + "\")"
+                                         : "has no domain \"" + name + "\" (it has " + known + ")");
+}
+
 const SplitMeta& DatasetMeta::split(const std::string& name) const {
   if (name == "train") return train;
   if (name == "val") return val;
@@ -23,13 +33,24 @@ const SplitMeta& DatasetMeta::split(const std::string& name) const {
 
 namespace {
 
-toml::table split_table(const SplitMeta& s) {
+toml::table shard_list_table(const ShardList& s) {
   toml::array shards;
   for (const auto& f : s.shards)
     shards.push_back(f);
   return toml::table{{"tokens", static_cast<int64_t>(s.tokens)},
                      {"documents", static_cast<int64_t>(s.documents)},
                      {"shards", shards}};
+}
+
+toml::table split_table(const SplitMeta& s) {
+  toml::table t = shard_list_table(s);
+  if (!s.domains.empty()) {
+    toml::table domains;
+    for (const auto& [name, list] : s.domains)
+      domains.insert(name, shard_list_table(list));
+    t.insert("domains", domains);
+  }
+  return t;
 }
 
 // Typed reads with errors that name the file, line and key.
@@ -73,11 +94,18 @@ struct MetaReader {
     }
     return out;
   }
-  SplitMeta split(const std::string& name) const {
+  ShardList shard_list(const std::string& key) const {
+    ShardList s;
+    s.tokens = static_cast<uint64_t>(integer(key + ".tokens"));
+    s.documents = static_cast<uint64_t>(integer(key + ".documents"));
+    s.shards = strings(key + ".shards");
+    return s;
+  }
+  SplitMeta split(const std::string& name, const std::vector<std::string>& domains) const {
     SplitMeta s;
-    s.tokens = static_cast<uint64_t>(integer(name + ".tokens"));
-    s.documents = static_cast<uint64_t>(integer(name + ".documents"));
-    s.shards = strings(name + ".shards");
+    static_cast<ShardList&>(s) = shard_list(name);
+    for (const auto& d : domains)
+      s.domains.emplace_back(d, shard_list(name + ".domains." + d));
     return s;
   }
 };
@@ -102,10 +130,10 @@ DatasetMeta DatasetMeta::read(const std::string& dir) {
   if (r.str("format") != "ladder-tokens")
     throw Error(file, "format is not \"ladder-tokens\"; not a ladder dataset");
   const int64_t version = r.integer("version");
-  if (version != kDatasetFormatVersion)
+  if (version < 1 || version > kDatasetFormatVersion)
     throw Error(file, "unsupported dataset version " + std::to_string(version) +
-                          " (this build reads version " + std::to_string(kDatasetFormatVersion) +
-                          ")");
+                          " (this build reads versions 1 to " +
+                          std::to_string(kDatasetFormatVersion) + ")");
   DatasetMeta m;
   m.tokenizer_kind = r.str("tokenizer.kind");
   m.tokenizer_identity = r.str("tokenizer.identity");
@@ -113,8 +141,11 @@ DatasetMeta DatasetMeta::read(const std::string& dir) {
   m.eod_token = root.at_path("tokenizer.eod_token").value_or(std::string());
   m.vocab_size = static_cast<uint32_t>(r.integer("tokenizer.vocab_size", 1));
   m.eod_id = static_cast<TokenId>(r.integer("tokenizer.eod_id"));
-  m.train = r.split("train");
-  m.val = r.split("val");
+  if (version >= 2 && root.contains("domains")) m.domains = r.strings("domains");
+  for (const auto& d : m.domains)
+    if (d.empty()) throw Error(file, "domains: a domain without a name");
+  m.train = r.split("train", m.domains);
+  m.val = r.split("val", m.domains);
   m.inputs = r.strings("prep.inputs");
   m.val_fraction = r.number("prep.val_fraction");
   m.seed = static_cast<uint64_t>(r.integer("prep.seed"));
@@ -141,6 +172,12 @@ void DatasetMeta::write(const std::string& dir) const {
                                         {"val_fraction", val_fraction},
                                         {"seed", static_cast<int64_t>(seed)},
                                         {"input_bytes", static_cast<int64_t>(input_bytes)}}}};
+  if (!domains.empty()) {
+    toml::array names;
+    for (const auto& d : domains)
+      names.push_back(d);
+    root.insert("domains", names);
+  }
   const std::string file = (fs::path(dir) / "dataset.toml").string();
   const std::string tmp = file + ".tmp";
   {
@@ -173,12 +210,31 @@ std::unique_ptr<Tokenizer> load_dataset_tokenizer(const std::string& dir, const 
   return tok;
 }
 
-TokenDataset::TokenDataset(const std::string& dir, const std::string& split)
+TokenDataset::TokenDataset(const std::string& dir, const std::string& split,
+                           const std::vector<std::string>& domains)
     : meta_(DatasetMeta::read(dir)) {
   const SplitMeta& s = meta_.split(split);
-  if (s.shards.empty()) throw Error(dir, "the " + split + " split has no shards");
+  std::string what = "the " + split + " split";
+  std::vector<std::string> shards = s.shards;
+  uint64_t tokens = s.tokens;
+  if (!domains.empty()) {
+    what += " of " + std::string(domains.size() == 1 ? "domain " : "domains ");
+    shards.clear(), tokens = 0;
+    for (size_t i = 0; i < domains.size(); ++i) {
+      const ShardList* list = nullptr;
+      try {
+        list = &s.domain(domains[i]);
+      } catch (const Error& e) {
+        throw Error(dir, e.detail());
+      }
+      shards.insert(shards.end(), list->shards.begin(), list->shards.end());
+      tokens += list->tokens;
+      what += (i ? "+" : "") + domains[i];
+    }
+  }
+  if (shards.empty()) throw Error(dir, what + " has no shards");
   const uint64_t tokenizer_hash = fnv1a64(meta_.tokenizer_identity);
-  for (const auto& name : s.shards) {
+  for (const auto& name : shards) {
     ShardReader shard((fs::path(dir) / name).string());
     const ShardHeader& h = shard.header();
     if (h.tokenizer_hash != tokenizer_hash || h.vocab_size != meta_.vocab_size)
@@ -188,9 +244,9 @@ TokenDataset::TokenDataset(const std::string& dir, const std::string& split)
     total_ += shard.size();
     shards_.push_back(std::move(shard));
   }
-  if (total_ != s.tokens)
-    throw Error(dir, "the " + split + " shards hold " + std::to_string(total_) +
-                         " tokens but dataset.toml says " + std::to_string(s.tokens));
+  if (total_ != tokens)
+    throw Error(dir, "the shards of " + what + " hold " + std::to_string(total_) +
+                         " tokens but dataset.toml says " + std::to_string(tokens));
 }
 
 void TokenDataset::copy(uint64_t begin, uint64_t count, int64_t* out) const {

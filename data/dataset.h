@@ -6,7 +6,12 @@
 //   <dir>/train_000000.bin    token shards (data/shard.h), documents in input order
 //   <dir>/val_000000.bin
 //
-// TokenDataset presents one split as a single token sequence over its memory-mapped shards.
+// A dataset with domains (data/documents.h) keeps one shard sequence per domain and split,
+// `train-<domain>_000000.bin`, ...; dataset.toml lists the domains in the order their first
+// documents came, and each split's `shards` is every domain's shards in that order.
+//
+// TokenDataset presents one split (all of it, or some of its domains) as a single token sequence
+// over its memory-mapped shards.
 #pragma once
 
 #include <cstdint>
@@ -19,12 +24,20 @@
 
 namespace ladder::data {
 
-constexpr int kDatasetFormatVersion = 1;
+// Version 2 added domains; version 1 datasets (no domains) are still read.
+constexpr int kDatasetFormatVersion = 2;
 
-struct SplitMeta {
+struct ShardList {
   uint64_t tokens = 0;
   uint64_t documents = 0;
   std::vector<std::string> shards;  // file names relative to the dataset folder
+};
+
+struct SplitMeta : ShardList {
+  // One entry per domain of the dataset, in DatasetMeta::domains order; empty without domains.
+  std::vector<std::pair<std::string, ShardList>> domains;
+  // The named domain's shards; ladder::Error naming the domains there are when it is not one.
+  const ShardList& domain(const std::string& name) const;
 };
 
 struct DatasetMeta {
@@ -34,6 +47,7 @@ struct DatasetMeta {
   std::string eod_token;        // hf: the content of the end-of-document token
   uint32_t vocab_size = 0;
   TokenId eod_id = 0;
+  std::vector<std::string> domains;  // in the order their first documents came; empty: none
   SplitMeta train;
   SplitMeta val;
   // Provenance, for humans and reproducibility.
@@ -55,8 +69,10 @@ std::unique_ptr<Tokenizer> load_dataset_tokenizer(const std::string& dir, const 
 
 class TokenDataset {
  public:
-  // Opens every shard of `split` ("train" | "val") and checks each against the metadata.
-  TokenDataset(const std::string& dir, const std::string& split);
+  // Opens every shard of `split` ("train" | "val"), or of its `domains` only (concatenated in the
+  // order given), and checks each against the metadata.
+  TokenDataset(const std::string& dir, const std::string& split,
+               const std::vector<std::string>& domains = {});
 
   const DatasetMeta& meta() const { return meta_; }
   uint64_t size() const { return total_; }

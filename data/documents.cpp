@@ -1,11 +1,15 @@
 #include "data/documents.h"
 
 #include <zlib.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -20,12 +24,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string strip_gz(const std::string& name) {
-  return ends_with(name, ".gz") ? name.substr(0, name.size() - 3) : name;
+std::string strip_compression(const std::string& name) {
+  for (const char* suffix : {".gz", ".zst"})
+    if (ends_with(name, suffix)) return name.substr(0, name.size() - std::strlen(suffix));
+  return name;
 }
 
 bool is_corpus_file(const fs::path& p) {
-  const std::string name = strip_gz(p.filename().string());
+  const std::string name = strip_compression(p.filename().string());
   return ends_with(name, ".txt") || ends_with(name, ".text") || ends_with(name, ".jsonl");
 }
 
@@ -33,13 +39,140 @@ bool is_blank(const std::string& line) {
   return std::all_of(line.begin(), line.end(), [](unsigned char c) { return std::isspace(c); });
 }
 
+// A file's bytes, decompressed: zstd by its magic number, otherwise zlib (which reads gzip and
+// passes plain files through).
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Up to `capacity` bytes into `out`; 0 at the end. Corrupt data throws ladder::Error.
+  virtual size_t read(char* out, size_t capacity) = 0;
+  virtual uint64_t file_position() const = 0;  // bytes of the file consumed
+};
+
+class ZlibSource final : public ByteSource {
+ public:
+  explicit ZlibSource(const std::string& path) : path_(path) {
+    file_ = gzopen(path.c_str(), "rb");
+    if (!file_) throw Error(path, "cannot open");
+    gzbuffer(file_, 1 << 20);
+  }
+  ~ZlibSource() override { gzclose(file_); }
+  size_t read(char* out, size_t capacity) override {
+    const int n = gzread(file_, out, static_cast<unsigned>(capacity));
+    if (n < 0) {
+      int code = 0;
+      throw Error(path_, std::string("read failed: ") + gzerror(file_, &code));
+    }
+    return static_cast<size_t>(n);
+  }
+  uint64_t file_position() const override { return static_cast<uint64_t>(gzoffset(file_)); }
+
+ private:
+  std::string path_;
+  gzFile file_ = nullptr;
+};
+
+class ZstdSource final : public ByteSource {
+ public:
+  explicit ZstdSource(const std::string& path)
+      : path_(path), input_(ZSTD_DStreamInSize()), stream_(ZSTD_createDStream()) {
+    file_ = std::fopen(path.c_str(), "rb");
+    if (!file_) throw Error(path, "cannot open");
+    ZSTD_initDStream(stream_);
+  }
+  ~ZstdSource() override {
+    ZSTD_freeDStream(stream_);
+    std::fclose(file_);
+  }
+  size_t read(char* out, size_t capacity) override {
+    ZSTD_outBuffer output{out, capacity, 0};
+    while (output.pos == 0) {
+      if (in_.pos == in_.size) {
+        const size_t n = std::fread(input_.data(), 1, input_.size(), file_);
+        if (n == 0) {
+          if (std::ferror(file_)) throw Error(path_, "read failed");
+          if (frame_open_)
+            throw Error(path_, "truncated zstd data: the file ends inside a frame (at byte " +
+                                   std::to_string(consumed_) + ")");
+          return 0;
+        }
+        in_ = {input_.data(), n, 0};
+      }
+      const size_t before = in_.pos;
+      const size_t r = ZSTD_decompressStream(stream_, &output, &in_);
+      consumed_ += in_.pos - before;
+      if (ZSTD_isError(r))
+        throw Error(path_, std::string("corrupt zstd data near byte ") + std::to_string(consumed_) +
+                               ": " + ZSTD_getErrorName(r));
+      frame_open_ = r != 0;
+    }
+    return output.pos;
+  }
+  uint64_t file_position() const override { return consumed_; }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  std::vector<char> input_;
+  ZSTD_inBuffer in_{nullptr, 0, 0};
+  ZSTD_DStream* stream_;
+  uint64_t consumed_ = 0;
+  bool frame_open_ = false;
+};
+
+std::unique_ptr<ByteSource> open_source(const std::string& path) {
+  unsigned char magic[4] = {0, 0, 0, 0};
+  if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+    const size_t n = std::fread(magic, 1, 4, f);
+    std::fclose(f);
+    if (n == 4 && magic[0] == 0x28 && magic[1] == 0xB5 && magic[2] == 0x2F && magic[3] == 0xFD)
+      return std::make_unique<ZstdSource>(path);
+  }
+  return std::make_unique<ZlibSource>(path);
+}
+
+// A text file's `<file>.domains`: "NAME COUNT" lines in document order ('#' starts a comment).
+std::vector<std::pair<std::string, uint64_t>> read_sidecar(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path, "cannot read");
+  std::vector<std::pair<std::string, uint64_t>> domains;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    line = line.substr(0, line.find('#'));
+    std::istringstream fields(line);
+    std::string name, extra;
+    long long count = -1;
+    if (!(fields >> name)) continue;
+    if (!(fields >> count) || count < 0 || (fields >> extra) || !valid_domain_name(name))
+      throw Error(path + ":" + std::to_string(number),
+                  "expected \"NAME COUNT\" (a domain name of letters, digits, _ - . and a count "
+                  "of documents)");
+    domains.emplace_back(name, static_cast<uint64_t>(count));
+  }
+  return domains;
+}
+
 }  // namespace
 
-std::vector<std::string> list_input_files(const std::vector<std::string>& inputs) {
+bool valid_domain_name(std::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+std::vector<InputFile> list_input_files(const std::vector<std::string>& inputs) {
   if (inputs.empty()) throw Error("--input", "no input files or folders given");
-  std::vector<std::string> files;
-  for (const auto& input : inputs) {
+  std::vector<InputFile> files;
+  for (const auto& spec : inputs) {
     std::error_code ec;
+    std::string input = spec, domain;
+    const size_t eq = spec.find('=');
+    if (eq != std::string::npos && !fs::exists(spec, ec)) {
+      domain = spec.substr(0, eq), input = spec.substr(eq + 1);
+      if (!valid_domain_name(domain))
+        throw Error("--input " + spec,
+                    "\"" + domain + "\" is not a domain name (letters, digits, _ - .)");
+    }
     const auto status = fs::status(input, ec);
     if (ec || !fs::exists(status)) throw Error(input, "no such file or folder");
     if (fs::is_directory(status)) {
@@ -51,25 +184,22 @@ std::vector<std::string> list_input_files(const std::vector<std::string>& inputs
       }
       if (ec) throw Error(input, "cannot list folder: " + ec.message());
       if (found.empty())
-        throw Error(input, "folder holds no *.txt, *.text or *.jsonl files (optionally .gz)");
+        throw Error(input,
+                    "folder holds no *.txt, *.text or *.jsonl files (optionally .gz or .zst)");
       std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
+      for (auto& f : found)
+        files.emplace_back(std::move(f), domain);
     } else {
-      files.push_back(input);
+      files.emplace_back(input, domain);
     }
   }
   return files;
 }
 
-// Reads lines from a plain or gzip file (zlib reads plain files transparently).
+// Reads lines from a file through its ByteSource.
 class DocumentStream::LineReader {
  public:
-  explicit LineReader(const std::string& path) : path_(path) {
-    file_ = gzopen(path.c_str(), "rb");
-    if (!file_) throw Error(path, "cannot open");
-    gzbuffer(file_, 1 << 20);
-  }
-  ~LineReader() { gzclose(file_); }
+  explicit LineReader(const std::string& path) : path_(path), source_(open_source(path)) {}
 
   // Next line without its '\n' (and without a trailing '\r'); false at end of file.
   bool next(std::string& line, uint64_t& bytes) {
@@ -77,18 +207,14 @@ class DocumentStream::LineReader {
     for (;;) {
       if (pos_ == end_) {
         if (eof_) return !line.empty();
-        const int n = gzread(file_, buffer_, sizeof buffer_);
-        if (n < 0) {
-          int code = 0;
-          throw Error(path_, std::string("read failed: ") + gzerror(file_, &code));
-        }
+        const size_t n = source_->read(buffer_, sizeof buffer_);
         if (n == 0) {
           eof_ = true;
           continue;
         }
-        bytes += static_cast<uint64_t>(n);
+        bytes += n;
         pos_ = 0;
-        end_ = static_cast<size_t>(n);
+        end_ = n;
       }
       const char* start = buffer_ + pos_;
       const char* nl = static_cast<const char*>(std::memchr(start, '\n', end_ - pos_));
@@ -105,38 +231,95 @@ class DocumentStream::LineReader {
   }
   uint64_t line_number() const { return line_number_; }
   const std::string& path() const { return path_; }
+  uint64_t file_position() const { return source_->file_position(); }
 
  private:
   std::string path_;
-  gzFile file_ = nullptr;
+  std::unique_ptr<ByteSource> source_;
   char buffer_[1 << 16];
   size_t pos_ = 0, end_ = 0;
   bool eof_ = false;
   uint64_t line_number_ = 0;
 };
 
-DocumentStream::DocumentStream(std::vector<std::string> files, std::string jsonl_field)
-    : files_(std::move(files)), jsonl_field_(std::move(jsonl_field)) {}
+DocumentStream::DocumentStream(std::vector<InputFile> files, std::string jsonl_field,
+                               std::string domain_field)
+    : files_(std::move(files)),
+      jsonl_field_(std::move(jsonl_field)),
+      domain_field_(std::move(domain_field)) {}
 
 DocumentStream::~DocumentStream() = default;
+
+uint64_t DocumentStream::file_bytes_read() const {
+  return finished_file_bytes_ + (reader_ ? reader_->file_position() : 0);
+}
 
 bool DocumentStream::open_next_file() {
   reader_.reset();
   if (next_file_ >= files_.size()) return false;
-  const std::string& path = files_[next_file_++];
-  jsonl_ = ends_with(strip_gz(path), ".jsonl");
-  reader_ = std::make_unique<LineReader>(path);
+  const InputFile& file = files_[next_file_++];
+  jsonl_ = ends_with(strip_compression(file.path), ".jsonl");
+  reader_ = std::make_unique<LineReader>(file.path);
+  file_documents_ = 0;
+  sidecar_.clear();
+  sidecar_path_ = file.path + ".domains";
+  if (!jsonl_ && file.domain.empty() && fs::exists(sidecar_path_))
+    sidecar_ = read_sidecar(sidecar_path_);
   return true;
 }
 
-bool DocumentStream::next(std::string& document) {
-  document.clear();
+// At the end of a file: its sidecar must have listed exactly its documents.
+void DocumentStream::finish_file() {
+  if (!sidecar_.empty()) {
+    uint64_t listed = 0;
+    for (const auto& [name, count] : sidecar_)
+      listed += count;
+    if (listed != file_documents_)
+      throw Error(sidecar_path_, "lists " + std::to_string(listed) + " documents; " +
+                                     reader_->path() + " holds " + std::to_string(file_documents_));
+  }
+  std::error_code ec;
+  const auto size = fs::file_size(reader_->path(), ec);
+  finished_file_bytes_ += ec ? reader_->file_position() : size;
+  reader_.reset();
+}
+
+bool DocumentStream::next(std::string& text) {
+  Document d;
+  if (!next(d)) return false;
+  text = std::move(d.text);
+  return true;
+}
+
+bool DocumentStream::next(Document& document) {
+  document.text.clear();
   std::string line;
+  const auto found = [&]() {
+    const InputFile& file = files_[next_file_ - 1];
+    if (document.domain.empty()) document.domain = file.domain;
+    if (!sidecar_.empty()) {
+      uint64_t before = file_documents_;
+      for (const auto& [name, count] : sidecar_) {
+        if (before < count) {
+          document.domain = name;
+          break;
+        }
+        before -= count;
+      }
+      if (document.domain.empty())
+        throw Error(sidecar_path_, "lists fewer documents than " + file.path + " holds");
+    }
+    ++file_documents_;
+    return true;
+  };
+  document.domain.clear();
   for (;;) {
     if (!reader_ && !open_next_file()) return false;
     if (!reader_->next(line, bytes_read_)) {
-      reader_.reset();
-      if (!document.empty()) return true;  // a text file's last document
+      const bool last_document = !document.text.empty();
+      if (last_document) found();  // a text file's last document
+      finish_file();
+      if (last_document) return true;
       continue;
     }
     if (jsonl_) {
@@ -151,16 +334,24 @@ bool DocumentStream::next(std::string& document) {
       auto field = object.is_object() ? object.find(jsonl_field_) : object.end();
       if (field == object.end() || !field->is_string())
         throw Error(where, "expected a JSON object with a string field \"" + jsonl_field_ + "\"");
-      document = field->get<std::string>();
-      if (!document.empty()) return true;
+      document.text = field->get<std::string>();
+      if (!domain_field_.empty()) {
+        auto domain = object.find(domain_field_);
+        if (domain == object.end() || !domain->is_string() ||
+            !valid_domain_name(domain->get<std::string>()))
+          throw Error(where, "expected a string field \"" + domain_field_ +
+                                 "\" naming the document's domain (letters, digits, _ - .)");
+        document.domain = domain->get<std::string>();
+      }
+      if (!document.text.empty()) return found();
       continue;
     }
     if (is_blank(line)) {
-      if (!document.empty()) return true;
+      if (!document.text.empty()) return found();
       continue;
     }
-    document += line;
-    document += '\n';
+    document.text += line;
+    document.text += '\n';
   }
 }
 

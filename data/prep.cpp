@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "core/error.h"
@@ -53,8 +54,8 @@ void validate(const PrepOptions& o) {
 }
 
 // Feeds SentencePiece the lines of the training documents.
-std::string train_tokenizer(const PrepOptions& o, const std::vector<std::string>& files) {
-  DocumentStream docs(files, o.jsonl_field);
+std::string train_tokenizer(const PrepOptions& o, const std::vector<InputFile>& files) {
+  DocumentStream docs(files, o.jsonl_field, o.domain_field);
   std::string document;
   size_t pos = 0;
   bool have = false;
@@ -84,30 +85,31 @@ std::string train_tokenizer(const PrepOptions& o, const std::vector<std::string>
   return model;
 }
 
-// One split's shard sequence: train_000000.bin, train_000001.bin, ...
-class SplitWriter {
+// One shard sequence: train_000000.bin, ... (or train-<domain>_000000.bin, ... for a domain).
+class ShardSequenceWriter {
  public:
-  SplitWriter(const PrepOptions& o, std::string split, const Tokenizer& tok)
-      : o_(o), split_(std::move(split)), tok_(tok), hash_(fnv1a64(tok.identity())) {}
+  ShardSequenceWriter(const PrepOptions& o, const std::string& dir, std::string prefix,
+                      const Tokenizer& tok)
+      : o_(o), dir_(dir), prefix_(std::move(prefix)), tok_(tok), hash_(fnv1a64(tok.identity())) {}
 
   void append(const std::vector<TokenId>& ids) {
     if (!shard_) open();
     shard_->append_document(ids.data(), ids.size());
-    meta_.tokens += ids.size();
-    meta_.documents += 1;
+    list_.tokens += ids.size();
+    list_.documents += 1;
     if (shard_->token_count() >= o_.shard_tokens) close();
   }
-  SplitMeta finish() {
+  ShardList finish() {
     close();
-    return meta_;
+    return list_;
   }
 
  private:
   void open() {
-    char name[64];
-    std::snprintf(name, sizeof name, "%s_%06zu.bin", split_.c_str(), meta_.shards.size());
-    meta_.shards.push_back(name);
-    shard_ = std::make_unique<ShardWriter>((fs::path(o_.out_dir) / name).string(),
+    char number[16];
+    std::snprintf(number, sizeof number, "_%06zu.bin", list_.shards.size());
+    list_.shards.push_back(prefix_ + number);
+    shard_ = std::make_unique<ShardWriter>((fs::path(dir_) / list_.shards.back()).string(),
                                            tok_.vocab_size(), hash_);
   }
   void close() {
@@ -116,23 +118,101 @@ class SplitWriter {
   }
 
   const PrepOptions& o_;
-  std::string split_;
+  std::string dir_;
+  std::string prefix_;
   const Tokenizer& tok_;
   uint64_t hash_;
   std::unique_ptr<ShardWriter> shard_;
-  SplitMeta meta_;
+  ShardList list_;
 };
 
-// Removes shards of an earlier dataset in the folder that the new one does not list.
-void remove_stale_shards(const std::string& dir, const DatasetMeta& meta) {
-  std::vector<std::string> keep = meta.train.shards;
-  keep.insert(keep.end(), meta.val.shards.begin(), meta.val.shards.end());
+// The shard sequences of both splits, one per domain (a single unnamed one without domains).
+class DatasetWriter {
+ public:
+  DatasetWriter(const PrepOptions& o, std::string dir, const Tokenizer& tok)
+      : o_(o), dir_(std::move(dir)), tok_(tok) {}
+
+  // `where` names the document's file for the error a mix of named and unnamed documents gets.
+  void append(const Document& d, const std::vector<TokenId>& ids, const std::string& where) {
+    if (domains_.empty()) {
+      named_ = !d.domain.empty();
+    } else if (named_ != !d.domain.empty()) {
+      throw Error(where, named_ ? "a document without a domain, after documents with domains "
+                                  "(every document needs one: DOMAIN=PATH, --domain-field or "
+                                  "a .domains file)"
+                                : "a document of domain \"" + d.domain +
+                                      "\" after documents without one (every document needs one, "
+                                      "or none)");
+    }
+    auto it = std::find_if(domains_.begin(), domains_.end(),
+                           [&](const auto& e) { return e.name == d.domain; });
+    if (it == domains_.end()) {
+      const std::string suffix = d.domain.empty() ? "" : "-" + d.domain;
+      domains_.push_back({d.domain,
+                          std::make_unique<ShardSequenceWriter>(o_, dir_, "train" + suffix, tok_),
+                          std::make_unique<ShardSequenceWriter>(o_, dir_, "val" + suffix, tok_)});
+      it = domains_.end() - 1;
+    }
+    (goes_to_validation(d.text, o_) ? *it->val : *it->train).append(ids);
+  }
+
+  // Fills the splits and domains of `meta`.
+  void finish(DatasetMeta& meta) {
+    for (auto& d : domains_) {
+      const ShardList train = d.train->finish(), val = d.val->finish();
+      for (auto [split, list] : {std::pair{&meta.train, &train}, std::pair{&meta.val, &val}}) {
+        split->tokens += list->tokens;
+        split->documents += list->documents;
+        split->shards.insert(split->shards.end(), list->shards.begin(), list->shards.end());
+        if (named_) split->domains.emplace_back(d.name, *list);
+      }
+      if (named_) meta.domains.push_back(d.name);
+    }
+  }
+
+ private:
+  struct Domain {
+    std::string name;
+    std::unique_ptr<ShardSequenceWriter> train, val;
+  };
+  const PrepOptions& o_;
+  std::string dir_;
+  const Tokenizer& tok_;
+  std::vector<Domain> domains_;  // in the order their first documents came
+  bool named_ = false;
+};
+
+bool is_shard_name(const std::string& name) {
+  return name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0 &&
+         (name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0 ||
+          name.rfind("train-", 0) == 0 || name.rfind("val-", 0) == 0);
+}
+
+// Moves the dataset built in `staging` into `out`: first the old dataset.toml goes (from then on
+// the folder is not a dataset), then the old shards and tokenizer files, then the new files move
+// in, and the new dataset.toml is written last. An interrupted prep leaves either the old dataset,
+// no dataset, or the new one, never a mix; the next run clears the staging folder.
+void commit_dataset(const std::string& staging, const std::string& out, const DatasetMeta& meta) {
+  const fs::path dir(out);
+  fs::remove(dir / "dataset.toml");
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    const bool shard = name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0 &&
-                       (name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0);
-    if (shard && std::find(keep.begin(), keep.end(), name) == keep.end()) fs::remove(entry.path());
+    if (entry.is_regular_file() &&
+        (is_shard_name(name) || name == "tokenizer.model" || name == "tokenizer.json"))
+      fs::remove(entry.path());
   }
+  for (const auto& entry : fs::directory_iterator(staging))
+    fs::rename(entry.path(), dir / entry.path().filename());
+  fs::remove(staging);
+  meta.write(out);
+}
+
+std::string describe_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e7) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s < 60) return std::to_string(s) + " s";
+  if (s < 3600) return std::to_string(s / 60) + " min " + std::to_string(s % 60) + " s";
+  return std::to_string(s / 3600) + " h " + std::to_string(s / 60 % 60) + " min";
 }
 
 }  // namespace
@@ -140,8 +220,17 @@ void remove_stale_shards(const std::string& dir, const DatasetMeta& meta) {
 PrepReport run_prep(const PrepOptions& o) {
   validate(o);
   const auto start = Clock::now();
-  const std::vector<std::string> files = list_input_files(o.inputs);
+  const std::vector<InputFile> files = list_input_files(o.inputs);
+  uint64_t total_file_bytes = 0;
+  for (const auto& f : files) {
+    std::error_code ec;
+    total_file_bytes += fs::file_size(f.path, ec);
+  }
   create_output_folder(o.out_dir);
+  // Everything is written into a staging folder first (cleared of an interrupted run's files).
+  const std::string staging = (fs::path(o.out_dir) / ".prep-partial").string();
+  fs::remove_all(staging);
+  create_output_folder(staging);
   PrepReport report;
 
   // 1. The tokenizer.
@@ -153,7 +242,7 @@ PrepReport run_prep(const PrepOptions& o) {
     auto hf = HfTokenizer::load(o.tokenizer_file, o.eod_token);
     meta.tokenizer_model = "tokenizer.json";
     meta.eod_token = hf->eod_token();
-    write_text_file((fs::path(o.out_dir) / meta.tokenizer_model).string(), hf->file_text());
+    write_text_file((fs::path(staging) / meta.tokenizer_model).string(), hf->file_text());
     spdlog::info("prep: {}: byte-level BPE of {} tokens, documents end with {} (id {})",
                  o.tokenizer_file, hf->vocab_size(), hf->eod_token(), hf->eod_id());
     tok = std::move(hf);
@@ -169,7 +258,7 @@ PrepReport run_prep(const PrepOptions& o) {
     }
     tok = std::make_unique<SentencePieceTokenizer>(model_bytes, "tokenizer.model");
     meta.tokenizer_model = "tokenizer.model";
-    write_text_file((fs::path(o.out_dir) / meta.tokenizer_model).string(), model_bytes);
+    write_text_file((fs::path(staging) / meta.tokenizer_model).string(), model_bytes);
   }
   meta.tokenizer_kind = tok->kind();
   meta.tokenizer_identity = tok->identity();
@@ -177,70 +266,100 @@ PrepReport run_prep(const PrepOptions& o) {
   meta.eod_id = tok->eod_id();
   report.vocab_size = tok->vocab_size();
 
-  // 2. Tokenize in batches: documents are encoded by `threads` workers, then written in input
-  // order.
-  DocumentStream docs(files, o.jsonl_field);
-  SplitWriter train(o, "train", *tok), val(o, "val", *tok);
-  std::vector<std::string> batch;
+  // 2. Tokenize in batches of about 16 MB: while `threads` workers encode one batch, the next is
+  // read (and decompressed) ahead; encoded documents are written in input order.
+  DocumentStream docs(files, o.jsonl_field, o.domain_field);
+  DatasetWriter writer(o, staging, *tok);
+  struct Batch {
+    std::vector<Document> documents;
+    std::vector<std::string> files;  // each document's file, for errors
+    bool last = false;
+  };
+  auto read_batch = [&docs]() {
+    Batch b;
+    size_t bytes = 0;
+    Document d;
+    while (bytes < (size_t{16} << 20)) {
+      if (!docs.next(d)) {
+        b.last = true;
+        break;
+      }
+      bytes += d.text.size();
+      b.files.push_back(docs.current_file());
+      b.documents.push_back(std::move(d));
+    }
+    return b;
+  };
   std::vector<std::vector<TokenId>> encoded;
   const auto encode_start = Clock::now();
   auto last_report = encode_start;
   uint64_t documents = 0, tokens = 0;
-  const size_t batch_bytes = size_t{16} << 20;
+  Batch batch = read_batch();
   for (bool more = true; more;) {
-    batch.clear();
-    size_t bytes = 0;
-    std::string document;
-    while (bytes < batch_bytes && (more = docs.next(document))) {
-      bytes += document.size();
-      batch.push_back(std::move(document));
-    }
-    encoded.assign(batch.size(), {});
+    more = !batch.last;
+    std::future<Batch> ahead;
+    if (more) ahead = std::async(std::launch::async, read_batch);
+    const auto& texts = batch.documents;
+    encoded.assign(texts.size(), {});
     auto encode_range = [&](size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i) {
-        tok->encode(batch[i], encoded[i]);
+        tok->encode(texts[i].text, encoded[i]);
         encoded[i].push_back(tok->eod_id());
       }
     };
     std::vector<std::thread> workers;
-    const size_t per = (batch.size() + o.threads - 1) / o.threads;
-    for (int w = 1; w < o.threads && w * per < batch.size(); ++w)
-      workers.emplace_back(encode_range, w * per, std::min(batch.size(), (w + 1) * per));
-    encode_range(0, std::min(batch.size(), per));
+    const size_t per = (texts.size() + o.threads - 1) / o.threads;
+    for (int w = 1; w < o.threads && w * per < texts.size(); ++w)
+      workers.emplace_back(encode_range, w * per, std::min(texts.size(), (w + 1) * per));
+    try {
+      encode_range(0, std::min(texts.size(), per));
+    } catch (...) {
+      for (auto& w : workers)
+        w.join();
+      throw;
+    }
     for (auto& w : workers)
       w.join();
-    for (size_t i = 0; i < batch.size(); ++i) {
-      (goes_to_validation(batch[i], o) ? val : train).append(encoded[i]);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      writer.append(texts[i], encoded[i], batch.files[i]);
       documents += 1;
       tokens += encoded[i].size();
     }
+    if (more) batch = ahead.get();
     report.input_bytes = docs.bytes_read();
     if (seconds_since(last_report) > 5 || !more) {
       last_report = Clock::now();
-      spdlog::info("prep: {:.1f} MB read, {} documents, {} tokens, {:.2f} M tokens/s",
-                   report.input_bytes / 1e6, documents, tokens,
-                   tokens / 1e6 / seconds_since(encode_start));
+      const double elapsed = seconds_since(encode_start);
+      const double done = total_file_bytes ? static_cast<double>(docs.file_bytes_read()) /
+                                                 static_cast<double>(total_file_bytes)
+                                           : 1.0;
+      spdlog::info(
+          "prep: {:.1f}% of {:.1f} MB, {} documents, {:.1f} MB of text, {} tokens, "
+          "{:.2f} M tokens/s, ETA {}",
+          100 * std::min(done, 1.0), total_file_bytes / 1e6, documents, report.input_bytes / 1e6,
+          tokens, tokens / 1e6 / elapsed,
+          more ? describe_duration(elapsed * (1 - done) / std::max(done, 1e-9)) : "0 s");
     }
   }
-  meta.train = train.finish();
+  writer.finish(meta);
   report.encode_seconds = seconds_since(encode_start);
-  meta.val = val.finish();
   report.train_documents = meta.train.documents;
   report.val_documents = meta.val.documents;
   report.train_tokens = meta.train.tokens;
   report.val_tokens = meta.val.tokens;
+  report.domains = meta.domains;
   if (meta.train.documents == 0) throw Error(o.out_dir, "no training documents (empty input?)");
   if (o.val_fraction > 0 && meta.val.documents == 0)
     throw Error("--val-fraction", "no document fell into the validation split; raise it above " +
                                       std::to_string(o.val_fraction));
 
-  // 3. Metadata last: a folder without a complete dataset.toml is not a dataset.
-  meta.inputs = files;
+  // 3. Into place, metadata last: a folder without a complete dataset.toml is not a dataset.
+  for (const auto& f : files)
+    meta.inputs.push_back(f.domain.empty() ? f.path : f.domain + "=" + f.path);
   meta.val_fraction = o.val_fraction;
   meta.seed = o.seed;
   meta.input_bytes = report.input_bytes;
-  meta.write(o.out_dir);
-  remove_stale_shards(o.out_dir, meta);
+  commit_dataset(staging, o.out_dir, meta);
   report.seconds = seconds_since(start);
   return report;
 }

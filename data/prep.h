@@ -1,5 +1,7 @@
 // `ladder prep`: text in, token shards out (data/dataset.h describes the folder it writes).
 //
+// Domains (data/documents.h) get a shard sequence each per split (data/dataset.h).
+//
 // Deterministic: the same inputs and options give byte-identical output. Each document goes to the
 // validation split when a hash of (seed, its text) falls below val_fraction, so the split depends
 // on content rather than position, and duplicated documents never straddle the two splits. A
@@ -23,6 +25,7 @@ struct PrepOptions {
   std::string eod_token;            // hf: the token that ends a document (default: see HfTokenizer)
   SentencePieceTrainingOptions sp;
   std::string jsonl_field = "text";
+  std::string domain_field;  // a JSONL field naming each document's domain ("" = none)
   double val_fraction = 0.02;
   uint64_t seed = 0;
   uint64_t shard_tokens = uint64_t{1} << 28;  // a shard closes after the document that crosses this
@@ -35,9 +38,10 @@ struct PrepReport {
   uint64_t train_documents = 0, val_documents = 0;
   uint64_t train_tokens = 0, val_tokens = 0;
   uint32_t vocab_size = 0;
-  double tokenizer_seconds = 0;  // SentencePiece training
-  double encode_seconds = 0;     // reading, tokenizing and writing shards
-  double seconds = 0;            // the whole run
+  std::vector<std::string> domains;  // empty: the dataset has none
+  double tokenizer_seconds = 0;      // SentencePiece training
+  double encode_seconds = 0;         // reading, tokenizing and writing shards
+  double seconds = 0;                // the whole run
   double bytes_per_token() const {
     return static_cast<double>(input_bytes) / static_cast<double>(train_tokens + val_tokens);
   }

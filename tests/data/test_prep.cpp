@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include <filesystem>
 
@@ -31,6 +32,20 @@ std::string corpus_text() {
     text += d % 2 ? "\n" : "\n  \n\n";  // one or more blank (or whitespace-only) lines
   }
   return text;
+}
+
+// `text` as zstd, in frames of `frame_bytes` (as multi-threaded compressors write it).
+std::string zstd_bytes(const std::string& text, size_t frame_bytes = size_t(-1)) {
+  std::string out;
+  for (size_t at = 0; at < text.size() || at == 0; at += frame_bytes) {
+    const size_t n = std::min(frame_bytes, text.size() - at);
+    std::string frame(ZSTD_compressBound(n), '\0');
+    const size_t size = ZSTD_compress(frame.data(), frame.size(), text.data() + at, n, 3);
+    frame.resize(size);
+    out += frame;
+    if (n == 0) break;
+  }
+  return out;
 }
 
 std::vector<std::string> read_all(DocumentStream&& docs) {
@@ -91,10 +106,133 @@ TEST(Documents, FoldersAreSortedAndSkipOtherFiles) {
   write_file(dir.path("z/2.txt"), "two\n");
   write_file(dir.path("a/1.txt"), "one\n");
   write_file(dir.path("README.md"), "not corpus\n");
+  write_file(dir.path("m/3.jsonl.zst"), zstd_bytes("{\"text\": \"three\"}\n"));
   EXPECT_EQ(list_input_files({dir.path()}),
-            (std::vector<std::string>{dir.path("a/1.txt"), dir.path("z/2.txt")}));
+            (std::vector<InputFile>{dir.path("a/1.txt"), dir.path("m/3.jsonl.zst"),
+                                    dir.path("z/2.txt")}));
+  EXPECT_EQ(list_input_files({"news=" + dir.path("a")}),
+            (std::vector<InputFile>{{dir.path("a/1.txt"), "news"}}));
   EXPECT_THROW(list_input_files({dir.path("missing")}), Error);
+  EXPECT_THROW(list_input_files({"bad name=" + dir.path("a")}), Error);
   EXPECT_THROW(list_input_files({}), Error);
+}
+
+TEST(Documents, ZstdTextAndJsonlInOneOrManyFrames) {
+  TempDir dir;
+  const std::string text = corpus_text();
+  write_file(dir.path("one.txt.zst"), zstd_bytes(text));
+  write_file(dir.path("many.txt.zst"), zstd_bytes(text, 777));  // frames end mid-line
+  write_file(dir.path("plain.txt"), text);
+  const auto plain = read_all(DocumentStream({dir.path("plain.txt")}));
+  ASSERT_EQ(plain.size(), 40u);
+  EXPECT_EQ(read_all(DocumentStream({dir.path("one.txt.zst")})), plain);
+  DocumentStream many({dir.path("many.txt.zst")});
+  EXPECT_EQ(read_all(std::move(many)), plain);
+
+  std::string jsonl;
+  for (int i = 0; i < 500; ++i)
+    jsonl += "{\"text\": \"document " + std::to_string(i) + "\"}\n";
+  write_file(dir.path("d.jsonl.zst"), zstd_bytes(jsonl, 1000));
+  DocumentStream docs({dir.path("d.jsonl.zst")});
+  std::string d;
+  int n = 0;
+  while (docs.next(d))
+    EXPECT_EQ(d, "document " + std::to_string(n++));
+  EXPECT_EQ(n, 500);
+  EXPECT_EQ(docs.bytes_read(), jsonl.size());
+  EXPECT_EQ(docs.file_bytes_read(), std::filesystem::file_size(dir.path("d.jsonl.zst")));
+}
+
+TEST(Documents, CorruptOrTruncatedZstdNamesTheFile) {
+  TempDir dir;
+  std::string jsonl;
+  for (int i = 0; i < 2000; ++i)
+    jsonl += "{\"text\": \"document " + std::to_string(i * 7919 % 1000) + "\"}\n";
+  std::string bytes = zstd_bytes(jsonl);
+  std::string corrupt = bytes;
+  for (size_t i = corrupt.size() / 2; i < corrupt.size() / 2 + 16; ++i)
+    corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5A);
+  write_file(dir.path("corrupt.jsonl.zst"), corrupt);
+  write_file(dir.path("truncated.jsonl.zst"), bytes.substr(0, bytes.size() - 10));
+  for (const char* name : {"corrupt.jsonl.zst", "truncated.jsonl.zst"}) {
+    DocumentStream docs({dir.path(name)});
+    try {
+      std::string d;
+      while (docs.next(d)) {
+      }
+      FAIL() << name << " read without an error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.where(), dir.path(name));
+      EXPECT_NE(e.detail().find("zstd"), std::string::npos) << e.detail();
+    }
+  }
+}
+
+std::vector<Document> read_documents(DocumentStream&& docs) {
+  std::vector<Document> out;
+  Document d;
+  while (docs.next(d))
+    out.push_back(d);
+  return out;
+}
+
+TEST(Documents, DomainsFromInputsFieldsAndSidecars) {
+  TempDir dir;
+  write_file(dir.path("a.txt"), "a one\n\na two\n\na three\n");
+  write_file(dir.path("a.txt.domains"), "# genres\nnews 2\nfiction 1\n");
+  write_file(dir.path("b.jsonl"),
+             "{\"text\": \"b one\", \"src\": \"web\"}\n{\"text\": \"b two\", \"src\": "
+             "\"code\"}\n");
+  auto docs = read_documents(
+      DocumentStream(list_input_files({dir.path("a.txt"), dir.path("b.jsonl")}), "text", "src"));
+  ASSERT_EQ(docs.size(), 5u);
+  const std::vector<std::string> domains = {"news", "news", "fiction", "web", "code"};
+  for (size_t i = 0; i < docs.size(); ++i)
+    EXPECT_EQ(docs[i].domain, domains[i]) << docs[i].text;
+  // DOMAIN=PATH names every document of the input (and overrides a sidecar).
+  docs = read_documents(DocumentStream(list_input_files({"books=" + dir.path("a.txt")})));
+  ASSERT_EQ(docs.size(), 3u);
+  for (const auto& d : docs)
+    EXPECT_EQ(d.domain, "books");
+
+  // A sidecar that does not count the file's documents, a bad line, a missing or bad field.
+  const auto error_of = [&](DocumentStream&& stream) {
+    try {
+      read_documents(std::move(stream));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  write_file(dir.path("a.txt.domains"), "news 2\nfiction 2\n");
+  EXPECT_EQ(error_of(DocumentStream({dir.path("a.txt")})),
+            dir.path("a.txt.domains") + ": lists 4 documents; " + dir.path("a.txt") + " holds 3");
+  write_file(dir.path("a.txt.domains"), "news\n");
+  EXPECT_EQ(error_of(DocumentStream({dir.path("a.txt")})).rfind(dir.path("a.txt.domains:1"), 0),
+            0u);
+  write_file(dir.path("a.txt.domains"), "news 1\n");
+  EXPECT_NE(error_of(DocumentStream({dir.path("a.txt")})).find("lists fewer documents"),
+            std::string::npos);
+  EXPECT_EQ(error_of(DocumentStream({dir.path("b.jsonl")}, "text", "source"))
+                .rfind(dir.path("b.jsonl") + ":1: expected a string field \"source\"", 0),
+            0u);
+}
+
+TEST(Documents, TheBundledCorpusCarriesItsFifteenGenres) {
+  const std::string corpus = std::string(LADDER_SOURCE_DIR) + "/data/corpus/brown.txt.gz";
+  std::vector<std::pair<std::string, int>> counts;
+  DocumentStream docs({corpus});
+  Document d;
+  while (docs.next(d)) {
+    if (counts.empty() || counts.back().first != d.domain) counts.emplace_back(d.domain, 0);
+    ++counts.back().second;
+  }
+  const std::vector<std::pair<std::string, int>> manual = {
+      {"press", 44},     {"editorial", 27}, {"reviews", 17},        {"religion", 17},
+      {"skills", 36},    {"lore", 48},      {"belles_lettres", 75}, {"government", 30},
+      {"learned", 80},   {"fiction", 29},   {"mystery", 24},        {"science_fiction", 6},
+      {"adventure", 29}, {"romance", 29},   {"humour", 9}};
+  EXPECT_EQ(counts, manual);
 }
 
 PrepOptions options_for(const TempDir& dir) {
@@ -281,6 +419,123 @@ TEST(Prep, HfTokenizerDatasetRoundTripsAndChecksItsFile) {
   o.tokenizer_file.clear();
   o.force = true;
   EXPECT_THROW(run_prep(o), Error);  // --tokenizer hf needs --tokenizer-file
+}
+
+TEST(Prep, DomainsGetShardsOfTheirOwnInFirstSeenOrder) {
+  TempDir dir;
+  std::string jsonl;
+  const std::vector<std::string> names = {"web", "code", "books"};
+  for (int i = 0; i < 90; ++i)
+    jsonl += "{\"text\": \"" + names[i % 3] + " document " + std::to_string(i) +
+             "\", \"source\": \"" + names[i % 3] + "\"}\n";
+  write_file(dir.path("mix.jsonl.zst"), zstd_bytes(jsonl, 500));
+  PrepOptions o = options_for(dir);
+  o.inputs = {dir.path("mix.jsonl.zst")};
+  o.domain_field = "source";
+  o.shard_tokens = 300;
+  const PrepReport report = run_prep(o);
+  EXPECT_EQ(report.domains, names);
+  const DatasetMeta meta = DatasetMeta::read(o.out_dir);
+  EXPECT_EQ(meta.domains, names);
+  ASSERT_EQ(meta.train.domains.size(), 3u);
+  uint64_t tokens = 0, documents = 0;
+  std::vector<std::string> shards;
+  for (const auto& [name, list] : meta.train.domains) {
+    tokens += list.tokens, documents += list.documents;
+    shards.insert(shards.end(), list.shards.begin(), list.shards.end());
+    EXPECT_EQ(list.shards.front(), "train-" + name + "_000000.bin");
+  }
+  EXPECT_EQ(tokens, meta.train.tokens);
+  EXPECT_EQ(documents, meta.train.documents);
+  EXPECT_EQ(shards, meta.train.shards);  // the whole split is the domains in order
+  EXPECT_EQ(meta.train.documents + meta.val.documents, 90u);
+
+  // A domain's split decodes to that domain's documents only; two domains concatenate.
+  auto tok = load_dataset_tokenizer(o.out_dir, meta);
+  for (const auto& name : names) {
+    TokenDataset ds(o.out_dir, "train", {name});
+    std::vector<int64_t> ids(ds.size());
+    ds.copy(0, ds.size(), ids.data());
+    const std::string text = tok->decode(std::vector<TokenId>(ids.begin(), ids.end()));
+    for (const auto& other : names)
+      EXPECT_EQ(text.find(other + " document") != std::string::npos, other == name) << text;
+  }
+  EXPECT_EQ(TokenDataset(o.out_dir, "train", {"web", "books"}).size(),
+            meta.train.domain("web").tokens + meta.train.domain("books").tokens);
+  try {
+    TokenDataset(o.out_dir, "train", {"news"});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              o.out_dir + ": has no domain \"news\" (it has web, code, books)");
+  }
+
+  // Documents with and without domains do not mix.
+  write_file(dir.path("plain.txt"), "no domain\n");
+  o.inputs = {dir.path("mix.jsonl.zst"), dir.path("plain.txt")};
+  o.out_dir = dir.path("mixed");
+  EXPECT_THROW(run_prep(o), Error);
+  o.domain_field = "";
+  o.inputs = {"a=" + dir.path("plain.txt"), dir.path("corpus.txt")};
+  write_file(dir.path("corpus.txt"), corpus_text());
+  try {
+    run_prep(o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.where(), dir.path("corpus.txt"));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.path("mixed/dataset.toml")));
+}
+
+TEST(Prep, AFailedRunLeavesTheOldDatasetWhole) {
+  TempDir dir;
+  write_file(dir.path("corpus.txt"), corpus_text());
+  PrepOptions o = options_for(dir);
+  run_prep(o);
+  const std::string toml = testing::read_file(dir.path("out/dataset.toml"));
+  const std::string shard = testing::read_file(dir.path("out/train_000000.bin"));
+  // A second run over a damaged zstd file fails midway: the dataset in the folder is untouched.
+  std::string jsonl;
+  for (int i = 0; i < 3000; ++i)
+    jsonl += "{\"text\": \"document " + std::to_string(i * 7919 % 1000) + "\"}\n";
+  std::string bytes = zstd_bytes(jsonl);
+  write_file(dir.path("damaged.jsonl.zst"), bytes.substr(0, bytes.size() * 2 / 3));
+  o.inputs = {dir.path("damaged.jsonl.zst")};
+  o.force = true;
+  EXPECT_THROW(run_prep(o), Error);
+  EXPECT_EQ(testing::read_file(dir.path("out/dataset.toml")), toml);
+  EXPECT_EQ(testing::read_file(dir.path("out/train_000000.bin")), shard);
+  EXPECT_EQ(TokenDataset(o.out_dir, "train").meta().train.documents,
+            DatasetMeta::read(o.out_dir).train.documents);
+  // The next run clears what the failed one left and replaces the dataset: none of the old shards
+  // stay behind.
+  write_file(dir.path("small.txt"), "one small document\n");
+  o.inputs = {dir.path("small.txt")};
+  o.val_fraction = 0;
+  run_prep(o);
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(o.out_dir))
+    left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"dataset.toml", "train_000000.bin"}));
+}
+
+TEST(Dataset, ReadsVersionOneDatasets) {
+  TempDir dir;
+  write_file(dir.path("corpus.txt"), corpus_text());
+  PrepOptions o = options_for(dir);
+  run_prep(o);
+  std::string toml = testing::read_file(dir.path("out/dataset.toml"));
+  const size_t at = toml.find("version = 2");
+  ASSERT_NE(at, std::string::npos);
+  toml.replace(at, 11, "version = 1");
+  write_file(dir.path("out/dataset.toml"), toml);
+  const DatasetMeta meta = DatasetMeta::read(o.out_dir);
+  EXPECT_TRUE(meta.domains.empty());
+  EXPECT_EQ(TokenDataset(o.out_dir, "val").size(), meta.val.tokens);
+  toml.replace(at, 11, "version = 3");
+  write_file(dir.path("out/dataset.toml"), toml);
+  EXPECT_THROW(DatasetMeta::read(o.out_dir), Error);
 }
 
 TEST(Dataset, DetectsMismatchedTokenizerAndMissingFolder) {

@@ -55,7 +55,8 @@ struct PrepCommand {
   void add(CLI::App& app) {
     auto* cmd = app.add_subcommand(
         "prep", "Tokenize text (plain, gzip, JSONL; files or folders) into token shards");
-    cmd->add_option("--input,-i", options.inputs, "Input files or folders (repeatable)")
+    cmd->add_option("--input,-i", options.inputs,
+                    "Input files or folders, [DOMAIN=]PATH (repeatable)")
         ->required();
     cmd->add_option("--out,-o", options.out_dir, "Output dataset folder")->required();
     cmd->add_option("--tokenizer", options.tokenizer, "bytes | sentencepiece | hf")
@@ -85,6 +86,9 @@ struct PrepCommand {
     cmd->add_option("--threads", options.threads, "Tokenizer threads")->capture_default_str();
     cmd->add_option("--jsonl-field", options.jsonl_field, "JSONL field holding the text")
         ->capture_default_str();
+    cmd->add_option("--domain-field", options.domain_field,
+                    "JSONL field naming each document's domain (or name an input's domain as "
+                    "--input DOMAIN=PATH)");
     cmd->add_flag("--force", options.force, "Replace an existing dataset in --out");
   }
 
@@ -102,6 +106,12 @@ struct PrepCommand {
     std::printf("val            %llu documents, %llu tokens\n",
                 static_cast<unsigned long long>(r.val_documents),
                 static_cast<unsigned long long>(r.val_tokens));
+    if (!r.domains.empty()) {
+      std::string names;
+      for (const auto& d : r.domains)
+        names += (names.empty() ? "" : " ") + d;
+      std::printf("domains        %zu: %s\n", r.domains.size(), names.c_str());
+    }
     std::printf("input          %.2f MB, %.3f bytes/token\n", r.input_bytes / 1e6,
                 r.bytes_per_token());
     if (r.tokenizer_seconds > 0) std::printf("tokenizer fit  %.1f s\n", r.tokenizer_seconds);
