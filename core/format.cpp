@@ -30,6 +30,13 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+std::string join(const std::vector<std::string>& items, const std::string& separator) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i)
+    out += (i ? separator : "") + items[i];
+  return out;
+}
+
 std::string shortest_float(double v) {
   char buf[64];
   auto res = std::to_chars(buf, buf + sizeof buf, v);

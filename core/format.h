@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace ladder {
 
@@ -13,5 +14,8 @@ std::string format_duration(double seconds);
 
 // The shortest text that reads back to `v`, always a TOML float ("3.0", "0.003", "1e-05").
 std::string shortest_float(double v);
+
+// The items with `separator` between them.
+std::string join(const std::vector<std::string>& items, const std::string& separator);
 
 }  // namespace ladder

@@ -69,9 +69,22 @@ const std::vector<Column>& eval_columns() {
       {"tokens", I, 0, "training tokens seen"},
       {"flops", F, 0, "model FLOPs so far"},
       {"loss", F, kNaN, "mean loss over the first eval.tokens of the validation split"},
+      {"bytes_per_token", F, kNaN,
+       "bytes of text per predicted token of those tokens (loss / bytes_per_token: nats per "
+       "byte, comparable across tokenizers)"},
       {"average_loss", F, kNaN,
        "the same with the averaged weights (eval.average; NaN without it): "
        "trainer/run/weight_average.h"},
+  };
+  return columns;
+}
+
+const std::vector<Column>& eval_set_columns() {
+  static const std::vector<Column> columns = {
+      {"loss_", F, kNaN,
+       "mean loss over the first eval.tokens of eval set S's validation split (eval.sets, by "
+       "name)"},
+      {"bytes_per_token_", F, kNaN, "bytes of text per predicted token of those tokens"},
   };
   return columns;
 }
@@ -187,6 +200,10 @@ const std::vector<Attribute>& attributes() {
       {"branch_checkpoint", T, "the parent's checkpoint it started from; \"\" otherwise"},
       {"branch_step", I, "the step it branched at (0: not a branch); its rows start after it"},
       {"parent_flops", F, "the training FLOPs up to the branch step, spent by the parent"},
+      {"data_mixture", T,
+       "the training mixture (data.mixture): \"NAME=WEIGHT ...\", weights normalised; \"\" for "
+       "the whole training split"},
+      {"eval_sets", T, "the eval sets' names (eval.sets), space-separated"},
       {"recipe", T, "the resolved recipe (TOML)"},
   };
   return all;
@@ -200,6 +217,10 @@ std::string path(std::string_view group, std::string_view name) {
     if (group == "train")
       for (const Column& c : stage_columns())
         if (name.substr(0, c.name.size()) == c.name) return "train/" + std::string(name);
+    if (group == "eval")
+      for (const Column& c : eval_set_columns())
+        if (name.size() > c.name.size() && name.substr(0, c.name.size()) == c.name)
+          return "eval/" + std::string(name);
   }
   throw std::logic_error("trace_schema: no column " + std::string(group) + "/" + std::string(name));
 }
@@ -224,6 +245,9 @@ std::string markdown() {
       row(c, "");
     if (g.name == "train")
       for (const Column& c : stage_columns())
+        row(c, "S");
+    if (g.name == "eval")
+      for (const Column& c : eval_set_columns())
         row(c, "S");
     s += "\n";
   }

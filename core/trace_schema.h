@@ -16,8 +16,9 @@ namespace ladder::trace_schema {
 // (NaN, or 0 for integers, in its old rows) when a run resumes.
 // 2: step_s, compute_s, comm_s, comm_bytes; 3: tp_comm_*; 4: pp_p2p_bytes, stage_*; 5: spectra;
 // 6: ep_comm_*, moe_*; 7: diloco_*; 8: branch_of, branch_checkpoint, branch_step, parent_flops,
-// lr_schedule, weight_average, ema_decay, eval/average_loss
-inline constexpr int64_t kVersion = 8;
+// lr_schedule, weight_average, ema_decay, eval/average_loss; 9: eval/bytes_per_token, the eval
+// sets' loss_S and bytes_per_token_S, data_mixture, eval_sets
+inline constexpr int64_t kVersion = 9;
 
 enum class Type { Integer, Float, Text };
 
@@ -42,6 +43,8 @@ const std::vector<Column>& train_columns();
 // The per-stage columns, named prefix + S.
 const std::vector<Column>& stage_columns();
 const std::vector<Column>& eval_columns();
+// /eval: one loss_S and bytes_per_token_S per eval set S (eval.sets), named prefix + S.
+const std::vector<Column>& eval_set_columns();
 const std::vector<Column>& checkpoint_columns();
 // The groups in file order (/spectra's columns are the hidden matrices' names, after step).
 const std::vector<Group>& groups();

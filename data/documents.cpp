@@ -154,12 +154,6 @@ std::vector<std::pair<std::string, uint64_t>> read_sidecar(const std::string& pa
 
 }  // namespace
 
-bool valid_domain_name(std::string_view name) {
-  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
-  });
-}
-
 std::vector<InputFile> list_input_files(const std::vector<std::string>& inputs) {
   if (inputs.empty()) throw Error("--input", "no input files or folders given");
   std::vector<InputFile> files;

@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/data_source.h"  // valid_domain_name
+
 namespace ladder::data {
 
 struct InputFile {
@@ -33,9 +35,6 @@ struct InputFile {
   std::string domain;  // from DOMAIN=PATH; "" when the input named none
   bool operator==(const InputFile&) const = default;
 };
-
-// Whether `name` may name a domain.
-bool valid_domain_name(std::string_view name);
 
 // The files `inputs` ("[DOMAIN=]PATH") name, expanded and sorted as described above. Errors name
 // the missing path or the bad domain name.

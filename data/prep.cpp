@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/format.h"
 #include "core/hash.h"
 #include "data/dataset.h"
 #include "data/documents.h"
@@ -207,14 +208,6 @@ void commit_dataset(const std::string& staging, const std::string& out, const Da
   meta.write(out);
 }
 
-std::string describe_duration(double seconds) {
-  if (!(seconds >= 0) || seconds > 1e7) return "?";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  if (s < 60) return std::to_string(s) + " s";
-  if (s < 3600) return std::to_string(s / 60) + " min " + std::to_string(s % 60) + " s";
-  return std::to_string(s / 3600) + " h " + std::to_string(s / 60 % 60) + " min";
-}
-
 }  // namespace
 
 PrepReport run_prep(const PrepOptions& o) {
@@ -338,7 +331,7 @@ PrepReport run_prep(const PrepOptions& o) {
           "{:.2f} M tokens/s, ETA {}",
           100 * std::min(done, 1.0), total_file_bytes / 1e6, documents, report.input_bytes / 1e6,
           tokens, tokens / 1e6 / elapsed,
-          more ? describe_duration(elapsed * (1 - done) / std::max(done, 1e-9)) : "0 s");
+          more && done > 0 ? format_duration(elapsed * (1 - done) / done) : format_duration(0));
     }
   }
   writer.finish(meta);

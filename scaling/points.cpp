@@ -86,7 +86,8 @@ double field(const Point& p, const std::string& name) {
   return slot ? *slot : kMissing;
 }
 
-std::vector<Point> read_trace(const std::string& path, std::vector<std::string>& warnings) {
+std::vector<Point> read_trace(const std::string& path, std::vector<std::string>& warnings,
+                              const std::string& eval_set) {
   h5::File f = h5::File::open(path, /*writable=*/false);
   if (!h5::has_attr(f, "/", "format") || h5::get_string_attr(f, "/", "format") != "ladder-trace")
     throw Error(path, "not a ladder trace (no format = \"ladder-trace\" attribute)");
@@ -116,9 +117,20 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
           ? "stable"
           : "run";
 
-  std::string group = "eval";
-  if (!h5::exists(f, trace_schema::path("eval", "loss")) ||
-      h5::series_length(f, trace_schema::path("eval", "loss")) == 0) {
+  std::string group = "eval", loss_column = "loss";
+  if (!eval_set.empty()) {
+    // An eval set's losses (eval.sets); no fallback: a run without the set is not a point of it.
+    loss_column = "loss_" + eval_set;
+    if (!h5::exists(f, trace_schema::path("eval", loss_column))) {
+      const std::string sets =
+          h5::has_attr(f, "/", "eval_sets") ? base.attributes["eval_sets"] : "";
+      throw Error(path, "has no eval set \"" + eval_set + "\" (" +
+                            (sets.empty() ? std::string("it evaluated none: eval.sets")
+                                          : "its eval sets: " + sets) +
+                            ")");
+    }
+  } else if (!h5::exists(f, trace_schema::path("eval", "loss")) ||
+             h5::series_length(f, trace_schema::path("eval", "loss")) == 0) {
     group = "train";
     if (!h5::exists(f, trace_schema::path("train", "loss")) ||
         h5::series_length(f, trace_schema::path("train", "loss")) == 0) {
@@ -132,7 +144,7 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
         h5::read_tensor(f, trace_schema::path(group, name)).to(torch::kFloat64).contiguous();
     return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
   };
-  const auto tokens = column("tokens"), flops = column("flops"), loss = column("loss");
+  const auto tokens = column("tokens"), flops = column("flops"), loss = column(loss_column);
   std::vector<Point> points;
   int64_t bad = 0;
   for (size_t i = 0; i < loss.size(); ++i) {
@@ -145,7 +157,8 @@ std::vector<Point> read_trace(const std::string& path, std::vector<std::string>&
     points.push_back(std::move(p));
   }
   // The averaged weights' losses (eval.average), where the run evaluated them.
-  if (group == "eval" && h5::exists(f, trace_schema::path("eval", "average_loss"))) {
+  if (group == "eval" && eval_set.empty() &&
+      h5::exists(f, trace_schema::path("eval", "average_loss"))) {
     const auto average = column("average_loss");
     for (size_t i = 0; i < average.size(); ++i) {
       if (!std::isfinite(average[i])) continue;
@@ -221,7 +234,7 @@ namespace {
 // The runs a sweep's CSV (index.csv, stable.csv) lists: the finished ones are read, and the CSV's
 // columns (the varied keys, N, D, ...) join each point's attributes for --filter.
 void read_sweep_runs(const std::string& dir, const std::string& csv, std::vector<Point>& points,
-                     std::vector<std::string>& warnings) {
+                     std::vector<std::string>& warnings, const std::string& eval_set) {
   const std::string index = (fs::path(dir) / csv).string();
   std::ifstream in(index);
   std::string line;
@@ -252,7 +265,7 @@ void read_sweep_runs(const std::string& dir, const std::string& csv, std::vector
     if (row["trace"].empty() || !fs::is_regular_file(trace, ec))
       throw Error(index + ":" + std::to_string(line_no),
                   "run " + row["run"] + " is done but its trace " + trace + " is missing");
-    for (Point p : read_trace(trace, warnings)) {
+    for (Point p : read_trace(trace, warnings, eval_set)) {
       for (const auto& [key, value] : row)
         if (key != "trace" && key != "error" && key != "status" && key != "run" && key != "kind" &&
             !p.attributes.count(key))
@@ -271,12 +284,13 @@ void read_sweep_runs(const std::string& dir, const std::string& csv, std::vector
 
 // A sweep folder (`ladder sweep`): index.csv lists its runs, stable.csv (with [cooldown]) its
 // stable runs.
-std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings) {
+std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings,
+                              const std::string& eval_set) {
   std::vector<Point> points;
-  read_sweep_runs(dir, "index.csv", points, warnings);
+  read_sweep_runs(dir, "index.csv", points, warnings, eval_set);
   std::error_code ec;
   if (fs::is_regular_file(fs::path(dir) / "stable.csv", ec))
-    read_sweep_runs(dir, "stable.csv", points, warnings);
+    read_sweep_runs(dir, "stable.csv", points, warnings, eval_set);
   return points;
 }
 
@@ -299,7 +313,7 @@ std::vector<Point> load_points(const std::vector<std::string>& inputs, const Poi
   for (const std::string& input : inputs) {
     std::error_code ec;
     if (fs::is_directory(input, ec) && fs::is_regular_file(fs::path(input) / "index.csv", ec)) {
-      auto points = read_sweep(input, warnings);
+      auto points = read_sweep(input, warnings, options.eval_set);
       all.insert(all.end(), points.begin(), points.end());
     } else if (fs::is_directory(input, ec)) {
       std::vector<std::string> traces;
@@ -309,12 +323,17 @@ std::vector<Point> load_points(const std::vector<std::string>& inputs, const Poi
       std::sort(traces.begin(), traces.end());  // the same order on every file system
       if (traces.empty()) throw Error(input, "holds no trace.h5 (searched recursively)");
       for (const auto& t : traces) {
-        auto points = read_trace(t, warnings);
+        auto points = read_trace(t, warnings, options.eval_set);
         all.insert(all.end(), points.begin(), points.end());
       }
     } else if (fs::is_regular_file(input, ec)) {
       const std::string ext = fs::path(input).extension().string();
-      auto points = ext == ".csv" ? read_csv(input, warnings) : read_trace(input, warnings);
+      if (ext == ".csv" && !options.eval_set.empty())
+        throw Error(input, "--eval " + options.eval_set +
+                               ": a CSV of points holds one loss per row; --eval chooses among a "
+                               "trace's eval sets");
+      auto points =
+          ext == ".csv" ? read_csv(input, warnings) : read_trace(input, warnings, options.eval_set);
       all.insert(all.end(), points.begin(), points.end());
     } else {
       throw Error(input, "no such file or folder");

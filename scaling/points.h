@@ -50,6 +50,9 @@ struct PointOptions {
   // The kinds of points kept; drop_first and final_only apply per run and kind.
   std::vector<std::string> kinds = {"run", "cooldown"};
   std::vector<std::string> filters;  // "key=value": keep points whose attribute matches
+  // The loss a point holds: "" the validation split's (eval/loss), or eval set S's (eval/loss_S,
+  // recipe key eval.sets).
+  std::string eval_set;
 };
 
 // Reads every input (a sweep folder of `ladder sweep`, whose index.csv lists its runs and
@@ -58,9 +61,11 @@ struct PointOptions {
 std::vector<Point> load_points(const std::vector<std::string>& inputs, const PointOptions& options,
                                std::vector<std::string>& warnings);
 
-std::vector<Point> read_trace(const std::string& path, std::vector<std::string>& warnings);
+std::vector<Point> read_trace(const std::string& path, std::vector<std::string>& warnings,
+                              const std::string& eval_set = "");
 std::vector<Point> read_csv(const std::string& path, std::vector<std::string>& warnings);
-std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings);
+std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& warnings,
+                              const std::string& eval_set = "");
 
 // The value of a named quantity of a point: N, N_active, D, C, P, E, G, loss, lr, width.
 double field(const Point& p, const std::string& name);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "core/error.h"
@@ -109,14 +111,146 @@ TEST_F(LoaderTest, ResumeNeedsOnlyTheStep) {
 
 TEST_F(LoaderTest, RowsAreContiguousTokensOfTheSplit) {
   DataLoader loader(dataset_, 16, 4, 3);
+  const WindowSampler sampler(dataset_->size(), 16, 4, 3);
   const torch::Tensor rows = loader.rows(5, 0, 4);
   for (int64_t r = 0; r < 4; ++r) {
-    const uint64_t start = loader.sampler().window_start(5, r);
+    const uint64_t start = sampler.window_start(5, r);
     std::vector<int64_t> expected(17);
     dataset_->copy(start, 17, expected.data());
     EXPECT_TRUE(torch::equal(rows[r], torch::tensor(expected)));
   }
   EXPECT_THROW(loader.rows(0, 2, 3), std::out_of_range);
+}
+
+TEST(MixtureSampler, EveryPrefixHoldsTheWeightsShareAndEverySourceIsReadInOrder) {
+  // Uneven weights, a zero one, more sources than a batch divides into.
+  const std::vector<double> weights = {0.5, 0.0, 0.27, 0.13, 0.1};
+  const std::vector<uint64_t> tokens = {10001, 5001, 3001, 2001, 901};
+  const MixtureSampler s(tokens, {5, 0, 2.7, 1.3, 1}, {"a", "b", "c", "d", "e"}, 10, 7, 3);
+  for (size_t k = 0; k < weights.size(); ++k)
+    EXPECT_NEAR(s.weights()[k], weights[k], 1e-12);
+  std::vector<uint64_t> count(weights.size(), 0);
+  for (uint64_t i = 0; i < 20000; ++i) {
+    const auto [k, m] = s.assign(i);
+    ASSERT_LT(k, weights.size());
+    EXPECT_EQ(m, count[k]) << "sample " << i;  // each source's samples in order, none skipped
+    ++count[k];
+    // Among the first i + 1 samples each source holds its share to within one per source before
+    // it in the chain.
+    for (size_t j = 0; j < weights.size(); ++j)
+      ASSERT_LE(std::abs(static_cast<double>(count[j]) - weights[j] * static_cast<double>(i + 1)),
+                static_cast<double>(j) + 0.5 + 1e-9)
+          << "source " << j << " after " << i + 1;
+  }
+  EXPECT_EQ(count[1], 0u);  // a weight of 0 is never drawn
+}
+
+TEST(MixtureSampler, EachSourceVisitsEveryOneOfItsWindowsPerEpoch) {
+  const MixtureSampler s({1001, 301}, {0.7, 0.3}, {"big", "small"}, 10, 8, 9);
+  std::vector<std::vector<uint64_t>> seen(2);
+  for (int64_t step = 0; step < 100; ++step)
+    for (int64_t row = 0; row < 8; ++row) {
+      const auto w = s.window(step, row);
+      EXPECT_EQ(w.start % 10, 0u);
+      EXPECT_LE(w.start + 11, w.source == 0 ? 1001u : 301u);
+      seen[w.source].push_back(w.start / 10);
+    }
+  for (size_t k = 0; k < 2; ++k) {
+    const size_t windows = k == 0 ? 100 : 30;
+    ASSERT_GE(seen[k].size(), 2 * windows);
+    for (size_t epoch = 0; epoch < 2; ++epoch) {
+      const std::set<uint64_t> once(seen[k].begin() + epoch * windows,
+                                    seen[k].begin() + (epoch + 1) * windows);
+      EXPECT_EQ(once.size(), windows) << "source " << k << " epoch " << epoch;
+    }
+  }
+}
+
+TEST(MixtureSampler, RefusesBadWeightsAndSourcesTooSmall) {
+  EXPECT_THROW(MixtureSampler({100, 100}, {-1, 2}, {"a", "b"}, 10, 1, 0), Error);
+  EXPECT_THROW(MixtureSampler({100, 100}, {0, 0}, {"a", "b"}, 10, 1, 0), Error);
+  EXPECT_THROW(MixtureSampler({100, 100}, {1}, {"a", "b"}, 10, 1, 0), Error);
+  EXPECT_THROW(MixtureSampler({100, 5}, {1, 1}, {"a", "b"}, 10, 1, 0), Error);
+  EXPECT_NO_THROW(MixtureSampler({100, 5}, {1, 0}, {"a", "b"}, 10, 1, 0));  // never drawn
+}
+
+// Two domains whose documents are all 'a' or all 'b': every row is one domain's.
+class MixtureLoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string jsonl;
+    for (int d = 0; d < 300; ++d) {
+      const char c = d % 3 == 0 ? 'b' : 'a';
+      jsonl += "{\"text\": \"" + std::string(40 + d % 17, c) + "\", \"domain\": \"" +
+               std::string(1, c) + "\"}\n";
+    }
+    testing::write_file(dir_.path("c.jsonl"), jsonl);
+    PrepOptions o;
+    o.inputs = {dir_.path("c.jsonl")};
+    o.out_dir = dir_.path("ds");
+    o.domain_field = "domain";
+    o.val_fraction = 0.05;
+    o.shard_tokens = 700;
+    run_prep(o);
+    a_ = std::make_shared<TokenDataset>(o.out_dir, "train", std::vector<std::string>{"a"});
+    b_ = std::make_shared<TokenDataset>(o.out_dir, "train", std::vector<std::string>{"b"});
+  }
+  // 'a' or 'b': the one letter of a row (the end-of-document id aside).
+  static char letter_of(const torch::Tensor& row) {
+    std::set<int64_t> ids;
+    for (int64_t i = 0; i < row.numel(); ++i)
+      if (row[i].item<int64_t>() != 256) ids.insert(row[i].item<int64_t>());
+    return ids.size() == 1 ? static_cast<char>(*ids.begin()) : '?';
+  }
+  TempDir dir_;
+  std::shared_ptr<TokenDataset> a_, b_;
+};
+
+TEST_F(MixtureLoaderTest, RowsComeFromTheirSourcesInTheWeightsShares) {
+  const int64_t seq = 16, batch = 10;
+  for (double wa : {0.0, 0.3, 0.75, 1.0}) {
+    DataLoader loader({{"a", a_, wa}, {"b", b_, 1 - wa}}, seq, batch, 5);
+    int64_t as = 0, rows = 0;
+    for (int64_t step = 0; step < 40; ++step) {
+      const torch::Tensor t = loader.rows(step, 0, batch);
+      for (int64_t r = 0; r < batch; ++r, ++rows) {
+        const char c = letter_of(t[r]);
+        ASSERT_TRUE(c == 'a' || c == 'b') << "a row mixes sources";
+        as += c == 'a';
+      }
+    }
+    EXPECT_NEAR(static_cast<double>(as) / static_cast<double>(rows), wa, 1.0 / rows + 1e-9);
+  }
+}
+
+TEST_F(MixtureLoaderTest, EveryLayoutAndAResumeSeeTheSameRows) {
+  const int64_t seq = 12, batch = 12;
+  DataLoader whole({{"a", a_, 0.4}, {"b", b_, 0.6}}, seq, batch, 7);
+  for (int64_t step : {0, 3, 99}) {
+    const torch::Tensor expected = whole.rows(step, 0, batch);
+    for (int world : {2, 3, 4}) {
+      std::vector<torch::Tensor> parts;
+      for (int rank = 0; rank < world; ++rank) {
+        DataLoader fresh({{"a", a_, 0.4}, {"b", b_, 0.6}}, seq, batch, 7);
+        parts.push_back(fresh.rows(step, rank * batch / world, batch / world));
+      }
+      EXPECT_TRUE(torch::equal(torch::cat(parts), expected)) << "step " << step;
+    }
+  }
+  // Other weights, another order.
+  DataLoader other({{"a", a_, 0.5}, {"b", b_, 0.5}}, seq, batch, 7);
+  EXPECT_FALSE(torch::equal(other.rows(0, 0, batch), whole.rows(0, 0, batch)));
+}
+
+TEST_F(MixtureLoaderTest, BytesPerTokenCountsTheTextOfTheTargets) {
+  // The bytes tokenizer: one byte per token, the end-of-document tokens none.
+  const auto tok = load_dataset_tokenizer(dir_.path("ds"), a_->meta());
+  std::vector<int64_t> ids(16 * 3);
+  a_->copy(1, ids.size(), ids.data());
+  const double text = static_cast<double>(
+      std::count_if(ids.begin(), ids.end(), [](int64_t id) { return id != 256; }));
+  EXPECT_DOUBLE_EQ(bytes_per_token(*a_, *tok, 16, 3), text / static_cast<double>(ids.size()));
+  EXPECT_LT(bytes_per_token(*a_, *tok, 16, 3), 1.0);
 }
 
 }  // namespace

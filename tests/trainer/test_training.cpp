@@ -237,6 +237,76 @@ TEST_F(Training, FitReadsTheTracesOfRealRuns) {
   EXPECT_NE(json.find("\"points\": 12"), std::string::npos) << json;
 }
 
+// A mixture of the corpus's genres and a loss per eval set: the trace records both, the loss per
+// set can be plotted per byte and fitted, and a source the dataset lacks is refused before work.
+TEST_F(Training, MixturesAndEvalSetsReachTheTraceThePlotAndTheFit) {
+  const std::string mixture =
+      "[train]\nsteps = 8\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 1\n"
+      "[eval]\nevery_steps = 4\ntokens = 256\nsets = [\"press\", \"fiction+romance\"]\n";
+  const std::string flags =
+      "--set 'data.mixture=[\"news=press+editorial+reviews\", \"learned\"]' "
+      "--set 'data.weights=[0.7, 0.3]'";
+  ASSERT_EQ(train(recipe("mixed", mixture), flags).status, 0);
+  const std::string trace = run_dir("mixed") + "/trace.h5";
+  for (const char* column : {"eval/loss_press", "eval/loss_fiction+romance",
+                             "eval/bytes_per_token_press", "eval/bytes_per_token"}) {
+    const auto v = series(trace, column);
+    ASSERT_EQ(v.size(), 2u) << column;
+    EXPECT_TRUE(std::isfinite(v[0]) && std::isfinite(v[1])) << column;
+  }
+  // The bytes tokenizer: a byte per token but for the end-of-document tokens.
+  const double bpt = series(trace, "eval/bytes_per_token_press")[0];
+  EXPECT_GT(bpt, 0.99);
+  EXPECT_LE(bpt, 1.0);
+  // Each set's loss is its own. The validation split begins with press (the corpus's first genre),
+  // so the two agree on eval.tokens of it; fiction and romance are later in the split.
+  EXPECT_EQ(series(trace, "eval/loss_press")[1], series(trace, "eval/loss")[1]);
+  EXPECT_NE(series(trace, "eval/loss_fiction+romance")[1], series(trace, "eval/loss")[1]);
+  {
+    h5::File f = h5::File::open(trace, false);
+    EXPECT_EQ(h5::attr_text(f, "/", "data_mixture"), "news=0.7 learned=0.3");
+    EXPECT_EQ(h5::attr_text(f, "/", "eval_sets"), "press fiction+romance");
+  }
+  // Without the mixture the same recipe trains on other rows.
+  ASSERT_EQ(train(recipe("unmixed", mixture), "--set 'eval.sets=[]'").status, 0);
+  EXPECT_NE(series(trace, "train/loss")[0],
+            series(run_dir("unmixed") + "/trace.h5", "train/loss")[0]);
+
+  // ladder plot --eval SET --per-byte, ladder fit --eval SET.
+  auto r = run_command(testing::ladder_binary() + " plot " + run_dir("mixed") +
+                       " --eval press --per-byte --out " + dir_->path("mixplot/p.png"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string data = testing::read_file(dir_->path("mixplot/p.0.eval.dat"));
+  EXPECT_EQ(std::count(data.begin(), data.end(), '\n'), 1 + 2) << data;
+  EXPECT_NE(testing::read_file(dir_->path("mixplot/p.gp")).find("nats/byte"), std::string::npos);
+  r = run_command(testing::ladder_binary() + " plot " + run_dir("mixed") + " --eval web");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("eval set web is not among"), std::string::npos) << r.output;
+  r = run_command(testing::ladder_binary() + " fit " + run_dir("mixed") + " " + run_dir("unmixed") +
+                  " --eval press --law kaplan-c --no-plots --out " + dir_->path("mixfit"));
+  EXPECT_EQ(r.status, 2) << r.output;  // unmixed evaluated no sets: named, not skipped
+  EXPECT_NE(r.output.find("has no eval set \"press\""), std::string::npos) << r.output;
+
+  // Refused before any work: a domain the dataset lacks, a bad weight, a bad source.
+  r = train(recipe("badmix", mixture),
+            "--set 'data.mixture=[\"newz\"]' --set 'data.weights=[1.0]'");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("ladder: error: data.mixture: \"newz\": " + dir_->path("ds") +
+                          ": has no domain \"newz\" (it has press, editorial"),
+            std::string::npos)
+      << r.output;
+  r = train(recipe("badmix", mixture),
+            "--set 'data.mixture=[\"press\", \"learned\"]' --set 'data.weights=[1.0, -1.0]'");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("data.weights: must be >= 0; got -1.0"), std::string::npos) << r.output;
+  r = train(recipe("badmix", mixture), "--set 'data.mixture=[\"press\"]' --set 'data.weights=[0]'");
+  EXPECT_NE(r.output.find("data.weights: are all 0"), std::string::npos) << r.output;
+  r = train(recipe("badmix", mixture), "--set 'eval.sets=[\"a b\"]'");
+  EXPECT_NE(r.output.find("eval.sets: \"a b\": \"a b\" is not a domain name"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(run_dir("badmix") + "/trace.h5"));
+}
+
 TEST_F(Training, ReadableWithH5py) {
   // The Python of the project's virtual environment (launch/setup.sh), which holds h5py.
   ASSERT_EQ(train(recipe("py", kTrain12)).status, 0);

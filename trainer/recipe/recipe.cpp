@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 
+#include "core/data_source.h"
 #include "core/error.h"
 #include "core/format.h"
 
@@ -28,13 +29,15 @@ struct Origin {
 };
 
 struct Value {
-  enum class Kind { Int, Float, Bool, String, IntArray, Other };
+  enum class Kind { Int, Float, Bool, String, IntArray, FloatArray, StringArray, Other };
   Kind kind = Kind::Other;
   int64_t i = 0;
   double f = 0;
   bool b = false;
   std::string s;
   std::vector<int64_t> ints;
+  std::vector<double> floats;
+  std::vector<std::string> strings;
   std::string type_name;  // for messages: "an integer", "a string", ...
 };
 
@@ -70,15 +73,26 @@ Value value_of(const toml::node& node) {
     case toml::node_type::array: {
       v.type_name = "an array";
       const toml::array& a = *node.as_array();
-      bool ints = true;
-      for (const auto& e : a)
+      bool ints = true, numbers = true, strings = true;
+      for (const auto& e : a) {
         ints = ints && e.is_integer();
-      if (ints) {
+        numbers = numbers && e.is_number();
+        strings = strings && e.is_string();
+      }
+      if (ints) {  // an empty array too: a list key of any type takes it
         v.kind = Value::Kind::IntArray;
         for (const auto& e : a)
           v.ints.push_back(*e.value<int64_t>());
+      } else if (numbers) {
+        v.kind = Value::Kind::FloatArray;
+        for (const auto& e : a)
+          v.floats.push_back(*e.value<double>());
+      } else if (strings) {
+        v.kind = Value::Kind::StringArray;
+        for (const auto& e : a)
+          v.strings.push_back(*e.value<std::string>());
       } else {
-        v.type_name = "an array with non-integer elements";
+        v.type_name = "an array of mixed types";
       }
       break;
     }
@@ -94,7 +108,7 @@ Value value_of(const toml::node& node) {
 
 // ----- The schema -------------------------------------------------------------------------------
 
-enum class Type { Int, Float, Bool, String, IntList, Intermediate };
+enum class Type { Int, Float, Bool, String, IntList, Intermediate, FloatList, StringList };
 
 struct KeySpec {
   std::string key;
@@ -180,6 +194,33 @@ KeySpec key(std::string name, Section section, std::vector<int64_t> S::*field, s
   return k;
 }
 template <class Section, class S>
+KeySpec key(std::string name, Section section, std::vector<double> S::*field, std::string doc) {
+  Value empty;
+  empty.kind = Value::Kind::FloatArray;
+  KeySpec k = spec(std::move(name), Type::FloatList, empty, std::move(doc));
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.floats; };
+  k.load = [=](const Recipe& r) {
+    Value v;
+    v.kind = Value::Kind::FloatArray, v.floats = std::invoke(section, r).*field;
+    return v;
+  };
+  return k;
+}
+template <class Section, class S>
+KeySpec key(std::string name, Section section, std::vector<std::string> S::*field,
+            std::string doc) {
+  Value empty;
+  empty.kind = Value::Kind::StringArray;
+  KeySpec k = spec(std::move(name), Type::StringList, empty, std::move(doc));
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.strings; };
+  k.load = [=](const Recipe& r) {
+    Value v;
+    v.kind = Value::Kind::StringArray, v.strings = std::invoke(section, r).*field;
+    return v;
+  };
+  return k;
+}
+template <class Section, class S>
 KeySpec key(std::string name, Section section, std::string S::*field, const char* def,
             std::string doc) {
   KeySpec k = spec(std::move(name), Type::String, string_value(def), std::move(doc));
@@ -232,6 +273,13 @@ const std::vector<KeySpec>& schema() {
                     "a dataset folder written by `ladder prep`"));
     k.push_back(key("data.seq_len", &R::data, &DataConfig::seq_len, 256, "context length in tokens")
                     .at_least(1));
+    k.push_back(key("data.mixture", &R::data, &DataConfig::mixture,
+                    "train on a weighted mixture of these sources instead of the whole training "
+                    "split: domains of data.path (\"press\", \"news=press+editorial\") or other "
+                    "datasets (\"data/web\", \"web=data/web:en\"); empty: the whole split"));
+    k.push_back(key("data.weights", &R::data, &DataConfig::weights,
+                    "one weight per data.mixture source (>= 0, not all 0; normalised): the share "
+                    "of the training sequences drawn from it"));
     // [model]
     k.push_back(key("model.arch", &R::model, &ModelConfig::arch, models::Arch::Dense,
                     models::kArchNames, "architecture"));
@@ -566,6 +614,9 @@ const std::vector<KeySpec>& schema() {
                     "eval/average_loss), training unchanged: none, ema (exponential moving "
                     "average, eval.ema_decay), or window (the mean of the weights after each step "
                     "since the previous evaluation)"));
+    k.push_back(key("eval.sets", &R::eval, &EvalConfig::sets,
+                    "validation sets evaluated besides data.path's whole validation split, each "
+                    "a loss column loss_NAME in the trace: sources as data.mixture names them"));
     k.push_back(key("eval.ema_decay", &R::eval, &EvalConfig::ema_decay, 0.999,
                     "eval.average = \"ema\": avg = decay x avg + (1 - decay) x weights after "
                     "each step")
@@ -588,13 +639,6 @@ std::vector<std::string> sections() {
     std::string s = k.key.substr(0, k.key.find('.'));
     if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
   }
-  return out;
-}
-
-std::string join(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i)
-    out += (i ? sep : "") + items[i];
   return out;
 }
 
@@ -779,6 +823,23 @@ void check_value(const KeySpec& k, Setting& s) {
       if (v.kind != Value::Kind::String && v.kind != Value::Kind::IntArray)
         expected("\"log2\", \"none\" or a list of integers");
       break;
+    case Type::FloatList:
+      if (v.kind == Value::Kind::IntArray) {
+        v.kind = Value::Kind::FloatArray;
+        v.floats.assign(v.ints.begin(), v.ints.end());
+      } else if (v.kind != Value::Kind::FloatArray) {
+        expected("a list of numbers");
+      }
+      for (double x : v.floats)
+        if (!std::isfinite(x)) throw Error(where, k.key + ": every number must be finite");
+      break;
+    case Type::StringList:
+      if (v.kind == Value::Kind::IntArray && v.ints.empty()) {
+        v.kind = Value::Kind::StringArray;
+      } else if (v.kind != Value::Kind::StringArray) {
+        expected("a list of strings");
+      }
+      break;
   }
   if (!k.choices.empty() && v.kind == Value::Kind::String &&
       std::find(k.choices.begin(), k.choices.end(), v.s) == k.choices.end()) {
@@ -804,6 +865,7 @@ class Resolver {
       : r_(r), settings_(settings), recipe_name_(recipe_name), world_(world_size) {}
 
   void run() {
+    data();
     model();
     parallel();
     diloco();
@@ -824,6 +886,35 @@ class Resolver {
     throw Error(where(key), key + ": " + what);
   }
   static std::string n(int64_t v) { return std::to_string(v); }
+
+  void data() {
+    const DataConfig& d = r_.data;
+    try {
+      parse_data_sources(d.mixture, d.path);
+    } catch (const Error& e) {
+      fail("data.mixture", e.detail());
+    }
+    try {
+      parse_data_sources(r_.eval.sets, d.path);
+    } catch (const Error& e) {
+      fail("eval.sets", e.detail());
+    }
+    if (d.mixture.empty() && !d.weights.empty())
+      fail("data.weights", "weighs the sources of data.mixture, which names none");
+    if (!d.mixture.empty()) {
+      if (d.weights.size() != d.mixture.size())
+        fail("data.weights", "needs one weight per data.mixture source (" + n(d.mixture.size()) +
+                                 "); got " + n(d.weights.size()));
+      double sum = 0;
+      for (double w : d.weights) {
+        if (w < 0) fail("data.weights", "must be >= 0; got " + shortest_float(w));
+        sum += w;
+      }
+      if (!(sum > 0)) fail("data.weights", "are all 0: no source to draw from");
+    }
+    if (!r_.eval.sets.empty() && r_.eval.every_steps == 0)
+      fail("eval.sets", "are evaluated at every evaluation: it needs eval.every_steps > 0");
+  }
 
   void model() {
     auto& m = r_.model;
@@ -1213,6 +1304,18 @@ std::string value_text(const Value& v) {
         out += (i ? ", " : "") + std::to_string(v.ints[i]);
       return out + "]";
     }
+    case Value::Kind::FloatArray: {
+      std::string out = "[";
+      for (size_t i = 0; i < v.floats.size(); ++i)
+        out += (i ? ", " : "") + shortest_float(v.floats[i]);
+      return out + "]";
+    }
+    case Value::Kind::StringArray: {
+      std::string out = "[";
+      for (size_t i = 0; i < v.strings.size(); ++i)
+        out += (i ? ", " : "") + toml_string(v.strings[i]);
+      return out + "]";
+    }
     default:
       return "?";
   }
@@ -1320,8 +1423,10 @@ std::string recipe_key_type(const std::string& key) {
 
 std::vector<RecipeKeyDoc> recipe_schema() {
   std::vector<RecipeKeyDoc> out;
-  const char* types[] = {
-      "integer", "float", "boolean", "string", "list of integers", "string or integer list"};
+  const char* types[] = {"integer",          "float",
+                         "boolean",          "string",
+                         "list of integers", "string or integer list",
+                         "list of numbers",  "list of strings"};
   for (const auto& k : schema()) {
     std::string doc = k.doc;
     if (!k.choices.empty() && k.type == Type::String) doc += " (" + join(k.choices, " | ") + ")";

@@ -37,6 +37,10 @@ struct RunConfig {
 struct DataConfig {
   std::string path;
   int64_t seq_len = 0;
+  // A weighted mixture of sources (core/data_source.h) in place of data.path's whole training
+  // split: the sampler of data/loader.h. Empty: the whole split.
+  std::vector<std::string> mixture;
+  std::vector<double> weights;  // one per source, >= 0, not all 0; normalised to sum 1
 };
 
 struct ParallelConfig {
@@ -123,6 +127,9 @@ struct EvalConfig {
   int64_t spectra_every_steps = 0;  // hidden matrices' top singular values into the trace
   WeightAverage average = WeightAverage::None;
   double ema_decay = 0;  // eval.average = "ema": the average's decay per step
+  // Validation sets besides data.path's whole validation split (core/data_source.h), each with
+  // its own loss column.
+  std::vector<std::string> sets;
 };
 
 struct Recipe;

@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "core/data_source.h"
+#include "core/error.h"
 #include "core/format.h"
 #include "core/trace_schema.h"
 #include "models/describe.h"
@@ -34,7 +36,75 @@ parallel::DilocoOptions diloco_options(const DilocoConfig& dc) {
           dc.overlap_steps, dc.mixing,   dc.pseudo_grad_dtype};
 }
 
+std::string mixture_attribute(const std::vector<data::MixtureSource>& mixture) {
+  double sum = 0;
+  for (const auto& m : mixture)
+    sum += m.weight;
+  std::string out;
+  for (const auto& m : mixture)
+    out += (out.empty() ? "" : " ") + m.name + "=" + shortest_float(m.weight / sum);
+  return out;
+}
+
+// A source's split, with errors that name the recipe key and the source.
+std::shared_ptr<data::TokenDataset> open_source(const DataSource& source, const std::string& split,
+                                                const std::string& key,
+                                                const data::DatasetMeta& reference) {
+  std::shared_ptr<data::TokenDataset> dataset;
+  try {
+    dataset = std::make_shared<data::TokenDataset>(source.dataset, split, source.domains);
+  } catch (const Error& e) {
+    throw Error(key, "\"" + source.spec + "\": " + e.what());
+  }
+  if (dataset->meta().tokenizer_identity != reference.tokenizer_identity)
+    throw Error(key, "\"" + source.spec + "\": " + source.dataset +
+                         " was made with another tokenizer (" + dataset->meta().tokenizer_identity +
+                         ") than data.path (" + reference.tokenizer_identity + ")");
+  return dataset;
+}
+
 }  // namespace
+
+int64_t eval_windows(const Recipe& r, const data::TokenDataset& dataset) {
+  return std::min(r.eval.tokens / r.data.seq_len,
+                  data::sequential_window_count(dataset, r.data.seq_len));
+}
+
+std::vector<std::string> eval_set_names(const std::vector<EvalSet>& sets) {
+  std::vector<std::string> names;
+  for (const auto& s : sets)
+    names.push_back(s.name);
+  return names;
+}
+
+RunData open_run_data(const Recipe& r) {
+  RunData data;
+  data.train = std::make_shared<data::TokenDataset>(r.data.path, "train");
+  const data::DatasetMeta& meta = data.train->meta();
+  const auto mixture = parse_data_sources(r.data.mixture, r.data.path);
+  for (size_t i = 0; i < mixture.size(); ++i)
+    data.mixture.push_back({mixture[i].name, open_source(mixture[i], "train", "data.mixture", meta),
+                            r.data.weights.at(i)});
+  if (r.eval.every_steps > 0) {
+    data.val = std::make_shared<data::TokenDataset>(r.data.path, "val");
+    if (data::sequential_window_count(*data.val, r.data.seq_len) == 0)
+      throw Error(r.data.path, "the validation split is shorter than one sequence of data.seq_len");
+    const auto tokenizer = data::load_dataset_tokenizer(r.data.path, meta);
+    data.val_bytes_per_token =
+        data::bytes_per_token(*data.val, *tokenizer, r.data.seq_len, eval_windows(r, *data.val));
+    for (const auto& set : parse_data_sources(r.eval.sets, r.data.path)) {
+      EvalSet e{set.name, open_source(set, "val", "eval.sets", meta)};
+      if (data::sequential_window_count(*e.dataset, r.data.seq_len) == 0)
+        throw Error("eval.sets", "\"" + set.spec + "\": its validation split holds " +
+                                     std::to_string(e.dataset->size()) +
+                                     " tokens, shorter than one sequence of data.seq_len");
+      e.bytes_per_token = data::bytes_per_token(*e.dataset, *tokenizer, r.data.seq_len,
+                                                eval_windows(r, *e.dataset));
+      data.eval_sets.push_back(std::move(e));
+    }
+  }
+  return data;
+}
 
 std::vector<int64_t> layers_per_virtual_stage(const Recipe& r, int64_t vocab) {
   const auto& p = r.parallel;
@@ -74,7 +144,11 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
                                 stage_layout(r, mesh.coord().pp, layers_per_stage), ep,
                                 r.train.fused_kernels)),
       pipeline(mesh.pp(), r.parallel.schedule, static_cast<int>(r.parallel.virtual_stages)),
-      loader(data.train, r.data.seq_len, r.parallel.islands * r.train.global_batch, r.run.seed),
+      loader(data.mixture.empty()
+                 ? data::DataLoader(data.train, r.data.seq_len,
+                                    r.parallel.islands * r.train.global_batch, r.run.seed)
+                 : data::DataLoader(data.mixture, r.data.seq_len,
+                                    r.parallel.islands * r.train.global_batch, r.run.seed)),
       accounting(model->accounting(r.data.seq_len)),
       tokens_per_step(r.parallel.islands * r.train.global_batch * r.data.seq_len),
       micro(r.parallel.microbatches),
@@ -185,6 +259,8 @@ std::map<std::string, TraceAttribute> RunContext::trace_attributes(const Attribu
           {"zero", r.optim.zero},
           {"weight_average", std::string(choice_name(kWeightAverageNames, r.eval.average))},
           {"ema_decay", r.eval.average == WeightAverage::Ema ? r.eval.ema_decay : 0.0},
+          {"data_mixture", mixture_attribute(data.mixture)},
+          {"eval_sets", join(eval_set_names(data.eval_sets), " ")},
           {"recipe", recipe_toml}});
   merge_attributes(a, origin);
   // Every attribute the schema declares is the run's to give (the trace writes format and

@@ -28,11 +28,31 @@
 
 namespace ladder {
 
-// The run's data: the training split (required) and the validation split (when evaluating).
+// A validation set evaluated besides the validation split (eval.sets).
+struct EvalSet {
+  std::string name;
+  std::shared_ptr<data::TokenDataset> dataset;
+  double bytes_per_token = 0;  // of the tokens evaluated (data::bytes_per_token)
+};
+
+// The run's data: data.path's training split (required), the mixture's sources (data.mixture;
+// empty: the loader reads the whole training split), the validation split and the eval sets (when
+// evaluating).
 struct RunData {
   std::shared_ptr<data::TokenDataset> train;
+  std::vector<data::MixtureSource> mixture;
   std::shared_ptr<data::TokenDataset> val;
+  double val_bytes_per_token = 0;
+  std::vector<EvalSet> eval_sets;
 };
+
+// The windows an evaluation of `dataset` reads: eval.tokens of it, or all it holds.
+int64_t eval_windows(const Recipe& recipe, const data::TokenDataset& dataset);
+
+// Opens what the recipe's [data] and eval.sets name, checking each source against data.path's
+// tokenizer; errors name the key and the source.
+RunData open_run_data(const Recipe& recipe);
+std::vector<std::string> eval_set_names(const std::vector<EvalSet>& sets);
 
 class RunContext {
  public:

@@ -36,7 +36,14 @@ std::vector<Column> train_columns(int stages) {
       cols.push_back({std::string(c.name) + std::to_string(s), false});
   return cols;
 }
-const std::vector<Column> kEval = columns_of(schema::eval_columns());
+// The eval columns with those of each eval set.
+std::vector<Column> eval_columns(const std::vector<std::string>& sets) {
+  std::vector<Column> cols = columns_of(schema::eval_columns());
+  for (const auto& set : sets)
+    for (const auto& c : schema::eval_set_columns())
+      cols.push_back({std::string(c.name) + set, false});
+  return cols;
+}
 const std::vector<Column> kCheckpoints = columns_of(schema::checkpoint_columns());
 
 const schema::Column* train_column(std::string_view name) {
@@ -104,9 +111,14 @@ void Trace::back_up() const {
 }
 
 Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
-             int64_t resume_step, int stages, std::vector<std::string> spectra)
-    : path_(std::move(path)), stages_(stages), spectra_(std::move(spectra)) {
+             int64_t resume_step, int stages, std::vector<std::string> spectra,
+             std::vector<std::string> eval_sets)
+    : path_(std::move(path)),
+      stages_(stages),
+      spectra_(std::move(spectra)),
+      eval_sets_(std::move(eval_sets)) {
   const std::vector<Column> train = train_columns(stages);
+  const std::vector<Column> eval = eval_columns(eval_sets_);
   std::vector<Column> spectra_columns = {{"step", true}};
   for (const auto& name : spectra_)
     spectra_columns.push_back({name, false});
@@ -115,16 +127,16 @@ Trace::Trace(std::string path, const std::map<std::string, TraceAttribute>& attr
   h5::File f = reuse ? h5::File::open(path_, true) : h5::File::create(path_);
   if (reuse) {
     add_missing(f, "train", train);
-    add_missing(f, "eval", kEval);
+    add_missing(f, "eval", eval);
     add_missing(f, "checkpoints", kCheckpoints);
     add_missing(f, "spectra", spectra_columns);
     truncate_after(f, "train", train, resume_step);
-    truncate_after(f, "eval", kEval, resume_step);
+    truncate_after(f, "eval", eval, resume_step);
     truncate_after(f, "checkpoints", kCheckpoints, resume_step);
     truncate_after(f, "spectra", spectra_columns, resume_step);
   } else {
     create_group(f, "train", train);
-    create_group(f, "eval", kEval);
+    create_group(f, "eval", eval);
     create_group(f, "checkpoints", kCheckpoints);
     create_group(f, "spectra", spectra_columns);
   }
@@ -184,6 +196,17 @@ void Trace::append(const EvalRecord& r) {
   h5::append_series(f, schema::path("eval", "flops"), r.flops);
   h5::append_series(f, schema::path("eval", "loss"), r.loss);
   h5::append_series(f, schema::path("eval", "average_loss"), r.average_loss);
+  h5::append_series(f, schema::path("eval", "bytes_per_token"), r.bytes_per_token);
+  const auto& set_columns = schema::eval_set_columns();
+  for (size_t i = 0; i < eval_sets_.size(); ++i) {
+    const auto at = [&](const std::vector<double>& v) {
+      return i < v.size() ? v[i] : std::numeric_limits<double>::quiet_NaN();
+    };
+    h5::append_series(f, "eval/" + std::string(set_columns[0].name) + eval_sets_[i],
+                      at(r.set_loss));
+    h5::append_series(f, "eval/" + std::string(set_columns[1].name) + eval_sets_[i],
+                      at(r.set_bytes_per_token));
+  }
   f.close();
 }
 

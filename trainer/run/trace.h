@@ -43,6 +43,9 @@ struct EvalRecord {
   int64_t step, tokens;
   double flops, loss;
   double average_loss = std::numeric_limits<double>::quiet_NaN();  // eval.average
+  double bytes_per_token = std::numeric_limits<double>::quiet_NaN();
+  // One per eval set (eval.sets), in the order the Trace was given them.
+  std::vector<double> set_loss, set_bytes_per_token;
 };
 
 class Trace {
@@ -52,8 +55,10 @@ class Trace {
   // declared by the schema (std::logic_error otherwise).
   // `stages`: pipeline stages, one column of bubble and activation memory each.
   // `spectra`: the hidden matrices whose top singular values append_spectra() records.
+  // `eval_sets`: the eval sets' names, one loss_S and bytes_per_token_S column each.
   Trace(std::string path, const std::map<std::string, TraceAttribute>& attributes,
-        int64_t resume_step, int stages = 1, std::vector<std::string> spectra = {});
+        int64_t resume_step, int stages = 1, std::vector<std::string> spectra = {},
+        std::vector<std::string> eval_sets = {});
   void append(const TrainRecord& r);
   void append(const EvalRecord& r);
   void append_checkpoint(int64_t step, int64_t tokens, bool intermediate);
@@ -67,6 +72,7 @@ class Trace {
   std::string path_;
   int stages_;
   std::vector<std::string> spectra_;
+  std::vector<std::string> eval_sets_;
 };
 
 }  // namespace ladder

@@ -39,14 +39,8 @@ namespace {
 RunData check_inputs(const Recipe& r, const TrainOptions& options, const std::string& run_dir,
                      const parallel::MpiWorld& world, std::optional<std::string>& resume_from,
                      std::optional<Branch>& branch) {
-  RunData data;
-  data.train = std::make_shared<data::TokenDataset>(r.data.path, "train");
+  RunData data = open_run_data(r);
   check_memory_fits(estimate_memory(r, data.train->meta().vocab_size), memory_per_rank(r, world));
-  if (r.eval.every_steps > 0) {
-    data.val = std::make_shared<data::TokenDataset>(r.data.path, "val");
-    if (data::sequential_window_count(*data.val, r.data.seq_len) == 0)
-      throw Error(r.data.path, "the validation split is shorter than one sequence of data.seq_len");
-  }
   if (options.resume == "auto") {
     // Which checkpoint is sound is decided later, by all ranks together.
   } else if (!options.resume.empty()) {
@@ -177,7 +171,8 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   if (leader)
     trace.emplace((fs::path(run_dir) / "trace.h5").string(),
                   run.trace_attributes(branch_attributes(branch)), start_from ? start_step : -1,
-                  static_cast<int>(r.parallel.pp), spectra_names(run.params()));
+                  static_cast<int>(r.parallel.pp), spectra_names(run.params()),
+                  eval_set_names(run.data.eval_sets));
   const MfuPeak peak = mfu_peak(r, run.vocab, world_comm);
   spdlog::info("MFU is stated against {:.1f} GFLOP/s ({})", peak.gflops, peak.source);
 

@@ -124,15 +124,14 @@ StepResult train_step(RunContext& run, int64_t step) {
   return result;
 }
 
-double evaluate(RunContext& run) {
+double evaluate(RunContext& run, const data::TokenDataset& val) {
   const Recipe& r = run.recipe;
-  const data::TokenDataset& val = *run.data.val;
   // DiLoCo evaluates the global model: the one the islands agree on (and checkpoints hold).
   if (run.diloco) run.diloco->swap_global();
   torch::NoGradGuard no_grad;
   const models::Autocast autocast(run.device, run.bf16);
   const int64_t seq = r.data.seq_len, micro = r.train.micro_batch;
-  const int64_t windows = std::min(r.eval.tokens / seq, data::sequential_window_count(val, seq));
+  const int64_t windows = eval_windows(r, val);
   const parallel::Communicator& dp = run.mesh.dp();
   // The dp ranks take alternate micro-batches, each through its pipeline (forwards only), and the
   // sum is reduced on the device (no host round trip per micro-batch; NCCL reduces it on CUDA).
@@ -173,17 +172,25 @@ double evaluate(RunContext& run) {
 EvalRecord evaluate_after(RunContext& run, int64_t done) {
   const int64_t tokens = done * run.tokens_per_step;
   EvalRecord record{done, tokens, run.accounting.flops_per_token * static_cast<double>(tokens),
-                    evaluate(run)};
+                    evaluate(run, *run.data.val)};
+  record.bytes_per_token = run.data.val_bytes_per_token;
   require_finite(record.loss, "the validation loss", done - 1);
-  std::string averaged;
+  std::string averaged, sets;
   if (run.average) {
-    record.average_loss = run.average->evaluate_with(run.params(), [&] { return evaluate(run); });
+    record.average_loss =
+        run.average->evaluate_with(run.params(), [&] { return evaluate(run, *run.data.val); });
     averaged =
         fmt::format(" | {} weights {:.4f}", choice_name(kWeightAverageNames, run.average->kind()),
                     record.average_loss);
   }
-  spdlog::info("eval step {} | tokens {} | val loss {:.4f}{}", done,
-               human_count(static_cast<double>(tokens)), record.loss, averaged);
+  for (const EvalSet& set : run.data.eval_sets) {
+    record.set_loss.push_back(evaluate(run, *set.dataset));
+    record.set_bytes_per_token.push_back(set.bytes_per_token);
+    require_finite(record.set_loss.back(), "the loss on eval set " + set.name, done - 1);
+    sets += fmt::format(" | {} {:.4f}", set.name, record.set_loss.back());
+  }
+  spdlog::info("eval step {} | tokens {} | val loss {:.4f}{}{}", done,
+               human_count(static_cast<double>(tokens)), record.loss, averaged, sets);
   return record;
 }
 

@@ -38,12 +38,13 @@ StepResult train_step(RunContext& run, int64_t step);
 // anything of the state after step `step` (0-based) is written.
 void require_finite(double value, const std::string& what, int64_t step);
 
-// The mean validation loss over the first eval.tokens of the validation split, in order (with
-// DiLoCo, of the global model the islands agree on).
-double evaluate(RunContext& run);
+// The mean loss over the first eval.tokens of `val` (the validation split or an eval set), in
+// order (with DiLoCo, of the global model the islands agree on).
+double evaluate(RunContext& run, const data::TokenDataset& val);
 
-// The evaluation after `done` steps: the validation loss, and with eval.average the loss of the
-// averaged weights (trainer/run/weight_average.h); logged, and returned as the trace's row.
+// The evaluation after `done` steps: the validation loss, with eval.average the loss of the
+// averaged weights (trainer/run/weight_average.h), and each eval set's loss; logged, and returned
+// as the trace's row.
 EvalRecord evaluate_after(RunContext& run, int64_t done);
 
 }  // namespace ladder

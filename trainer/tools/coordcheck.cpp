@@ -38,7 +38,9 @@ using Coords = std::map<std::tuple<int64_t, int64_t, std::string>, double>;
 // about).
 void check_width(const Recipe& r, const std::shared_ptr<data::TokenDataset>& dataset, int64_t steps,
                  const parallel::Communicator& world, std::ofstream& csv, Coords& coords) {
-  RunContext run(r, world, RunData{dataset, nullptr});
+  RunData data;
+  data.train = dataset;
+  RunContext run(r, world, std::move(data));
   models::CoordinateProbe probe;
   run.model->set_probe(&probe);
   for (int64_t step = 0; step < steps; ++step) {

@@ -130,6 +130,16 @@ void inspect_dataset(const std::string& dir) {
     std::printf("%-18s %llu documents, %llu tokens, %zu shards\n", split,
                 (unsigned long long)s.documents, (unsigned long long)s.tokens, s.shards.size());
   }
+  if (!meta.domains.empty()) {
+    std::printf("domains            %zu (train documents / tokens, val documents / tokens)\n",
+                meta.domains.size());
+    for (size_t i = 0; i < meta.domains.size(); ++i) {
+      const auto &t = meta.train.domains[i].second, &v = meta.val.domains[i].second;
+      std::printf("  %-16s %6llu / %-11llu %5llu / %llu\n", meta.domains[i].c_str(),
+                  (unsigned long long)t.documents, (unsigned long long)t.tokens,
+                  (unsigned long long)v.documents, (unsigned long long)v.tokens);
+    }
+  }
   std::printf("made from          %zu input files, %.2f MB, val_fraction %.3g, seed %llu\n",
               meta.inputs.size(), meta.input_bytes / 1e6, meta.val_fraction,
               (unsigned long long)meta.seed);

@@ -26,19 +26,26 @@ std::string label_of(const std::string& trace) {
   return name.empty() ? trace : name;
 }
 
-// Writes `x loss` rows of a trace group (train or eval); returns how many.
+// Writes `x loss` rows of a trace group's column `loss` (divided by the column `per`, when
+// given); returns how many.
 int64_t write_series(const h5::File& f, const std::string& group, const std::string& x,
-                     const fs::path& file) {
+                     const fs::path& file, const std::string& loss_column = "loss",
+                     const std::string& per = "") {
   std::ofstream out(file);
   if (!out) throw Error(file.string(), "cannot write the file");
   out << "# " << x << " loss\n";
-  if (!h5::exists(f, trace_schema::path(group, "loss"))) return 0;
+  if (!h5::exists(f, trace_schema::path(group, loss_column))) return 0;
   const torch::Tensor xs = h5::read_tensor(f, trace_schema::path(group, x)).to(torch::kFloat64);
-  const torch::Tensor loss =
-      h5::read_tensor(f, trace_schema::path(group, "loss")).to(torch::kFloat64);
-  const int64_t n = std::min(xs.numel(), loss.numel());
+  torch::Tensor loss =
+      h5::read_tensor(f, trace_schema::path(group, loss_column)).to(torch::kFloat64);
+  int64_t n = std::min(xs.numel(), loss.numel());
+  if (!per.empty()) {
+    const torch::Tensor d = h5::read_tensor(f, trace_schema::path(group, per)).to(torch::kFloat64);
+    n = std::min(n, d.numel());
+    loss = loss.slice(0, 0, n) / d.slice(0, 0, n);
+  }
   const double* a = xs.data_ptr<double>();
-  const double* b = loss.data_ptr<double>();
+  const double* b = loss.contiguous().data_ptr<double>();
   out.precision(10);
   for (int64_t i = 0; i < n; ++i)
     out << a[i] << ' ' << b[i] << '\n';
@@ -67,28 +74,47 @@ std::string plot_losses(const LossPlotOptions& o) {
   const std::string name = png.stem().string();
 
   // One colour per run: its training loss as a thin line, its validation loss as points joined.
+  // The validation curve: the split's loss, or an eval set's; per token, or per byte.
+  const std::string suffix = o.eval_set.empty() ? "" : "_" + o.eval_set;
+  const std::string loss_column = "loss" + suffix;
+  const std::string per = o.per_byte ? "bytes_per_token" + suffix : "";
+  const std::string val_label = o.eval_set.empty() ? "val" : o.eval_set;
   std::string plots;
   int64_t rows = 0;
   for (size_t i = 0; i < traces.size(); ++i) {
     h5::File f = h5::File::open(traces[i], false);
     const std::string stem = name + "." + std::to_string(i);
-    rows += write_series(f, "train", o.x, dir / (stem + ".train.dat"));
-    const int64_t evals = write_series(f, "eval", o.x, dir / (stem + ".eval.dat"));
+    for (const std::string& column : {loss_column, per})
+      if (!column.empty() && !h5::exists(f, trace_schema::path("eval", column)))
+        throw Error(traces[i],
+                    "has no eval/" + column +
+                        (o.eval_set.empty()
+                             ? " (a trace from before bytes per token was recorded)"
+                             : " (eval set " + o.eval_set + " is not among the run's eval.sets)"));
+    const int64_t train_rows =
+        o.per_byte ? 0 : write_series(f, "train", o.x, dir / (stem + ".train.dat"));
+    const int64_t evals =
+        write_series(f, "eval", o.x, dir / (stem + ".eval.dat"), loss_column, per);
+    rows += o.per_byte ? evals : train_rows;
     const std::string colour = "lc " + std::to_string(i + 1);
     std::string label = label_of(traces[i]);
     for (char& c : label)
       if (c == '\'') c = '"';
-    plots += std::string(plots.empty() ? "plot " : ", \\\n     ") + "'" + stem +
-             ".train.dat' using 1:2 with lines lw 1 " + colour + " title '" + label + " train'";
+    if (train_rows > 0)
+      plots += std::string(plots.empty() ? "plot " : ", \\\n     ") + "'" + stem +
+               ".train.dat' using 1:2 with lines lw 1 " + colour + " title '" + label + " train'";
     if (evals > 0)
-      plots += ", \\\n     '" + stem + ".eval.dat' using 1:2 with linespoints lw 2 pt 7 ps 0.8 " +
-               colour + " title '" + label + " val'";
+      plots += std::string(plots.empty() ? "plot " : ", \\\n     ") + "'" + stem +
+               ".eval.dat' using 1:2 with linespoints lw 2 pt 7 ps 0.8 " + colour + " title '" +
+               label + " " + val_label + "'";
   }
-  if (rows == 0) throw Error(o.runs.front(), "the trace holds no training rows yet");
+  if (rows == 0)
+    throw Error(o.runs.front(), o.per_byte ? "the trace holds no evaluation rows yet"
+                                           : "the trace holds no training rows yet");
   const std::string xlabel = o.x == "flops" ? "training FLOPs" : o.x == "step" ? "step" : "tokens";
   std::string script = "set grid\nset key top right\nset xlabel '" + xlabel +
-                       "'\nset ylabel 'loss (nats/token)'\nset title 'loss against " + xlabel +
-                       "'\n";
+                       "'\nset ylabel 'loss (" + (o.per_byte ? "nats/byte" : "nats/token") +
+                       ")'\nset title 'loss against " + xlabel + "'\n";
   if (!o.log.empty()) script += "set logscale " + o.log + "\n";
   if (o.x != "step") script += "set format x '%.1e'\n";
   std::vector<std::string> warnings;

@@ -13,6 +13,10 @@ struct LossPlotOptions {
   std::string x = "tokens";       // tokens | flops | step
   std::string log = "";           // "", "x", "y" or "xy": which axes are logarithmic
   std::string out;                // the PNG; "": RUN/loss.png for one run, loss.png for several
+  std::string eval_set;           // the eval set to plot (eval.sets); "": the validation split
+  // Validation losses in nats per byte (the loss over the trace's bytes_per_token), so runs with
+  // different tokenizers compare; the training curves are left out (their bytes are not counted).
+  bool per_byte = false;
 };
 
 // Writes the PNG; returns its path. ladder::Error for a run without a trace, a bad option, or no

@@ -314,6 +314,12 @@ struct PlotCommand {
     cmd->add_option("--log", options.log, "Logarithmic axes: x | y | xy");
     cmd->add_option("--out", options.out,
                     "The PNG (default: RUN/loss.png for one run, loss.png for several)");
+    cmd->add_option("--eval", options.eval_set,
+                    "Plot this eval set's loss (a name of the recipe's eval.sets) instead of the "
+                    "validation split's");
+    cmd->add_flag("--per-byte", options.per_byte,
+                  "Validation losses in nats per byte (runs with different tokenizers compare); "
+                  "leaves the training curves out");
   }
   int run(const GlobalOptions& g) {
     init_logging(g, 0);
@@ -359,6 +365,9 @@ struct FitCommand {
                     "weights' losses); comma-separated or repeated")
         ->delimiter(',')
         ->capture_default_str();
+    cmd->add_option("--eval", c.points.eval_set,
+                    "Fit the losses of this eval set (a name of the runs' eval.sets) instead of "
+                    "the validation split's");
     cmd->add_option("--filter", c.points.filters,
                     "Keep points whose attribute matches: key=value (repeatable)");
     cmd->add_flag(
