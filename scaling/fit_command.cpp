@@ -13,7 +13,9 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/format.h"
 #include "core/plot.h"
+#include "scaling/mixture.h"
 
 namespace ladder::scaling {
 namespace fs = std::filesystem;
@@ -474,22 +476,222 @@ void fit_transfer(const FitCommand& c, const std::vector<Point>& points, json& o
       plot_parabolas(c.out_dir, key + "_transfer", what, "final loss", groups, warnings));
 }
 
+// --law mixture (scaling/mixture.h): one law per eval set over the runs' mixtures.
+void fit_mixture(const FitCommand& c, json& out, std::vector<std::string>& warnings,
+                 std::vector<std::string>& pngs) {
+  // The sets: --eval SET, else every eval set the runs share.
+  PointOptions options = c.points;
+  options.final_only = true;
+  std::vector<std::string> sets;
+  std::vector<Point> first;
+  {
+    PointOptions plain = options;
+    plain.eval_set = "";
+    first = load_points(c.inputs, plain, warnings);
+  }
+  if (first.empty()) throw Error("ladder fit", "no points left after reading the inputs");
+  if (!c.points.eval_set.empty()) {
+    sets = {c.points.eval_set};
+  } else {
+    std::istringstream names(first.front().attributes.count("eval_sets")
+                                 ? first.front().attributes.at("eval_sets")
+                                 : "");
+    for (std::string name; names >> name;)
+      sets.push_back(name);
+    if (sets.empty())
+      throw Error(first.front().run,
+                  "--law mixture fits the loss of each eval set (eval.sets), and this run has "
+                  "none; give --eval SET or train with eval.sets");
+  }
+  // The sources and each run's weights, from its data_mixture attribute.
+  std::vector<std::string> sources;
+  auto weights_of = [&](const Point& p) {
+    const auto it = p.attributes.find("data_mixture");
+    if (it == p.attributes.end() || it->second.empty())
+      throw Error(p.run, "trained on no mixture (data.mixture): not a point of --law mixture");
+    const auto mixture = parse_mixture(it->second, p.run);
+    if (sources.empty())
+      for (const auto& [name, w] : mixture)
+        sources.push_back(name);
+    std::vector<double> r(sources.size(), 0.0);
+    if (mixture.size() != sources.size())
+      throw Error(p.run, "mixes other sources (" + it->second + ") than the first run (" +
+                             join(sources, " ") + ")");
+    for (const auto& [name, w] : mixture) {
+      const auto at = std::find(sources.begin(), sources.end(), name);
+      if (at == sources.end())
+        throw Error(p.run, "mixes other sources (" + it->second + ") than the first run (" +
+                               join(sources, " ") + ")");
+      r[at - sources.begin()] = w;
+    }
+    return r;
+  };
+  for (const auto& p : first)
+    weights_of(p);
+  if (sources.size() < 2) throw Error("--law mixture", "the runs mix fewer than two sources");
+  const Law law = mixture_law(sources);
+  const int64_t runs = static_cast<int64_t>(first.size());
+  const int64_t needed = static_cast<int64_t>(law.variables.size()) + 1;
+  if (c.holdout < 0 || runs - c.holdout < needed)
+    throw Error("--law mixture", std::to_string(runs) + " runs, " + std::to_string(c.holdout) +
+                                     " held out: the law of " + std::to_string(sources.size()) +
+                                     " sources has " + std::to_string(law.variables.size()) +
+                                     " parameters and needs at least " + std::to_string(needed) +
+                                     " runs to fit");
+
+  std::printf("ladder fit: mixture   %s   (Ye et al. 2024)\n", law.formula.c_str());
+  std::printf(
+      "%lld runs (%lld held out: the last of the inputs); sources %s; sets %s; %lld "
+      "bootstrap resamples\n",
+      static_cast<long long>(runs), static_cast<long long>(c.holdout), join(sources, ", ").c_str(),
+      join(sets, ", ").c_str(), static_cast<long long>(c.fit.bootstrap));
+  json per_set = json::object(), held_out = json::array();
+  std::vector<std::vector<double>> thetas;
+  std::vector<std::vector<std::vector<double>>> boot;  // per set, per resample
+  std::vector<std::vector<double>> held_r;
+  std::vector<std::vector<double>> held_measured(sets.size());
+  std::vector<std::string> held_runs;
+  std::string scatter;  // measured against predicted, every set and run
+  for (size_t s = 0; s < sets.size(); ++s) {
+    options.eval_set = sets[s];
+    const std::vector<Point> points = load_points(c.inputs, options, warnings);
+    if (static_cast<int64_t>(points.size()) != runs)
+      throw Error("--eval " + sets[s], std::to_string(points.size()) + " runs have this set, " +
+                                           std::to_string(runs) + " runs in all");
+    Features fit, held;
+    for (int64_t i = 0; i < runs; ++i) {
+      Features& into = i < runs - c.holdout ? fit : held;
+      into.log_loss.push_back(std::log(points[i].loss));
+      into.mixture.push_back(weights_of(points[i]));
+      if (i >= runs - c.holdout) {
+        held_measured[s].push_back(points[i].loss);
+        if (s == 0) held_runs.push_back(points[i].run), held_r.push_back(into.mixture.back());
+      }
+    }
+    const FitResult r = fit_law(law, fit, c.fit);
+    thetas.push_back(r.theta);
+    boot.push_back(r.bootstrap_theta);
+    std::printf("\nset %s: %lld runs, objective %s\n", sets[s].c_str(),
+                static_cast<long long>(r.points), num(r.objective, "%.4g").c_str());
+    std::printf("  %-20s %12s   %s\n", "parameter", "value",
+                c.fit.bootstrap > 0 ? "95% interval" : "");
+    json params = json::object();
+    for (const auto& [name, value] : r.parameters) {
+      std::printf("  %-20s %12s   %s\n", name.c_str(), num(value, "%.5g").c_str(),
+                  interval_text(r, name).c_str());
+      params[name] = {{"value", value}, {"ci95", interval_json(r, name)}};
+    }
+    double worst = 0;
+    for (int64_t i = 0; i < fit.size(); ++i) {
+      const double predicted = mixture_loss(r.theta, fit.mixture[i]);
+      worst = std::max(worst, std::abs(predicted / std::exp(fit.log_loss[i]) - 1));
+      scatter += num(predicted, "%.6g") + " " + num(std::exp(fit.log_loss[i]), "%.6g") + " " +
+                 std::to_string(s) + "\n";
+    }
+    std::printf("  largest relative error of the fitted runs: %.3g%%\n", 100 * worst);
+    per_set[sets[s]] = {{"parameters", params},
+                        {"objective", r.objective},
+                        {"points", r.points},
+                        {"bootstrap_failed", r.bootstrap_failed},
+                        {"max_relative_error", worst}};
+  }
+  // Held-out runs: each set's prediction against its measured loss.
+  for (size_t h = 0; h < held_runs.size(); ++h) {
+    json row = {{"run", held_runs[h]}, {"weights", held_r[h]}};
+    std::printf("\nheld out %s (", held_runs[h].c_str());
+    for (size_t j = 0; j < sources.size(); ++j)
+      std::printf("%s%s %.3g", j ? ", " : "", sources[j].c_str(), held_r[h][j]);
+    std::printf("):\n");
+    for (size_t s = 0; s < sets.size(); ++s) {
+      const double predicted = mixture_loss(thetas[s], held_r[h]);
+      const double measured = held_measured[s][h];
+      std::printf("  %-20s predicted %.4f, measured %.4f (%+.2f%%)\n", sets[s].c_str(), predicted,
+                  measured, 100 * (predicted / measured - 1));
+      row[sets[s]] = {{"predicted", predicted}, {"measured", measured}};
+    }
+    held_out.push_back(row);
+  }
+  // The mixture the fitted laws recommend: the lowest mean predicted loss over the sets (one set
+  // with --eval), and how much it moves over the bootstrap fits (paired resample by resample: the
+  // same rows were drawn for every set).
+  const std::vector<double> best = best_mixture(thetas, sources.size());
+  json optimum = {{"target", sets.size() == 1 ? sets[0] : "mean of " + join(sets, ", ")}};
+  std::printf("\nrecommended mixture (lowest %s):", sets.size() == 1
+                                                        ? ("predicted loss on " + sets[0]).c_str()
+                                                        : "mean predicted loss over the sets");
+  std::vector<std::vector<double>> best_boot;
+  bool paired = true;
+  for (const auto& b : boot)
+    paired = paired && b.size() == boot[0].size();
+  if (paired)
+    for (size_t b = 0; b < boot[0].size(); ++b) {
+      std::vector<std::vector<double>> laws;
+      for (const auto& set_boot : boot)
+        laws.push_back(set_boot[b]);
+      best_boot.push_back(best_mixture(laws, sources.size()));
+    }
+  json weights = json::object();
+  for (size_t j = 0; j < sources.size(); ++j) {
+    std::vector<double> values;
+    for (const auto& w : best_boot)
+      values.push_back(w[j]);
+    std::printf("%s %s %.3f", j ? "," : "", sources[j].c_str(), best[j]);
+    if (!values.empty()) {
+      const Interval i = percentile_interval(values);
+      std::printf(" [%.2f, %.2f]", i.low, i.high);
+    }
+    weights[sources[j]] = {{"value", best[j]}, {"ci95", ci95_json(values)}};
+  }
+  std::printf("\n");
+  json predicted = json::object();
+  for (size_t s = 0; s < sets.size(); ++s) {
+    predicted[sets[s]] = mixture_loss(thetas[s], best);
+    std::printf("  %-20s predicted %.4f\n", sets[s].c_str(), mixture_loss(thetas[s], best));
+  }
+  optimum["weights"] = weights;
+  optimum["predicted"] = predicted;
+  out["law"] = "mixture";
+  out["formula"] = law.formula;
+  out["sources"] = sources;
+  out["sets"] = per_set;
+  out["held_out"] = held_out;
+  out["optimum"] = optimum;
+  out["settings"] = {{"inputs", c.inputs},           {"huber_delta", c.fit.huber_delta},
+                     {"bootstrap", c.fit.bootstrap}, {"seed", c.fit.seed},
+                     {"holdout", c.holdout},         {"filters", c.points.filters}};
+  if (!c.plots) return;
+  // Measured against predicted, each set its own colour, with the line of equality.
+  std::ofstream(fs::path(c.out_dir) / "mixture_fit.dat") << "# predicted measured set\n" << scatter;
+  std::string body =
+      "set format x '%.3g'\nset format y '%.3g'\nset xlabel 'predicted loss'\n"
+      "set ylabel 'measured loss'\nset title 'data-mixing law: each run and eval set'\n"
+      "plot x with lines dt 2 lc rgb 'gray' title 'y = x'";
+  for (size_t s = 0; s < sets.size(); ++s)
+    body += ", 'mixture_fit.dat' using 1:($3 == " + std::to_string(s) +
+            " ? $2 : 1/0) with points pt 7 title '" + sets[s] + "'";
+  pngs.push_back(plot(c.out_dir, "mixture_fit", body + "\n", warnings));
+}
+
 }  // namespace
 
 int run_fit(const FitCommand& c) {
   if (c.inputs.empty()) throw Error("ladder fit", "give run folders, trace.h5 or CSV files");
-  if (c.law != "isoflop" && c.transfer.empty()) law_named(c.law);  // an unknown law fails first
+  if (c.law != "isoflop" && c.law != "mixture" && c.transfer.empty())
+    law_named(c.law);  // an unknown law fails first
   if (c.holdout < 0) throw Error("--holdout", "must be >= 0");
   if (c.fit.bootstrap < 0) throw Error("--bootstrap", "must be >= 0");
   if (!(c.fit.huber_delta > 0)) throw Error("--delta", "must be > 0");
+  // The mixture law reads the points of each eval set itself.
+  const bool mixture = c.transfer.empty() && c.law == "mixture";
   PointOptions options = c.points;
   if (!c.transfer.empty()) options.final_only = true;
   std::vector<std::string> warnings;
-  const std::vector<Point> points = load_points(c.inputs, options, warnings);
+  const std::vector<Point> points =
+      mixture ? std::vector<Point>{} : load_points(c.inputs, options, warnings);
   for (const auto& w : warnings)
     std::fprintf(stderr, "ladder: warning: %s\n", w.c_str());
   const size_t loaded_warnings = warnings.size();
-  if (points.empty())
+  if (points.empty() && !mixture)
     throw Error("ladder fit", "no points left after reading and filtering the inputs");
 
   create_output_folder(c.out_dir);
@@ -503,6 +705,8 @@ int run_fit(const FitCommand& c) {
     fit_transfer(command, points, out, warnings, pngs);
   else if (c.law == "isoflop")
     fit_isoflop(command, points, out, warnings, pngs);
+  else if (mixture)
+    fit_mixture(command, out, warnings, pngs);
   else
     fit_a_law(command, points, out, warnings, pngs);
   for (size_t i = loaded_warnings; i < warnings.size(); ++i)

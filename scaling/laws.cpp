@@ -191,12 +191,15 @@ const std::vector<Law>& all_laws() {
 
 Features Features::select(const std::vector<int64_t>& rows) const {
   Features out;
-  for (int64_t r : rows) {
-    out.log_N.push_back(log_N[r]), out.log_D.push_back(log_D[r]), out.log_C.push_back(log_C[r]);
-    out.log_P.push_back(log_P[r]), out.log_E.push_back(log_E[r]);
-    out.log_N_active.push_back(log_N_active[r]), out.log_G.push_back(log_G[r]);
-    out.log_loss.push_back(log_loss[r]);
-  }
+  // Columns a law does not read may be empty (the mixture law's Features hold only the loss and r).
+  auto pick = [&](const auto& from, auto& to) {
+    if (from.empty()) return;
+    for (int64_t r : rows)
+      to.push_back(from[r]);
+  };
+  pick(log_N, out.log_N), pick(log_D, out.log_D), pick(log_C, out.log_C);
+  pick(log_P, out.log_P), pick(log_E, out.log_E), pick(log_loss, out.log_loss);
+  pick(log_N_active, out.log_N_active), pick(log_G, out.log_G), pick(mixture, out.mixture);
   return out;
 }
 
@@ -213,7 +216,7 @@ const Law& law_named(const std::string& name) {
     if (l.name == name) return l;
     known += (known.empty() ? "" : ", ") + l.name;
   }
-  throw Error("--law " + name, "unknown law; known: " + known + ", isoflop");
+  throw Error("--law " + name, "unknown law; known: " + known + ", isoflop, mixture");
 }
 
 Features features(const std::vector<Point>& points, const Law& law) {

@@ -33,6 +33,7 @@ namespace ladder::scaling {
 struct Features {
   std::vector<double> log_N, log_D, log_C, log_P, log_E, log_loss;
   std::vector<double> log_N_active, log_G;
+  std::vector<std::vector<double>> mixture;  // each point's mixture weights (scaling/mixture.h)
   int64_t size() const { return static_cast<int64_t>(log_loss.size()); }
   Features select(const std::vector<int64_t>& rows) const;  // a resample or a subset
 };

@@ -340,7 +340,8 @@ struct FitCommand {
                     "Run folders (searched recursively for trace.h5), trace.h5 or CSV files")
         ->required();
     cmd->add_option("--law", c.law,
-                    "chinchilla | parscale | kaplan-n | kaplan-c | routed | isoflop")
+                    "chinchilla | parscale | kaplan-n | kaplan-c | routed | fine-grained | isoflop "
+                    "| mixture")
         ->capture_default_str();
     cmd->add_option("--out", c.out_dir, "Folder for fit.json and the plots")->capture_default_str();
     cmd->add_option("--bootstrap", c.fit.bootstrap, "Bootstrap resamples for 95% intervals")
@@ -352,8 +353,10 @@ struct FitCommand {
         ->capture_default_str();
     cmd->add_option("--delta", c.fit.huber_delta, "Huber delta on log-loss residuals")
         ->capture_default_str();
-    cmd->add_option("--holdout", c.holdout,
-                    "Keep the K largest model sizes out of the fit and report the prediction error")
+    cmd->add_option(
+           "--holdout", c.holdout,
+           "Keep the K largest model sizes out of the fit (--law mixture: the last K runs of "
+           "the inputs) and report the prediction error")
         ->capture_default_str();
     cmd->add_option("--drop-first", c.points.drop_first,
                     "Drop each run's points before this fraction of its tokens")
