@@ -586,7 +586,7 @@ void fit_mixture(const FitCommand& c, json& out, std::vector<std::string>& warni
       const double predicted = mixture_loss(r.theta, fit.mixture[i]);
       worst = std::max(worst, std::abs(predicted / std::exp(fit.log_loss[i]) - 1));
       scatter += num(predicted, "%.6g") + " " + num(std::exp(fit.log_loss[i]), "%.6g") + " " +
-                 std::to_string(s) + "\n";
+                 std::to_string(s) + " 0\n";
     }
     std::printf("  largest relative error of the fitted runs: %.3g%%\n", 100 * worst);
     per_set[sets[s]] = {{"parameters", params},
@@ -608,6 +608,8 @@ void fit_mixture(const FitCommand& c, json& out, std::vector<std::string>& warni
       std::printf("  %-20s predicted %.4f, measured %.4f (%+.2f%%)\n", sets[s].c_str(), predicted,
                   measured, 100 * (predicted / measured - 1));
       row[sets[s]] = {{"predicted", predicted}, {"measured", measured}};
+      scatter +=
+          num(predicted, "%.6g") + " " + num(measured, "%.6g") + " " + std::to_string(s) + " 1\n";
     }
     held_out.push_back(row);
   }
@@ -661,14 +663,22 @@ void fit_mixture(const FitCommand& c, json& out, std::vector<std::string>& warni
                      {"holdout", c.holdout},         {"filters", c.points.filters}};
   if (!c.plots) return;
   // Measured against predicted, each set its own colour, with the line of equality.
-  std::ofstream(fs::path(c.out_dir) / "mixture_fit.dat") << "# predicted measured set\n" << scatter;
+  std::ofstream(fs::path(c.out_dir) / "mixture_fit.dat") << "# predicted measured set held_out\n"
+                                                         << scatter;
   std::string body =
       "set format x '%.3g'\nset format y '%.3g'\nset xlabel 'predicted loss'\n"
-      "set ylabel 'measured loss'\nset title 'data-mixing law: each run and eval set'\n"
+      "set ylabel 'measured loss'\nset title 'data-mixing law: each run and eval set'\nset key top "
+      "left\n"
       "plot x with lines dt 2 lc rgb 'gray' title 'y = x'";
-  for (size_t s = 0; s < sets.size(); ++s)
-    body += ", 'mixture_fit.dat' using 1:($3 == " + std::to_string(s) +
-            " ? $2 : 1/0) with points pt 7 title '" + sets[s] + "'";
+  for (size_t s = 0; s < sets.size(); ++s) {
+    const std::string set = std::to_string(s), colour = " lc " + std::to_string(s + 1);
+    body += ", 'mixture_fit.dat' using 1:($3 == " + set +
+            " && $4 == 0 ? $2 : 1/0) with points pt 7" + colour + " title '" + sets[s] + "'";
+    if (!held_runs.empty())
+      body += ", 'mixture_fit.dat' using 1:($3 == " + set +
+              " && $4 == 1 ? $2 : 1/0) with points pt 6 ps 2.5" + colour + " title '" + sets[s] +
+              ", held out'";
+  }
   pngs.push_back(plot(c.out_dir, "mixture_fit", body + "\n", warnings));
 }
 

@@ -48,9 +48,11 @@ std::string zstd_bytes(const std::string& text, size_t frame_bytes = size_t(-1))
   return out;
 }
 
-std::vector<std::string> read_all(DocumentStream&& docs) {
-  std::vector<std::string> out;
-  std::string d;
+// Every document of the stream: texts, or Documents with their domains.
+template <class T = std::string>
+std::vector<T> read_all(DocumentStream&& docs) {
+  std::vector<T> out;
+  T d;
   while (docs.next(d))
     out.push_back(d);
   return out;
@@ -168,14 +170,6 @@ TEST(Documents, CorruptOrTruncatedZstdNamesTheFile) {
   }
 }
 
-std::vector<Document> read_documents(DocumentStream&& docs) {
-  std::vector<Document> out;
-  Document d;
-  while (docs.next(d))
-    out.push_back(d);
-  return out;
-}
-
 TEST(Documents, DomainsFromInputsFieldsAndSidecars) {
   TempDir dir;
   write_file(dir.path("a.txt"), "a one\n\na two\n\na three\n");
@@ -183,14 +177,14 @@ TEST(Documents, DomainsFromInputsFieldsAndSidecars) {
   write_file(dir.path("b.jsonl"),
              "{\"text\": \"b one\", \"src\": \"web\"}\n{\"text\": \"b two\", \"src\": "
              "\"code\"}\n");
-  auto docs = read_documents(
+  auto docs = read_all<Document>(
       DocumentStream(list_input_files({dir.path("a.txt"), dir.path("b.jsonl")}), "text", "src"));
   ASSERT_EQ(docs.size(), 5u);
   const std::vector<std::string> domains = {"news", "news", "fiction", "web", "code"};
   for (size_t i = 0; i < docs.size(); ++i)
     EXPECT_EQ(docs[i].domain, domains[i]) << docs[i].text;
   // DOMAIN=PATH names every document of the input (and overrides a sidecar).
-  docs = read_documents(DocumentStream(list_input_files({"books=" + dir.path("a.txt")})));
+  docs = read_all<Document>(DocumentStream(list_input_files({"books=" + dir.path("a.txt")})));
   ASSERT_EQ(docs.size(), 3u);
   for (const auto& d : docs)
     EXPECT_EQ(d.domain, "books");
@@ -198,7 +192,7 @@ TEST(Documents, DomainsFromInputsFieldsAndSidecars) {
   // A sidecar that does not count the file's documents, a bad line, a missing or bad field.
   const auto error_of = [&](DocumentStream&& stream) {
     try {
-      read_documents(std::move(stream));
+      read_all<Document>(std::move(stream));
     } catch (const Error& e) {
       return std::string(e.what());
     }

@@ -108,6 +108,41 @@ TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
     EXPECT_EQ(status, "done") << run;
 }
 
+// Mixture weights as a sweep axis, each run evaluated on two sets, then `ladder fit --law mixture`
+// over the sweep folder: the plan measures one shape (the weights do not change a step) and its
+// probe leaves the eval sets out with the evaluations.
+TEST_F(SweepRuns, AMixtureSweepFeedsTheMixtureLaw) {
+  const std::string path = sweep(
+      "mixtures",
+      "[[zip]]\ndata.weights = [[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.0, 1.0], [0.25, 0.75], "
+      "[0.6, 0.4]]\nmix = [1, 2, 3, 4, 5, 6]\n",
+      "[train]\nsteps = 8\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 4\n"
+      "[eval]\nevery_steps = 8\ntokens = 256\nsets = [\"press\", \"learned\"]\n",
+      "run_name = \"m{mix}\"\n");
+  // The base recipe mixes press and learned.
+  const std::string base = dir_->path("mixtures-base.toml");
+  std::string recipe_text = testing::read_file(base);
+  recipe_text.replace(recipe_text.find("seq_len = 32\n"), 13,
+                      "seq_len = 32\nmixture = [\"press\", \"learned\"]\nweights = [1.0, 1.0]\n");
+  testing::write_file(base, recipe_text);
+  const auto plan = ladder("sweep " + path + " --dry-run");
+  ASSERT_EQ(plan.status, 0) << plan.output;
+  EXPECT_NE(plan.output.find("a step measured on 1 model shape"), std::string::npos) << plan.output;
+  const auto r = ladder("sweep " + path + " --no-estimate");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto fit = ladder("fit " + sweep_dir("mixtures") +
+                          " --law mixture --holdout 1 --bootstrap 10 --no-plots --out " +
+                          dir_->path("fit-mixtures"));
+  ASSERT_EQ(fit.status, 0) << fit.output;
+  EXPECT_NE(fit.output.find("6 runs (1 held out"), std::string::npos) << fit.output;
+  EXPECT_NE(fit.output.find("held out " + sweep_dir("mixtures") + "/m6 (press 0.6, learned 0.4)"),
+            std::string::npos)
+      << fit.output;
+  const std::string json = testing::read_file(dir_->path("fit-mixtures/fit.json"));
+  for (const char* key : {"\"t_press\"", "\"optimum\"", "\"held_out\"", "\"learned\""})
+    EXPECT_NE(json.find(key), std::string::npos) << key << "\n" << json;
+}
+
 TEST_F(SweepRuns, AKilledSweepResumesWhereItStopped) {
   const std::string extra =
       "[train]\nsteps = 300\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 10\n"

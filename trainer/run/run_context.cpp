@@ -214,6 +214,23 @@ std::vector<std::string> RunContext::describe() const {
       "compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
       choice_name(kPrecisionNames, r.train.precision),
       bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : ""));
+  if (!data.mixture.empty()) {
+    double sum = 0;
+    for (const auto& m : data.mixture)
+      sum += m.weight;
+    std::string sources;
+    for (const auto& m : data.mixture)
+      sources += fmt::format("{}{} {:.3g} ({} tokens)", sources.empty() ? "" : ", ", m.name,
+                             m.weight / sum, human_count(static_cast<double>(m.dataset->size())));
+    lines.push_back(fmt::format("data: a mixture of {} sources: {}", data.mixture.size(), sources));
+  }
+  if (!data.eval_sets.empty()) {
+    std::string sets;
+    for (const auto& e : data.eval_sets)
+      sets += fmt::format("{}{} ({:.3g} bytes/token)", sets.empty() ? "" : ", ", e.name,
+                          e.bytes_per_token);
+    lines.push_back("eval sets: " + sets);
+  }
   if (tp.active())
     lines.push_back(
         parallel::describe_tensor_parallel(tp, r.model.n_heads, r.model.n_kv_heads, vocab));

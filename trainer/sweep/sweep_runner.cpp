@@ -127,8 +127,9 @@ std::string shape_of(const Recipe& r) {
     if (section != "data" && section != "model" && section != "parallel" && section != "train" &&
         !architecture && doc.key != "optim.zero")
       continue;
+    // Neither the length nor which data the rows come from changes a step's time.
     if (doc.key == "train.steps" || doc.key == "train.tokens" || doc.key == "train.log_every" ||
-        doc.key == "train.peak_gflops")
+        doc.key == "train.peak_gflops" || doc.key == "data.mixture" || doc.key == "data.weights")
       continue;
     shape += doc.key + "=" + recipe_value_toml(r, doc.key) + "\n";
   }
@@ -231,6 +232,7 @@ class SweepRunner {
                                             "checkpoint.every_steps=0",
                                             "eval.every_steps=0",
                                             "eval.average=\"none\"",
+                                            "eval.sets=[]",
                                             "train.peak_gflops=1"};
     int shapes = 0;
     // The seconds `run` takes for `steps` of its steps (a cooldown trains only its own).
@@ -281,7 +283,9 @@ class SweepRunner {
         const double evals = std::ceil(steps / static_cast<double>(r.eval.every_steps));
         const double tokens_per_s =
             static_cast<double>(r.train.global_batch * r.data.seq_len) / e.step_s;
-        eval_s = evals * static_cast<double>(r.eval.tokens) / (3 * tokens_per_s);
+        // The validation split, and each eval set (eval.sets) at the same cost.
+        eval_s = evals * static_cast<double>(r.eval.tokens) *
+                 static_cast<double>(1 + r.eval.sets.size()) / (3 * tokens_per_s);
       }
       e.seconds = steps * e.step_s + eval_s;
       return e;
