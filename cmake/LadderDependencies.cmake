@@ -145,6 +145,30 @@ add_library(ladder::zstd INTERFACE IMPORTED)
 target_include_directories(ladder::zstd INTERFACE ${LADDER_ZSTD_INCLUDE})
 target_link_libraries(ladder::zstd INTERFACE ${LADDER_ZSTD_LIB})
 
+# Parquet inputs of `ladder prep` (data/parquet_module.h): the Arrow and Parquet C++ libraries and
+# headers that PyPI's pyarrow wheel ships, in LADDER_VENV (launch/setup.sh installs it). Optional:
+# without pyarrow the Parquet module is not built and reading a .parquet file says so.
+file(GLOB _ladder_pyarrow_dirs "${LADDER_VENV}/lib/python3*/site-packages/pyarrow")
+set(LADDER_PARQUET FALSE)
+if(_ladder_pyarrow_dirs)
+  list(GET _ladder_pyarrow_dirs 0 LADDER_PYARROW_DIR)
+  file(GLOB LADDER_PARQUET_LIB "${LADDER_PYARROW_DIR}/libparquet.so.[0-9]*")
+  file(GLOB LADDER_ARROW_LIB "${LADDER_PYARROW_DIR}/libarrow.so.[0-9]*")
+  if(LADDER_PARQUET_LIB AND LADDER_ARROW_LIB AND EXISTS "${LADDER_PYARROW_DIR}/include/parquet/arrow/reader.h")
+    list(GET LADDER_PARQUET_LIB 0 LADDER_PARQUET_LIB)
+    list(GET LADDER_ARROW_LIB 0 LADDER_ARROW_LIB)
+    set(LADDER_PARQUET TRUE)
+    add_library(ladder::parquet INTERFACE IMPORTED)
+    target_include_directories(ladder::parquet INTERFACE "${LADDER_PYARROW_DIR}/include")
+    target_link_libraries(ladder::parquet INTERFACE "${LADDER_PARQUET_LIB}" "${LADDER_ARROW_LIB}")
+    message(STATUS "Parquet: Arrow C++ from ${LADDER_PYARROW_DIR}")
+  endif()
+endif()
+if(NOT LADDER_PARQUET)
+  message(STATUS "Parquet: pyarrow not found in ${LADDER_VENV}; .parquet inputs unsupported "
+                 "(launch/setup.sh installs it)")
+endif()
+
 # Hugging Face tokenizer.json files (data/hf_tokenizer.h): Oniguruma, the regex engine `tokenizers`
 # itself runs its pre-tokenizer patterns on, and utf8proc for the Unicode normalization forms.
 find_path(LADDER_ONIG_INCLUDE oniguruma.h)

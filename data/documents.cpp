@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/module_loader.h"
+#include "data/parquet_module.h"
 
 namespace ladder::data {
 namespace fs = std::filesystem;
@@ -31,6 +33,7 @@ std::string strip_compression(const std::string& name) {
 }
 
 bool is_corpus_file(const fs::path& p) {
+  if (p.extension() == ".parquet") return true;
   const std::string name = strip_compression(p.filename().string());
   return ends_with(name, ".txt") || ends_with(name, ".text") || ends_with(name, ".jsonl");
 }
@@ -179,7 +182,8 @@ std::vector<InputFile> list_input_files(const std::vector<std::string>& inputs) 
       if (ec) throw Error(input, "cannot list folder: " + ec.message());
       if (found.empty())
         throw Error(input,
-                    "folder holds no *.txt, *.text or *.jsonl files (optionally .gz or .zst)");
+                    "folder holds no *.txt, *.text or *.jsonl files (optionally .gz or "
+                    ".zst) and no *.parquet files");
       std::sort(found.begin(), found.end());
       for (auto& f : found)
         files.emplace_back(std::move(f), domain);
@@ -236,6 +240,56 @@ class DocumentStream::LineReader {
   uint64_t line_number_ = 0;
 };
 
+// Rows of a Parquet file through the Parquet module (data/parquet_module.h), loaded on first use.
+class DocumentStream::ParquetReader {
+ public:
+  ParquetReader(const std::string& path, const std::string& text_column,
+                const std::string& domain_column)
+      : path_(path), m_(Module::get()) {
+    const char* error = nullptr;
+    if (m_.open(path.c_str(), text_column.c_str(), domain_column.c_str(), &file_, &error) != 0)
+      throw Error(path, error);
+  }
+  ~ParquetReader() { m_.close(file_); }
+  // The next row's text and domain; false at the end. Errors name the file and row.
+  bool next(std::string& text, std::string& domain) {
+    const char *t = nullptr, *d = nullptr, *error = nullptr;
+    size_t tn = 0, dn = 0;
+    if (m_.next(file_, &t, &tn, &d, &dn, &row_, &error) != 0) throw Error(path_, error);
+    if (!t) return false;
+    text.assign(t, tn);
+    domain.assign(d ? d : "", dn);
+    return true;
+  }
+  int64_t row() const { return row_; }
+  uint64_t file_position() const { return static_cast<uint64_t>(m_.position(file_)); }
+
+ private:
+  struct Module {
+    decltype(&ladder_parquet_open) open;
+    decltype(&ladder_parquet_close) close;
+    decltype(&ladder_parquet_next) next;
+    decltype(&ladder_parquet_position) position;
+    static const Module& get() {
+      static const Module m = [] {
+        const LoadedModule lib("libladder_parquet.so", "LADDER_PARQUET_MODULE",
+                               LADDER_PARQUET_MODULE_PATH, "parquet",
+                               "it is built with ladder when CMake finds pyarrow in the project "
+                               "environment, which launch/setup.sh installs");
+        return Module{lib.symbol<decltype(open)>("ladder_parquet_open"),
+                      lib.symbol<decltype(close)>("ladder_parquet_close"),
+                      lib.symbol<decltype(next)>("ladder_parquet_next"),
+                      lib.symbol<decltype(position)>("ladder_parquet_position")};
+      }();
+      return m;
+    }
+  };
+  std::string path_;
+  const Module& m_;
+  ladder_parquet_file* file_ = nullptr;
+  int64_t row_ = 0;
+};
+
 DocumentStream::DocumentStream(std::vector<InputFile> files, std::string jsonl_field,
                                std::string domain_field)
     : files_(std::move(files)),
@@ -245,37 +299,43 @@ DocumentStream::DocumentStream(std::vector<InputFile> files, std::string jsonl_f
 DocumentStream::~DocumentStream() = default;
 
 uint64_t DocumentStream::file_bytes_read() const {
-  return finished_file_bytes_ + (reader_ ? reader_->file_position() : 0);
+  return finished_file_bytes_ + (reader_    ? reader_->file_position()
+                                 : parquet_ ? parquet_->file_position()
+                                            : 0);
 }
 
 bool DocumentStream::open_next_file() {
-  reader_.reset();
+  reader_.reset(), parquet_.reset();
   if (next_file_ >= files_.size()) return false;
   const InputFile& file = files_[next_file_++];
   jsonl_ = ends_with(strip_compression(file.path), ".jsonl");
-  reader_ = std::make_unique<LineReader>(file.path);
+  if (ends_with(file.path, ".parquet"))
+    parquet_ = std::make_unique<ParquetReader>(file.path, jsonl_field_, domain_field_);
+  else
+    reader_ = std::make_unique<LineReader>(file.path);
   file_documents_ = 0;
   sidecar_.clear();
   sidecar_path_ = file.path + ".domains";
-  if (!jsonl_ && file.domain.empty() && fs::exists(sidecar_path_))
+  if (reader_ && !jsonl_ && file.domain.empty() && fs::exists(sidecar_path_))
     sidecar_ = read_sidecar(sidecar_path_);
   return true;
 }
 
 // At the end of a file: its sidecar must have listed exactly its documents.
 void DocumentStream::finish_file() {
+  const std::string& path = current_file();
   if (!sidecar_.empty()) {
     uint64_t listed = 0;
     for (const auto& [name, count] : sidecar_)
       listed += count;
     if (listed != file_documents_)
-      throw Error(sidecar_path_, "lists " + std::to_string(listed) + " documents; " +
-                                     reader_->path() + " holds " + std::to_string(file_documents_));
+      throw Error(sidecar_path_, "lists " + std::to_string(listed) + " documents; " + path +
+                                     " holds " + std::to_string(file_documents_));
   }
   std::error_code ec;
-  const auto size = fs::file_size(reader_->path(), ec);
-  finished_file_bytes_ += ec ? reader_->file_position() : size;
-  reader_.reset();
+  const auto size = fs::file_size(path, ec);
+  finished_file_bytes_ += ec ? file_bytes_read() - finished_file_bytes_ : size;
+  reader_.reset(), parquet_.reset();
 }
 
 bool DocumentStream::next(std::string& text) {
@@ -308,7 +368,24 @@ bool DocumentStream::next(Document& document) {
   };
   document.domain.clear();
   for (;;) {
-    if (!reader_ && !open_next_file()) return false;
+    if (!reader_ && !parquet_ && !open_next_file()) return false;
+    if (parquet_) {  // a row of the text column (and the domain column)
+      std::string domain;
+      if (!parquet_->next(document.text, domain)) {
+        finish_file();
+        continue;
+      }
+      bytes_read_ += document.text.size();
+      if (!domain_field_.empty()) {
+        if (!valid_domain_name(domain))
+          throw Error(current_file() + ": row " + std::to_string(parquet_->row()),
+                      "column \"" + domain_field_ + "\" holds \"" + domain +
+                          "\", not a domain name (letters, digits, _ - .)");
+        document.domain = domain;
+      }
+      if (document.text.empty()) continue;
+      return found();
+    }
     if (!reader_->next(line, bytes_read_)) {
       const bool last_document = !document.text.empty();
       if (last_document) found();  // a text file's last document

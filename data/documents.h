@@ -1,17 +1,20 @@
-// Reading documents from plain, gzip and zstd text and JSONL files, or folders of them.
+// Reading documents from plain, gzip and zstd text and JSONL files, Parquet files, or folders of
+// them.
 //
 // - Plain text (any name; gzip and zstd detected by content): documents are separated by one or
 //   more blank lines, as in the bundled Brown corpus (one sentence per line, a blank line between
 //   its 500 samples).
 // - JSONL (`*.jsonl`, `*.jsonl.gz`, `*.jsonl.zst`): one JSON object per line; the document is its
 //   string field `text` (configurable).
+// - Parquet (`*.parquet`): one document per row, the string column `text` (configurable, as for
+//   JSONL), read a row group at a time through the Parquet module (data/parquet_module.h).
 // - Folders are walked recursively; files are read in sorted path order so the output is
-//   deterministic. Inside folders only *.txt, *.text, *.jsonl and their .gz / .zst forms are read
-//   (READMEs and the like are not).
+//   deterministic. Inside folders only *.txt, *.text, *.jsonl, their .gz / .zst forms and *.parquet
+//   are read (READMEs and the like are not).
 //
 // Domains (named parts of a corpus: a loss per domain, mixtures of them) come from one of
 //   - the input: `--input press=data/press.jsonl.zst` names every document of that input;
-//   - a JSONL field (`--domain-field source`) naming each document's domain;
+//   - a JSONL field or Parquet column (`--domain-field source`) naming each document's domain;
 //   - a sidecar `<file>.domains` beside a text file: lines "NAME COUNT" giving the domains of its
 //     documents in order (the bundled corpus ships one: its 15 genres).
 // Every document has a domain, or none has (one unnamed domain). Names are letters, digits, '_',
@@ -64,6 +67,7 @@ class DocumentStream {
 
  private:
   class LineReader;
+  class ParquetReader;
   bool open_next_file();
   void finish_file();
 
@@ -71,7 +75,8 @@ class DocumentStream {
   std::string jsonl_field_;
   std::string domain_field_;
   size_t next_file_ = 0;
-  std::unique_ptr<LineReader> reader_;
+  std::unique_ptr<LineReader> reader_;      // a text or JSONL file
+  std::unique_ptr<ParquetReader> parquet_;  // a Parquet file
   bool jsonl_ = false;
   uint64_t bytes_read_ = 0;
   uint64_t finished_file_bytes_ = 0;

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/module_loader.h"
 #include "data/sentencepiece_module.h"
 
 #include "core/error.h"
@@ -53,52 +54,18 @@ struct SentencePieceModule {
   }
 
  private:
-  // Where to look: $LADDER_SENTENCEPIECE_MODULE, beside the running executable, then the build
-  // tree.
-  static std::vector<std::string> candidates() {
-    std::vector<std::string> paths;
-    if (const char* env = std::getenv("LADDER_SENTENCEPIECE_MODULE")) paths.push_back(env);
-    char exe[4096];
-    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-      std::string dir(exe, static_cast<size_t>(n));
-      dir = dir.substr(0, dir.rfind('/'));
-      paths.push_back(dir + "/libladder_sentencepiece.so");
-      paths.push_back(dir + "/../lib/libladder_sentencepiece.so");
-    }
-    paths.push_back(LADDER_SENTENCEPIECE_MODULE_PATH);
-    return paths;
-  }
-
   static SentencePieceModule open() {
-    void* handle = nullptr;
-    std::string tried, last_error;
-    for (const auto& path : candidates()) {
-      if (::access(path.c_str(), R_OK) != 0) continue;
-      handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
-      if (handle) break;
-      last_error = ::dlerror();
-      tried += " " + path;
-    }
-    if (!handle) {
-      throw Error("sentencepiece",
-                  "cannot load libladder_sentencepiece.so" +
-                      (last_error.empty() ? std::string(" (not found)") : ": " + last_error) +
-                      "; set LADDER_SENTENCEPIECE_MODULE to its path");
-    }
-    auto sym = [&](const char* name) {
-      void* f = ::dlsym(handle, name);
-      if (!f) throw Error("sentencepiece", std::string("module lacks ") + name);
-      return f;
-    };
+    const LoadedModule lib("libladder_sentencepiece.so", "LADDER_SENTENCEPIECE_MODULE",
+                           LADDER_SENTENCEPIECE_MODULE_PATH, "sentencepiece",
+                           "it is built with ladder");
     SentencePieceModule m;
-    m.load = reinterpret_cast<decltype(m.load)>(sym("ladder_sp_load"));
-    m.free = reinterpret_cast<decltype(m.free)>(sym("ladder_sp_free"));
-    m.vocab_size = reinterpret_cast<decltype(m.vocab_size)>(sym("ladder_sp_vocab_size"));
-    m.eos_id = reinterpret_cast<decltype(m.eos_id)>(sym("ladder_sp_eos_id"));
-    m.encode = reinterpret_cast<decltype(m.encode)>(sym("ladder_sp_encode"));
-    m.decode = reinterpret_cast<decltype(m.decode)>(sym("ladder_sp_decode"));
-    m.train = reinterpret_cast<decltype(m.train)>(sym("ladder_sp_train"));
+    m.load = lib.symbol<decltype(m.load)>("ladder_sp_load");
+    m.free = lib.symbol<decltype(m.free)>("ladder_sp_free");
+    m.vocab_size = lib.symbol<decltype(m.vocab_size)>("ladder_sp_vocab_size");
+    m.eos_id = lib.symbol<decltype(m.eos_id)>("ladder_sp_eos_id");
+    m.encode = lib.symbol<decltype(m.encode)>("ladder_sp_encode");
+    m.decode = lib.symbol<decltype(m.decode)>("ladder_sp_decode");
+    m.train = lib.symbol<decltype(m.train)>("ladder_sp_train");
     return m;
   }
 };

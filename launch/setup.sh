@@ -35,7 +35,8 @@ fi
 # The one LibTorch: PyPI's torch wheel, pinned, in a virtual environment outside the clone (keyed by
 # the version, reused when present). It also holds the Python side: PyTorch for the comparison
 # benchmarks, h5py and numpy to read outputs as users do, transformers (with sentencepiece and
-# protobuf for SentencePiece tokenizers) to load what `ladder export --format hf` writes.
+# protobuf for SentencePiece tokenizers) to load what `ladder export --format hf` writes, and
+# pyarrow (below).
 torch_version=2.15.0
 transformers_version=5.25.0
 venv=${LADDER_VENV:-$HOME/.cache/ladder/torch-$torch_version}
@@ -50,6 +51,14 @@ assert transformers.__version__ == '$transformers_version'" 2>/dev/null; then
   echo "setup: installing transformers==$transformers_version, sentencepiece and protobuf into $venv"
   "$venv/bin/pip" install --quiet "transformers==$transformers_version" sentencepiece==0.2.3 \
     protobuf==7.36.2
+fi
+# pyarrow: the Arrow and Parquet C++ libraries (and headers) that `ladder prep` reads Parquet
+# inputs through (data/parquet_module.h); CMake finds them in the environment.
+pyarrow_version=26.0.1
+if ! "$venv/bin/python3" -c "import pyarrow
+assert pyarrow.__version__ == '$pyarrow_version'" 2>/dev/null; then
+  echo "setup: installing pyarrow==$pyarrow_version into $venv"
+  "$venv/bin/pip" install --quiet "pyarrow==$pyarrow_version"
 fi
 
 [[ "${1:-}" == "--no-build" ]] && exit 0

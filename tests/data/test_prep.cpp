@@ -212,6 +212,79 @@ TEST(Documents, DomainsFromInputsFieldsAndSidecars) {
             0u);
 }
 
+// Writes Parquet files with pyarrow from the project's environment (launch/setup.sh installs it).
+void write_parquet_files(const std::string& dir) {
+  const std::string script = dir + "/write.py";
+  write_file(
+      script,
+      "import sys, pyarrow as pa, pyarrow.parquet as pq\n"
+      "d = sys.argv[1]\n"
+      "t = pa.table({'text': ['one', 'two\\nlines', '', 'caf\\u00e9', 'five'],\n"
+      "              'source': ['web', 'web', 'web', 'code', 'code'],\n"
+      "              'id': pa.array([1, 2, 3, 4, 5], pa.int64())})\n"
+      "pq.write_table(t, d + '/docs.parquet', row_group_size=2)\n"
+      "big = pa.table({'text': pa.array(['large ' + str(i) for i in range(7)], "
+      "pa.large_string())})\n"
+      "pq.write_table(big, d + '/large.parquet', row_group_size=3)\n"
+      "pq.write_table(pa.table({'text': ['a', None, 'c']}), d + '/null.parquet')\n"
+      "pq.write_table(pa.table({'text': ['a'], 'source': ['not ok']}), d + '/bad.parquet')\n");
+  const auto r = testing::run_command(std::string(LADDER_PYTHON) + " " + script + " " + dir);
+  ASSERT_EQ(r.status, 0) << r.output;
+}
+
+TEST(Documents, ParquetRowsTheirDomainsAndErrorsNamingFileAndRow) {
+  TempDir dir;
+  write_parquet_files(dir.path());
+  const auto docs =
+      read_all<Document>(DocumentStream({dir.path("docs.parquet")}, "text", "source"));
+  ASSERT_EQ(docs.size(), 4u);  // the empty row is no document
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"one", "web"}, {"two\nlines", "web"}, {"café", "code"}, {"five", "code"}};
+  for (size_t i = 0; i < docs.size(); ++i) {
+    EXPECT_EQ(docs[i].text, expected[i].first);
+    EXPECT_EQ(docs[i].domain, expected[i].second);
+  }
+  // large_string columns, several row groups; folders list .parquet files.
+  const auto large = read_all(DocumentStream({dir.path("large.parquet")}));
+  ASSERT_EQ(large.size(), 7u);
+  EXPECT_EQ(large[6], "large 6");
+  EXPECT_EQ(list_input_files({dir.path()}).size(), 4u);
+
+  const auto error_of = [](DocumentStream&& stream) {
+    try {
+      read_all(std::move(stream));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error_of(DocumentStream({dir.path("docs.parquet")}, "body")),
+            dir.path("docs.parquet") +
+                ": has no column \"body\" (its columns: text (string), source (string), id "
+                "(int64))");
+  EXPECT_EQ(error_of(DocumentStream({dir.path("docs.parquet")}, "id")),
+            dir.path("docs.parquet") + ": column \"id\" holds int64, not strings");
+  EXPECT_EQ(error_of(DocumentStream({dir.path("null.parquet")})),
+            dir.path("null.parquet") + ": row 1: the text is null");
+  EXPECT_EQ(error_of(DocumentStream({dir.path("bad.parquet")}, "text", "source")),
+            dir.path("bad.parquet") +
+                ": row 0: column \"source\" holds \"not ok\", not a domain name (letters, digits, "
+                "_ - .)");
+  write_file(dir.path("fake.parquet"), "not parquet at all");
+  EXPECT_NE(error_of(DocumentStream({dir.path("fake.parquet")})).find("not a Parquet file"),
+            std::string::npos);
+
+  // Through prep: a dataset with the column's domains.
+  PrepOptions o;
+  o.inputs = {dir.path("docs.parquet")};
+  o.out_dir = dir.path("ds");
+  o.domain_field = "source";
+  o.val_fraction = 0;
+  const PrepReport report = run_prep(o);
+  EXPECT_EQ(report.domains, (std::vector<std::string>{"web", "code"}));
+  EXPECT_EQ(report.train_documents, 4u);
+}
+
 TEST(Documents, TheBundledCorpusCarriesItsFifteenGenres) {
   const std::string corpus = std::string(LADDER_SOURCE_DIR) + "/data/corpus/brown.txt.gz";
   std::vector<std::pair<std::string, int>> counts;

@@ -287,6 +287,34 @@ TEST_F(Training, MixturesAndEvalSetsReachTheTraceThePlotAndTheFit) {
   EXPECT_EQ(r.status, 2) << r.output;  // unmixed evaluated no sets: named, not skipped
   EXPECT_NE(r.output.find("has no eval set \"press\""), std::string::npos) << r.output;
 
+  // A mixture of a domain and another dataset; one made with another tokenizer is refused.
+  std::string text;
+  for (int d = 0; d < 300; ++d)
+    text += "Another dataset's document " + std::to_string(d) + ", of plain words.\n\n";
+  testing::write_file(dir_->path("other.txt"), text);
+  for (const std::string& tokenizer :
+       {std::string("bytes"), "hf --tokenizer-file " + std::string(LADDER_SOURCE_DIR) +
+                                  "/data/tokenizers/brown-bpe-4096.json"}) {
+    const std::string out = dir_->path(tokenizer == "bytes" ? "other" : "other-bpe");
+    const auto p =
+        run_command(testing::ladder_binary() + " prep --input " + dir_->path("other.txt") +
+                    " --out " + out + " --tokenizer " + tokenizer + " --val-fraction 0.1");
+    ASSERT_EQ(p.status, 0) << p.output;
+  }
+  r = train(recipe("twosets", mixture),
+            "--set 'data.mixture=[\"press\", \"other=" + dir_->path("other") +
+                "\"]' --set 'data.weights=[1, 1]'");
+  ASSERT_EQ(r.status, 0) << r.output;
+  {
+    h5::File f = h5::File::open(run_dir("twosets") + "/trace.h5", false);
+    EXPECT_EQ(h5::attr_text(f, "/", "data_mixture"), "press=0.5 other=0.5");
+  }
+  r = train(recipe("badmix", mixture), "--set 'data.mixture=[\"press\", \"" +
+                                           dir_->path("other-bpe") +
+                                           "\"]' --set 'data.weights=[1, 1]'");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("was made with another tokenizer (hf-"), std::string::npos) << r.output;
+
   // Refused before any work: a domain the dataset lacks, a bad weight, a bad source.
   r = train(recipe("badmix", mixture),
             "--set 'data.mixture=[\"newz\"]' --set 'data.weights=[1.0]'");

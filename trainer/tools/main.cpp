@@ -84,7 +84,8 @@ struct PrepCommand {
     cmd->add_option("--shard-tokens", options.shard_tokens, "Tokens per shard (about)")
         ->capture_default_str();
     cmd->add_option("--threads", options.threads, "Tokenizer threads")->capture_default_str();
-    cmd->add_option("--jsonl-field", options.jsonl_field, "JSONL field holding the text")
+    cmd->add_option("--jsonl-field", options.jsonl_field,
+                    "JSONL field (or Parquet column) holding the text")
         ->capture_default_str();
     cmd->add_option("--domain-field", options.domain_field,
                     "JSONL field naming each document's domain (or name an input's domain as "
