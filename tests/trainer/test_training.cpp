@@ -323,6 +323,11 @@ TEST_F(Training, MixturesAndEvalSetsReachTheTraceThePlotAndTheFit) {
                           ": has no domain \"newz\" (it has press, editorial"),
             std::string::npos)
       << r.output;
+  // ladder train --check opens the sources too.
+  r = train(recipe("badmix", mixture),
+            "--check --set 'data.mixture=[\"newz\"]' --set 'data.weights=[1.0]'");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("has no domain \"newz\""), std::string::npos) << r.output;
   r = train(recipe("badmix", mixture),
             "--set 'data.mixture=[\"press\", \"learned\"]' --set 'data.weights=[1.0, -1.0]'");
   EXPECT_EQ(r.status, 2) << r.output;

@@ -22,6 +22,7 @@
 #include "trainer/recipe/recipe.h"
 #include "trainer/run/hardware.h"
 #include "trainer/run/memory_estimate.h"
+#include "trainer/run/run_context.h"
 #include "trainer/run/train.h"
 #include "trainer/sweep/sweep_runner.h"
 #include "trainer/tools/coordcheck.h"
@@ -186,6 +187,9 @@ struct TrainCommand {
                       << std::flush;
           return;
         }
+        // The mixture's sources and the eval sets, each in its dataset with data.path's tokenizer.
+        if (!recipe.data.mixture.empty() || !recipe.eval.sets.empty())
+          ladder::open_run_data(recipe);
         const auto estimate = ladder::estimate_memory(recipe, meta.vocab_size);
         const double available = ladder::memory_per_rank(recipe, world);
         if (world.rank() == 0)
