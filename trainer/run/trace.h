@@ -45,7 +45,7 @@ struct EvalRecord {
   double average_loss = std::numeric_limits<double>::quiet_NaN();  // eval.average
   double bytes_per_token = std::numeric_limits<double>::quiet_NaN();
   // One per eval set (eval.sets), in the order the Trace was given them.
-  std::vector<double> set_loss, set_bytes_per_token;
+  std::vector<double> set_loss = {}, set_bytes_per_token = {};
 };
 
 class Trace {
