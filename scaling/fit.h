@@ -39,8 +39,9 @@ struct Interval {
 };
 
 struct FitResult {
-  std::vector<double> theta;                               // the law's variables at the optimum
-  double objective = 0;                                    // summed Huber loss there
+  std::vector<double> theta;  // the law's variables at the optimum
+  double objective = 0;       // summed Huber loss there
+  double gradient_norm = 0;   // the objective's gradient there (L2): how converged the fit is
   std::vector<std::pair<std::string, double>> parameters;  // in the formula's names
   int64_t points = 0, grid_points = 0, starts = 0;
   std::vector<std::vector<double>> bootstrap_theta;  // one per successful resample

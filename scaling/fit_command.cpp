@@ -153,11 +153,13 @@ void fit_a_law(const FitCommand& c, const std::vector<Point>& points, json& out,
                 interval_text(r, name).c_str());
     params[name] = {{"value", value}, {"ci95", interval_json(r, name)}};
   }
-  std::printf("%-12s %14s\n", "objective", num(r.objective, "%.6g").c_str());
+  std::printf("%-12s %14s   (gradient norm %s)\n", "objective", num(r.objective, "%.6g").c_str(),
+              num(r.gradient_norm, "%.2g").c_str());
   out["law"] = law.name;
   out["formula"] = law.formula;
   out["parameters"] = params;
   out["objective"] = r.objective;
+  out["gradient_norm"] = r.gradient_norm;
   out["points"] = r.points;
   out["runs"] = run_count(fitted);
   out["settings"] = {{"inputs", c.inputs},
@@ -571,8 +573,9 @@ void fit_mixture(const FitCommand& c, json& out, std::vector<std::string>& warni
     const FitResult r = fit_law(law, fit, c.fit);
     thetas.push_back(r.theta);
     boot.push_back(r.bootstrap_theta);
-    std::printf("\nset %s: %lld runs, objective %s\n", sets[s].c_str(),
-                static_cast<long long>(r.points), num(r.objective, "%.4g").c_str());
+    std::printf("\nset %s: %lld runs, objective %s (gradient norm %s)\n", sets[s].c_str(),
+                static_cast<long long>(r.points), num(r.objective, "%.4g").c_str(),
+                num(r.gradient_norm, "%.2g").c_str());
     std::printf("  %-20s %12s   %s\n", "parameter", "value",
                 c.fit.bootstrap > 0 ? "95% interval" : "");
     json params = json::object();
@@ -591,6 +594,7 @@ void fit_mixture(const FitCommand& c, json& out, std::vector<std::string>& warni
     std::printf("  largest relative error of the fitted runs: %.3g%%\n", 100 * worst);
     per_set[sets[s]] = {{"parameters", params},
                         {"objective", r.objective},
+                        {"gradient_norm", r.gradient_norm},
                         {"points", r.points},
                         {"bootstrap_failed", r.bootstrap_failed},
                         {"max_relative_error", worst}};
