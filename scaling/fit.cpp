@@ -284,6 +284,26 @@ std::vector<Point> resample_runs(const std::vector<Point>& points, uint64_t& sta
   return out;
 }
 
+std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+bool least_squares(const std::vector<std::vector<double>>& rows, const std::vector<double>& y,
+                   std::vector<double>& c) {
+  if (rows.empty()) return false;
+  const size_t k = rows[0].size();
+  std::vector<double> a(k * k, 0.0), b(k, 0.0);
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (size_t i = 0; i < k; ++i) {
+      b[i] += rows[r][i] * y[r];
+      for (size_t j = 0; j < k; ++j)
+        a[i * k + j] += rows[r][i] * rows[r][j];
+    }
+  return solve(a, b, k, c);
+}
+
 bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0,
                   double& c1, double& c2) {
   std::vector<double> distinct = x;
@@ -338,19 +358,13 @@ void fit_line(const std::vector<double>& x, const std::vector<double>& y, double
   intercept = my - slope * mx;
 }
 
-std::string number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g", v);
-  return buf;
-}
-
 // Fits the budget's parabola; false (with a warning) when it has no minimum inside its sizes.
 bool locate_minimum(IsoflopBudget& b, std::vector<std::string>& warnings) {
   std::vector<double> x;
   for (double N : b.N)
     x.push_back(std::log(N));
   if (!fit_parabola(x, b.loss, b.c0, b.c1, b.c2)) {
-    warnings.push_back("isoflop: budget C = " + number(b.C) +
+    warnings.push_back("isoflop: budget C = " + short_number(b.C) +
                        " has fewer than 3 model sizes; skipped");
     return false;
   }
@@ -358,9 +372,10 @@ bool locate_minimum(IsoflopBudget& b, std::vector<std::string>& warnings) {
                hi = *std::max_element(x.begin(), x.end());
   const double at = -b.c1 / (2 * b.c2);
   if (!(b.c2 > 0) || at < lo || at > hi) {
-    warnings.push_back("isoflop: budget C = " + number(b.C) +
-                       " has no loss minimum inside its model sizes (" + number(std::exp(lo)) +
-                       " to " + number(std::exp(hi)) + "); skipped");
+    warnings.push_back("isoflop: budget C = " + short_number(b.C) +
+                       " has no loss minimum inside its model sizes (" +
+                       short_number(std::exp(lo)) + " to " + short_number(std::exp(hi)) +
+                       "); skipped");
     return false;
   }
   b.N_opt = std::exp(at);
@@ -503,16 +518,16 @@ Transfer transfer(const std::vector<Point>& points, const std::string& hyperpara
     for (size_t i = from; i < to; ++i)
       x.push_back(std::log(c.value[order[i]])), y.push_back(c.loss[order[i]]);
     if (order.size() < 3 || !fit_parabola(x, y, c.c0, c.c1, c.c2)) {
-      warnings.push_back(hyperparameter + " transfer: width " + number(width) +
+      warnings.push_back(hyperparameter + " transfer: width " + short_number(width) +
                          " has fewer than 3 values; skipped");
       continue;
     }
     const double at = -c.c1 / (2 * c.c2);
     const double lo = std::log(c.value[order.front()]), hi = std::log(c.value[order.back()]);
     if (best == 0 || best + 1 == order.size() || !(c.c2 > 0) || at < lo || at > hi) {
-      warnings.push_back(hyperparameter + " transfer: width " + number(width) +
+      warnings.push_back(hyperparameter + " transfer: width " + short_number(width) +
                          " has no loss minimum inside its values (best at " +
-                         number(c.value[order[best]]) + "); skipped");
+                         short_number(c.value[order[best]]) + "); skipped");
       continue;
     }
     c.value_opt = std::exp(at);

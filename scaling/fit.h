@@ -112,6 +112,14 @@ Transfer transfer(const std::vector<Point>& points, const std::string& hyperpara
 // learning-rate transfer. `state` advances.
 std::vector<Point> resample_runs(const std::vector<Point>& points, uint64_t& state);
 
+// Least squares y ~ rows · c (each row the regressors of one observation, a 1 for an intercept);
+// false when the normal equations are singular.
+bool least_squares(const std::vector<std::vector<double>>& rows, const std::vector<double>& y,
+                   std::vector<double>& c);
+
+// A number as the fitter's warnings write it ("%.3g").
+std::string short_number(double v);
+
 // Least-squares parabola y = c0 + c1 x + c2 x^2; false with fewer than 3 distinct x.
 bool fit_parabola(const std::vector<double>& x, const std::vector<double>& y, double& c0,
                   double& c1, double& c2);

@@ -24,7 +24,8 @@ struct FitCommand {
   std::string out_dir = ".";
   PointOptions points;
   FitOptions fit;
-  int64_t holdout = 0;  // keep this many of the largest model sizes out of the fit
+  int64_t holdout = 0;      // keep this many of the largest model sizes out of the fit
+  bool in_compute = false;  // --law hyperparameters: optima as laws of C instead of N and D
   // Instead of a law: the loss-optimal value of a hyperparameter per width ("lr" or
   // "weight_decay"; "" for a law).
   std::string transfer;

@@ -216,7 +216,8 @@ const Law& law_named(const std::string& name) {
     if (l.name == name) return l;
     known += (known.empty() ? "" : ", ") + l.name;
   }
-  throw Error("--law " + name, "unknown law; known: " + known + ", isoflop, mixture");
+  throw Error("--law " + name,
+              "unknown law; known: " + known + ", isoflop, mixture, hyperparameters");
 }
 
 Features features(const std::vector<Point>& points, const Law& law) {

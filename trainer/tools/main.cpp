@@ -361,7 +361,8 @@ struct FitCommand {
     cmd->add_option(
            "--holdout", c.holdout,
            "Keep the K largest model sizes out of the fit (--law mixture: the last K runs of "
-           "the inputs) and report the prediction error")
+           "the inputs; --law hyperparameters: the K cells of most compute) and report the "
+           "prediction error")
         ->capture_default_str();
     cmd->add_option("--drop-first", c.points.drop_first,
                     "Drop each run's points before this fraction of its tokens")
@@ -373,6 +374,9 @@ struct FitCommand {
                     "weights' losses); comma-separated or repeated")
         ->delimiter(',')
         ->capture_default_str();
+    cmd->add_flag("--in-compute", c.in_compute,
+                  "--law hyperparameters: the optima as power laws of C = 6 N D (DeepSeek's form) "
+                  "instead of N and D");
     cmd->add_option("--eval", c.points.eval_set,
                     "Fit the losses of this eval set (a name of the runs' eval.sets) instead of "
                     "the validation split's");
