@@ -26,6 +26,7 @@ inline constexpr Choice<DecayShape> kDecayShapeNames[] = {{DecayShape::Linear, "
 struct ScheduleConfig {
   LrSchedule kind = LrSchedule::Cosine;
   int64_t warmup = 0;
+  int64_t warmup_tokens = 0;  // the warm-up as tokens (0: `warmup` steps), resolved into `warmup`
   double final_lr_fraction = 0;
   double decay_fraction = 0;
   DecayShape decay_shape = DecayShape::Linear;

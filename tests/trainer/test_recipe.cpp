@@ -80,6 +80,40 @@ TEST(Recipe, TokensBudgetRoundsUpToWholeSteps) {
   EXPECT_EQ(r.train.tokens, 98 * 16 * 64);
 }
 
+// A batch on a sweep axis: the micro-batch is what a rank holds, the step takes the largest divisor
+// of its share not above it; the warm-up can be a token count that holds across batches.
+TEST(Recipe, AnyBatchRunsAndAWarmupInTokensHoldsAcrossBatches) {
+  TempDir dir;
+  write_file(dir.path("r.toml"), kValid);
+  for (const auto& [batch, micro, microbatches] : std::vector<std::tuple<int, int, int>>{
+           {16, 4, 4}, {12, 4, 3}, {6, 3, 2}, {2, 2, 1}, {7, 1, 7}}) {
+    const Recipe r =
+        load_recipe(dir.path("r.toml"), {{"train.global_batch=" + std::to_string(batch)}, 1, {}});
+    EXPECT_EQ(r.train.micro_batch, micro) << batch;
+    EXPECT_EQ(r.parallel.microbatches, microbatches) << batch;
+    EXPECT_EQ(r.is_derived("train.micro_batch"), micro != 4) << batch;
+  }
+  // 2 ranks: each takes 9 of 18 sequences, 3 at a time.
+  const Recipe two = load_recipe(dir.path("r.toml"), {{"train.global_batch=18"}, 2, {}});
+  EXPECT_EQ(two.train.micro_batch, 3);
+  EXPECT_EQ(two.parallel.microbatches, 3);
+
+  const std::string tokens = std::string(kValid).replace(std::string(kValid).find("warmup = 10"),
+                                                         11, "warmup_tokens = 20000");
+  write_file(dir.path("t.toml"), tokens);
+  for (const auto& [batch, warmup] :
+       std::vector<std::pair<int, int>>{{16, 20}, {32, 10}, {5, 63}}) {
+    const Recipe r =
+        load_recipe(dir.path("t.toml"), {{"train.global_batch=" + std::to_string(batch)}, 1, {}});
+    EXPECT_EQ(r.schedule.warmup, warmup) << batch;  // ceil(20000 / (batch x 64))
+    EXPECT_TRUE(r.is_derived("schedule.warmup"));
+  }
+  EXPECT_EQ(
+      error_of(tokens, {"schedule.warmup=5"}),
+      "ladder: error: recipe.toml:15: schedule.warmup_tokens: gives the warm-up in tokens and "
+      "schedule.warmup in steps: give one of them");
+}
+
 TEST(Recipe, BaseInheritanceAndOverridesApplyInOrder) {
   TempDir dir;
   write_file(dir.path("base/base.toml"), kValid);
@@ -265,11 +299,11 @@ const BadRecipe kBadRecipes[] = {
      "divide "
      "the world size 3"},
     {"batch_not_divisible",
-     replacing("global_batch = 16", "global_batch = 18"),
+     replacing("global_batch = 16", "global_batch = 17"),
      {},
      2,
-     "ladder: error: recipe.toml:12: train.global_batch: must be a multiple of parallel.dp x "
-     "train.micro_batch = 2 x 4 = 8; got 18"},
+     "ladder: error: recipe.toml:12: train.global_batch: must be a multiple of parallel.dp (2: "
+     "each data-parallel rank takes an equal share); got 17"},
     {"no_length",
      replacing("steps = 100\n", ""),
      {},

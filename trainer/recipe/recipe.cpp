@@ -468,7 +468,8 @@ const std::vector<KeySpec>& schema() {
                     "sequences per optimizer step (per island)")
                     .at_least(1));
     k.push_back(key("train.micro_batch", &R::train, &TrainConfig::micro_batch, 8,
-                    "sequences per forward/backward on one rank")
+                    "the most sequences per forward/backward on one rank: the step uses the "
+                    "largest divisor of global_batch / dp not above it (derived when smaller)")
                     .at_least(1));
     k.push_back(key("train.log_every", &R::train, &TrainConfig::log_every, 10,
                     "a progress line and a trace row every this many steps")
@@ -518,6 +519,10 @@ const std::vector<KeySpec>& schema() {
     k.push_back(
         key("schedule.warmup", &R::schedule, &ScheduleConfig::warmup, 100, "linear warmup steps")
             .at_least(0));
+    k.push_back(key("schedule.warmup_tokens", &R::schedule, &ScheduleConfig::warmup_tokens, 0,
+                    "the warm-up as a token count instead (rounded up to whole steps), so that it "
+                    "stays the same when the batch is a sweep axis; 0: schedule.warmup steps")
+                    .at_least(0));
     k.push_back(key("schedule.final_lr_fraction", &R::schedule, &ScheduleConfig::final_lr_fraction,
                     0.1, "cosine and wsd end at this fraction of the peak learning rate")
                     .at_least(0)
@@ -1084,12 +1089,20 @@ class Resolver {
   void train() {
     auto& t = r_.train;
     auto& p = r_.parallel;
-    const int64_t per_step = p.dp * t.micro_batch;
-    if (t.global_batch % per_step != 0)
-      fail("train.global_batch",
-           "must be a multiple of parallel.dp x train.micro_batch = " + n(p.dp) + " x " +
-               n(t.micro_batch) + " = " + n(per_step) + "; got " + n(t.global_batch));
-    const int64_t micro = t.global_batch / per_step;
+    if (t.global_batch % p.dp != 0)
+      fail("train.global_batch", "must be a multiple of parallel.dp (" + n(p.dp) +
+                                     ": each data-parallel rank takes an equal share); got " +
+                                     n(t.global_batch));
+    // train.micro_batch is what a rank holds per forward: the step's micro-batches are the largest
+    // divisor of the rank's share not above it, so any batch on a sweep axis runs.
+    const int64_t share = t.global_batch / p.dp;
+    if (share % t.micro_batch != 0) {
+      int64_t m = std::min(t.micro_batch, share);
+      while (share % m != 0)
+        --m;
+      t.micro_batch = m, r_.derived.push_back("train.micro_batch");
+    }
+    const int64_t micro = share / t.micro_batch;
     if (p.microbatches == 0) {
       p.microbatches = micro, r_.derived.push_back("parallel.microbatches");
     } else if (p.microbatches != micro) {
@@ -1122,7 +1135,15 @@ class Resolver {
   }
 
   void schedule() {
-    const auto& s = r_.schedule;
+    auto& s = r_.schedule;
+    if (s.warmup_tokens > 0) {
+      if (given("schedule.warmup"))
+        fail("schedule.warmup_tokens",
+             "gives the warm-up in tokens and schedule.warmup in steps: give one of them");
+      const int64_t per_step = r_.parallel.islands * r_.train.global_batch * r_.data.seq_len;
+      s.warmup = (s.warmup_tokens + per_step - 1) / per_step;
+      r_.derived.push_back("schedule.warmup");
+    }
     if (s.warmup >= r_.train.steps && s.kind != optim::LrSchedule::Constant)
       fail("schedule.warmup",
            "must be smaller than train.steps (" + n(r_.train.steps) + "); got " + n(s.warmup));
