@@ -628,6 +628,30 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
       pngs.push_back(plot(c.out_dir, h + "_optimum", body, warnings));
     }
   }
+  // The loss surface of the cell of most compute that varies both, against lr and batch.
+  if (c.plots && varied.size() == 2) {
+    std::vector<std::string> ignored;
+    const auto cells = optimum_cells(points, "lr", ignored);
+    for (auto it = cells.rbegin(); it != cells.rend(); ++it) {
+      std::set<double> batches;
+      for (const auto& s : it->surface)
+        batches.insert(s[1]);
+      if (batches.size() < 2) continue;
+      std::string dat = "# lr batch loss\n";
+      for (const auto& s : it->surface)
+        dat += num(s[0], "%.6g") + " " + num(s[1], "%.6g") + " " + num(s[2], "%.6g") + "\n";
+      std::ofstream(fs::path(c.out_dir) / "loss_surface.dat") << dat;
+      const std::string body =
+          "set logscale xy\nset format x '%.1e'\nset format y '%.2g'\nset xlabel 'lr'\n"
+          "set ylabel 'batch (tokens)'\nset cblabel 'final loss'\nset palette rgb 33,13,10\n"
+          "set title 'loss surface of the cell N = " +
+          num(it->N, "%.3g") + ", D = " + num(it->D, "%.3g") +
+          "'\nplot 'loss_surface.dat' using 1:2:3 with points pt 5 ps 3 "
+          "palette notitle\n";
+      pngs.push_back(plot(c.out_dir, "loss_surface", body, warnings));
+      break;
+    }
+  }
   out["law"] = "hyperparameters";
   out["hyperparameters"] = laws;
   out["settings"] = {{"inputs", c.inputs},         {"bootstrap", c.fit.bootstrap},

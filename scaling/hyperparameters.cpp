@@ -95,6 +95,8 @@ std::vector<HyperparameterCell> optimum_cells(const std::vector<Point>& points,
     });
     HyperparameterCell c;
     c.N = best->N, c.D = best->D;
+    for (const Point* p : runs)
+      c.surface.push_back({p->lr, hyperparameter_value(*p, "batch"), p->loss});
     for (const Point* p : slice)
       c.runs.push_back(p->run), c.value.push_back(hyperparameter_value(*p, h)),
           c.loss.push_back(p->loss);

@@ -14,6 +14,7 @@
 // dependence on tokens per parameter, ln τ = ln t + ρ ln(D / N).
 #pragma once
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ struct HyperparameterCell {
   double c0 = 0, c1 = 0, c2 = 0;    // loss = c0 + c1 x + c2 x^2, x = ln value
   double optimum = 0, loss_at_optimum = 0;
   double batch = 0, lr = 0, weight_decay = 0;  // the best run's
+  // Every run of the cell as (lr, batch, loss): the loss surface the slice cuts through.
+  std::vector<std::array<double, 3>> surface;
   double timescale() const;  // B / (lr_opt λ D) for a learning-rate cell; NaN without λ
 };
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -50,14 +51,14 @@ std::string write_sweep(const testing::TempDir& dir, double noise_sd = 5e-4, boo
 }
 
 nlohmann::json fit_json(const std::string& csv, const testing::TempDir& dir, int64_t holdout,
-                        int64_t bootstrap = 100) {
+                        int64_t bootstrap = 100, bool plots = false) {
   FitCommand c;
   c.inputs = {csv};
   c.law = "hyperparameters";
   c.out_dir = dir.path("fit");
   c.fit.bootstrap = bootstrap;
   c.holdout = holdout;
-  c.plots = false;
+  c.plots = plots;
   EXPECT_EQ(run_fit(c), 0);
   std::ifstream in(dir.path("fit/fit.json"));
   return nlohmann::json::parse(in);
@@ -65,7 +66,7 @@ nlohmann::json fit_json(const std::string& csv, const testing::TempDir& dir, int
 
 TEST(HyperparameterLaws, KnownExponentsComeBackWithinTheirIntervals) {
   testing::TempDir dir;
-  const auto j = fit_json(write_sweep(dir), dir, /*holdout=*/1);
+  const auto j = fit_json(write_sweep(dir), dir, /*holdout=*/1, 100, /*plots=*/true);
   ASSERT_EQ(j["hyperparameters"].size(), 2u);
   const auto& lr = j["hyperparameters"][0];
   const auto& batch = j["hyperparameters"][1];
@@ -90,6 +91,12 @@ TEST(HyperparameterLaws, KnownExponentsComeBackWithinTheirIntervals) {
   EXPECT_NEAR(cell["timescale"].get<double>(),
               131072.0 / (cell["optimum"].get<double>() * 0.1 * 1e9), 1e-6);
   EXPECT_TRUE(lr.contains("timescale"));
+  // The plots' data: each cell's optimum against C, and the loss surface of the cell of most
+  // compute (all 70 of its runs, lr x batch).
+  const std::string optimum = testing::read_file(dir.path("fit/lr_optimum.dat"));
+  EXPECT_EQ(std::count(optimum.begin(), optimum.end(), '\n'), 1 + 9) << optimum;
+  const std::string surface = testing::read_file(dir.path("fit/loss_surface.dat"));
+  EXPECT_EQ(std::count(surface.begin(), surface.end(), '\n'), 1 + 70);
 }
 
 TEST(HyperparameterLaws, EdgeOptimaAreLeftOutAndASweepThatVariesNothingIsRefused) {
