@@ -180,42 +180,37 @@ KeySpec key(std::string name, Section section, bool S::*field, bool def, std::st
   k.load = [=](const Recipe& r) { return bool_value(std::invoke(section, r).*field); };
   return k;
 }
-template <class Section, class S>
-KeySpec key(std::string name, Section section, std::vector<int64_t> S::*field, std::string doc) {
+// The list keys: a Value's kind and member for each element type.
+template <class T>
+struct ListKey;
+template <>
+struct ListKey<int64_t> {
+  static constexpr Type type = Type::IntList;
+  static constexpr Value::Kind kind = Value::Kind::IntArray;
+  static constexpr auto member = &Value::ints;
+};
+template <>
+struct ListKey<double> {
+  static constexpr Type type = Type::FloatList;
+  static constexpr Value::Kind kind = Value::Kind::FloatArray;
+  static constexpr auto member = &Value::floats;
+};
+template <>
+struct ListKey<std::string> {
+  static constexpr Type type = Type::StringList;
+  static constexpr Value::Kind kind = Value::Kind::StringArray;
+  static constexpr auto member = &Value::strings;
+};
+template <class Section, class S, class T>
+KeySpec key(std::string name, Section section, std::vector<T> S::*field, std::string doc) {
+  using L = ListKey<T>;
   Value empty;
-  empty.kind = Value::Kind::IntArray;
-  KeySpec k = spec(std::move(name), Type::IntList, empty, std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.ints; };
+  empty.kind = L::kind;
+  KeySpec k = spec(std::move(name), L::type, empty, std::move(doc));
+  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.*(L::member); };
   k.load = [=](const Recipe& r) {
     Value v;
-    v.kind = Value::Kind::IntArray, v.ints = std::invoke(section, r).*field;
-    return v;
-  };
-  return k;
-}
-template <class Section, class S>
-KeySpec key(std::string name, Section section, std::vector<double> S::*field, std::string doc) {
-  Value empty;
-  empty.kind = Value::Kind::FloatArray;
-  KeySpec k = spec(std::move(name), Type::FloatList, empty, std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.floats; };
-  k.load = [=](const Recipe& r) {
-    Value v;
-    v.kind = Value::Kind::FloatArray, v.floats = std::invoke(section, r).*field;
-    return v;
-  };
-  return k;
-}
-template <class Section, class S>
-KeySpec key(std::string name, Section section, std::vector<std::string> S::*field,
-            std::string doc) {
-  Value empty;
-  empty.kind = Value::Kind::StringArray;
-  KeySpec k = spec(std::move(name), Type::StringList, empty, std::move(doc));
-  k.store = [=](Recipe& r, const Value& v) { std::invoke(section, r).*field = v.strings; };
-  k.load = [=](const Recipe& r) {
-    Value v;
-    v.kind = Value::Kind::StringArray, v.strings = std::invoke(section, r).*field;
+    v.kind = L::kind, v.*(L::member) = std::invoke(section, r).*field;
     return v;
   };
   return k;
