@@ -499,8 +499,10 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
       "ladder fit: hyperparameters   h_opt = a %s   (per (N, D) cell: a parabola in ln h)\n",
       c.in_compute ? "C^gamma" : "N^alpha D^beta");
   json laws = json::array();
+  std::vector<HyperparameterCell> lr_cells;  // for the loss surface below
   for (const std::string& h : varied) {
     std::vector<HyperparameterCell> cells = optimum_cells(points, h, warnings);
+    if (h == "lr") lr_cells = cells;
     if (cells.empty())
       throw Error("--law hyperparameters",
                   h + ": no cell has its optimum inside its grid (warnings name them)");
@@ -630,9 +632,7 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
   }
   // The loss surface of the cell of most compute that varies both, against lr and batch.
   if (c.plots && varied.size() == 2) {
-    std::vector<std::string> ignored;
-    const auto cells = optimum_cells(points, "lr", ignored);
-    for (auto it = cells.rbegin(); it != cells.rend(); ++it) {
+    for (auto it = lr_cells.rbegin(); it != lr_cells.rend(); ++it) {
       std::set<double> batches;
       for (const auto& s : it->surface)
         batches.insert(s[1]);

@@ -37,12 +37,9 @@ parallel::DilocoOptions diloco_options(const DilocoConfig& dc) {
 }
 
 std::string mixture_attribute(const std::vector<data::MixtureSource>& mixture) {
-  double sum = 0;
-  for (const auto& m : mixture)
-    sum += m.weight;
   std::string out;
   for (const auto& m : mixture)
-    out += (out.empty() ? "" : " ") + m.name + "=" + shortest_float(m.weight / sum);
+    out += (out.empty() ? "" : " ") + m.name + "=" + shortest_float(m.weight);
   return out;
 }
 
@@ -81,10 +78,14 @@ RunData open_run_data(const Recipe& r) {
   RunData data;
   data.train = std::make_shared<data::TokenDataset>(r.data.path, "train");
   const data::DatasetMeta& meta = data.train->meta();
+  // The weights normalised once here (the recipe checked them: >= 0, not all 0).
   const auto mixture = parse_data_sources(r.data.mixture, r.data.path);
+  double sum = 0;
+  for (double w : r.data.weights)
+    sum += w;
   for (size_t i = 0; i < mixture.size(); ++i)
     data.mixture.push_back({mixture[i].name, open_source(mixture[i], "train", "data.mixture", meta),
-                            r.data.weights.at(i)});
+                            r.data.weights.at(i) / sum});
   if (r.eval.every_steps > 0) {
     data.val = std::make_shared<data::TokenDataset>(r.data.path, "val");
     if (data::sequential_window_count(*data.val, r.data.seq_len) == 0)
@@ -215,13 +216,10 @@ std::vector<std::string> RunContext::describe() const {
       choice_name(kPrecisionNames, r.train.precision),
       bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : ""));
   if (!data.mixture.empty()) {
-    double sum = 0;
-    for (const auto& m : data.mixture)
-      sum += m.weight;
     std::string sources;
     for (const auto& m : data.mixture)
       sources += fmt::format("{}{} {:.3g} ({} tokens)", sources.empty() ? "" : ", ", m.name,
-                             m.weight / sum, human_count(static_cast<double>(m.dataset->size())));
+                             m.weight, human_count(static_cast<double>(m.dataset->size())));
     lines.push_back(fmt::format("data: a mixture of {} sources: {}", data.mixture.size(), sources));
   }
   if (!data.eval_sets.empty()) {

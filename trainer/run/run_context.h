@@ -40,7 +40,7 @@ struct EvalSet {
 // evaluating).
 struct RunData {
   std::shared_ptr<data::TokenDataset> train;
-  std::vector<data::MixtureSource> mixture;
+  std::vector<data::MixtureSource> mixture;  // weights normalised to sum 1
   std::shared_ptr<data::TokenDataset> val;
   double val_bytes_per_token = 0;
   std::vector<EvalSet> eval_sets;
