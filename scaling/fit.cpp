@@ -475,35 +475,49 @@ IsoflopResult isoflop_profiles(const std::vector<Point>& points,
   return result;
 }
 
+const std::vector<std::string>& transfer_axes() {
+  static const std::vector<std::string> axes = {"width", "depth"};
+  return axes;
+}
+
 Transfer transfer(const std::vector<Point>& points, const std::string& hyperparameter,
-                  std::vector<std::string>& warnings) {
+                  std::vector<std::string>& warnings, const std::string& axis) {
   const std::string flag = hyperparameter == "lr" ? "--lr-transfer" : "--wd-transfer";
+  if (std::find(transfer_axes().begin(), transfer_axes().end(), axis) == transfer_axes().end())
+    throw Error("ladder fit " + flag + " --along " + axis, "the axis is width or depth");
+  // A run's number: the hyperparameter ("lr", or an attribute such as "weight_decay") or the axis.
+  const auto number = [](const Point& p, const std::string& name) {
+    if (name == "lr") return p.lr;
+    if (name == "width") return p.width;
+    double value = kMissing;
+    if (const auto it = p.attributes.find(name); it != p.attributes.end()) {
+      try {
+        value = std::stod(it->second);
+      } catch (const std::exception&) {
+      }
+    }
+    return value;
+  };
   // The last point of each run.
   std::map<std::string, const Point*> last;
   for (const Point& p : points) {
     const Point*& l = last[p.run];
     if (!l || p.D > l->D) l = &p;
   }
-  std::map<double, TransferCurve> by_width;
+  std::map<double, TransferCurve> by_axis;
   for (const auto& [run, p] : last) {
-    double value = kMissing;
-    if (hyperparameter == "lr") {
-      value = p->lr;
-    } else if (const auto it = p->attributes.find(hyperparameter); it != p->attributes.end()) {
-      try {
-        value = std::stod(it->second);
-      } catch (const std::exception&) {
-      }
-    }
-    if (!(p->width > 0) || !(value > 0))
-      throw Error(run, flag + " needs a width and a positive " + hyperparameter + " for every run");
-    TransferCurve& c = by_width[p->width];
-    c.width = p->width;
+    const double value = number(*p, hyperparameter), at = number(*p, axis);
+    if (!(at > 0) || !(value > 0))
+      throw Error(
+          run, flag + " needs a " + axis + " and a positive " + hyperparameter + " for every run");
+    TransferCurve& c = by_axis[at];
+    c.at = at;
     c.value.push_back(value), c.loss.push_back(p->loss);
   }
   Transfer result;
   result.hyperparameter = hyperparameter;
-  for (auto& [width, c] : by_width) {
+  result.axis = axis;
+  for (auto& [at_value, c] : by_axis) {
     // In order of value; the best grid point and up to two neighbours on each side.
     std::vector<size_t> order(c.value.size());
     for (size_t i = 0; i < order.size(); ++i)
@@ -518,26 +532,26 @@ Transfer transfer(const std::vector<Point>& points, const std::string& hyperpara
     for (size_t i = from; i < to; ++i)
       x.push_back(std::log(c.value[order[i]])), y.push_back(c.loss[order[i]]);
     if (order.size() < 3 || !fit_parabola(x, y, c.c0, c.c1, c.c2)) {
-      warnings.push_back(hyperparameter + " transfer: width " + short_number(width) +
+      warnings.push_back(hyperparameter + " transfer: " + axis + " " + short_number(at_value) +
                          " has fewer than 3 values; skipped");
       continue;
     }
-    const double at = -c.c1 / (2 * c.c2);
+    const double x_opt = -c.c1 / (2 * c.c2);
     const double lo = std::log(c.value[order.front()]), hi = std::log(c.value[order.back()]);
-    if (best == 0 || best + 1 == order.size() || !(c.c2 > 0) || at < lo || at > hi) {
-      warnings.push_back(hyperparameter + " transfer: width " + short_number(width) +
+    if (best == 0 || best + 1 == order.size() || !(c.c2 > 0) || x_opt < lo || x_opt > hi) {
+      warnings.push_back(hyperparameter + " transfer: " + axis + " " + short_number(at_value) +
                          " has no loss minimum inside its values (best at " +
                          short_number(c.value[order[best]]) + "); skipped");
       continue;
     }
-    c.value_opt = std::exp(at);
-    c.loss_opt = c.c0 + c.c1 * at + c.c2 * at * at;
+    c.value_opt = std::exp(x_opt);
+    c.loss_opt = c.c0 + c.c1 * x_opt + c.c2 * x_opt * x_opt;
     result.curves.push_back(c);
   }
   if (result.curves.empty())
-    throw Error("ladder fit " + flag, "no width has a sweep of " + hyperparameter +
-                                          " with a minimum inside it (3 or more values per width "
-                                          "are needed)");
+    throw Error("ladder fit " + flag, "no " + axis + " has a sweep of " + hyperparameter +
+                                          " with a minimum inside it (3 or more values per " +
+                                          axis + " are needed)");
   double lo = std::numeric_limits<double>::infinity(), hi = 0;
   for (const auto& c : result.curves)
     lo = std::min(lo, c.value_opt), hi = std::max(hi, c.value_opt);

@@ -84,10 +84,10 @@ struct IsoflopResult {
 IsoflopResult isoflop_profiles(const std::vector<Point>& points,
                                std::vector<std::string>& warnings);
 
-// One width's sweep of a hyperparameter: final losses against its values, the parabola in the log
-// of the value fitted around the best grid point, and the optimum it places.
+// One width's (or depth's) sweep of a hyperparameter: final losses against its values, the
+// parabola in the log of the value fitted around the best grid point, and the optimum it places.
 struct TransferCurve {
-  double width = 0;
+  double at = 0;  // the width or the depth (Transfer::axis)
   std::vector<double> value, loss;
   double c0 = 0, c1 = 0, c2 = 0;  // loss = c0 + c1 x + c2 x^2, x = ln value, near the best point
   double value_opt = 0, loss_opt = 0;
@@ -95,17 +95,22 @@ struct TransferCurve {
 
 struct Transfer {
   std::string hyperparameter;         // "lr" or "weight_decay"
-  std::vector<TransferCurve> curves;  // widths with a minimum inside their values
-  double spread = 0;                  // max optimum / min optimum across widths
+  std::string axis;                   // "width" (d_model) or "depth" (layers)
+  std::vector<TransferCurve> curves;  // widths (depths) with a minimum inside their values
+  double spread = 0;                  // max optimum / min optimum across them
 };
 
-// Uses the last point of each run; points need a width and the hyperparameter ("lr": the learning
-// rate; otherwise a run attribute such as "weight_decay"). Each width's parabola is fitted to its
-// best grid point and up to two neighbours on each side (a diverged run far from the optimum does
-// not bend it); a width whose best value lies at an end of its grid has no optimum inside: warned
-// and left out.
+// The axes a transfer runs along: "width" (the trace's width, d_model) and "depth" (its depth, the
+// layers).
+const std::vector<std::string>& transfer_axes();
+
+// Uses the last point of each run; points need the axis's value and the hyperparameter ("lr": the
+// learning rate; otherwise a run attribute such as "weight_decay"). Each width's (depth's)
+// parabola is fitted to its best grid point and up to two neighbours on each side (a diverged run
+// far from the optimum does not bend it); one whose best value lies at an end of its grid has no
+// optimum inside: warned and left out.
 Transfer transfer(const std::vector<Point>& points, const std::string& hyperparameter,
-                  std::vector<std::string>& warnings);
+                  std::vector<std::string>& warnings, const std::string& axis = "width");
 
 // A bootstrap resample of whole runs (with replacement; a run drawn twice appears under two names),
 // for procedures whose unit is a run or a loss curve rather than a point: isoFLOP profiles and

@@ -418,47 +418,49 @@ void fit_transfer(const FitCommand& c, const std::vector<Point>& points, json& o
   const bool lr = c.transfer == "lr";
   const std::string key = lr ? "lr" : "wd";  // of the JSON and the plot
   const std::string what = lr ? "learning rate" : "weight decay";
-  const Transfer t = transfer(points, c.transfer, warnings);
+  const std::string& axis = c.transfer_axis;  // "width" or "depth"
+  const std::string axes = axis + "s";        // the JSON's list: "widths", "depths"
+  const Transfer t = transfer(points, c.transfer, warnings, axis);
   std::printf(
-      "ladder fit --%s-transfer: loss against log %s, a parabola per width (around its "
+      "ladder fit --%s-transfer: loss against log %s, a parabola per %s (around its "
       "best run)\n\n",
-      key.c_str(), what.c_str());
-  std::printf("%10s %6s %12s %10s\n", "width", "runs", (key + "_opt").c_str(), "loss");
-  json widths = json::array();
+      key.c_str(), what.c_str(), axis.c_str());
+  std::printf("%10s %6s %12s %10s\n", axis.c_str(), "runs", (key + "_opt").c_str(), "loss");
+  json curves = json::array();
   for (const auto& curve : t.curves) {
-    std::printf("%10s %6zu %12s %10s\n", num(curve.width, "%.0f").c_str(), curve.value.size(),
+    std::printf("%10s %6zu %12s %10s\n", num(curve.at, "%.0f").c_str(), curve.value.size(),
                 num(curve.value_opt).c_str(), num(curve.loss_opt, "%.4f").c_str());
-    widths.push_back({{"width", curve.width},
+    curves.push_back({{axis, curve.at},
                       {"runs", curve.value.size()},
                       {key + "_opt", curve.value_opt},
                       {"loss_opt", curve.loss_opt},
                       {"parabola_in_ln_" + key, {curve.c0, curve.c1, curve.c2}}});
   }
-  // Bootstrap over runs: intervals for each width's optimum and for the spread.
+  // Bootstrap over runs: intervals for each width's (depth's) optimum and for the spread.
   std::map<double, std::vector<double>> optima;
   std::vector<double> spreads;
   uint64_t state = c.fit.seed ^ 0x6c727472616e73ULL;  // "lrtrans"
   for (int64_t k = 0; k < c.fit.bootstrap; ++k) {
     std::vector<std::string> ignored;
     try {
-      const Transfer b = transfer(resample_runs(points, state), c.transfer, ignored);
+      const Transfer b = transfer(resample_runs(points, state), c.transfer, ignored, axis);
       for (const auto& curve : b.curves)
-        optima[curve.width].push_back(curve.value_opt);
+        optima[curve.at].push_back(curve.value_opt);
       if (b.curves.size() == t.curves.size()) spreads.push_back(b.spread);
     } catch (const Error&) {
-      // no width with a usable sweep in this resample
+      // no width (depth) with a usable sweep in this resample
     }
   }
   for (size_t k = 0; k < t.curves.size(); ++k) {
-    const auto& v = optima[t.curves[k].width];
+    const auto& v = optima[t.curves[k].at];
     if (v.empty()) continue;
     const Interval i = percentile_interval(v);
-    widths[k][key + "_opt_ci95"] = ci95_json(v);
-    std::printf("  width %s: %s_opt 95%% interval [%s, %s] (%zu of %lld resamples)\n",
-                num(t.curves[k].width, "%.0f").c_str(), key.c_str(), num(i.low).c_str(),
+    curves[k][key + "_opt_ci95"] = ci95_json(v);
+    std::printf("  %s %s: %s_opt 95%% interval [%s, %s] (%zu of %lld resamples)\n", axis.c_str(),
+                num(t.curves[k].at, "%.0f").c_str(), key.c_str(), num(i.low).c_str(),
                 num(i.high).c_str(), v.size(), static_cast<long long>(c.fit.bootstrap));
   }
-  std::printf("\nspread of the optimal %s across widths: %.3gx (max / min)", what.c_str(),
+  std::printf("\nspread of the optimal %s across %s: %.3gx (max / min)", what.c_str(), axes.c_str(),
               t.spread);
   if (!spreads.empty()) {
     const Interval i = percentile_interval(spreads);
@@ -466,7 +468,7 @@ void fit_transfer(const FitCommand& c, const std::vector<Point>& points, json& o
   }
   std::printf("\n");
   out[key + "_transfer"] = {
-      {"widths", widths}, {"spread", t.spread}, {"spread_ci95", ci95_json(spreads)}};
+      {"along", axis}, {axes, curves}, {"spread", t.spread}, {"spread_ci95", ci95_json(spreads)}};
   out["settings"] = {{"inputs", c.inputs},
                      {"bootstrap", c.fit.bootstrap},
                      {"seed", c.fit.seed},
@@ -474,7 +476,7 @@ void fit_transfer(const FitCommand& c, const std::vector<Point>& points, json& o
   if (!c.plots) return;
   std::vector<ParabolaGroup> groups;
   for (const auto& cv : t.curves)
-    groups.push_back({"width " + num(cv.width, "%.0f"), cv.value, cv.loss, cv.c0, cv.c1, cv.c2});
+    groups.push_back({axis + " " + num(cv.at, "%.0f"), cv.value, cv.loss, cv.c0, cv.c1, cv.c2});
   pngs.push_back(
       plot_parabolas(c.out_dir, key + "_transfer", what, "final loss", groups, warnings));
 }
@@ -874,6 +876,11 @@ int run_fit(const FitCommand& c) {
   if (c.law != "isoflop" && c.law != "mixture" && c.law != "hyperparameters" && c.transfer.empty())
     law_named(c.law);  // an unknown law fails first
   if (c.holdout < 0) throw Error("--holdout", "must be >= 0");
+  if (std::find(transfer_axes().begin(), transfer_axes().end(), c.transfer_axis) ==
+      transfer_axes().end())
+    throw Error("--along " + c.transfer_axis, "the axis of a transfer is width or depth");
+  if (c.transfer.empty() && c.transfer_axis != "width")
+    throw Error("--along " + c.transfer_axis, "goes with --lr-transfer or --wd-transfer");
   if (c.fit.bootstrap < 0) throw Error("--bootstrap", "must be >= 0");
   if (!(c.fit.huber_delta > 0)) throw Error("--delta", "must be > 0");
   // The mixture law reads the points of each eval set itself.

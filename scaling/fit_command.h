@@ -26,9 +26,10 @@ struct FitCommand {
   FitOptions fit;
   int64_t holdout = 0;      // keep this many of the largest model sizes out of the fit
   bool in_compute = false;  // --law hyperparameters: optima as laws of C instead of N and D
-  // Instead of a law: the loss-optimal value of a hyperparameter per width ("lr" or
+  // Instead of a law: the loss-optimal value of a hyperparameter per width or depth ("lr" or
   // "weight_decay"; "" for a law).
   std::string transfer;
+  std::string transfer_axis = "width";  // the transfer's axis: "width" or "depth" (--along)
   bool plots = true;
 };
 

@@ -225,7 +225,11 @@ TEST(Cli, FitMistakesAreOneLineAndExitTwo) {
            {dir.path("points.csv") + " --holdout 6",
             "ladder: error: --holdout 6: the points have only 6 model sizes"},
            {dir.path("points.csv") + " --filter arch=moe",
-            "ladder: error: ladder fit: no points left after reading and filtering"}}) {
+            "ladder: error: ladder fit: no points left after reading and filtering"},
+           {dir.path("points.csv") + " --along depth",
+            "ladder: error: --along depth: goes with --lr-transfer or --wd-transfer"},
+           {dir.path("points.csv") + " --lr-transfer --along heads",
+            "ladder: error: --along heads: the axis of a transfer is width or depth"}}) {
     const auto r = run_command(fit + args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(message), std::string::npos) << r.output;

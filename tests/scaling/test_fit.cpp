@@ -309,13 +309,13 @@ TEST(Transfer, FindsTheOptimumOfEachWidth) {
   const Transfer t = transfer(points, "lr", warnings);
   ASSERT_EQ(t.curves.size(), 3u);
   for (const auto& c : t.curves)
-    EXPECT_NEAR(c.value_opt / optimum.at(c.width), 1.0, 1e-9) << c.width;
+    EXPECT_NEAR(c.value_opt / optimum.at(c.at), 1.0, 1e-9) << c.at;
   EXPECT_NEAR(t.spread, 1.1 / 0.9, 1e-9);
   // Any run attribute: here weight_decay = 10 x lr.
   const Transfer wd = transfer(points, "weight_decay", warnings);
   ASSERT_EQ(wd.curves.size(), 3u);
   for (const auto& c : wd.curves)
-    EXPECT_NEAR(c.value_opt / (10 * optimum.at(c.width)), 1.0, 1e-5) << c.width;
+    EXPECT_NEAR(c.value_opt / (10 * optimum.at(c.at)), 1.0, 1e-5) << c.at;
   // A diverged run at the largest value does not bend the parabola: it lies outside the window of
   // the best point and two neighbours on each side.
   for (auto& p : points)
@@ -336,6 +336,42 @@ TEST(Transfer, FindsTheOptimumOfEachWidth) {
   // A run without the hyperparameter is an error naming it.
   points[0].attributes.erase("weight_decay");
   EXPECT_THROW(transfer(points, "weight_decay", warnings), Error);
+}
+
+TEST(Transfer, AlongDepthGroupsByTheLayersAtOneWidth) {
+  // One width, four depths, each with its own optimum: along depth each depth's optimum comes
+  // back (grouped by width the 28 runs would be one sweep).
+  std::vector<Point> points;
+  const std::map<double, double> optimum{{2, 8e-3}, {4, 6e-3}, {8, 4e-3}, {16, 2e-3}};
+  for (const auto& [depth, best] : optimum)
+    for (int i = -3; i <= 3; ++i) {
+      Point p;
+      p.width = 64, p.lr = best * std::pow(2.0, i), p.D = 1e9;
+      p.loss = 2.0 + 0.04 * std::pow(std::log(p.lr / best), 2) - 0.01 * depth;
+      p.run = "L" + std::to_string(static_cast<int>(depth)) + "/" + std::to_string(i);
+      p.attributes["depth"] = std::to_string(static_cast<int>(depth));
+      points.push_back(p);
+    }
+  std::vector<std::string> warnings;
+  const Transfer t = transfer(points, "lr", warnings, "depth");
+  EXPECT_EQ(t.axis, "depth");
+  ASSERT_EQ(t.curves.size(), 4u);
+  for (const auto& c : t.curves) {
+    EXPECT_EQ(c.value.size(), 7u) << c.at;
+    EXPECT_NEAR(c.value_opt / optimum.at(c.at), 1.0, 1e-9) << c.at;
+  }
+  EXPECT_NEAR(t.spread, 4.0, 1e-9);
+  // A run without a depth (a trace from before the attribute, a CSV without the column) names
+  // itself; an unknown axis is refused.
+  points[3].attributes.erase("depth");
+  try {
+    transfer(points, "lr", warnings, "depth");
+    ADD_FAILURE() << "no error for a run without a depth";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(points[3].run), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("needs a depth"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(transfer(points, "lr", warnings, "heads"), Error);
 }
 
 TEST(Parabola, ExactOnAParabolaAndRefusesTwoPoints) {

@@ -139,6 +139,25 @@ TEST_F(SweepFile, ZipAdvancesTogetherAndNamesByItsFirstDistinctKey) {
             (std::vector<std::string>{"model.d_model", "model.n_layers", "train.steps"}));
 }
 
+TEST_F(SweepFile, AZipOfTuplesIsNamedByEveryKeyThatVaries) {
+  // No single key tells the parametrizations apart, their tuples do: (sp, 0), (mup, 0), (mup, 1).
+  const Sweep s =
+      load_sweep(sweep_file("[[zip]]\nmup.parametrization = [\"sp\", \"mup\", \"mup\"]\n"
+                            "mup.base_depth = [0, 0, 2]\nmup.depth_alpha = [0, 0, 1]\n"
+                            "[grid]\nmodel.n_layers = [2, 4]\n"));
+  ASSERT_EQ(s.runs.size(), 6u);
+  EXPECT_EQ(s.runs[0].name, "parametrization=sp_base_depth=0_depth_alpha=0_n_layers=2");
+  EXPECT_EQ(s.runs[3].name, "parametrization=mup_base_depth=0_depth_alpha=0_n_layers=4");
+  EXPECT_EQ(s.runs[5].name, "parametrization=mup_base_depth=2_depth_alpha=1_n_layers=4");
+  EXPECT_DOUBLE_EQ(s.runs[5].recipe.mup.depth_alpha, 1.0);
+  EXPECT_EQ(s.runs[5].recipe.mup.base_depth, 2);
+  // Entries equal in every key would run twice.
+  EXPECT_EQ(error_of("[[zip]]\nmodel.d_model = [64, 128, 64]\nmodel.n_layers = [2, 4, 2]\n"),
+            "ladder: error: " + dir.path("s.toml") +
+                ":6: [[zip]]: entries 1 and 3 are the same in every key, so their runs would "
+                "repeat");
+}
+
 TEST_F(SweepFile, DerivedValuesReadKeysAndTheModelSize) {
   const Sweep s = load_sweep(sweep_file(
       "[grid]\nmodel.d_model = [64, 128]\n"

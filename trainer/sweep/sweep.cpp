@@ -630,23 +630,37 @@ Sweep load_sweep(const std::string& path) {
                                "and shape");
 
   // Which keys vary, and which of them name a run: per axis, the first key whose values are all
-  // distinct (in a zip the others follow it).
+  // distinct (in a zip the others follow it); a zip whose entries differ only as tuples, such as
+  // (sp, 0), (mup, 0), (mup, 1), is named by every key of it that varies.
   std::vector<std::pair<size_t, size_t>> name_keys;  // (axis, key in axis)
   for (size_t a = 0; a < axes.size(); ++a) {
     const Axis& axis = axes[a];
     bool named = false;
+    std::vector<size_t> varying;
     for (size_t k = 0; k < axis.keys.size(); ++k) {
       const std::set<std::string> distinct(axis.values[k].begin(), axis.values[k].end());
-      if (distinct.size() > 1) sweep.varied_keys.push_back(axis.keys[k]);
+      if (distinct.size() > 1) sweep.varied_keys.push_back(axis.keys[k]), varying.push_back(k);
       if (!named && distinct.size() == axis.length() && axis.length() > 1)
         name_keys.emplace_back(a, k), named = true;
       if (axis.keys.size() == 1 && distinct.size() != axis.length())
         throw Error(axis.wheres[k], axis.keys[k] + ": a value repeats; each run would run twice");
     }
-    if (!named && axis.length() > 1)
-      throw Error(axis.wheres[0],
-                  "[[zip]]: no key of this zip has distinct values, so its runs "
-                  "would repeat");
+    if (!named && axis.length() > 1) {
+      std::map<std::vector<std::string>, size_t> entries;  // an entry's values -> its position
+      for (size_t j = 0; j < axis.length(); ++j) {
+        std::vector<std::string> entry;
+        for (size_t k = 0; k < axis.keys.size(); ++k)
+          entry.push_back(axis.values[k][j]);
+        const auto [it, added] = entries.emplace(entry, j);
+        if (!added)
+          throw Error(axis.wheres[0], "[[zip]]: entries " + std::to_string(it->second + 1) +
+                                          " and " + std::to_string(j + 1) +
+                                          " are the same in every key, so their runs would "
+                                          "repeat");
+      }
+      for (size_t k : varying)
+        name_keys.emplace_back(a, k);
+    }
     sweep.axes.push_back(std::to_string(axis.length()) + " " + axis.keys[0] +
                          (axis.keys.size() > 1
                               ? " (zipped with " + std::to_string(axis.keys.size() - 1) + ")"
@@ -772,7 +786,8 @@ Sweep load_sweep(const std::string& path) {
       std::string part;
       for (const auto& [axis, k] : name_keys)
         if (axis == a)
-          part = display(axes[a].keys[k]) + "=" + name_text(axes[a].values[k][run.position[a]]);
+          part += (part.empty() ? "" : "_") + display(axes[a].keys[k]) + "=" +
+                  name_text(axes[a].values[k][run.position[a]]);
       return part;
     });
   }

@@ -228,6 +228,7 @@ class SweepRunner {
                                             "train.steps=4",
                                             "train.log_every=1",
                                             "schedule.warmup=0",
+                                            "schedule.warmup_tokens=0",
                                             "checkpoint.intermediate=\"none\"",
                                             "checkpoint.every_steps=0",
                                             "eval.every_steps=0",

@@ -384,10 +384,16 @@ struct FitCommand {
                     "Keep points whose attribute matches: key=value (repeatable)");
     cmd->add_flag(
         "--lr-transfer", [this](int64_t) { c.transfer = "lr"; },
-        "Optimal learning rate per width (a parabola in log lr) instead of a law");
+        "Optimal learning rate per width (or depth: --along) as a parabola in log lr, instead "
+        "of a law");
     cmd->add_flag(
         "--wd-transfer", [this](int64_t) { c.transfer = "weight_decay"; },
-        "Optimal weight decay (the runs' weight_decay) per width instead of a law");
+        "Optimal weight decay (the runs' weight_decay) per width (or depth: --along) instead of "
+        "a law");
+    cmd->add_option("--along", c.transfer_axis,
+                    "The axis of --lr-transfer / --wd-transfer: width (d_model) or depth "
+                    "(layers): one optimum per width, or per depth")
+        ->capture_default_str();
     cmd->add_flag(
         "--no-plots", [this](int64_t) { c.plots = false; }, "Write no plots");
   }
