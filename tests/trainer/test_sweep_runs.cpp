@@ -20,8 +20,9 @@ class SweepRuns : public TrainingFixture {
  protected:
   // A sweep over the fixture's tiny recipe `name`, in fp32 with one thread per run.
   static std::string sweep(const std::string& name, const std::string& axes,
-                           const std::string& recipe_extra = "", const std::string& head = "") {
-    const std::string base = recipe(name + "-base", recipe_extra);
+                           const std::string& recipe_extra = "", const std::string& head = "",
+                           const std::string& schedule = "kind = \"cosine\"\nwarmup = 2\n") {
+    const std::string base = recipe(name + "-base", recipe_extra, schedule);
     const std::string path = dir_->path(name + ".toml");
     testing::write_file(path, "[sweep]\nname = \"" + name + "\"\nrecipe = \"" +
                                   fs::path(base).filename().string() + "\"\nout_dir = \"" +
@@ -106,6 +107,32 @@ TEST_F(SweepRuns, AFailedRunIsRecordedAndTheSweepGoesOn) {
   EXPECT_FALSE(fs::exists(dir + "/d_model=32_steps=30/error.txt"));
   for (const auto& [run, status] : statuses("failing"))
     EXPECT_EQ(status, "done") << run;
+}
+
+// A batch axis over a recipe whose warm-up is a token count: the plan's probe runs (a few steps,
+// no warm-up) do not trip over schedule.warmup_tokens, and each run resolves its own warm-up.
+TEST_F(SweepRuns, ABatchSweepWithAWarmupInTokensIsPlannedAndRuns) {
+  const std::string path =
+      sweep("batches", "[grid]\ntrain.global_batch = [4, 8]\noptim.lr = [0.002, 0.004]\n",
+            "[train]\ntokens = 2048\nglobal_batch = 4\nmicro_batch = 4\nlog_every = 2\n"
+            "[eval]\nevery_steps = 1000\ntokens = 256\n",
+            "", "kind = \"cosine\"\nwarmup_tokens = 512\n");
+  const auto plan = ladder("sweep " + path + " --dry-run");
+  ASSERT_EQ(plan.status, 0) << plan.output;
+  EXPECT_NE(plan.output.find("estimate "), std::string::npos) << plan.output;
+  const auto r = ladder("sweep " + path + " --no-estimate");
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const auto& [run, status] : statuses("batches"))
+    EXPECT_EQ(status, "done") << run;
+  // 512 tokens of warm-up: 4 steps of 4 x 32 tokens, 2 steps of 8 x 32.
+  const auto check = [&](int batch) {
+    return ladder("train " + dir_->path("batches-base.toml") +
+                  " --check --set train.global_batch=" + std::to_string(batch));
+  };
+  EXPECT_NE(check(4).output.find("warmup = 0  # derived: 4\n"), std::string::npos)
+      << check(4).output;
+  EXPECT_NE(check(8).output.find("warmup = 0  # derived: 2\n"), std::string::npos)
+      << check(8).output;
 }
 
 // Mixture weights as a sweep axis, each run evaluated on two sets, then `ladder fit --law mixture`
