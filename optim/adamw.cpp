@@ -1,6 +1,9 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <map>
+#include <optional>
+#include <tuple>
 
 #include "core/op_profile.h"
 #include "kernels/adamw.h"
@@ -44,10 +47,13 @@ AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
 // multi-tensor (_foreach_) operations: a handful of kernel launches per step on CUDA instead of
 // several per parameter; on the CPU they run the same per-tensor operations in the same order
 // (bitwise the same as one segment at a time).
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const UpdateGuard& update_guard) {
   LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   ++t_;
+  if (kernels_.aten_fused) return aten_fused_step(lr, update_guard);
+  if (update_guard.clip_divisor.defined() || update_guard.found_inf.defined())
+    throw std::logic_error("AdamW::step: an UpdateGuard needs AdamWKernels::aten_fused");
   if (kernels_.fused && fused_step(lr)) return;
   const double b1 = config_.beta1, b2 = config_.beta2;
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(t_));
@@ -115,6 +121,44 @@ bool AdamW::fused_step(double lr) {
   return true;
 }
 
+void AdamW::aten_fused_step(double lr, const UpdateGuard& update_guard) {
+  // Segments grouped by what the kernel takes as one number: the learning-rate multiplier, the
+  // weight decay and eps (and the tensors' dtype and device, which one launch must share).
+  struct Group {
+    std::vector<torch::Tensor> p, g, m, v;
+    double lr_multiplier = 1, weight_decay = 0, eps = 0;
+  };
+  std::map<std::tuple<double, double, double, int, std::string>, Group> groups;
+  auto& params = store_.all();
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const ParamSegment& s = segments_[k];
+    const torch::Tensor& value = params[s.param].value;
+    if (!value.grad().defined()) continue;
+    const ParamSettings& settings = settings_[s.param];
+    Group& group = groups[{settings.lr_multiplier, settings.weight_decay, settings.eps,
+                           static_cast<int>(value.scalar_type()), value.device().str()}];
+    group.lr_multiplier = settings.lr_multiplier, group.weight_decay = settings.weight_decay;
+    group.eps = settings.eps;
+    group.p.push_back(segment_of(value, s));
+    group.g.push_back(segment_of(value.grad(), s));
+    group.m.push_back(m_[k]);
+    group.v.push_back(v_[k]);
+  }
+  std::optional<torch::Tensor> divisor, found_inf;
+  if (update_guard.clip_divisor.defined()) divisor = update_guard.clip_divisor;
+  if (update_guard.found_inf.defined()) found_inf = update_guard.found_inf;
+  for (auto& [key, group] : groups) {
+    // The step count the bias corrections read, one per tensor (the kernel only reads it), filled
+    // on the device: no host-to-device copy to wait for.
+    const torch::Tensor step =
+        torch::full({}, static_cast<double>(t_), group.p[0].options().dtype(torch::kFloat32));
+    const std::vector<torch::Tensor> steps(group.p.size(), step);
+    at::_fused_adamw_(group.p, group.g, group.m, group.v, {}, steps, lr * group.lr_multiplier,
+                      config_.beta1, config_.beta2, group.weight_decay, group.eps,
+                      /*amsgrad=*/false, /*maximize=*/false, divisor, found_inf);
+  }
+}
+
 void AdamW::reset_state() {
   torch::NoGradGuard no_grad;
   for (auto& m : m_)
@@ -139,13 +183,21 @@ std::vector<torch::Tensor> grad_pieces(const models::ParamStore& store,
 
 }  // namespace
 
-double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments) {
+torch::Tensor grad_square_sum_on_device(const models::ParamStore& store,
+                                        const std::vector<ParamSegment>& segments,
+                                        const torch::Device& device) {
   LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   const std::vector<torch::Tensor> pieces = grad_pieces(store, segments);
-  if (pieces.empty()) return 0;
-  // Each piece's norm in its dtype, squared and summed in fp64, with one host synchronisation.
-  return torch::stack(at::_foreach_norm(pieces)).to(torch::kFloat64).square().sum().item<double>();
+  if (pieces.empty()) return torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+  // Each piece's norm in its dtype, squared and summed in fp64.
+  return torch::stack(at::_foreach_norm(pieces)).to(torch::kFloat64).square().sum();
+}
+
+double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments) {
+  if (store.all().empty()) return 0;
+  return grad_square_sum_on_device(store, segments, store.all().front().value.device())
+      .item<double>();
 }
 
 void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segments, double norm,
@@ -155,6 +207,22 @@ void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segm
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> pieces = grad_pieces(store, segments);
   if (!pieces.empty()) at::_foreach_mul_(pieces, max_norm / (norm + 1e-6));
+}
+
+torch::Tensor clip_divisor(const torch::Tensor& norm, double max_norm) {
+  const torch::Tensor n = norm.detach().to(torch::kFloat64);
+  if (max_norm <= 0) return torch::ones({}, n.options().dtype(torch::kFloat32));
+  return torch::where(n > max_norm, (n + 1e-6) / max_norm, torch::ones_like(n)).to(torch::kFloat32);
+}
+
+torch::Tensor found_non_finite(const std::vector<torch::Tensor>& values) {
+  torch::Tensor all_finite;
+  for (const auto& v : values) {
+    const torch::Tensor f = torch::isfinite(v.detach()).all();
+    all_finite = all_finite.defined() ? all_finite.logical_and(f) : f;
+  }
+  if (!all_finite.defined()) throw std::invalid_argument("found_non_finite: no values");
+  return all_finite.logical_not().to(torch::kFloat32);
 }
 
 }  // namespace ladder::optim

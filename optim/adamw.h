@@ -34,6 +34,18 @@ struct AdamWKernels {
   // bf16 on the CPU with fused kernels: the fused update also writes each whole parameter's bf16
   // copy for the next forward (kernels::remember_bf16_copy).
   bool bf16_weight_copies = false;
+  // ATen's multi-tensor at::_fused_adamw_: one kernel per group of segments sharing a learning-rate
+  // multiplier, weight decay and eps (instead of nine _foreach_ passes), which also takes the
+  // clipping and the finite check from device tensors (UpdateGuard), so that the update needs
+  // nothing from the host. The same update as the composite to fp32 rounding, not bitwise.
+  bool aten_fused = false;
+};
+
+// What a sync-free step gives the update instead of host numbers: 0-d fp32 tensors on the
+// parameters' device (undefined: no clipping, never skipped). With AdamWKernels::aten_fused only.
+struct UpdateGuard {
+  torch::Tensor clip_divisor;  // the gradients are divided by it (clip_divisor() below)
+  torch::Tensor found_inf;     // nonzero: the update is skipped (parameters and moments untouched)
 };
 
 class AdamW {
@@ -46,8 +58,8 @@ class AdamW {
         std::vector<ParamSegment> segments, AdamWKernels kernels = {});
 
   // One update of the segments with their parameters' .grad(), at learning rate `lr` (the
-  // schedule's value).
-  void step(double lr);
+  // schedule's value); `update_guard` needs AdamWKernels::aten_fused.
+  void step(double lr, const UpdateGuard& update_guard = {});
   int64_t steps_taken() const { return t_; }
   const std::vector<ParamSettings>& settings() const { return settings_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -63,6 +75,8 @@ class AdamW {
   // The update through kernels::adamw_update, one pass per segment; false (nothing done) where the
   // kernel does not serve every segment.
   bool fused_step(double lr);
+  // The update through at::_fused_adamw_ (AdamWKernels::aten_fused).
+  void aten_fused_step(double lr, const UpdateGuard& update_guard);
 
   models::ParamStore& store_;
   OptimConfig config_;
@@ -81,10 +95,24 @@ torch::Tensor segment_of(const torch::Tensor& tensor, const ParamSegment& segmen
 // fp64: the square of the global gradient norm when the segments cover every parameter, one rank's
 // share of it under ZeRO-1 (the trainer sums the shares over the data-parallel ranks).
 double grad_square_sum(const models::ParamStore& store, const std::vector<ParamSegment>& segments);
+// The same as a 0-d fp64 tensor on `device` (zero where no segment has a gradient), read by nobody
+// on the host.
+torch::Tensor grad_square_sum_on_device(const models::ParamStore& store,
+                                        const std::vector<ParamSegment>& segments,
+                                        const torch::Device& device);
 
 // Scales the segments' gradients by max_norm / norm when norm > max_norm (max_norm 0: no
 // clipping).
 void clip_grads(models::ParamStore& store, const std::vector<ParamSegment>& segments, double norm,
                 double max_norm);
+
+// The same clipping computed on the device from the norm as a tensor: (norm + 1e-6) / max_norm
+// where norm > max_norm, else 1 (max_norm 0: 1), as a 0-d fp32 tensor on the norm's device, for
+// UpdateGuard::clip_divisor. Dividing by it is clip_grads's factor to fp32 rounding.
+torch::Tensor clip_divisor(const torch::Tensor& norm, double max_norm);
+
+// 1 where any of the 0-d tensors is not finite, else 0: a 0-d fp32 tensor for
+// UpdateGuard::found_inf.
+torch::Tensor found_non_finite(const std::vector<torch::Tensor>& values);
 
 }  // namespace ladder::optim

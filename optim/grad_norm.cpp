@@ -22,38 +22,46 @@ GlobalGradNorm::GlobalGradNorm(const models::ParamStore& params,
   }
 }
 
-double GlobalGradNorm::compute(const models::ParamStore& params) const {
-  double split = grad_square_sum(params, split_);
-  double replicated = grad_square_sum(params, replicated_);
-  double experts = grad_square_sum(params, experts_);
-  const auto f64 = torch::kFloat64;
+torch::Tensor GlobalGradNorm::compute_on_device(const models::ParamStore& params) const {
+  const torch::Device device = params.all().front().value.device();
+  torch::Tensor split = grad_square_sum_on_device(params, split_, device);
+  torch::Tensor replicated = grad_square_sum_on_device(params, replicated_, device);
+  torch::Tensor experts = grad_square_sum_on_device(params, experts_, device);
   if (groups_.sharded_dense) {
-    torch::Tensor both = torch::tensor({split, replicated}, f64);
+    torch::Tensor both = torch::stack({split, replicated});
     groups_.sharded_dense->sum(both);
-    split = both[0].item<double>(), replicated = both[1].item<double>();
+    split = both[0], replicated = both[1];
   }
-  if (groups_.sharded_experts) experts = groups_.sharded_experts->sum(experts);
+  if (groups_.sharded_experts) {
+    torch::Tensor t = experts.reshape({1});
+    groups_.sharded_experts->sum(t);
+    experts = t[0];
+  }
   // tp: the split blocks, and the experts when they are split over ep (each tp rank then holds a
   // block of each of its experts).
   const bool ep = several(groups_.ep);
   if (several(groups_.tp)) {
-    torch::Tensor parts = torch::tensor({split, ep ? experts : 0.0}, f64);
+    torch::Tensor parts = torch::stack({split, ep ? experts : torch::zeros_like(experts)});
     groups_.tp->all_reduce(parts);
-    split = parts[0].item<double>();
-    if (ep) experts = parts[1].item<double>();
+    split = parts[0];
+    if (ep) experts = parts[1];
   }
   if (ep) {
-    torch::Tensor t = torch::tensor({experts}, f64);
+    torch::Tensor t = experts.reshape({1});
     groups_.ep->all_reduce(t);
-    experts = t.item<double>();
+    experts = t[0];
   }
-  double total = split + replicated + experts;
+  torch::Tensor total = split + replicated + experts;
   if (several(groups_.pp)) {
-    torch::Tensor t = torch::tensor({total}, f64);
+    torch::Tensor t = total.reshape({1});
     groups_.pp->all_reduce(t);
-    total = t.item<double>();
+    total = t[0];
   }
-  return std::sqrt(total);
+  return total.sqrt();
+}
+
+double GlobalGradNorm::compute(const models::ParamStore& params) const {
+  return compute_on_device(params).item<double>();
 }
 
 }  // namespace ladder::optim

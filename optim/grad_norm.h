@@ -6,7 +6,8 @@
 // each pipeline stage adds its own, and the last stage's copy of a tied embedding is not counted
 // again. Under ZeRO-1 a rank holds the reduced gradient of its shard only, so its parts are first
 // summed over the ranks that share the shard's optimizer. Every group reduces all the parts it sums
-// in one collective (fp64, on the host): at most dp, expert_dp, tp, ep and pp once each per step.
+// in one collective (fp64, on the gradients' device): at most dp, expert_dp, tp, ep and pp once
+// each per step.
 #pragma once
 
 #include <vector>
@@ -33,7 +34,10 @@ class GlobalGradNorm {
   GlobalGradNorm(const models::ParamStore& params, const std::vector<ParamSegment>& segments,
                  GradNormGroups groups);
   // sqrt of the sum of squares of every gradient of the whole model, the same on every rank of
-  // the island.
+  // the island: a 0-d fp64 tensor on the gradients' device, reduced there (nothing waits for the
+  // device: the sync-free step reads it only when it logs).
+  torch::Tensor compute_on_device(const models::ParamStore& params) const;
+  // The same number on the host (one synchronisation).
   double compute(const models::ParamStore& params) const;
 
  private:

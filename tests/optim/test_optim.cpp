@@ -346,6 +346,115 @@ TEST(AdamW, SegmentsUpdateExactlyLikeTheWholeParameter) {
   EXPECT_THROW(AdamW(cut_store, config, settings, {{1, 2, 3}}), std::invalid_argument);
 }
 
+// Three parameters with different multipliers, weight decays and eps (three groups of the fused
+// kernel), the hidden one cut in two pieces as ZeRO-1 would; `seed` fills the gradients.
+struct GuardedUpdates {
+  models::ParamStore composite_store, fused_store;
+  OptimConfig config{1e-2, 0.1, 0.9, 0.95, 1e-8, 1.0, 0};
+  std::vector<ParamSettings> settings;
+  std::vector<ParamSegment> segments{{0, 0, 7}, {0, 7, 8}, {1, 0, 4}, {2, 0, 6}};
+  GuardedUpdates() {
+    for (auto* store : {&composite_store, &fused_store}) {
+      store->add("w", Role::Hidden, InitKind::Normal, {5, 3}, {0, 1}, 3);
+      store->add("b", Role::Vector, InitKind::Ones, {4}, {0}, 1);
+      store->add("e", Role::Embedding, InitKind::Normal, {3, 2}, {1}, 3);
+      initialize(*store, param_settings(store->all(), {}), 7);
+    }
+    settings = param_settings(composite_store.all(), RuleInputs{.optim = config});
+    settings[0].lr_multiplier = 0.5, settings[2].eps = 1e-6;
+  }
+  void gradients(uint64_t seed) {
+    torch::manual_seed(seed);
+    for (size_t i = 0; i < 3; ++i) {
+      const torch::Tensor g = torch::randn(composite_store.all()[i].value.sizes());
+      composite_store.all()[i].value.mutable_grad() = g.clone();
+      fused_store.all()[i].value.mutable_grad() = g.clone();
+    }
+  }
+  double max_difference() const {
+    double d = 0;
+    for (size_t i = 0; i < 3; ++i)
+      d = std::max(
+          d,
+          (composite_store.all()[i].value - fused_store.all()[i].value).abs().max().item<double>());
+    return d;
+  }
+};
+
+TEST(AdamW, AtenFusedMatchesTheComposite) {
+  GuardedUpdates u;
+  const torch::Tensor w0 = u.fused_store.get("w").value.clone();
+  AdamW composite(u.composite_store, u.config, u.settings, u.segments);
+  AdamW fused(u.fused_store, u.config, u.settings, u.segments, AdamWKernels{.aten_fused = true});
+  for (int step = 0; step < 5; ++step) {
+    u.gradients(11 + step);
+    composite.step(1e-2);
+    fused.step(1e-2);
+    EXPECT_LT(u.max_difference(), 1e-6) << "step " << step;
+  }
+  for (size_t k = 0; k < u.segments.size(); ++k) {
+    EXPECT_TRUE(torch::allclose(composite.exp_avg(k), fused.exp_avg(k), 1e-5, 1e-7)) << k;
+    EXPECT_TRUE(torch::allclose(composite.exp_avg_sq(k), fused.exp_avg_sq(k), 1e-5, 1e-9)) << k;
+  }
+  EXPECT_EQ(fused.steps_taken(), 5);
+  EXPECT_GT((u.fused_store.get("w").value - w0).abs().min().item<double>(), 1e-4);  // it moved
+  // A guard is the fused kernel's: the composite refuses it rather than ignore it.
+  EXPECT_THROW(composite.step(1e-2, UpdateGuard{.clip_divisor = torch::ones({})}),
+               std::logic_error);
+}
+
+TEST(AdamW, AGuardClipsAndSkipsTheUpdateOnTheDevice) {
+  GuardedUpdates u;
+  AdamW composite(u.composite_store, u.config, u.settings, u.segments);
+  AdamW fused(u.fused_store, u.config, u.settings, u.segments, AdamWKernels{.aten_fused = true});
+  for (int step = 0; step < 3; ++step) {
+    u.gradients(21 + step);
+    const double norm = std::sqrt(grad_square_sum(u.composite_store, u.segments));
+    ASSERT_GT(norm, 1.0);  // clipped to 1 on both sides
+    clip_grads(u.composite_store, u.segments, norm, 1.0);
+    composite.step(1e-2);
+    const torch::Tensor device_norm =
+        grad_square_sum_on_device(u.fused_store, u.segments, torch::kCPU).sqrt();
+    fused.step(1e-2, UpdateGuard{clip_divisor(device_norm, 1.0),
+                                 found_non_finite({device_norm, torch::tensor(2.5)})});
+    EXPECT_LT(u.max_difference(), 1e-6) << "step " << step;
+  }
+  // A non-finite loss: the update is skipped whole — parameters and moments as they were.
+  u.gradients(31);
+  std::vector<torch::Tensor> before, m_before;
+  for (const auto& p : u.fused_store.all())
+    before.push_back(p.value.clone());
+  for (size_t k = 0; k < u.segments.size(); ++k)
+    m_before.push_back(fused.exp_avg(k).clone());
+  fused.step(1e-2, UpdateGuard{torch::ones({}), found_non_finite({torch::tensor(NAN)})});
+  for (size_t i = 0; i < before.size(); ++i)
+    EXPECT_TRUE(torch::equal(before[i], u.fused_store.all()[i].value)) << i;
+  for (size_t k = 0; k < u.segments.size(); ++k)
+    EXPECT_TRUE(torch::equal(m_before[k], fused.exp_avg(k))) << k;
+}
+
+TEST(Clipping, TheDivisorAndTheFiniteFlagAsTensors) {
+  const auto divisor = [](double norm, double max_norm) {
+    const torch::Tensor d = clip_divisor(torch::tensor(norm, torch::kFloat64), max_norm);
+    EXPECT_EQ(d.scalar_type(), torch::kFloat32);
+    EXPECT_EQ(d.dim(), 0);
+    return d.item<double>();
+  };
+  EXPECT_EQ(divisor(0.5, 1.0), 1.0);  // under the limit: no clipping
+  EXPECT_EQ(divisor(1.0, 1.0), 1.0);
+  EXPECT_FLOAT_EQ(divisor(5.0, 1.0), static_cast<float>(5.000001));
+  EXPECT_FLOAT_EQ(divisor(3.0, 0.5), static_cast<float>(3.000001 / 0.5));
+  EXPECT_EQ(divisor(5.0, 0.0), 1.0);  // grad_clip 0: off
+  // Dividing by it is clip_grads's scaling by max_norm / (norm + 1e-6), to fp32 rounding.
+  EXPECT_NEAR(2.0 / divisor(5.0, 1.0), 2.0 * 1.0 / (5.0 + 1e-6), 1e-7);
+  const auto flag = [](std::vector<torch::Tensor> v) { return found_non_finite(v).item<float>(); };
+  EXPECT_EQ(flag({torch::tensor(1.0), torch::tensor(2.0f)}), 0.0f);
+  EXPECT_EQ(flag({torch::tensor(1.0), torch::tensor(INFINITY)}), 1.0f);
+  EXPECT_EQ(flag({torch::tensor(NAN, torch::kFloat64)}), 1.0f);
+  EXPECT_EQ(flag({torch::tensor(-INFINITY), torch::tensor(NAN)}), 1.0f);
+  EXPECT_THROW(found_non_finite({}), std::invalid_argument);
+}
+
 ScheduleConfig schedule(const std::string& kind, int64_t warmup) {
   ScheduleConfig s;
   s.kind = choice_value(kLrScheduleNames, kind), s.warmup = warmup, s.final_lr_fraction = 0.1;

@@ -201,6 +201,39 @@ TEST_F(Training, NonFiniteLossStopsWithoutCheckpointingIt) {
     EXPECT_LT(s, failed);
 }
 
+// The sync-free update (train.sync_free_update: ATen's fused AdamW, clipping and the finite check
+// from device tensors) trains as the host-checked update does, to fp32 rounding, with clipping
+// active at every step (grad_clip 0.05), in one process and under ZeRO-1 over 2 ranks (pieces of
+// parameters, the norm summed over the ranks on the device).
+TEST_F(Training, SyncFreeUpdateTrainsAsTheHostCheckedUpdate) {
+  const std::string extra = kTrain12 + std::string("[optim]\ngrad_clip = 0.05\n");
+  expect_layouts_match_one_process(
+      "host_update", extra, "",
+      {{"sync_free", "--set train.sync_free_update=true", 0},
+       {"sync_free_zero1", "--set train.sync_free_update=true --set optim.zero=1", 2}},
+      1e-5);
+  // Clipping was active: every logged gradient norm is above the limit.
+  for (double norm : series(run_dir("host_update") + "/trace.h5", "train/grad_norm"))
+    EXPECT_GT(norm, 0.05);
+}
+
+TEST_F(Training, NonFiniteStepStopsTheSyncFreeUpdateWithoutCheckpointingIt) {
+  const auto r = train(
+      recipe("diverge_sync_free", kTrain12 + std::string("[optim]\nlr = 1e30\ngrad_clip = 0.0\n")),
+      "--set train.sync_free_update=true");
+  EXPECT_EQ(r.status, 2) << r.output;
+  std::smatch m;
+  ASSERT_TRUE(
+      std::regex_search(r.output, m,
+                        std::regex("ladder: error: train: step ([0-9]+): (the training loss|"
+                                   "the gradient norm)[^\n]* is (nan|inf|-nan)")))
+      << r.output;
+  const int64_t failed = std::stoll(m[1]);
+  EXPECT_NE(r.output.find("stopping without writing a checkpoint"), std::string::npos);
+  for (int64_t s : checkpoint_steps(run_dir("diverge_sync_free")))
+    EXPECT_LT(s, failed);
+}
+
 TEST_F(Training, InspectSummarisesCheckpointTraceAndDataset) {
   ASSERT_EQ(train(recipe("inspected", kTrain12)).status, 0);
   auto r = run_command(testing::ladder_binary() + " inspect " +

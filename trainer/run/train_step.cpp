@@ -9,6 +9,7 @@
 #include "core/format.h"
 #include "data/dataset.h"
 #include "models/precision.h"
+#include "optim/adamw.h"
 #include "optim/schedule.h"
 
 namespace ladder {
@@ -82,9 +83,18 @@ StepResult train_step(RunContext& run, int64_t step) {
   for (size_t k : run.tied)
     run.mesh.pipeline_ends().all_reduce(run.values[k].mutable_grad());
   run.grads->finish_grad_sync();
+  // The update needs the global gradient norm (to clip) and a finite step. The sync-free update
+  // (train.sync_free_update) takes both from the device and is launched before the host reads
+  // anything: a non-finite norm, the same on every rank, skips it on every rank. Otherwise the host
+  // reads the norm first, then clips and updates (below).
+  const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
+  const torch::Tensor norm = run.grad_norm->compute_on_device(run.params());
+  if (r.train.sync_free_update)
+    run.optimizer->step(
+        lr, {optim::clip_divisor(norm, r.optim.grad_clip), optim::found_non_finite({norm})});
   double loss = run.grads->dense().sum(sum_over(run.mesh.pp(), loss_sum.item<double>())) /
                 static_cast<double>(run.step_micro);
-  const double grad_norm = run.grad_norm->compute(run.params());
+  const double grad_norm = norm.item<double>();
   // Islands clip on their own norm; what is logged, and checked so that every rank stops alike,
   // is the mean over the islands.
   double shown_grad_norm = grad_norm;
@@ -96,9 +106,10 @@ StepResult train_step(RunContext& run, int64_t step) {
   }
   require_finite(loss, "the training loss", step);
   require_finite(shown_grad_norm, "the gradient norm", step);
-  optim::clip_grads(run.params(), run.optimizer->segments(), grad_norm, r.optim.grad_clip);
-  const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
-  run.optimizer->step(lr);
+  if (!r.train.sync_free_update) {
+    optim::clip_grads(run.params(), run.optimizer->segments(), grad_norm, r.optim.grad_clip);
+    run.optimizer->step(lr);
+  }
   run.grads->gather_params();
   // Routed layers: the step's counts over every rank that routes different tokens (each tp rank
   // routes the same ones), then the auxiliary-loss-free bias rule, the same on every rank.
