@@ -502,136 +502,149 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
       c.in_compute ? "C^gamma" : "N^alpha D^beta");
   json laws = json::array();
   std::vector<HyperparameterCell> lr_cells;  // for the loss surface below
+  std::vector<std::string> not_fitted;
   for (const std::string& h : varied) {
     std::vector<HyperparameterCell> cells = optimum_cells(points, h, warnings);
     if (h == "lr") lr_cells = cells;
-    if (cells.empty())
-      throw Error("--law hyperparameters",
-                  h + ": no cell has its optimum inside its grid (warnings name them)");
-    // --holdout K: the K cells of the largest compute stay out and are predicted.
-    const int64_t held = std::min<int64_t>(c.holdout, static_cast<int64_t>(cells.size()));
-    const std::vector<HyperparameterCell> fitted(cells.begin(), cells.end() - held);
-    const HyperparameterLaw law = fit_optimum_law(fitted, h, c.in_compute);
-    // Bootstrap over runs: the cells and the law again.
-    std::map<std::string, std::vector<double>> boot;
-    std::vector<double> boot_coefficient;
-    uint64_t state = c.fit.seed ^ 0x68797065727061ULL;  // "hyperpa"
-    for (int64_t b = 0; b < c.fit.bootstrap; ++b) {
-      std::vector<std::string> ignored;
-      try {
-        auto resampled = optimum_cells(resample_runs(points, state), h, ignored);
-        std::sort(resampled.begin(), resampled.end(),
-                  [](const auto& x, const auto& y) { return x.N * x.D < y.N * y.D; });
-        // The same cells held out: those above the largest fitted compute.
-        const double top = fitted.back().N * fitted.back().D * 1.02;
-        std::erase_if(resampled, [&](const auto& x) { return x.N * x.D > top; });
-        const HyperparameterLaw bl = fit_optimum_law(resampled, h, c.in_compute);
-        if (bl.exponents.size() != law.exponents.size()) continue;
-        for (const auto& [v, e] : bl.exponents)
-          boot[v].push_back(e);
-        boot_coefficient.push_back(std::exp(bl.log_coefficient));
-      } catch (const Error&) {
-        // a resample without enough cells
+    // With two hyperparameters varied, one that cannot be fitted (every optimum at an edge of its
+    // grid, too few cells) is a warning, and the other's law still comes out.
+    try {
+      if (cells.empty())
+        throw Error("--law hyperparameters",
+                    h + ": no cell has its optimum inside its grid (warnings name them)");
+      // --holdout K: the K cells of the largest compute stay out and are predicted.
+      const int64_t held = std::min<int64_t>(c.holdout, static_cast<int64_t>(cells.size()));
+      const std::vector<HyperparameterCell> fitted(cells.begin(), cells.end() - held);
+      const HyperparameterLaw law = fit_optimum_law(fitted, h, c.in_compute);
+      // Bootstrap over runs: the cells and the law again.
+      std::map<std::string, std::vector<double>> boot;
+      std::vector<double> boot_coefficient;
+      uint64_t state = c.fit.seed ^ 0x68797065727061ULL;  // "hyperpa"
+      for (int64_t b = 0; b < c.fit.bootstrap; ++b) {
+        std::vector<std::string> ignored;
+        try {
+          auto resampled = optimum_cells(resample_runs(points, state), h, ignored);
+          std::sort(resampled.begin(), resampled.end(),
+                    [](const auto& x, const auto& y) { return x.N * x.D < y.N * y.D; });
+          // The same cells held out: those above the largest fitted compute.
+          const double top = fitted.back().N * fitted.back().D * 1.02;
+          std::erase_if(resampled, [&](const auto& x) { return x.N * x.D > top; });
+          const HyperparameterLaw bl = fit_optimum_law(resampled, h, c.in_compute);
+          if (bl.exponents.size() != law.exponents.size()) continue;
+          for (const auto& [v, e] : bl.exponents)
+            boot[v].push_back(e);
+          boot_coefficient.push_back(std::exp(bl.log_coefficient));
+        } catch (const Error&) {
+          // a resample without enough cells
+        }
       }
-    }
-    std::printf("\n%s: %zu cells fitted%s\n", h.c_str(), fitted.size(),
-                held ? (", " + std::to_string(held) + " held out").c_str() : "");
-    std::printf("  %-14s %12s   %s\n", "parameter", "value",
-                c.fit.bootstrap > 0 ? "95% interval" : "");
-    const double coefficient = std::exp(law.log_coefficient);
-    std::printf("  %-14s %12s   %s\n", "coefficient", num(coefficient, "%.5g").c_str(),
-                boot_coefficient.empty()
-                    ? ""
-                    : ("[" + num(percentile_interval(boot_coefficient).low) + ", " +
-                       num(percentile_interval(boot_coefficient).high) + "]")
-                          .c_str());
-    json exponents = json::object(), exponents_ci = json::object();
-    for (const auto& [v, e] : law.exponents) {
-      const auto& values = boot[v];
-      std::printf("  %-14s %12s   %s\n", ("exponent " + v).c_str(), num(e, "%.4g").c_str(),
-                  values.empty() ? ""
-                                 : ("[" + num(percentile_interval(values).low) + ", " +
-                                    num(percentile_interval(values).high) + "]")
-                                       .c_str());
-      exponents[v] = e;
-      exponents_ci[v] = ci95_json(values);
-    }
-    std::printf("  %10s %10s %12s %10s %10s%s\n", "N", "D", (h + "_opt").c_str(), "predicted",
-                "loss", h == "lr" ? "   timescale" : "");
-    json cell_rows = json::array();
-    std::string dat;
-    for (size_t i = 0; i < cells.size(); ++i) {
-      const auto& cell = cells[i];
-      const bool is_held = i >= fitted.size();
-      const double predicted = law.predict(cell.N, cell.D);
-      std::printf("  %10s %10s %12s %10s %10s%s%s\n", num(cell.N, "%.3g").c_str(),
-                  num(cell.D, "%.3g").c_str(), num(cell.optimum, "%.4g").c_str(),
-                  num(predicted, "%.4g").c_str(), num(cell.loss_at_optimum, "%.4f").c_str(),
-                  h == "lr" ? ("   " + num(cell.timescale(), "%.4g")).c_str() : "",
-                  is_held ? "   (held out)" : "");
-      json row = {{"N", cell.N},
-                  {"D", cell.D},
-                  {"C", 6 * cell.N * cell.D},
-                  {"optimum", cell.optimum},
-                  {"predicted", predicted},
-                  {"loss_at_optimum", cell.loss_at_optimum},
-                  {"held_out", is_held},
-                  {"runs", cell.runs},
-                  {"values", cell.value},
-                  {"losses", cell.loss}};
-      if (h == "lr") row["timescale"] = cell.timescale();
-      cell_rows.push_back(row);
-      dat += num(6 * cell.N * cell.D, "%.6g") + " " + num(cell.optimum, "%.6g") + " " +
-             num(predicted, "%.6g") + " " + (is_held ? "1" : "0") + "\n";
-    }
-    json entry = {{"hyperparameter", h},
-                  {"coefficient", coefficient},
-                  {"coefficient_ci95", ci95_json(boot_coefficient)},
-                  {"exponents", exponents},
-                  {"exponents_ci95", exponents_ci},
-                  {"cells", cell_rows}};
-    // Power Lines: the timescale at each learning-rate optimum against tokens per parameter.
-    if (h == "lr") {
-      std::vector<std::vector<double>> rows;
-      std::vector<double> y;
-      for (const auto& cell : fitted)
-        if (std::isfinite(cell.timescale()))
-          rows.push_back({1.0, std::log(cell.D / cell.N)}), y.push_back(std::log(cell.timescale()));
-      std::vector<double> t;
-      std::set<double> ratios;
-      for (const auto& r : rows)
-        ratios.insert(std::round(r[1] * 100));
-      if (ratios.size() >= 2 && least_squares(rows, y, t)) {
-        std::printf("  timescale tau = B / (lr_opt weight_decay D) = %s (D/N)^%s\n",
-                    num(std::exp(t[0]), "%.4g").c_str(), num(t[1], "%.3g").c_str());
-        entry["timescale"] = {{"formula", "tau = B / (lr_opt weight_decay D) = t (D/N)^rho"},
-                              {"t", std::exp(t[0])},
-                              {"rho", t[1]}};
+      std::printf("\n%s: %zu cells fitted%s\n", h.c_str(), fitted.size(),
+                  held ? (", " + std::to_string(held) + " held out").c_str() : "");
+      std::printf("  %-14s %12s   %s\n", "parameter", "value",
+                  c.fit.bootstrap > 0 ? "95% interval" : "");
+      const double coefficient = std::exp(law.log_coefficient);
+      std::printf("  %-14s %12s   %s\n", "coefficient", num(coefficient, "%.5g").c_str(),
+                  boot_coefficient.empty()
+                      ? ""
+                      : ("[" + num(percentile_interval(boot_coefficient).low) + ", " +
+                         num(percentile_interval(boot_coefficient).high) + "]")
+                            .c_str());
+      json exponents = json::object(), exponents_ci = json::object();
+      for (const auto& [v, e] : law.exponents) {
+        const auto& values = boot[v];
+        std::printf("  %-14s %12s   %s\n", ("exponent " + v).c_str(), num(e, "%.4g").c_str(),
+                    values.empty() ? ""
+                                   : ("[" + num(percentile_interval(values).low) + ", " +
+                                      num(percentile_interval(values).high) + "]")
+                                         .c_str());
+        exponents[v] = e;
+        exponents_ci[v] = ci95_json(values);
       }
-    }
-    laws.push_back(entry);
-    if (c.plots) {
-      std::ofstream(fs::path(c.out_dir) / (h + "_optimum.dat"))
-          << "# C optimum predicted held_out\n"
-          << dat;
-      const std::string body =
-          "set logscale xy\nset format y '%.2g'\nset xlabel 'compute C = 6 N D (FLOPs)'\n"
-          "set ylabel 'optimal " +
-          h + "'\nset title 'optimal " + h +
-          " per (N, D) cell'\n"
-          "plot '" +
-          h +
-          "_optimum.dat' using 1:($4 == 0 ? $2 : 1/0) with points pt 7 title "
-          "'cell optimum', '" +
-          h +
-          "_optimum.dat' using 1:($4 == 1 ? $2 : 1/0) with points pt 6 "
-          "ps 2 title 'held out', '" +
-          h +
-          "_optimum.dat' using 1:3 with points pt 2 title "
-          "'fitted law'\n";
-      pngs.push_back(plot(c.out_dir, h + "_optimum", body, warnings));
+      std::printf("  %10s %10s %12s %10s %10s%s\n", "N", "D", (h + "_opt").c_str(), "predicted",
+                  "loss", h == "lr" ? "   timescale" : "");
+      json cell_rows = json::array();
+      std::string dat;
+      for (size_t i = 0; i < cells.size(); ++i) {
+        const auto& cell = cells[i];
+        const bool is_held = i >= fitted.size();
+        const double predicted = law.predict(cell.N, cell.D);
+        std::printf("  %10s %10s %12s %10s %10s%s%s\n", num(cell.N, "%.3g").c_str(),
+                    num(cell.D, "%.3g").c_str(), num(cell.optimum, "%.4g").c_str(),
+                    num(predicted, "%.4g").c_str(), num(cell.loss_at_optimum, "%.4f").c_str(),
+                    h == "lr" ? ("   " + num(cell.timescale(), "%.4g")).c_str() : "",
+                    is_held ? "   (held out)" : "");
+        json row = {{"N", cell.N},
+                    {"D", cell.D},
+                    {"C", 6 * cell.N * cell.D},
+                    {"optimum", cell.optimum},
+                    {"predicted", predicted},
+                    {"loss_at_optimum", cell.loss_at_optimum},
+                    {"held_out", is_held},
+                    {"runs", cell.runs},
+                    {"values", cell.value},
+                    {"losses", cell.loss}};
+        if (h == "lr") row["timescale"] = cell.timescale();
+        cell_rows.push_back(row);
+        dat += num(6 * cell.N * cell.D, "%.6g") + " " + num(cell.optimum, "%.6g") + " " +
+               num(predicted, "%.6g") + " " + (is_held ? "1" : "0") + "\n";
+      }
+      json entry = {{"hyperparameter", h},
+                    {"coefficient", coefficient},
+                    {"coefficient_ci95", ci95_json(boot_coefficient)},
+                    {"exponents", exponents},
+                    {"exponents_ci95", exponents_ci},
+                    {"cells", cell_rows}};
+      // Power Lines: the timescale at each learning-rate optimum against tokens per parameter.
+      if (h == "lr") {
+        std::vector<std::vector<double>> rows;
+        std::vector<double> y;
+        for (const auto& cell : fitted)
+          if (std::isfinite(cell.timescale()))
+            rows.push_back({1.0, std::log(cell.D / cell.N)}),
+                y.push_back(std::log(cell.timescale()));
+        std::vector<double> t;
+        std::set<double> ratios;
+        for (const auto& r : rows)
+          ratios.insert(std::round(r[1] * 100));
+        if (ratios.size() >= 2 && least_squares(rows, y, t)) {
+          std::printf("  timescale tau = B / (lr_opt weight_decay D) = %s (D/N)^%s\n",
+                      num(std::exp(t[0]), "%.4g").c_str(), num(t[1], "%.3g").c_str());
+          entry["timescale"] = {{"formula", "tau = B / (lr_opt weight_decay D) = t (D/N)^rho"},
+                                {"t", std::exp(t[0])},
+                                {"rho", t[1]}};
+        }
+      }
+      laws.push_back(entry);
+      if (c.plots) {
+        std::ofstream(fs::path(c.out_dir) / (h + "_optimum.dat"))
+            << "# C optimum predicted held_out\n"
+            << dat;
+        const std::string body =
+            "set logscale xy\nset format y '%.2g'\nset xlabel 'compute C = 6 N D (FLOPs)'\n"
+            "set ylabel 'optimal " +
+            h + "'\nset title 'optimal " + h +
+            " per (N, D) cell'\n"
+            "plot '" +
+            h +
+            "_optimum.dat' using 1:($4 == 0 ? $2 : 1/0) with points pt 7 title "
+            "'cell optimum', '" +
+            h +
+            "_optimum.dat' using 1:($4 == 1 ? $2 : 1/0) with points pt 6 "
+            "ps 2 title 'held out', '" +
+            h +
+            "_optimum.dat' using 1:3 with points pt 2 title "
+            "'fitted law'\n";
+        pngs.push_back(plot(c.out_dir, h + "_optimum", body, warnings));
+      }
+    } catch (const Error& e) {
+      if (varied.size() == 1) throw;
+      warnings.push_back(std::string(e.what()) + "; its law is not fitted");
+      not_fitted.push_back(h);
     }
   }
+  if (laws.empty())
+    throw Error("--law hyperparameters",
+                "neither the learning rate nor the batch could be fitted (the warnings say why)");
   // The loss surface of the cell of most compute that varies both, against lr and batch.
   if (c.plots && varied.size() == 2) {
     for (auto it = lr_cells.rbegin(); it != lr_cells.rend(); ++it) {
@@ -656,6 +669,7 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
   }
   out["law"] = "hyperparameters";
   out["hyperparameters"] = laws;
+  out["not_fitted"] = not_fitted;
   out["settings"] = {{"inputs", c.inputs},         {"bootstrap", c.fit.bootstrap},
                      {"seed", c.fit.seed},         {"holdout", c.holdout},
                      {"in_compute", c.in_compute}, {"filters", c.points.filters}};

@@ -27,19 +27,23 @@ double batch_opt(double D) {
 
 // 9 cells (3 N x 3 D), each a grid of 10 learning rates x 7 batches (shared grids, not centred on
 // the optima), 0.05% noise; weight decay 0.1. Returns the CSV's path.
-std::string write_sweep(const testing::TempDir& dir, double noise_sd = 5e-4, bool narrow = false) {
+// `small_batches`: 3 batches of 2K..8K tokens instead, below every cell's optimum.
+std::string write_sweep(const testing::TempDir& dir, double noise_sd = 5e-4, bool narrow = false,
+                        bool small_batches = false) {
   std::mt19937_64 gen(5);
   std::normal_distribution<double> noise(0.0, noise_sd);
-  const std::string path = dir.path(narrow ? "narrow.csv" : "sweep.csv");
+  const std::string path = dir.path(narrow          ? "narrow.csv"
+                                    : small_batches ? "small_batches.csv"
+                                                    : "sweep.csv");
   std::ofstream out(path);
   out << "run,N,D,lr,batch,weight_decay,loss\n";
   int run = 0;
   for (double N : {1e8, 3e8, 1e9})
     for (double D : {1e9, 4e9, 1.6e10})
       for (int i = 0; i < (narrow ? 3 : 10); ++i)
-        for (int j = 0; j < 7; ++j) {
+        for (int j = 0; j < (small_batches ? 3 : 7); ++j) {
           const double lr = (narrow ? 0.08 : 1e-3) * std::pow(2.0, i);
-          const double batch = 16384 * std::pow(2.0, j);
+          const double batch = (small_batches ? 2048 : 16384) * std::pow(2.0, j);
           const double loss = (1.7 + 400 / std::pow(N, 0.34) + 410 / std::pow(D, 0.28) +
                                0.05 * std::pow(std::log(lr / lr_opt(N, D)), 2) +
                                0.03 * std::pow(std::log(batch / batch_opt(D)), 2)) *
@@ -132,6 +136,21 @@ TEST(HyperparameterLaws, EdgeOptimaAreLeftOutAndASweepThatVariesNothingIsRefused
     EXPECT_NE(std::string(e.what()).find("vary neither the learning rate"), std::string::npos)
         << e.what();
   }
+}
+
+TEST(HyperparameterLaws, ABatchGridBelowEveryOptimumLeavesTheLearningRateLaw) {
+  // Every cell's best batch is the grid's largest: the batch law cannot be fitted, which is a
+  // warning naming it (and fit.json's not_fitted), while the learning rate's law still comes out.
+  testing::TempDir dir;
+  const nlohmann::json j = fit_json(write_sweep(dir, 0, false, /*small_batches=*/true), dir, 0, 0);
+  ASSERT_EQ(j["hyperparameters"].size(), 1u);
+  EXPECT_EQ(j["hyperparameters"][0]["hyperparameter"], "lr");
+  EXPECT_EQ(j["not_fitted"], nlohmann::json::array({"batch"}));
+  bool warned = false;
+  for (const auto& w : j["warnings"])
+    warned |= w.get<std::string>().find("batch: no cell has its optimum inside its grid") !=
+              std::string::npos;
+  EXPECT_TRUE(warned) << j["warnings"].dump();
 }
 
 }  // namespace
