@@ -6,10 +6,12 @@
 //
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
 //                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
-//                                [--fused 1|0] [--profile 1] [--data DIR | --vocab V] [--steps N]
+//                                [--fused 1|0] [--sync-free 1|0] [--profile 1]
+//                                [--data DIR | --vocab V] [--steps N]
 // One micro-batch of --batch sequences per step, from --data (a `ladder prep` folder), or by
 // default from uniformly random tokens of a --vocab-token vocabulary (default 257, the bytes
 // tokenizer's), written as a dataset into a temporary folder first.
+// --sync-free 1 updates through train.sync_free_update (ATen's fused AdamW, device-side clipping).
 // --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
 // (train.fused_kernels);
 // --profile 1 then times as many more steps under core/op_profile.h and prints the time per
@@ -52,7 +54,7 @@ struct Flags {
   int threads = 2;
   std::string precision = "fp32", device = "cpu", data;
   double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
-  bool fused = true, profile = false, profile_names = false;
+  bool fused = true, sync_free = false, profile = false, profile_names = false;
 };
 
 // A dataset of `tokens` uniformly random tokens below `vocab` in `dir` (train and val splits), as
@@ -88,13 +90,15 @@ std::string recipe_text(const Flags& f, const std::string& data, const std::stri
       "[data]\npath = \"{}\"\nseq_len = {}\n"
       "[model]\narch = \"dense\"\nd_model = {}\nn_layers = {}\nn_heads = {}\n"
       "[train]\nsteps = {}\nglobal_batch = {}\nmicro_batch = {}\nprecision = \"{}\"\n"
-      "device = \"{}\"\nthreads = {}\nfused_kernels = {}\npeak_gflops = {}\n"
+      "device = \"{}\"\nthreads = {}\nfused_kernels = {}\nsync_free_update = {}\n"
+      "peak_gflops = {}\n"
       "[optim]\nlr = 1e-3\nweight_decay = 0.1\n"
       "[schedule]\nkind = \"constant\"\nwarmup = 0\n"
       "[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"
       "[eval]\nevery_steps = 0\n",
       out_dir, data, f.seq, f.d_model, f.layers, f.heads, steps, f.batch, f.batch, f.precision,
-      f.device, f.threads, f.fused ? "true" : "false", f.peak_tflops * 1e3);
+      f.device, f.threads, f.fused ? "true" : "false", f.sync_free ? "true" : "false",
+      f.peak_tflops * 1e3);
 }
 
 }  // namespace
@@ -130,6 +134,8 @@ int main(int argc, char** argv) {
       f.threads = static_cast<int>(v);
     else if (flag == "--fused")
       f.fused = v != 0;
+    else if (flag == "--sync-free")
+      f.sync_free = v != 0;
     else if (flag == "--profile")
       f.profile = v != 0, f.profile_names = v > 1;
     else {
