@@ -481,6 +481,16 @@ void fit_transfer(const FitCommand& c, const std::vector<Point>& points, json& o
       plot_parabolas(c.out_dir, key + "_transfer", what, "final loss", groups, warnings));
 }
 
+// Tics of a log axis spanning [lo, hi] within two decades, as factors (gnuplot labels only the
+// decades by default, which leaves such an axis with one label or none).
+std::string log_tics(const std::string& axis, const std::vector<double>& values) {
+  if (values.empty()) return "";
+  const auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+  const double ratio = *hi / *lo;
+  if (!(ratio > 0) || ratio >= 100) return "";
+  return "set " + axis + "tics " + (ratio < 10 ? "1.5" : "2") + "\n";
+}
+
 // --law hyperparameters (scaling/hyperparameters.h): the optimum of each hyperparameter the runs
 // vary, per (N, D) cell, as a power law.
 void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, json& out,
@@ -619,8 +629,12 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
         std::ofstream(fs::path(c.out_dir) / (h + "_optimum.dat"))
             << "# C optimum predicted held_out\n"
             << dat;
+        std::vector<double> optima;
+        for (const auto& cell : cells)
+          optima.push_back(cell.optimum), optima.push_back(law.predict(cell.N, cell.D));
         const std::string body =
-            "set logscale xy\nset format y '%.2g'\nset xlabel 'compute C = 6 N D (FLOPs)'\n"
+            "set logscale xy\n" + log_tics("y", optima) +
+            "set format y '%.2g'\nset xlabel 'compute C = 6 N D (FLOPs)'\n"
             "set ylabel 'optimal " +
             h + "'\nset title 'optimal " + h +
             " per (N, D) cell'\n"
@@ -656,8 +670,12 @@ void fit_hyperparameters(const FitCommand& c, const std::vector<Point>& points, 
       for (const auto& s : it->surface)
         dat += num(s[0], "%.6g") + " " + num(s[1], "%.6g") + " " + num(s[2], "%.6g") + "\n";
       std::ofstream(fs::path(c.out_dir) / "loss_surface.dat") << dat;
+      std::vector<double> lrs, batch_values;
+      for (const auto& point : it->surface)
+        lrs.push_back(point[0]), batch_values.push_back(point[1]);
       const std::string body =
-          "set logscale xy\nset format x '%.1e'\nset format y '%.2g'\nset xlabel 'lr'\n"
+          "set logscale xy\n" + log_tics("x", lrs) + log_tics("y", batch_values) +
+          "set format x '%.2g'\nset format y '%.0f'\nset xlabel 'lr'\n"
           "set ylabel 'batch (tokens)'\nset cblabel 'final loss'\nset palette rgb 33,13,10\n"
           "set title 'loss surface of the cell N = " +
           num(it->N, "%.3g") + ", D = " + num(it->D, "%.3g") +

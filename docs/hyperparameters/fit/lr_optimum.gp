@@ -6,6 +6,7 @@ set autoscale fix
 set offsets graph 0.02, graph 0.02, graph 0.05, graph 0.05
 set format x '%.0e'
 set logscale xy
+set ytics 1.5
 set format y '%.2g'
 set xlabel 'compute C = 6 N D (FLOPs)'
 set ylabel 'optimal lr'
