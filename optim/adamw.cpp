@@ -126,8 +126,8 @@ void AdamW::aten_fused_step(double lr, const UpdateGuard& update_guard) {
   // weight decay and eps (and the tensors' dtype and device, which one launch must share).
   struct Group {
     std::vector<torch::Tensor> p, g, m, v;
-    double lr_multiplier = 1, weight_decay = 0, eps = 0;
   };
+  // (lr multiplier, weight decay, eps, dtype, device) -> the group's tensors
   std::map<std::tuple<double, double, double, int, std::string>, Group> groups;
   auto& params = store_.all();
   for (size_t k = 0; k < segments_.size(); ++k) {
@@ -137,8 +137,6 @@ void AdamW::aten_fused_step(double lr, const UpdateGuard& update_guard) {
     const ParamSettings& settings = settings_[s.param];
     Group& group = groups[{settings.lr_multiplier, settings.weight_decay, settings.eps,
                            static_cast<int>(value.scalar_type()), value.device().str()}];
-    group.lr_multiplier = settings.lr_multiplier, group.weight_decay = settings.weight_decay;
-    group.eps = settings.eps;
     group.p.push_back(segment_of(value, s));
     group.g.push_back(segment_of(value.grad(), s));
     group.m.push_back(m_[k]);
@@ -148,13 +146,14 @@ void AdamW::aten_fused_step(double lr, const UpdateGuard& update_guard) {
   if (update_guard.clip_divisor.defined()) divisor = update_guard.clip_divisor;
   if (update_guard.found_inf.defined()) found_inf = update_guard.found_inf;
   for (auto& [key, group] : groups) {
+    const auto& [lr_multiplier, weight_decay, eps, dtype, device] = key;
     // The step count the bias corrections read, one per tensor (the kernel only reads it), filled
     // on the device: no host-to-device copy to wait for.
     const torch::Tensor step =
         torch::full({}, static_cast<double>(t_), group.p[0].options().dtype(torch::kFloat32));
     const std::vector<torch::Tensor> steps(group.p.size(), step);
-    at::_fused_adamw_(group.p, group.g, group.m, group.v, {}, steps, lr * group.lr_multiplier,
-                      config_.beta1, config_.beta2, group.weight_decay, group.eps,
+    at::_fused_adamw_(group.p, group.g, group.m, group.v, {}, steps, lr * lr_multiplier,
+                      config_.beta1, config_.beta2, weight_decay, eps,
                       /*amsgrad=*/false, /*maximize=*/false, divisor, found_inf);
   }
 }

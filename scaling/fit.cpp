@@ -485,19 +485,6 @@ Transfer transfer(const std::vector<Point>& points, const std::string& hyperpara
   const std::string flag = hyperparameter == "lr" ? "--lr-transfer" : "--wd-transfer";
   if (std::find(transfer_axes().begin(), transfer_axes().end(), axis) == transfer_axes().end())
     throw Error("ladder fit " + flag + " --along " + axis, "the axis is width or depth");
-  // A run's number: the hyperparameter ("lr", or an attribute such as "weight_decay") or the axis.
-  const auto number = [](const Point& p, const std::string& name) {
-    if (name == "lr") return p.lr;
-    if (name == "width") return p.width;
-    double value = kMissing;
-    if (const auto it = p.attributes.find(name); it != p.attributes.end()) {
-      try {
-        value = std::stod(it->second);
-      } catch (const std::exception&) {
-      }
-    }
-    return value;
-  };
   // The last point of each run.
   std::map<std::string, const Point*> last;
   for (const Point& p : points) {
@@ -506,7 +493,8 @@ Transfer transfer(const std::vector<Point>& points, const std::string& hyperpara
   }
   std::map<double, TransferCurve> by_axis;
   for (const auto& [run, p] : last) {
-    const double value = number(*p, hyperparameter), at = number(*p, axis);
+    const double value = hyperparameter == "lr" ? p->lr : attribute_number(*p, hyperparameter);
+    const double at = axis == "width" ? p->width : attribute_number(*p, axis);
     if (!(at > 0) || !(value > 0))
       throw Error(
           run, flag + " needs a " + axis + " and a positive " + hyperparameter + " for every run");

@@ -10,16 +10,6 @@
 namespace ladder::scaling {
 namespace {
 
-double attribute_number(const Point& p, const std::string& name) {
-  const auto it = p.attributes.find(name);
-  if (it == p.attributes.end()) return kMissing;
-  try {
-    return std::stod(it->second);
-  } catch (const std::exception&) {
-    return kMissing;
-  }
-}
-
 bool near(double a, double b, double tolerance) {
   return std::abs(a - b) <= tolerance * std::max(std::abs(a), std::abs(b));
 }

@@ -80,6 +80,12 @@ bool matches(const Point& p, const std::string& filter) {
 
 }  // namespace
 
+double attribute_number(const Point& p, const std::string& name) {
+  const auto it = p.attributes.find(name);
+  double value = kMissing;
+  return it != p.attributes.end() && parse_number(it->second, value) ? value : kMissing;
+}
+
 double field(const Point& p, const std::string& name) {
   Point copy = p;
   const double* slot = numeric_slot(copy, name);

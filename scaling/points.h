@@ -70,4 +70,8 @@ std::vector<Point> read_sweep(const std::string& dir, std::vector<std::string>& 
 // The value of a named quantity of a point: N, N_active, D, C, P, E, G, loss, lr, width.
 double field(const Point& p, const std::string& name);
 
+// A run attribute (or extra CSV column) as a number: "depth", "weight_decay", ...; NaN when the
+// point has none or it is not a number.
+double attribute_number(const Point& p, const std::string& name);
+
 }  // namespace ladder::scaling
