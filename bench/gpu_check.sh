@@ -37,7 +37,7 @@ for shape in "768 12" "1024 24"; do
           --vocab 32768 --steps 20 --device cuda --precision bf16 --threads 8)
   "$build/bench/bench_train_step" "${common[@]}" --peak-tflops "${PEAK_TFLOPS:-989}"
   "$build/bench/bench_train_step" "${common[@]}" | grep 'MFU'
-  echo "sync-free update (train.sync_free_update):"
+  echo "sync-free update (train.sync_free_step):"
   "$build/bench/bench_train_step" "${common[@]}" --sync-free 1 | grep 'MFU'
   "$python" bench/train_step.py "${common[@]}" | grep '^python'
   "$python" bench/train_step.py "${common[@]}" --compile | grep '^python'

@@ -137,10 +137,19 @@ DataLoader::DataLoader(std::vector<MixtureSource> sources, int64_t seq_len, int6
 }
 
 torch::Tensor DataLoader::rows(int64_t step, int64_t first_row, int64_t count) const {
+  torch::Tensor out = torch::empty({count, seq_len_ + 1}, torch::kInt64);
+  rows_into(step, first_row, out);
+  return out;
+}
+
+void DataLoader::rows_into(int64_t step, int64_t first_row, const torch::Tensor& out) const {
+  const int64_t width = seq_len_ + 1, count = out.dim() == 2 ? out.size(0) : -1;
   if (first_row < 0 || count < 0 || first_row + count > global_batch_)
     throw std::out_of_range("DataLoader::rows outside the global batch");
-  const int64_t width = seq_len_ + 1;
-  torch::Tensor out = torch::empty({count, width}, torch::kInt64);
+  if (out.size(1) != width || out.scalar_type() != torch::kInt64 || !out.is_contiguous() ||
+      !out.device().is_cpu())
+    throw std::invalid_argument("DataLoader::rows_into: not a contiguous int64 CPU [count, " +
+                                std::to_string(width) + "] tensor");
   int64_t* data = out.data_ptr<int64_t>();
   for (int64_t r = 0; r < count; ++r) {
     if (sampler_) {
@@ -157,7 +166,6 @@ torch::Tensor DataLoader::rows(int64_t step, int64_t first_row, int64_t count) c
       throw Error("data", "corrupt token shard: token id " + std::to_string(data[i]) +
                               " is outside the vocabulary (" + std::to_string(vocab) + ")");
   }
-  return out;
 }
 
 }  // namespace ladder::data

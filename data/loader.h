@@ -98,6 +98,9 @@ class DataLoader {
   // Rows [first_row, first_row + count) of the global batch at `step`, as int64 [count, seq_len +
   // 1]: inputs are [:, :-1], targets [:, 1:].
   torch::Tensor rows(int64_t step, int64_t first_row, int64_t count) const;
+  // The same rows written into `out` (int64 [count, seq_len + 1], contiguous, on the CPU: pinned
+  // memory that a copy to the GPU reads without the host waiting).
+  void rows_into(int64_t step, int64_t first_row, const torch::Tensor& out) const;
 
  private:
   std::vector<std::shared_ptr<const TokenDataset>> datasets_;  // one, or the mixture's sources

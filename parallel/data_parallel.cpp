@@ -280,16 +280,6 @@ void DataParallel::sum(torch::Tensor& values) const {
   s.count(static_cast<int64_t>(values.numel() * values.element_size()), /*all_reduce=*/true);
 }
 
-double DataParallel::sum(double value) const {
-  State& s = *state_;
-  if (s.dp.size() == 1) return value;
-  CommTimer timer{s.stats.seconds};
-  torch::Tensor t = torch::tensor({value}, torch::kFloat64);
-  s.dp.all_reduce(t, ReduceOp::Sum);
-  s.count(static_cast<int64_t>(sizeof(double)), /*all_reduce=*/true);
-  return t.item<double>();
-}
-
 CommStats DataParallel::take_stats() {
   CommStats out = state_->stats;
   state_->stats = CommStats{};

@@ -79,9 +79,7 @@ class DataParallel {
   const std::vector<FlatRange>& shard() const;
   bool sharded_optimizer() const;  // ZeRO-1 asked for and dp > 1
 
-  // A scalar summed over the dp ranks (fp64).
-  double sum(double value) const;
-  // Several fp64 values (a CPU tensor) summed over the dp ranks in one collective, counted.
+  // fp64 values summed over the dp ranks in one collective on their device, counted.
   void sum(torch::Tensor& values) const;
 
   // Communication since the last call.

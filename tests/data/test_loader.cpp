@@ -97,6 +97,20 @@ TEST_F(LoaderTest, GlobalBatchIsTheSameForEveryWorldSize) {
   }
 }
 
+// rows_into writes rows() into the caller's buffer (the trainer's pinned memory) and refuses one
+// that is not a contiguous int64 [count, seq_len + 1] CPU tensor inside the batch.
+TEST_F(LoaderTest, RowsIntoWritesTheRowsIntoTheCallersBuffer) {
+  DataLoader loader(dataset_, 32, 8, /*seed=*/11);
+  torch::Tensor out = torch::full({3, 33}, -1, torch::kInt64);
+  loader.rows_into(5, 2, out);
+  EXPECT_TRUE(torch::equal(out, loader.rows(5, 2, 3)));
+  EXPECT_THROW(loader.rows_into(5, 6, out), std::out_of_range);  // rows 6..8 of 8
+  EXPECT_THROW(loader.rows_into(5, 0, torch::empty({3, 32}, torch::kInt64)), std::invalid_argument);
+  EXPECT_THROW(loader.rows_into(5, 0, torch::empty({3, 33}, torch::kInt32)), std::invalid_argument);
+  EXPECT_THROW(loader.rows_into(5, 0, torch::empty({33, 3}, torch::kInt64).t()),
+               std::invalid_argument);
+}
+
 TEST_F(LoaderTest, ResumeNeedsOnlyTheStep) {
   DataLoader a(dataset_, 16, 4, 3);
   std::vector<torch::Tensor> run;

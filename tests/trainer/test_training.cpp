@@ -208,7 +208,7 @@ TEST_F(Training, NonFiniteLossStopsWithoutCheckpointingIt) {
   expect_non_finite_stop("diverge", "");
 }
 
-// The sync-free update (train.sync_free_update: ATen's fused AdamW, clipping and the finite check
+// The sync-free update (train.sync_free_step: ATen's fused AdamW, clipping and the finite check
 // from device tensors) trains as the host-checked update does, to fp32 rounding, with clipping
 // active at every step (grad_clip 0.05), in one process and under ZeRO-1 over 2 ranks (pieces of
 // parameters, the norm summed over the ranks on the device).
@@ -216,8 +216,8 @@ TEST_F(Training, SyncFreeUpdateTrainsAsTheHostCheckedUpdate) {
   const std::string extra = kTrain12 + std::string("[optim]\ngrad_clip = 0.05\n");
   expect_layouts_match_one_process(
       "host_update", extra, "",
-      {{"sync_free", "--set train.sync_free_update=true", 0},
-       {"sync_free_zero1", "--set train.sync_free_update=true --set optim.zero=1", 2}},
+      {{"sync_free", "--set train.sync_free_step=true", 0},
+       {"sync_free_zero1", "--set train.sync_free_step=true --set optim.zero=1", 2}},
       1e-5);
   // Clipping was active: every logged gradient norm is above the limit.
   for (double norm : series(run_dir("host_update") + "/trace.h5", "train/grad_norm"))
@@ -225,7 +225,38 @@ TEST_F(Training, SyncFreeUpdateTrainsAsTheHostCheckedUpdate) {
 }
 
 TEST_F(Training, NonFiniteStepStopsTheSyncFreeUpdateWithoutCheckpointingIt) {
-  expect_non_finite_stop("diverge_sync_free", "--set train.sync_free_update=true");
+  expect_non_finite_stop("diverge_sync_free", "--set train.sync_free_step=true");
+}
+
+// The sync-free step reads the device only before a log line, an evaluation or a checkpoint: a run
+// that diverges between two reads names the first non-finite step (the one the host-checked step
+// stops at), says when it was read, and writes no trace row or checkpoint from that step on.
+TEST_F(Training, TheSyncFreeStepNamesTheFirstNonFiniteStepAtItsNextRead) {
+  const std::string diverging =
+      "[train]\nsteps = 12\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 6\n"
+      "[checkpoint]\nevery_steps = 0\nintermediate = [1]\n[eval]\nevery_steps = 0\n"
+      "[optim]\nlr = 1e30\ngrad_clip = 0.0\n";
+  const std::regex named(
+      "ladder: error: train: step ([0-9]+): (the training loss|the gradient "
+      "norm) is ([-a-z]+)( \\(read after step ([0-9]+))?");
+  const auto host = train(recipe("diverge_host_read", diverging));
+  EXPECT_EQ(host.status, 2) << host.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(host.output, m, named)) << host.output;
+  const int64_t first_bad = std::stoll(m[1]);
+  ASSERT_GT(first_bad, 1) << "the run must diverge after the checkpoint at step 1";
+  ASSERT_LT(first_bad, 6) << "the run must diverge before the first log step";
+  EXPECT_FALSE(m[4].matched) << host.output;  // the host-checked step reads at once
+
+  const auto sync_free =
+      train(recipe("diverge_deferred_read", diverging), "--set train.sync_free_step=true");
+  EXPECT_EQ(sync_free.status, 2) << sync_free.output;
+  ASSERT_TRUE(std::regex_search(sync_free.output, m, named)) << sync_free.output;
+  EXPECT_EQ(std::stoll(m[1]), first_bad) << sync_free.output;
+  ASSERT_TRUE(m[4].matched) << sync_free.output;
+  EXPECT_EQ(std::stoll(m[5]), 6) << sync_free.output;  // read at the first log step
+  EXPECT_EQ(checkpoint_steps(run_dir("diverge_deferred_read")), (std::vector<int64_t>{1}));
+  EXPECT_TRUE(series(run_dir("diverge_deferred_read") + "/trace.h5", "train/step").empty());
 }
 
 TEST_F(Training, InspectSummarisesCheckpointTraceAndDataset) {

@@ -489,13 +489,14 @@ const std::vector<KeySpec>& schema() {
             "the fused CPU kernels of kernels/ (RMSNorm with the residual add, rotary q and "
             "k, SwiGLU, the chunked readout cross-entropy, one-pass AdamW); false: the "
             "LibTorch composites everywhere. CUDA runs LibTorch's operators either way"));
-    k.push_back(key("train.sync_free_update", &R::train, &TrainConfig::sync_free_update, false,
-                    "AdamW through ATen's at::_fused_adamw_ with the gradient norm, the clipping "
-                    "factor and the finite check kept on the device, so that the update is "
-                    "launched before the host reads anything (the GPU step's form); a non-finite "
-                    "norm skips the update, and the run stops as before. The same training as "
-                    "false to fp32 rounding, not bitwise (the kernel divides by the clipping "
-                    "factor); false: the host reads the norm, clips, then updates"));
+    k.push_back(key("train.sync_free_step", &R::train, &TrainConfig::sync_free_step, false,
+                    "a step the host launches without waiting for the device: loss and gradient "
+                    "norm summed on the device, AdamW through ATen's at::_fused_adamw_ with the "
+                    "clipping factor and the finite check as device tensors, loss and norm read "
+                    "only before a log line, an evaluation or a checkpoint (a non-finite step "
+                    "skips the update and stops the run at that read). The same training as false "
+                    "to fp32 rounding, not bitwise; false: the host reads loss and norm every "
+                    "step, clips, then updates"));
     // [optim]
     k.push_back(key("optim.lr", &R::optim, &OptimConfig::lr, 3e-3, "peak learning rate").above(0));
     k.push_back(key("optim.weight_decay", &R::optim, &OptimConfig::weight_decay, 0.1,

@@ -22,6 +22,9 @@ class IntervalMetrics {
   IntervalMetrics(const RunContext& run, double peak_gflops, int64_t start_step);
 
   void add(const StepResult& step);
+  // Seconds the host waited for the interval's steps to finish on the device (the sync-free
+  // step's finite check, trainer/run/finite_watch.h): training time of the interval.
+  void add_wait(double seconds) { busy_ += seconds; }
   // After `done` steps: the interval's row and its log lines (the step line, then the lines of
   // routing, expert parallelism and DiLoCo when they are on). Every rank calls it (the pipeline
   // stages' figures are gathered).
@@ -37,7 +40,8 @@ class IntervalMetrics {
   Clock::time_point loop_start_;
   double busy_ = 0;  // seconds of training (not eval or checkpoint) in the interval
   int64_t tokens_ = 0, steps_ = 0;
-  double loss_ = 0, grad_norm_ = 0, lr_ = 0;  // the interval's last step's
+  torch::Tensor loss_, grad_norm_;  // the interval's last step's, on the device
+  double lr_ = 0;
   parallel::CommStats dp_, tp_, ep_, island_;
   parallel::PipelineStats pipeline_;  // summed, and the peak's maximum
   torch::Tensor routing_;             // routed layers' counters summed over the interval

@@ -181,7 +181,7 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
                                     r.parallel.overlap_grad_reduce, r.optim.zero == 1, tied});
   // bf16 products on the CPU read AdamW's bf16 copies of the weights instead of casting them.
   // The sync-free update is ATen's fused kernel (which writes no bf16 copies).
-  const bool fused = r.train.fused_kernels, aten = r.train.sync_free_update;
+  const bool fused = r.train.fused_kernels, aten = r.train.sync_free_step;
   optimizer = std::make_unique<optim::AdamW>(
       store, r.optim, settings, param_segments(grads->owned()),
       optim::AdamWKernels{fused && !aten, fused && !aten && device.is_cpu() && bf16, aten});

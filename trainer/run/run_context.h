@@ -23,6 +23,7 @@
 #include "parallel/pipeline.h"
 #include "trainer/recipe/recipe.h"
 #include "trainer/run/checkpoint.h"
+#include "trainer/run/finite_watch.h"
 #include "trainer/run/trace.h"
 #include "trainer/run/weight_average.h"
 
@@ -97,6 +98,7 @@ class RunContext {
   std::unique_ptr<parallel::GradientReduction> grads;
   std::unique_ptr<optim::AdamW> optimizer;
   std::unique_ptr<optim::GlobalGradNorm> grad_norm;
+  FiniteWatch finite_watch;  // the sync-free step's deferred finite check
   CheckpointLayout checkpoint_layout;
   std::vector<std::string> init_from_fresh;  // with init_from: the parameters it did not hold
   std::unique_ptr<parallel::DiLoCo> diloco;

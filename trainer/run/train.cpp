@@ -198,6 +198,14 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
     const StepResult result = train_step(run, step);
     metrics.add(result);
     const int64_t done = step + 1, tokens = done * run.tokens_per_step;
+    // A preemption signal on any rank stops every rank after this step, with its checkpoint.
+    const int signal = preemption_signal();
+    const bool stop = world.count_failures(signal != 0) > 0;
+    // The sync-free step is read here only, before anything is logged, evaluated or written: a
+    // non-finite step since the last read stops the run (trainer/run/finite_watch.h).
+    if (cadence.log(done) || cadence.eval(done) || cadence.spectra(done) ||
+        cadence.checkpoint(done, stop))
+      metrics.add_wait(run.finite_watch.check());
     if (cadence.log(done)) {
       std::vector<std::string> lines;
       const TrainRecord record = metrics.flush(done, lines);
@@ -210,9 +218,6 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
       if (trace) trace->append(record);
     }
     if (cadence.spectra(done)) record_spectra(done);
-    // A preemption signal on any rank stops every rank here, after a checkpoint of this step.
-    const int signal = preemption_signal();
-    const bool stop = world.count_failures(signal != 0) > 0;
     if (cadence.checkpoint(done, stop)) {
       const std::string path = checkpoint_path(run_dir, done);
       write_checkpoint_of(run, path, done, result.lr, cadence.intermediate(done));

@@ -17,23 +17,30 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A scalar summed over a group (fp64).
-double sum_over(const parallel::Communicator& group, double value) {
-  if (group.size() == 1) return value;
-  torch::Tensor t = torch::tensor({value}, torch::kFloat64);
-  group.all_reduce(t);
-  return t.item<double>();
+// This rank's rows of step `step`, every micro-batch's (they are consecutive rows of the global
+// batch), on the run's device. On a GPU they are written into pinned memory and copied without the
+// host waiting; PyTorch's pinned-memory cache hands out another buffer while a copy still reads
+// one, so the next step's rows never overwrite a batch in flight (double buffering, no wait).
+torch::Tensor step_rows(RunContext& run, int64_t step) {
+  const Recipe& r = run.recipe;
+  const int64_t first_row = run.mesh.coord().island * r.train.global_batch +
+                            run.mesh.coord().dp * run.micro * r.train.micro_batch;
+  const bool cuda = run.device.is_cuda();
+  const torch::Tensor rows = torch::empty({run.micro * r.train.micro_batch, r.data.seq_len + 1},
+                                          torch::TensorOptions(torch::kInt64).pinned_memory(cuda));
+  run.loader.rows_into(step, first_row, rows);
+  return cuda ? rows.to(run.device, /*non_blocking=*/true) : rows;
 }
 
 // Forward and backward over this rank's micro-batches, in the order of the pipeline schedule (one
 // process: each forward then its backward). Each loss is scaled by 1/step_micro, so the gradients
 // summed over the ranks are the global batch's mean. In bf16 the weights are cast once per step
 // (the cache lives until the block ends, before the update). Returns the sum of the micro-batches'
-// losses on this rank (the last stage's; zero elsewhere).
+// losses on this rank (the last stage's; zero elsewhere), an fp64 scalar on the device.
 torch::Tensor forward_backward(RunContext& run, int64_t step, parallel::PipelineStats& stats) {
   const Recipe& r = run.recipe;
   const int64_t seq = r.data.seq_len;
-  const int64_t island_first_row = run.mesh.coord().island * r.train.global_batch;
+  const torch::Tensor rows = step_rows(run, step);
   torch::Tensor loss_sum =
       torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(run.device));
   parallel::PipelineStep work;
@@ -43,10 +50,7 @@ torch::Tensor forward_backward(RunContext& run, int64_t step, parallel::Pipeline
   };
   work.activation_options = torch::TensorOptions(torch::kFloat32).device(run.device);
   work.forward = [&](int chunk, int64_t m, const torch::Tensor& input) {
-    const int64_t first_row =
-        island_first_row + (run.mesh.coord().dp * run.micro + m) * r.train.micro_batch;
-    const torch::Tensor batch =
-        run.loader.rows(step, first_row, r.train.micro_batch).to(run.device);
+    const torch::Tensor batch = rows.narrow(0, m * r.train.micro_batch, r.train.micro_batch);
     const models::Autocast autocast(run.device, run.bf16);
     const models::ChunkOutput out =
         run.model->forward_chunk(chunk, batch.slice(1, 0, seq), batch.slice(1, 1), input);
@@ -62,12 +66,17 @@ torch::Tensor forward_backward(RunContext& run, int64_t step, parallel::Pipeline
 
 }  // namespace
 
-void require_finite(double value, const std::string& what, int64_t step) {
-  if (!std::isfinite(value))
-    throw AgreedError("train", "step " + std::to_string(step + 1) + ": " + what + " is " +
-                                   std::to_string(value) +
-                                   "; stopping without writing a checkpoint of this state (lower "
-                                   "optim.lr, or resume from the last checkpoint)");
+void require_finite(double value, const std::string& what, int64_t step, int64_t read_after) {
+  if (std::isfinite(value)) return;
+  const std::string read =
+      read_after > step + 1
+          ? " (read after step " + std::to_string(read_after) +
+                ": the sync-free step is read before a log line, an evaluation or a checkpoint)"
+          : "";
+  throw AgreedError("train", "step " + std::to_string(step + 1) + ": " + what + " is " +
+                                 std::to_string(value) + read +
+                                 "; stopping without writing a checkpoint of this state (lower "
+                                 "optim.lr, or resume from the last checkpoint)");
 }
 
 StepResult train_step(RunContext& run, int64_t step) {
@@ -83,31 +92,38 @@ StepResult train_step(RunContext& run, int64_t step) {
   for (size_t k : run.tied)
     run.mesh.pipeline_ends().all_reduce(run.values[k].mutable_grad());
   run.grads->finish_grad_sync();
-  // The update needs the global gradient norm (to clip) and a finite step. The sync-free update
-  // (train.sync_free_update) takes both from the device and is launched before the host reads
-  // anything: a non-finite norm, the same on every rank, skips it on every rank. Otherwise the host
-  // reads the norm first, then clips and updates (below).
+  // The update needs the global gradient norm (to clip) and a finite step. The sync-free step
+  // (train.sync_free_step) takes both from the device and launches the update before anything is
+  // read: a non-finite norm, the same on every rank, skips it on every rank, and the loop reads
+  // the verdict at its next log step (trainer/run/finite_watch.h). Otherwise the host reads the
+  // norm first, then clips and updates (below).
   const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
+  const bool sync_free = r.train.sync_free_step;
   const torch::Tensor norm = run.grad_norm->compute_on_device(run.params());
-  if (r.train.sync_free_update)
+  if (sync_free)
     run.optimizer->step(
         lr, {optim::clip_divisor(norm, r.optim.grad_clip), optim::found_non_finite({norm})});
-  double loss = run.grads->dense().sum(sum_over(run.mesh.pp(), loss_sum.item<double>())) /
-                static_cast<double>(run.step_micro);
-  const double grad_norm = norm.item<double>();
+  // The global batch's mean loss, summed on the device: the last stage's, over dp.
+  torch::Tensor loss = loss_sum.reshape({1});
+  if (run.mesh.pp().size() > 1) run.mesh.pp().all_reduce(loss);
+  run.grads->dense().sum(loss);
+  loss = loss[0] / static_cast<double>(run.step_micro);
   // Islands clip on their own norm; what is logged, and checked so that every rank stops alike,
   // is the mean over the islands.
-  double shown_grad_norm = grad_norm;
+  torch::Tensor shown_norm = norm;
   if (run.diloco) {
-    torch::Tensor both = torch::tensor({loss, grad_norm}, torch::kFloat64);
+    torch::Tensor both = torch::stack({loss, norm});
     run.diloco->agree(both);
-    loss = both[0].item<double>() / static_cast<double>(r.parallel.islands);
-    shown_grad_norm = both[1].item<double>() / static_cast<double>(r.parallel.islands);
+    loss = both[0] / static_cast<double>(r.parallel.islands);
+    shown_norm = both[1] / static_cast<double>(r.parallel.islands);
   }
-  require_finite(loss, "the training loss", step);
-  require_finite(shown_grad_norm, "the gradient norm", step);
-  if (!r.train.sync_free_update) {
-    optim::clip_grads(run.params(), run.optimizer->segments(), grad_norm, r.optim.grad_clip);
+  if (sync_free) {
+    run.finite_watch.note(step, loss, shown_norm);
+  } else {
+    require_finite(loss.item<double>(), "the training loss", step);
+    require_finite(shown_norm.item<double>(), "the gradient norm", step);
+    optim::clip_grads(run.params(), run.optimizer->segments(), norm.item<double>(),
+                      r.optim.grad_clip);
     run.optimizer->step(lr);
   }
   run.grads->gather_params();
@@ -128,7 +144,7 @@ StepResult train_step(RunContext& run, int64_t step) {
     result.island_comm = run.diloco->take_stats();
   }
   if (run.average) run.average->update(run.params());
-  result.loss = loss, result.grad_norm = shown_grad_norm, result.lr = lr;
+  result.loss = loss, result.grad_norm = shown_norm, result.lr = lr;
   result.dp_comm = run.grads->take_stats();
   result.tp_comm = run.tp_stats, result.ep_comm = run.ep_stats;
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();

@@ -16,8 +16,9 @@ namespace ladder {
 
 // What one step did, for the interval metrics (trainer/run/interval_metrics.h).
 struct StepResult {
-  double loss = 0;       // the global batch's mean loss (over the islands with DiLoCo)
-  double grad_norm = 0;  // the global norm before clipping (the islands' mean with DiLoCo)
+  // fp64 device scalars, read by the host only at log steps: the global batch's mean loss and the
+  // global gradient norm before clipping (each the islands' mean with DiLoCo).
+  torch::Tensor loss, grad_norm;
   double lr = 0;
   double seconds = 0;  // the step's wall time on this rank
   parallel::PipelineStats pipeline;
@@ -31,12 +32,14 @@ struct StepResult {
 
 // Trains step `step` (0-based: the step that `step` completed steps precede). A non-finite loss
 // or gradient norm (the same on every rank) stops every rank alike with AgreedError, before the
-// update.
+// update; with train.sync_free_step the update is skipped on the device and the error comes when
+// the loop next reads run.finite_watch.
 StepResult train_step(RunContext& run, int64_t step);
 
 // Stops every rank alike (AgreedError) when `value`, the same on every rank, is not finite, before
-// anything of the state after step `step` (0-based) is written.
-void require_finite(double value, const std::string& what, int64_t step);
+// anything of the state after step `step` (0-based) is written. `read_after`: the steps completed
+// when the value was read, when later than its step (the sync-free step's deferred check).
+void require_finite(double value, const std::string& what, int64_t step, int64_t read_after = -1);
 
 // The mean loss over the first eval.tokens of `val` (the validation split or an eval set), in
 // order (with DiLoCo, of the global model the islands agree on).
