@@ -6,12 +6,17 @@
 //
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
 //                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
-//                                [--fused 1|0] [--sync-free 1|0] [--profile 1]
+//                                [--fused 1|0] [--cuda-kernels 1|0] [--sync-free 1|0]
+//                                [--sync-debug 1] [--profile 1]
 //                                [--data DIR | --vocab V] [--steps N]
 // One micro-batch of --batch sequences per step, from --data (a `ladder prep` folder), or by
 // default from uniformly random tokens of a --vocab-token vocabulary (default 257, the bytes
 // tokenizer's), written as a dataset into a temporary folder first.
-// --sync-free 1 updates through train.sync_free_step (ATen's fused AdamW, device-side clipping).
+// --sync-free 1 runs train.sync_free_step (loss and norm on the device, ATen's fused AdamW with
+// device-side clipping, reads at log steps only); --sync-debug 1 (CUDA) then times the steps under
+// c10::cuda's sync-debug mode set to error: a step that waits for the device fails, naming the
+// call.
+// --cuda-kernels 1 runs kernels/cuda.h's fused CUDA kernels (train.fused_cuda_kernels).
 // --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
 // (train.fused_kernels);
 // --profile 1 then times as many more steps under core/op_profile.h and prints the time per
@@ -54,7 +59,8 @@ struct Flags {
   int threads = 2;
   std::string precision = "fp32", device = "cpu", data;
   double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
-  bool fused = true, sync_free = false, profile = false, profile_names = false;
+  bool fused = true, cuda_kernels = false, sync_free = false, sync_debug = false;
+  bool profile = false, profile_names = false;
 };
 
 // A dataset of `tokens` uniformly random tokens below `vocab` in `dir` (train and val splits), as
@@ -90,15 +96,16 @@ std::string recipe_text(const Flags& f, const std::string& data, const std::stri
       "[data]\npath = \"{}\"\nseq_len = {}\n"
       "[model]\narch = \"dense\"\nd_model = {}\nn_layers = {}\nn_heads = {}\n"
       "[train]\nsteps = {}\nglobal_batch = {}\nmicro_batch = {}\nprecision = \"{}\"\n"
-      "device = \"{}\"\nthreads = {}\nfused_kernels = {}\nsync_free_step = {}\n"
+      "device = \"{}\"\nthreads = {}\nfused_kernels = {}\nfused_cuda_kernels = {}\n"
+      "sync_free_step = {}\n"
       "peak_gflops = {}\n"
       "[optim]\nlr = 1e-3\nweight_decay = 0.1\n"
       "[schedule]\nkind = \"constant\"\nwarmup = 0\n"
       "[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"
       "[eval]\nevery_steps = 0\n",
       out_dir, data, f.seq, f.d_model, f.layers, f.heads, steps, f.batch, f.batch, f.precision,
-      f.device, f.threads, f.fused ? "true" : "false", f.sync_free ? "true" : "false",
-      f.peak_tflops * 1e3);
+      f.device, f.threads, f.fused ? "true" : "false", f.cuda_kernels ? "true" : "false",
+      f.sync_free ? "true" : "false", f.peak_tflops * 1e3);
 }
 
 }  // namespace
@@ -136,6 +143,10 @@ int main(int argc, char** argv) {
       f.fused = v != 0;
     else if (flag == "--sync-free")
       f.sync_free = v != 0;
+    else if (flag == "--sync-debug")
+      f.sync_debug = v != 0;
+    else if (flag == "--cuda-kernels")
+      f.cuda_kernels = v != 0;
     else if (flag == "--profile")
       f.profile = v != 0, f.profile_names = v > 1;
     else {
@@ -171,19 +182,23 @@ int main(int argc, char** argv) {
     };
     int64_t step = 0;
     double schedule_s = 0, rest_s = 0;  // the pipeline's forward + backward, and the rest
-    auto timed_steps = [&](int64_t n) {
+    auto timed_steps = [&](int64_t n, bool sync_debug) {
       schedule_s = rest_s = 0;
       const auto t = std::chrono::steady_clock::now();
+      // Sync-debug mode throws at the first call that waits for the device.
+      if (sync_debug && device.is_cuda())
+        c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
       for (int64_t i = 0; i < n; ++i, ++step) {
         const ladder::StepResult r = ladder::train_step(run, step);
         schedule_s += r.pipeline.seconds, rest_s += r.seconds - r.pipeline.seconds;
       }
+      c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
       run.finite_watch.check();  // the sync-free step's one read (a diverged bench stops here)
       sync();
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     };
-    timed_steps(warmup);  // allocator, OpenMP pool
-    const double s = timed_steps(f.steps);
+    timed_steps(warmup, false);  // allocator, OpenMP pool
+    const double s = timed_steps(f.steps, f.sync_debug);
     const double tokens_per_s = static_cast<double>(f.steps * f.batch * f.seq) / s;
     const auto& acc = run.accounting;
     const double model_gflops = acc.flops_per_token * tokens_per_s / 1e9;
@@ -192,11 +207,11 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &usage);
     std::printf(
         "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%lld "
-        "precision=%s device=%s fused=%d\n",
+        "precision=%s device=%s fused=%d cuda_kernels=%d sync_free=%d\n",
         (long long)f.d_model, (long long)f.layers, (long long)f.heads, (long long)f.seq,
         (long long)f.batch, (long long)run.vocab, (long long)recipe.train.threads,
         ladder::choice_name(ladder::kPrecisionNames, recipe.train.precision), device.str().c_str(),
-        f.fused ? 1 : 0);
+        f.fused ? 1 : 0, f.cuda_kernels ? 1 : 0, f.sync_free ? 1 : 0);
     std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
                 acc.flops_per_token / 1e6);
     std::printf(
@@ -221,7 +236,7 @@ int main(int argc, char** argv) {
       double wall = 0;
       {
         const ladder::OpProfile op_profile;
-        wall = timed_steps(f.steps);
+        wall = timed_steps(f.steps, false);
         by_class = op_profile.seconds();
         by_name = op_profile.seconds_by_name();
       }

@@ -6,6 +6,7 @@
 #include "kernels/adamw.h"
 #include "kernels/cpu.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cuda.h"
 
 namespace ladder::kernels {
 
@@ -116,6 +117,7 @@ struct ReadoutCrossEntropyFunction : torch::autograd::Function<ReadoutCrossEntro
 
 bool readout_cross_entropy_fusable(const torch::Tensor& hidden, const torch::Tensor& weight,
                                    const torch::Tensor& targets) {
+  if (cuda_readout_cross_entropy_serves(hidden, weight, targets)) return true;
   if (!hidden.device().is_cpu() || !weight.device().is_cpu() || !cpu_has_avx2()) return false;
   const auto t = hidden.scalar_type();
   const bool autocast = at::autocast::is_autocast_enabled(c10::DeviceType::CPU) &&
@@ -132,6 +134,8 @@ ReadoutLoss readout_cross_entropy(const torch::Tensor& hidden, const torch::Tens
                                   const torch::Tensor& targets, double scale,
                                   int64_t chunk_elements) {
   LADDER_OP_CLASS("loss");
+  if (cuda_readout_cross_entropy_serves(hidden, weight, targets))
+    return cuda_readout_cross_entropy(hidden, weight, targets, scale);
   TORCH_CHECK(readout_cross_entropy_fusable(hidden, weight, targets),
               "readout_cross_entropy: inputs the fused kernel does not serve");
   if (targets.numel() > 0) {

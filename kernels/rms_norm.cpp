@@ -3,6 +3,7 @@
 #include "core/op_profile.h"
 #include "kernels/cpu.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cuda.h"
 
 namespace ladder::kernels {
 
@@ -156,6 +157,8 @@ struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double eps, bool fused,
                        bool bf16_normed) {
   LADDER_OP_CLASS("norm");
+  if (fused)
+    if (auto out = cuda_add_rms_norm(x, {}, 1.0, gain, eps, bf16_normed)) return out->normed;
   if (!fusable(fused, x, {}, gain, bf16_normed)) {
     const torch::Tensor normed = rms_norm_reference(x, gain, eps);
     return bf16_normed ? normed.to(at::kBFloat16) : normed;
@@ -166,6 +169,8 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain, double
 AddNormOutput add_rms_norm(const torch::Tensor& residual, const torch::Tensor& branch, double scale,
                            const torch::Tensor& gain, double eps, bool fused, bool bf16_normed) {
   LADDER_OP_CLASS("norm");
+  if (fused)
+    if (auto out = cuda_add_rms_norm(residual, branch, scale, gain, eps, bf16_normed)) return *out;
   if (!fusable(fused, residual, branch, gain, bf16_normed)) {
     AddNormOutput out = add_rms_norm_reference(residual, branch, scale, gain, eps);
     if (bf16_normed) out.normed = out.normed.to(at::kBFloat16);

@@ -3,6 +3,7 @@
 #include "core/op_profile.h"
 #include "kernels/cpu.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cuda.h"
 
 namespace ladder::kernels {
 
@@ -46,6 +47,8 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
 
 torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up, bool fused) {
   LADDER_OP_CLASS("activation");
+  if (fused)
+    if (torch::Tensor out = cuda_swiglu(gate, up); out.defined()) return out;
   const auto t = gate.scalar_type();
   if (!fused || !gate.device().is_cpu() || !up.device().is_cpu() || !cpu_has_avx2() ||
       (t != at::kFloat && t != at::kBFloat16 && t != at::kDouble) || up.scalar_type() != t ||

@@ -357,6 +357,18 @@ const BadRecipe kBadRecipes[] = {
      {"optim.lr=fast"},
      1,
      "ladder: error: --set optim.lr=fast: optim.lr: expected a number, got a string (\"fast\")"},
+    {"fused_cuda_kernels_on_the_cpu",
+     kValid,
+     {"train.fused_cuda_kernels=true"},
+     1,
+     "ladder: error: --set train.fused_cuda_kernels=true: train.fused_cuda_kernels: applies to "
+     "train.device = \"cuda\" only (the CPU's fused kernels are train.fused_kernels)"},
+    {"fused_cuda_kernels_without_the_fused_paths",
+     kValid,
+     {"train.device=\"cuda\"", "train.fused_kernels=false", "train.fused_cuda_kernels=true"},
+     1,
+     "ladder: error: --set train.fused_cuda_kernels=true: train.fused_cuda_kernels: needs "
+     "train.fused_kernels = true (the fused paths)"},
     {"set_unknown_key",
      kValid,
      {"model.width=3"},

@@ -488,7 +488,12 @@ const std::vector<KeySpec>& schema() {
         key("train.fused_kernels", &R::train, &TrainConfig::fused_kernels, true,
             "the fused CPU kernels of kernels/ (RMSNorm with the residual add, rotary q and "
             "k, SwiGLU, the chunked readout cross-entropy, one-pass AdamW); false: the "
-            "LibTorch composites everywhere. CUDA runs LibTorch's operators either way"));
+            "LibTorch composites everywhere (on CUDA too: see train.fused_cuda_kernels)"));
+    k.push_back(
+        key("train.fused_cuda_kernels", &R::train, &TrainConfig::fused_cuda_kernels, false,
+            "the fused CUDA kernels of kernels/cuda/ (add + RMSNorm, SwiGLU, the "
+            "cross-entropy on bf16 logits) on train.device = cuda, with train.fused_kernels; "
+            "off until a GPU run has tested them against the composites"));
     k.push_back(key("train.sync_free_step", &R::train, &TrainConfig::sync_free_step, false,
                     "a step the host launches without waiting for the device: loss and gradient "
                     "norm summed on the device, AdamW through ATen's at::_fused_adamw_ with the "
@@ -1092,6 +1097,12 @@ class Resolver {
   void train() {
     auto& t = r_.train;
     auto& p = r_.parallel;
+    if (t.fused_cuda_kernels && t.device != DeviceKind::Cuda)
+      fail("train.fused_cuda_kernels",
+           "applies to train.device = \"cuda\" only (the CPU's fused kernels are "
+           "train.fused_kernels)");
+    if (t.fused_cuda_kernels && !t.fused_kernels)
+      fail("train.fused_cuda_kernels", "needs train.fused_kernels = true (the fused paths)");
     if (t.global_batch % p.dp != 0)
       fail("train.global_batch", "must be a multiple of parallel.dp (" + n(p.dp) +
                                      ": each data-parallel rank takes an equal share); got " +

@@ -91,9 +91,10 @@ struct TrainConfig {
   double peak_gflops = 0;                 // 0: measure the matmul peak at start
   Precision precision = Precision::Auto;  // fp32 or bf16 once resolved at start
   DeviceKind device = DeviceKind::Cpu;
-  int64_t threads = 0;          // resolved at start: cores / ranks on the node when 0
-  bool fused_kernels = true;    // kernels/' fused CPU kernels (build_model, optim::AdamWKernels)
-  bool sync_free_step = false;  // trainer/run/train_step.cpp: the device-side update and reads
+  int64_t threads = 0;        // resolved at start: cores / ranks on the node when 0
+  bool fused_kernels = true;  // kernels/' fused CPU kernels (build_model, optim::AdamWKernels)
+  bool fused_cuda_kernels = false;  // kernels/cuda.h, with fused_kernels on train.device = cuda
+  bool sync_free_step = false;      // trainer/run/train_step.cpp: the device-side update and reads
 };
 
 // `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list of points.

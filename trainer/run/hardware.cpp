@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "kernels/cuda.h"
 
 namespace ladder {
 namespace {
@@ -120,6 +121,10 @@ void resolve_threads_and_device(Recipe& r, const parallel::MpiWorld& world) {
     // One GPU per rank: the ranks of a node take its GPUs in order (wrapping around when there are
     // more ranks than GPUs, which works but shares them).
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(world.local_rank() % gpus));
+    if (r.train.fused_cuda_kernels && !kernels::cuda_kernels_built())
+      throw Error("train.fused_cuda_kernels",
+                  "this build has no CUDA kernels (CMake found no nvcc when it was configured: "
+                  "reconfigure with the CUDA toolkit on PATH, or set it to false)");
   }
 }
 

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/format.h"
 #include "core/trace_schema.h"
+#include "kernels/cuda.h"
 #include "models/describe.h"
 #include "trainer/run/hardware.h"
 
@@ -154,6 +155,9 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
       tokens_per_step(r.parallel.islands * r.train.global_batch * r.data.seq_len),
       micro(r.parallel.microbatches),
       step_micro(r.parallel.microbatches * mesh.dp().size()) {
+  // train.fused_cuda_kernels: the process's switch of kernels/cuda.h (the recipe refuses it off
+  // CUDA, and in a build without the kernels).
+  kernels::set_cuda_kernels(r.train.fused_cuda_kernels && device.is_cuda());
   models::ParamStore& store = model->params();
   // The parametrization's rules for every parameter (contract 1), the same on every rank.
   rule_inputs = optim::rule_inputs(r.mup, r.optim, r.model, r.train.global_batch * r.data.seq_len,
