@@ -141,6 +141,38 @@ struct CudaSwigluFunction : torch::autograd::Function<CudaSwigluFunction> {
   }
 };
 
+torch::Tensor rotate_on_device(const torch::Tensor& x, const torch::Tensor& cos,
+                               const torch::Tensor& sin, int direction) {
+  const torch::Tensor input = x.contiguous();
+  torch::Tensor out = torch::empty_like(input);
+  cuda::rotary(input.data_ptr(), is_bf16(input), cos.data_ptr<float>(), sin.data_ptr<float>(),
+               x.size(0), x.size(1), x.size(2), x.size(3), direction, out.data_ptr(), stream());
+  return out;
+}
+
+struct CudaRotaryQkFunction : torch::autograd::Function<CudaRotaryQkFunction> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& cos, const torch::Tensor& sin) {
+    const c10::cuda::CUDAGuard device_guard(q.device());
+    const torch::Tensor c = cos.contiguous(), s = sin.contiguous();
+    ctx->saved_data["cos"] = c;
+    ctx->saved_data["sin"] = s;
+    return {rotate_on_device(q, c, s, +1), rotate_on_device(k, c, s, +1)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    LADDER_OP_CLASS("rotary");
+    const torch::Tensor c = ctx->saved_data["cos"].toTensor(),
+                        s = ctx->saved_data["sin"].toTensor();
+    const c10::cuda::CUDAGuard device_guard(c.device());
+    // The rotation by the opposite angle (autograd casts the result to q's and k's types).
+    auto back = [&](const torch::Tensor& g) {
+      if (!g.defined()) return torch::Tensor();
+      return rotate_on_device(fp32_or_bf16(g) ? g : g.to(at::kFloat), c, s, -1);
+    };
+    return {back(grads[0]), back(grads[1]), {}, {}};
+  }
+};
+
 // Inputs: logits [tokens, vocab], targets; outputs {loss, lse}. The backward overwrites the saved
 // logits with their gradient (nothing else reads them: the product that made them saves its
 // inputs), so the step holds one [tokens, vocab] buffer in the logits' type, never an fp32 one.
@@ -204,6 +236,21 @@ torch::Tensor cuda_swiglu(const torch::Tensor& gate, const torch::Tensor& up) {
       up.device() != gate.device())
     return {};
   return CudaSwigluFunction::apply(gate, up);
+}
+
+std::optional<std::pair<torch::Tensor, torch::Tensor>> cuda_rotary_qk(const torch::Tensor& q,
+                                                                      const torch::Tensor& k,
+                                                                      const torch::Tensor& cos,
+                                                                      const torch::Tensor& sin) {
+  if (!cuda_kernels_on() || !q.is_cuda() || !fp32_or_bf16(q) ||
+      k.scalar_type() != q.scalar_type() || k.device() != q.device() ||
+      cos.device() != q.device() || sin.device() != q.device() || cos.scalar_type() != at::kFloat ||
+      sin.scalar_type() != at::kFloat || q.dim() != 4 || k.dim() != 4 || q.size(0) != k.size(0) ||
+      q.size(1) != k.size(1) || q.size(3) != k.size(3) || q.size(3) % 2 != 0 || cos.dim() != 2 ||
+      cos.size(0) < q.size(1) || cos.size(1) != q.size(3) / 2 || sin.sizes() != cos.sizes())
+    return std::nullopt;
+  const variable_list out = CudaRotaryQkFunction::apply(q, k, cos, sin);
+  return std::make_pair(out[0], out[1]);
 }
 
 bool cuda_readout_cross_entropy_serves(const torch::Tensor& hidden, const torch::Tensor& weight,

@@ -1,11 +1,11 @@
 // The fused CUDA kernels (kernels/cuda/kernels.cu) as autograd functions, behind
 // train.fused_cuda_kernels: add + RMSNorm (an fp32 residual in, the fp32 sum and an fp32 or bf16
-// normed out, one backward pass), SwiGLU, and the softmax cross-entropy on the readout's logits in
-// their own type (bf16 under autocast: no fp32 copy of the logits; the backward writes the
-// gradient over the logits in place). kernels::rms_norm, add_rms_norm, swiglu and
-// readout_cross_entropy call them for CUDA tensors when the switch is on; the composites stay their
-// reference (tests/kernels/test_cuda_kernels.cpp, on a GPU). Off by default until a GPU run has
-// tested them.
+// normed out, one backward pass), rotary q and k, SwiGLU, and the softmax cross-entropy on the
+// readout's logits in their own type (bf16 under autocast: no fp32 copy of the logits; the backward
+// writes the gradient over the logits in place). kernels::rms_norm, add_rms_norm, swiglu and
+// readout_cross_entropy (and models::RotaryEmbedding::apply_qk) call them for CUDA tensors when the
+// switch is on; the composites stay their reference (tests/kernels/test_cuda_kernels.cpp, on a
+// GPU). Off by default until a GPU run has tested them.
 #pragma once
 
 #include <optional>
@@ -33,6 +33,13 @@ std::optional<AddNormOutput> cuda_add_rms_norm(const torch::Tensor& residual,
                                                bool bf16_normed);
 // SwiGLU: gate and up of one shape and type, fp32 or bf16.
 torch::Tensor cuda_swiglu(const torch::Tensor& gate, const torch::Tensor& up);
+// Rotary q [batch, seq, heads, head_dim] and k [batch, seq, kv_heads, head_dim] of one type (fp32
+// or bf16) with fp32 tables cos, sin [>= seq, head_dim / 2] on their device; nullopt where not
+// served.
+std::optional<std::pair<torch::Tensor, torch::Tensor>> cuda_rotary_qk(const torch::Tensor& q,
+                                                                      const torch::Tensor& k,
+                                                                      const torch::Tensor& cos,
+                                                                      const torch::Tensor& sin);
 // The readout's product (under autocast like any matmul) and the cross-entropy on its logits:
 // hidden [tokens, d], weight [vocab, d], int64 targets [tokens]. A target outside the vocabulary
 // gives a NaN loss (no host check: the step's finite check stops the run).

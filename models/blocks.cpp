@@ -4,6 +4,7 @@
 
 #include "core/op_profile.h"
 #include "kernels/attention.h"
+#include "kernels/cuda.h"
 #include "kernels/rotary.h"
 
 namespace ladder::models {
@@ -35,6 +36,11 @@ std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::apply_qk(const torch::T
                                                                   const torch::Tensor& k,
                                                                   bool fused,
                                                                   int64_t offset) const {
+  if (fused && offset == 0 && q.is_cuda() && kernels::cuda_kernels_on()) {
+    if (!cos_gpu_.defined() || cos_gpu_.device() != q.device())
+      cos_gpu_ = cos_.to(q.device()), sin_gpu_ = sin_.to(q.device());
+    if (auto out = kernels::cuda_rotary_qk(q, k, cos_gpu_, sin_gpu_)) return *out;
+  }
   if (fused && offset == 0 && kernels::rotary_fusable(q, k, cos_))
     return kernels::rotary_qk(q, k, cos_, sin_);
   return {apply(q, offset), apply(k, offset)};

@@ -17,7 +17,8 @@ class RotaryEmbedding {
   int64_t max_positions() const { return cos_.size(0); }
   // `offset`: the first position is that (decoding after a cache of that many tokens).
   torch::Tensor apply(const torch::Tensor& x, int64_t offset = 0) const;
-  // q and k together: kernels::rotary_qk when `fused` and it serves them, else apply() on each.
+  // q and k together: with `fused`, kernels::rotary_qk on the CPU or kernels::cuda_rotary_qk on a
+  // GPU (train.fused_cuda_kernels) where they serve them, else apply() on each.
   std::pair<torch::Tensor, torch::Tensor> apply_qk(const torch::Tensor& q, const torch::Tensor& k,
                                                    bool fused, int64_t offset = 0) const;
 
@@ -25,6 +26,7 @@ class RotaryEmbedding {
   torch::Tensor cos_, sin_;  // [max_positions, head_dim / 2], fp32 on the CPU
   // The tables in the dtype and on the device of the last input, made once rather than per call.
   mutable torch::Tensor cos_cast_, sin_cast_;
+  mutable torch::Tensor cos_gpu_, sin_gpu_;  // fp32 on the GPU of the last CUDA input
 };
 
 // Causal scaled-dot-product attention (at::scaled_dot_product_attention: the fused kernel of the

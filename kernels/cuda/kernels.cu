@@ -150,6 +150,21 @@ __global__ void swiglu_backward_kernel(const void* gate, const void* up, const v
   }
 }
 
+__global__ void rotary_kernel(const void* x, bool bf16, const float* cos, const float* sin,
+                              int64_t pairs, int64_t seq, int64_t heads, int64_t half,
+                              float direction, void* out) {
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < pairs;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = p % half, row = p / half;  // row: (batch, position, head)
+    const int64_t position = (row / heads) % seq;
+    const int64_t first = row * 2 * half + i, second = first + half;
+    const float c = cos[position * half + i], s = direction * sin[position * half + i];
+    const float x1 = load(x, bf16, first), x2 = load(x, bf16, second);
+    store(out, bf16, first, x1 * c - x2 * s);
+    store(out, bf16, second, x2 * c + x1 * s);
+  }
+}
+
 __global__ void cross_entropy_forward_kernel(const void* logits, bool bf16, const int64_t* targets,
                                              float scale, int64_t vocab, float* loss, float* lse) {
   const int64_t row = blockIdx.x, base = row * vocab;
@@ -238,6 +253,15 @@ void swiglu_backward(const void* gate, const void* up, const void* dy, bool bf16
   swiglu_backward_kernel<<<elementwise_blocks(count), kRowThreads, 0, as_stream(stream)>>>(
       gate, up, dy, bf16, count, d_gate, d_up);
   check_launch("swiglu_backward");
+}
+
+void rotary(const void* x, bool bf16, const float* cos, const float* sin, int64_t batch,
+            int64_t seq, int64_t heads, int64_t head_dim, int direction, void* out, void* stream) {
+  const int64_t half = head_dim / 2, pairs = batch * seq * heads * half;
+  if (pairs == 0) return;
+  rotary_kernel<<<elementwise_blocks(pairs), kRowThreads, 0, as_stream(stream)>>>(
+      x, bf16, cos, sin, pairs, seq, heads, half, static_cast<float>(direction), out);
+  check_launch("rotary");
 }
 
 void cross_entropy_forward(const void* logits, bool bf16, const int64_t* targets, float scale,

@@ -32,6 +32,12 @@ void swiglu_forward(const void* gate, const void* up, bool bf16, int64_t count, 
 void swiglu_backward(const void* gate, const void* up, const void* dy, bool bf16, int64_t count,
                      void* d_gate, void* d_up, void* stream);
 
+// The rotary embedding of x [batch, seq, heads, head_dim] (fp32 or bf16) in the half-split layout
+// (kernels/rotary.h), the pair (i, i + head_dim / 2) of position p turned by direction x angle(p,
+// i): cos and sin [>= seq, head_dim / 2] fp32. direction -1 is the backward pass.
+void rotary(const void* x, bool bf16, const float* cos, const float* sin, int64_t batch,
+            int64_t seq, int64_t heads, int64_t head_dim, int direction, void* out, void* stream);
+
 // Per row of logits [rows, vocab] (fp32 or bf16), z = scale x logits: lse = log sum exp z and
 // loss = lse - z[target] (fp32); a target outside [0, vocab) gives a NaN loss.
 void cross_entropy_forward(const void* logits, bool bf16, const int64_t* targets, float scale,

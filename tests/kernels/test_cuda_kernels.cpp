@@ -7,6 +7,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda.h"
 #include "kernels/rms_norm.h"
+#include "kernels/rotary.h"
 #include "kernels/swiglu.h"
 #include "models/precision.h"
 
@@ -105,6 +106,40 @@ TEST_F(CudaKernels, SwigluMatchesTheComposite) {
     expect_close(fused, ref, tol, "out");
     expect_close(g[0], r[0], tol, "d gate");
     expect_close(g[1], r[1], tol, "d up");
+  }
+}
+
+TEST_F(CudaKernels, RotaryQkMatchesTheComposite) {
+  // q from a [batch, heads, seq, head_dim] tensor transposed (not contiguous), k with fewer heads,
+  // tables longer than the sequence.
+  const int64_t batch = 2, seq = 37, heads = 3, kv_heads = 1, head_dim = 64, half = 32;
+  const torch::Tensor angles =
+      torch::outer(torch::arange(50, torch::kFloat64),
+                   torch::pow(10000.0, -2.0 * torch::arange(half, torch::kFloat64) / head_dim))
+          .to(torch::kCUDA);
+  const torch::Tensor cos = angles.cos().to(torch::kFloat32),
+                      sin = angles.sin().to(torch::kFloat32);
+  for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
+    const double tol = type == torch::kBFloat16 ? 2e-2 : 1e-6;
+    auto q =
+        random({batch, heads, seq, head_dim}, type).transpose(1, 2).detach().requires_grad_(true);
+    auto k = random({batch, seq, kv_heads, head_dim}, type).requires_grad_(true);
+    const torch::Tensor dq = random({batch, seq, heads, head_dim}, torch::kFloat32);
+    const torch::Tensor dk = random({batch, seq, kv_heads, head_dim}, torch::kFloat32);
+    const auto fused = cuda_rotary_qk(q, k, cos, sin);
+    ASSERT_TRUE(fused.has_value());
+    const auto loss = [&](const torch::Tensor& a, const torch::Tensor& b) {
+      return (a.to(torch::kFloat32) * dq).sum() + (b.to(torch::kFloat32) * dk).sum();
+    };
+    const auto g = torch::autograd::grad({loss(fused->first, fused->second)}, {q, k});
+    const torch::Tensor c = cos.to(type), s = sin.to(type);
+    const torch::Tensor rq = rotary_reference(q, c, s), rk = rotary_reference(k, c, s);
+    const auto r = torch::autograd::grad({loss(rq, rk)}, {q, k});
+    EXPECT_EQ(fused->first.scalar_type(), type);
+    expect_close(fused->first, rq, tol, "q");
+    expect_close(fused->second, rk, tol, "k");
+    expect_close(g[0], r[0], tol, "d q");
+    expect_close(g[1], r[1], tol, "d k");
   }
 }
 

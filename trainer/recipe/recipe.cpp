@@ -491,7 +491,7 @@ const std::vector<KeySpec>& schema() {
             "LibTorch composites everywhere (on CUDA too: see train.fused_cuda_kernels)"));
     k.push_back(
         key("train.fused_cuda_kernels", &R::train, &TrainConfig::fused_cuda_kernels, false,
-            "the fused CUDA kernels of kernels/cuda/ (add + RMSNorm, SwiGLU, the "
+            "the fused CUDA kernels of kernels/cuda/ (add + RMSNorm, rotary, SwiGLU, the "
             "cross-entropy on bf16 logits) on train.device = cuda, with train.fused_kernels; "
             "off until a GPU run has tested them against the composites"));
     k.push_back(key("train.sync_free_step", &R::train, &TrainConfig::sync_free_step, false,
