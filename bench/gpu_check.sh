@@ -11,6 +11,7 @@
 #   variants    composite    LibTorch's operators, the host-checked step
 #               sync-free    the same operators, train.sync_free_step
 #               fused        train.fused_cuda_kernels + train.sync_free_step
+#               fused+graph  the same, replayed from a CUDA graph (train.cuda_graph)
 #   table       tokens/s, MFU against the datasheet peak (PEAK_TFLOPS, default the H100 SXM's dense
 #               bf16 989 TFLOP/s) and against the measured matmul peak, ratio to torch.compile, peak
 #               GPU memory; also as CSV (model, variant, ladder_tok_s, eager_tok_s, compile_tok_s,
@@ -19,6 +20,8 @@
 #   bench/gpu_check.sh                       # with launch/setup.sh's pinned LibTorch
 #   TORCH_DIR=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')/Torch \
 #     bench/gpu_check.sh                     # a machine's own LibTorch (LADDER_ALLOW_OTHER_TORCH)
+# The training tests on the GPU follow the kernel tests: the graph and the fused kernels against the
+# eager step (test_training's OnAGpu... test).
 # Environment: TORCH_DIR, BUILD_DIR (build-gpu), JOBS (nproc), PEAK_TFLOPS (989), OUT (results
 # folder, default $BUILD_DIR), STEPS (15), CMAKE_ARGS (extra configure flags).
 set -euo pipefail
@@ -39,7 +42,8 @@ args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DLADDER_CCACHE=OFF -DCMAKE_POLICY_VER
 cmake -S . -B "$build" "${args[@]}" ${CMAKE_ARGS:-} >"$out/configure.log"
 grep -q '^LADDER_CUDA_KERNELS:BOOL=ON' "$build/CMakeCache.txt" ||
   echo "gpu_check: no nvcc: the build has no CUDA kernels (the fused variant will be refused)"
-cmake --build "$build" -j "${JOBS:-$(nproc)}" --target test_kernels bench_train_step \
+cmake --build "$build" -j "${JOBS:-$(nproc)}" --target test_kernels test_training ladder \
+  bench_train_step
   >"$out/build.log"
 python=$(awk -F= '/^LADDER_PYTHON:/ {print $2}' "$build/CMakeCache.txt")
 echo "gpu_check: built in $((SECONDS - start)) s"
@@ -48,17 +52,22 @@ echo "== GPU tests"
 "$build/tests/test_kernels" --gtest_filter='CudaKernels.*' --gtest_brief=1 \
   >"$out/test_cuda_kernels.log" 2>&1 || { tail -n 40 "$out/test_cuda_kernels.log"; exit 1; }
 tail -n 3 "$out/test_cuda_kernels.log"
+"$build/tests/test_training" --gtest_filter='Training.OnAGpu*' --gtest_brief=1 \
+  >"$out/test_gpu_training.log" 2>&1 || { tail -n 40 "$out/test_gpu_training.log"; exit 1; }
+tail -n 3 "$out/test_gpu_training.log"
 small=(--d-model 256 --layers 2 --heads 4 --seq 256 --batch 4 --vocab 32768 --steps 3
        --device cuda --precision bf16 --threads 4 --sync-free 1 --sync-debug 1)
 for kernels in 0 1; do
-  if ! "$build/bench/bench_train_step" "${small[@]}" --cuda-kernels "$kernels" \
-      >"$out/sync_debug_$kernels.log" 2>&1; then
-    echo "gpu_check: the sync-free step waited for the device (cuda kernels $kernels):"
-    tail -n 20 "$out/sync_debug_$kernels.log"
-    exit 1
-  fi
+  for graph in 0 1; do
+    if ! "$build/bench/bench_train_step" "${small[@]}" --cuda-kernels "$kernels" \
+        --cuda-graph "$graph" >"$out/sync_debug_${kernels}_$graph.log" 2>&1; then
+      echo "gpu_check: the sync-free step waited for the device (cuda kernels $kernels, graph $graph):"
+      tail -n 20 "$out/sync_debug_${kernels}_$graph.log"
+      exit 1
+    fi
+  done
 done
-echo "sync-free step under sync-debug mode (error): passed, composites and fused kernels"
+echo "sync-free step under sync-debug mode (error): passed, composites and fused kernels, eager and graph"
 
 echo "== training step, bf16, cuda ($steps steps each)"
 csv="$out/gpu-$device.csv"
@@ -74,13 +83,14 @@ for shape in "135M 768 12" "370M 1024 24"; do
           --vocab 32768 --steps "$steps" --device cuda --precision bf16 --threads 8)
   eager=$("$python" bench/train_step.py "${common[@]}" | awk '/^RESULT/ {print $3}')
   compiled=$("$python" bench/train_step.py "${common[@]}" --compile | awk '/^RESULT/ {print $3}')
-  for variant in composite sync-free fused; do
+  for variant in composite sync-free fused fused+graph; do
     case $variant in
       composite) flags=(--sync-free 0 --cuda-kernels 0) ;;
       sync-free) flags=(--sync-free 1 --cuda-kernels 0) ;;
       fused) flags=(--sync-free 1 --cuda-kernels 1) ;;
+      fused+graph) flags=(--sync-free 1 --cuda-kernels 1 --cuda-graph 1) ;;
     esac
-    log="$out/step_${model}_${variant}.log"
+    log="$out/step_${model}_${variant/+/_}.log"
     "$build/bench/bench_train_step" "${common[@]}" "${flags[@]}" >"$log" 2>&1 ||
       { echo "gpu_check: $model $variant failed:"; tail -n 5 "$log"; continue; }
     # "ladder  step S s, T tokens/s, G model GFLOP/s, MFU M% of P GFLOP/s (...)"

@@ -7,7 +7,7 @@
 //   build/bench/bench_train_step --d-model 512 --layers 8 --heads 8 --seq 256 --batch 8 --threads 2
 //                                [--precision fp32|bf16] [--device cpu|cuda] [--peak-tflops T]
 //                                [--fused 1|0] [--cuda-kernels 1|0] [--sync-free 1|0]
-//                                [--sync-debug 1] [--profile 1]
+//                                [--cuda-graph 1] [--sync-debug 1] [--profile 1]
 //                                [--data DIR | --vocab V] [--steps N]
 // One micro-batch of --batch sequences per step, from --data (a `ladder prep` folder), or by
 // default from uniformly random tokens of a --vocab-token vocabulary (default 257, the bytes
@@ -16,7 +16,8 @@
 // device-side clipping, reads at log steps only); --sync-debug 1 (CUDA) then times the steps under
 // c10::cuda's sync-debug mode set to error: a step that waits for the device fails, naming the
 // call.
-// --cuda-kernels 1 runs kernels/cuda.h's fused CUDA kernels (train.fused_cuda_kernels).
+// --cuda-kernels 1 runs kernels/cuda.h's fused CUDA kernels (train.fused_cuda_kernels);
+// --cuda-graph 1 replays the step from a CUDA graph (train.cuda_graph; with --sync-free 1).
 // --fused 0 runs the LibTorch composites instead of kernels/' fused CPU kernels
 // (train.fused_kernels);
 // --profile 1 then times as many more steps under core/op_profile.h and prints the time per
@@ -48,6 +49,7 @@
 #include "trainer/recipe/recipe.h"
 #include "trainer/run/hardware.h"
 #include "trainer/run/run_context.h"
+#include "trainer/run/step_graph.h"
 #include "trainer/run/train_step.h"
 
 namespace {
@@ -59,7 +61,8 @@ struct Flags {
   int threads = 2;
   std::string precision = "fp32", device = "cpu", data;
   double peak_tflops = 0;  // a stated peak (a datasheet's) instead of the measured one
-  bool fused = true, cuda_kernels = false, sync_free = false, sync_debug = false;
+  bool fused = true, cuda_kernels = false, cuda_graph = false, sync_free = false;
+  bool sync_debug = false;
   bool profile = false, profile_names = false;
 };
 
@@ -97,7 +100,7 @@ std::string recipe_text(const Flags& f, const std::string& data, const std::stri
       "[model]\narch = \"dense\"\nd_model = {}\nn_layers = {}\nn_heads = {}\n"
       "[train]\nsteps = {}\nglobal_batch = {}\nmicro_batch = {}\nprecision = \"{}\"\n"
       "device = \"{}\"\nthreads = {}\nfused_kernels = {}\nfused_cuda_kernels = {}\n"
-      "sync_free_step = {}\n"
+      "sync_free_step = {}\ncuda_graph = {}\n"
       "peak_gflops = {}\n"
       "[optim]\nlr = 1e-3\nweight_decay = 0.1\n"
       "[schedule]\nkind = \"constant\"\nwarmup = 0\n"
@@ -105,7 +108,7 @@ std::string recipe_text(const Flags& f, const std::string& data, const std::stri
       "[eval]\nevery_steps = 0\n",
       out_dir, data, f.seq, f.d_model, f.layers, f.heads, steps, f.batch, f.batch, f.precision,
       f.device, f.threads, f.fused ? "true" : "false", f.cuda_kernels ? "true" : "false",
-      f.sync_free ? "true" : "false", f.peak_tflops * 1e3);
+      f.sync_free ? "true" : "false", f.cuda_graph ? "true" : "false", f.peak_tflops * 1e3);
 }
 
 }  // namespace
@@ -147,6 +150,8 @@ int main(int argc, char** argv) {
       f.sync_debug = v != 0;
     else if (flag == "--cuda-kernels")
       f.cuda_kernels = v != 0;
+    else if (flag == "--cuda-graph")
+      f.cuda_graph = v != 0;
     else if (flag == "--profile")
       f.profile = v != 0, f.profile_names = v > 1;
     else {
@@ -159,7 +164,9 @@ int main(int argc, char** argv) {
   const fs::path scratch = fs::temp_directory_path() / ("ladder-bench-" + std::to_string(getpid()));
   int status = 0;
   try {
-    const int64_t warmup = 2, timed = f.steps * (f.profile ? 2 : 1);
+    // A graph is captured at the step after its eager ones: capturing belongs to the warm-up.
+    const int64_t warmup = f.cuda_graph ? ladder::StepGraph::kWarmupSteps + 2 : 2;
+    const int64_t timed = f.steps * (f.profile ? 2 : 1);
     std::string data = f.data;
     if (data.empty()) {
       data = (scratch / "random").string();
@@ -207,11 +214,11 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &usage);
     std::printf(
         "ladder  d_model=%lld layers=%lld heads=%lld seq=%lld batch=%lld vocab=%lld threads=%lld "
-        "precision=%s device=%s fused=%d cuda_kernels=%d sync_free=%d\n",
+        "precision=%s device=%s fused=%d cuda_kernels=%d sync_free=%d cuda_graph=%d\n",
         (long long)f.d_model, (long long)f.layers, (long long)f.heads, (long long)f.seq,
         (long long)f.batch, (long long)run.vocab, (long long)recipe.train.threads,
         ladder::choice_name(ladder::kPrecisionNames, recipe.train.precision), device.str().c_str(),
-        f.fused ? 1 : 0, f.cuda_kernels ? 1 : 0, f.sync_free ? 1 : 0);
+        f.fused ? 1 : 0, f.cuda_kernels ? 1 : 0, f.sync_free ? 1 : 0, f.cuda_graph ? 1 : 0);
     std::printf("ladder  params %.2fM, %.1f MFLOP/token\n", acc.total_params / 1e6,
                 acc.flops_per_token / 1e6);
     std::printf(

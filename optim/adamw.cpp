@@ -48,10 +48,14 @@ AdamW::AdamW(models::ParamStore& store, const OptimConfig& config,
 // several per parameter; on the CPU they run the same per-tensor operations in the same order
 // (bitwise the same as one segment at a time).
 void AdamW::step(double lr, const UpdateGuard& update_guard) {
+  if (kernels_.aten_fused) {
+    begin_step(lr);
+    launch_update(update_guard);
+    return;
+  }
   LADDER_OP_CLASS("optimizer");
   torch::NoGradGuard no_grad;
   ++t_;
-  if (kernels_.aten_fused) return aten_fused_step(lr, update_guard);
   if (update_guard.clip_divisor.defined() || update_guard.found_inf.defined())
     throw std::logic_error("AdamW::step: an UpdateGuard needs AdamWKernels::aten_fused");
   if (kernels_.fused && fused_step(lr)) return;
@@ -121,14 +125,14 @@ bool AdamW::fused_step(double lr) {
   return true;
 }
 
-void AdamW::aten_fused_step(double lr, const UpdateGuard& update_guard) {
-  // Segments grouped by what the kernel takes as one number: the learning-rate multiplier, the
-  // weight decay and eps (and the tensors' dtype and device, which one launch must share).
-  struct Group {
-    std::vector<torch::Tensor> p, g, m, v;
-  };
-  // (lr multiplier, weight decay, eps, dtype, device) -> the group's tensors
-  std::map<std::tuple<double, double, double, int, std::string>, Group> groups;
+// The segments grouped by what at::_fused_adamw_ takes as one number: the learning-rate multiplier,
+// the weight decay and eps (and the tensors' dtype and device, which one launch must share).
+struct AdamW::Group {
+  std::vector<torch::Tensor> p, g, m, v;
+};
+
+std::map<AdamW::GroupKey, AdamW::Group> AdamW::aten_groups() {
+  std::map<GroupKey, Group> groups;
   auto& params = store_.all();
   for (size_t k = 0; k < segments_.size(); ++k) {
     const ParamSegment& s = segments_[k];
@@ -142,17 +146,39 @@ void AdamW::aten_fused_step(double lr, const UpdateGuard& update_guard) {
     group.m.push_back(m_[k]);
     group.v.push_back(v_[k]);
   }
+  return groups;
+}
+
+void AdamW::begin_step(double lr) {
+  if (!kernels_.aten_fused)
+    throw std::logic_error("AdamW::begin_step needs AdamWKernels::aten_fused");
+  torch::NoGradGuard no_grad;
+  ++t_;
+  // The numbers the kernel reads live on the device: written here by two fills (launches that
+  // carry the value, ordered on the stream like the update itself, so the host never waits and
+  // never overwrites a number a pending update still has to read).
+  const auto on_device = (segments_.empty() ? torch::TensorOptions()
+                                            : store_.all()[segments_[0].param].value.options())
+                             .dtype(torch::kFloat32);
+  if (!device_lr_.defined() || device_lr_.device() != on_device.device()) {
+    device_lr_ = torch::zeros({}, on_device), device_steps_ = torch::zeros({}, on_device);
+  }
+  device_steps_.fill_(static_cast<double>(t_));
+  device_lr_.fill_(lr);
+}
+
+void AdamW::launch_update(const UpdateGuard& update_guard) {
+  LADDER_OP_CLASS("optimizer");
+  torch::NoGradGuard no_grad;
+  if (!device_lr_.defined()) throw std::logic_error("AdamW::launch_update before begin_step");
   std::optional<torch::Tensor> divisor, found_inf;
   if (update_guard.clip_divisor.defined()) divisor = update_guard.clip_divisor;
   if (update_guard.found_inf.defined()) found_inf = update_guard.found_inf;
-  for (auto& [key, group] : groups) {
+  for (auto& [key, group] : aten_groups()) {
     const auto& [lr_multiplier, weight_decay, eps, dtype, device] = key;
-    // The step count the bias corrections read, one per tensor (the kernel only reads it), filled
-    // on the device: no host-to-device copy to wait for.
-    const torch::Tensor step =
-        torch::full({}, static_cast<double>(t_), group.p[0].options().dtype(torch::kFloat32));
-    const std::vector<torch::Tensor> steps(group.p.size(), step);
-    at::_fused_adamw_(group.p, group.g, group.m, group.v, {}, steps, lr * lr_multiplier,
+    // The kernel only reads the step count: one tensor serves every parameter.
+    const std::vector<torch::Tensor> steps(group.p.size(), device_steps_);
+    at::_fused_adamw_(group.p, group.g, group.m, group.v, {}, steps, device_lr_ * lr_multiplier,
                       config_.beta1, config_.beta2, weight_decay, eps,
                       /*amsgrad=*/false, /*maximize=*/false, divisor, found_inf);
   }

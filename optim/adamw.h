@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "models/params.h"
@@ -60,6 +62,12 @@ class AdamW {
   // One update of the segments with their parameters' .grad(), at learning rate `lr` (the
   // schedule's value); `update_guard` needs AdamWKernels::aten_fused.
   void step(double lr, const UpdateGuard& update_guard = {});
+  // The AdamWKernels::aten_fused update in its two parts, so that a captured CUDA graph
+  // (trainer/run/step_graph.h) replays the second: begin_step counts the step and writes its
+  // numbers (the step count, the learning rate) into device scalars; launch_update launches the
+  // kernels, which read them there (no launch carries a number of the step). step() is both.
+  void begin_step(double lr);
+  void launch_update(const UpdateGuard& update_guard);
   int64_t steps_taken() const { return t_; }
   const std::vector<ParamSettings>& settings() const { return settings_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -75,8 +83,9 @@ class AdamW {
   // The update through kernels::adamw_update, one pass per segment; false (nothing done) where the
   // kernel does not serve every segment.
   bool fused_step(double lr);
-  // The update through at::_fused_adamw_ (AdamWKernels::aten_fused).
-  void aten_fused_step(double lr, const UpdateGuard& update_guard);
+  using GroupKey = std::tuple<double, double, double, int, std::string>;
+  struct Group;
+  std::map<GroupKey, Group> aten_groups();
 
   models::ParamStore& store_;
   OptimConfig config_;
@@ -86,6 +95,8 @@ class AdamW {
   std::vector<torch::Tensor> m_, v_;
   std::vector<torch::Tensor> bf16_copies_;  // per segment covering a whole parameter, when asked
   int64_t t_ = 0;
+  // aten_fused: the step's count and learning rate as fp32 scalars on the parameters' device.
+  torch::Tensor device_steps_, device_lr_;
 };
 
 // The segment of a parameter's value or gradient as a flat tensor sharing its storage.

@@ -369,6 +369,25 @@ const BadRecipe kBadRecipes[] = {
      1,
      "ladder: error: --set train.fused_cuda_kernels=true: train.fused_cuda_kernels: needs "
      "train.fused_kernels = true (the fused paths)"},
+    {"cuda_graph_on_the_cpu",
+     kValid,
+     {"train.cuda_graph=true"},
+     1,
+     "ladder: error: --set train.cuda_graph=true: train.cuda_graph: applies to train.device = "
+     "\"cuda\" only"},
+    {"cuda_graph_without_the_sync_free_step",
+     kValid,
+     {"train.device=\"cuda\"", "train.cuda_graph=true"},
+     1,
+     "ladder: error: --set train.cuda_graph=true: train.cuda_graph: needs train.sync_free_step = "
+     "true (a captured step cannot wait for the host)"},
+    {"cuda_graph_over_two_ranks",
+     kValid,
+     {"train.device=\"cuda\"", "train.sync_free_step=true", "train.cuda_graph=true",
+      "parallel.dp=2"},
+     2,
+     "ladder: error: --set train.cuda_graph=true: train.cuda_graph: one rank only for now (tp x "
+     "pp x dp = 2): the NCCL backend's waits poll from the host"},
     {"set_unknown_key",
      kValid,
      {"model.width=3"},

@@ -502,6 +502,11 @@ const std::vector<KeySpec>& schema() {
                     "skips the update and stops the run at that read). The same training as false "
                     "to fp32 rounding, not bitwise; false: the host reads loss and norm every "
                     "step, clips, then updates"));
+    k.push_back(key("train.cuda_graph", &R::train, &TrainConfig::cuda_graph, false,
+                    "capture the sync-free step's device part (forward, backward, norm, update) "
+                    "once as a CUDA graph and replay it every step after the first few; needs "
+                    "train.device = cuda and train.sync_free_step, one rank, no MoE or DiLoCo; "
+                    "off until a GPU run has compared it with the eager step"));
     // [optim]
     k.push_back(key("optim.lr", &R::optim, &OptimConfig::lr, 3e-3, "peak learning rate").above(0));
     k.push_back(key("optim.weight_decay", &R::optim, &OptimConfig::weight_decay, 0.1,
@@ -1103,6 +1108,24 @@ class Resolver {
            "train.fused_kernels)");
     if (t.fused_cuda_kernels && !t.fused_kernels)
       fail("train.fused_cuda_kernels", "needs train.fused_kernels = true (the fused paths)");
+    if (t.cuda_graph) {
+      // What a captured step cannot do: wait for the host, or for another rank (the NCCL
+      // backend's waits poll from the host).
+      if (t.device != DeviceKind::Cuda)
+        fail("train.cuda_graph", "applies to train.device = \"cuda\" only");
+      if (!t.sync_free_step)
+        fail("train.cuda_graph",
+             "needs train.sync_free_step = true (a captured step cannot wait for the host)");
+      if (r_.model.experts() > 0)
+        fail("train.cuda_graph",
+             "not with routed experts (MoE): their routing counts and balancing run on the host "
+             "every step");
+      if (diloco_active(r_))
+        fail("train.cuda_graph", "not with DiLoCo: its exchanges and outer steps need the host");
+      if (p.tp * p.pp * p.dp > 1)
+        fail("train.cuda_graph", "one rank only for now (tp x pp x dp = " + n(p.tp * p.pp * p.dp) +
+                                     "): the NCCL backend's waits poll from the host");
+    }
     if (t.global_batch % p.dp != 0)
       fail("train.global_batch", "must be a multiple of parallel.dp (" + n(p.dp) +
                                      ": each data-parallel rank takes an equal share); got " +

@@ -30,7 +30,7 @@ const std::vector<std::string>& branch_free_keys() {
       "parallel.stage_balance", "parallel.microbatches", "parallel.bucket_mb",
       "parallel.overlap_grad_reduce", "optim.zero", "train.micro_batch", "train.threads",
       "train.device", "train.fused_kernels", "train.fused_cuda_kernels", "train.sync_free_step",
-      "train.precision"};
+      "train.cuda_graph", "train.precision"};
   return keys;
 }
 

@@ -6,7 +6,11 @@
 
 namespace ladder {
 
-void FiniteWatch::note(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm) {
+void FiniteWatch::note_step(int64_t step) {
+  if (!pending_) first_step_ = step, pending_ = true;
+}
+
+void FiniteWatch::note_values(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
   const torch::Tensor both =
       torch::stack({loss.reshape({}), grad_norm.reshape({})}).to(torch::kFloat64);
   if (!notes_.defined() || notes_.device() != both.device()) {
@@ -14,7 +18,6 @@ void FiniteWatch::note(int64_t step, const torch::Tensor& loss, const torch::Ten
     notes_ = torch::zeros({}, on), bad_ = torch::full({}, -1, on);
     values_ = torch::zeros({2}, both.options());
   }
-  if (!pending_) first_step_ = step, pending_ = true;
   const torch::Tensor fresh = bad_.lt(0).logical_and(both.isfinite().all().logical_not());
   bad_.copy_(torch::where(fresh, notes_, bad_));
   values_.copy_(torch::where(fresh, both, values_));

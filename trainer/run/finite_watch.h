@@ -17,8 +17,14 @@ namespace ladder {
 class FiniteWatch {
  public:
   // Step `step` (0-based): its loss and gradient norm, fp64 device scalars. Steps are noted in
-  // order.
-  void note(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  // order. note() is note_step() (the host's count) and note_values() (the device's check): a
+  // captured CUDA graph replays the second (trainer/run/step_graph.h).
+  void note(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm) {
+    note_step(step);
+    note_values(loss, grad_norm);
+  }
+  void note_step(int64_t step);
+  void note_values(const torch::Tensor& loss, const torch::Tensor& grad_norm);
   // Reads what was noted since the last check (one wait for the device) and stops every rank
   // alike as require_finite (trainer/run/train_step.h) does, naming the first non-finite step and
   // value. Returns the seconds it waited.

@@ -11,6 +11,7 @@
 #include "kernels/cuda.h"
 #include "models/describe.h"
 #include "trainer/run/hardware.h"
+#include "trainer/run/step_graph.h"
 
 namespace ladder {
 namespace {
@@ -211,7 +212,10 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
     average = std::make_unique<WeightAverages>(r.eval.average, r.eval.ema_decay, store);
     checkpoint_layout.average = average.get();
   }
+  if (r.train.cuda_graph) graph = std::make_unique<StepGraph>(*this);
 }
+
+RunContext::~RunContext() = default;
 
 std::vector<std::string> RunContext::describe() const {
   const Recipe& r = recipe;
@@ -220,6 +224,13 @@ std::vector<std::string> RunContext::describe() const {
       "compute: {}, {} threads per rank, precision {}{}", device.str(), r.train.threads,
       choice_name(kPrecisionNames, r.train.precision),
       bf16 ? " (matmuls and attention in bf16; weights, gradients, AdamW in fp32)" : ""));
+  if (r.train.sync_free_step || r.train.fused_cuda_kernels || r.train.cuda_graph)
+    lines.push_back(fmt::format(
+        "step: {}{}{}", r.train.sync_free_step ? "sync-free (reads at log steps)" : "host-checked",
+        r.train.fused_cuda_kernels ? ", fused CUDA kernels" : "",
+        r.train.cuda_graph
+            ? fmt::format(", one CUDA graph replayed after {} eager steps", StepGraph::kWarmupSteps)
+            : ""));
   if (!data.mixture.empty()) {
     std::string sources;
     for (const auto& m : data.mixture)

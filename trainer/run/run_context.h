@@ -29,6 +29,8 @@
 
 namespace ladder {
 
+class StepGraph;
+
 // A validation set evaluated besides the validation split (eval.sets).
 struct EvalSet {
   std::string name;
@@ -61,6 +63,7 @@ class RunContext {
   // dp x pp x tp). Parameters are initialised (contract 3) and, when `init_from` names a
   // checkpoint, loaded where names and shapes match, before DiLoCo copies them as its global
   // model.
+  ~RunContext();
   RunContext(const Recipe& recipe, const parallel::Communicator& world, RunData data,
              const std::string& init_from = "");
   RunContext(const RunContext&) = delete;
@@ -98,7 +101,8 @@ class RunContext {
   std::unique_ptr<parallel::GradientReduction> grads;
   std::unique_ptr<optim::AdamW> optimizer;
   std::unique_ptr<optim::GlobalGradNorm> grad_norm;
-  FiniteWatch finite_watch;  // the sync-free step's deferred finite check
+  FiniteWatch finite_watch;          // the sync-free step's deferred finite check
+  std::unique_ptr<StepGraph> graph;  // train.cuda_graph (trainer/run/step_graph.h)
   CheckpointLayout checkpoint_layout;
   std::vector<std::string> init_from_fresh;  // with init_from: the parameters it did not hold
   std::unique_ptr<parallel::DiLoCo> diloco;

@@ -11,36 +11,22 @@
 #include "models/precision.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
+#include "trainer/run/step_graph.h"
 
 namespace ladder {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// This rank's rows of step `step`, every micro-batch's (they are consecutive rows of the global
-// batch), on the run's device. On a GPU they are written into pinned memory and copied without the
-// host waiting; PyTorch's pinned-memory cache hands out another buffer while a copy still reads
-// one, so the next step's rows never overwrite a batch in flight (double buffering, no wait).
-torch::Tensor step_rows(RunContext& run, int64_t step) {
-  const Recipe& r = run.recipe;
-  const int64_t first_row = run.mesh.coord().island * r.train.global_batch +
-                            run.mesh.coord().dp * run.micro * r.train.micro_batch;
-  const bool cuda = run.device.is_cuda();
-  const torch::Tensor rows = torch::empty({run.micro * r.train.micro_batch, r.data.seq_len + 1},
-                                          torch::TensorOptions(torch::kInt64).pinned_memory(cuda));
-  run.loader.rows_into(step, first_row, rows);
-  return cuda ? rows.to(run.device, /*non_blocking=*/true) : rows;
-}
-
 // Forward and backward over this rank's micro-batches, in the order of the pipeline schedule (one
 // process: each forward then its backward). Each loss is scaled by 1/step_micro, so the gradients
 // summed over the ranks are the global batch's mean. In bf16 the weights are cast once per step
 // (the cache lives until the block ends, before the update). Returns the sum of the micro-batches'
 // losses on this rank (the last stage's; zero elsewhere), an fp64 scalar on the device.
-torch::Tensor forward_backward(RunContext& run, int64_t step, parallel::PipelineStats& stats) {
+torch::Tensor forward_backward(RunContext& run, const torch::Tensor& rows,
+                               parallel::PipelineStats& stats) {
   const Recipe& r = run.recipe;
   const int64_t seq = r.data.seq_len;
-  const torch::Tensor rows = step_rows(run, step);
   torch::Tensor loss_sum =
       torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(run.device));
   parallel::PipelineStep work;
@@ -66,6 +52,52 @@ torch::Tensor forward_backward(RunContext& run, int64_t step, parallel::Pipeline
 
 }  // namespace
 
+torch::Tensor host_rows(RunContext& run, int64_t step) {
+  const Recipe& r = run.recipe;
+  const int64_t first_row = run.mesh.coord().island * r.train.global_batch +
+                            run.mesh.coord().dp * run.micro * r.train.micro_batch;
+  const torch::Tensor rows =
+      torch::empty({run.micro * r.train.micro_batch, r.data.seq_len + 1},
+                   torch::TensorOptions(torch::kInt64).pinned_memory(run.device.is_cuda()));
+  run.loader.rows_into(step, first_row, rows);
+  return rows;
+}
+
+StepOnDevice step_on_device(RunContext& run, const torch::Tensor& rows,
+                            parallel::PipelineStats& stats) {
+  const Recipe& r = run.recipe;
+  run.grads->zero_grad();
+  const torch::Tensor loss_sum = forward_backward(run, rows, stats);
+  // A tied embedding: the first stage's gradient (from the lookup) and the last stage's (from the
+  // readout) are summed between the two, so both copies take the same update.
+  for (size_t k : run.tied)
+    run.mesh.pipeline_ends().all_reduce(run.values[k].mutable_grad());
+  run.grads->finish_grad_sync();
+  StepOnDevice out;
+  out.norm = run.grad_norm->compute_on_device(run.params());
+  // The sync-free update: the clipping divisor and the finite flag from the device (a non-finite
+  // norm, the same on every rank, skips it on every rank); AdamW::begin_step wrote the step's
+  // numbers before.
+  if (r.train.sync_free_step)
+    run.optimizer->launch_update(
+        {optim::clip_divisor(out.norm, r.optim.grad_clip), optim::found_non_finite({out.norm})});
+  // The global batch's mean loss, summed on the device: the last stage's, over dp.
+  torch::Tensor loss = loss_sum.reshape({1});
+  if (run.mesh.pp().size() > 1) run.mesh.pp().all_reduce(loss);
+  run.grads->dense().sum(loss);
+  out.loss = loss[0] / static_cast<double>(run.step_micro);
+  // Islands clip on their own norm; what is logged, and checked so that every rank stops alike,
+  // is the mean over the islands.
+  out.shown_norm = out.norm;
+  if (run.diloco) {
+    torch::Tensor both = torch::stack({out.loss, out.norm});
+    run.diloco->agree(both);
+    out.loss = both[0] / static_cast<double>(r.parallel.islands);
+    out.shown_norm = both[1] / static_cast<double>(r.parallel.islands);
+  }
+  return out;
+}
+
 void require_finite(double value, const std::string& what, int64_t step, int64_t read_after) {
   if (std::isfinite(value)) return;
   const std::string read =
@@ -85,44 +117,31 @@ StepResult train_step(RunContext& run, int64_t step) {
   StepResult result;
   // What the layers counted outside training steps (evaluation, spectra) is not the step's.
   run.tp_stats = run.ep_stats = parallel::CommStats{};
-  run.grads->zero_grad();
-  const torch::Tensor loss_sum = forward_backward(run, step, result.pipeline);
-  // A tied embedding: the first stage's gradient (from the lookup) and the last stage's (from the
-  // readout) are summed between the two, so both copies take the same update.
-  for (size_t k : run.tied)
-    run.mesh.pipeline_ends().all_reduce(run.values[k].mutable_grad());
-  run.grads->finish_grad_sync();
   // The update needs the global gradient norm (to clip) and a finite step. The sync-free step
-  // (train.sync_free_step) takes both from the device and launches the update before anything is
-  // read: a non-finite norm, the same on every rank, skips it on every rank, and the loop reads
-  // the verdict at its next log step (trainer/run/finite_watch.h). Otherwise the host reads the
-  // norm first, then clips and updates (below).
+  // (train.sync_free_step) takes both from the device inside step_on_device, and the loop reads
+  // the verdict at its next log step (trainer/run/finite_watch.h); a CUDA graph
+  // (train.cuda_graph) replays that device part. Otherwise the host reads the norm, then clips
+  // and updates.
   const double lr = optim::lr_at(step, r.train.steps, r.optim.lr, r.schedule);
   const bool sync_free = r.train.sync_free_step;
-  const torch::Tensor norm = run.grad_norm->compute_on_device(run.params());
-  if (sync_free)
-    run.optimizer->step(
-        lr, {optim::clip_divisor(norm, r.optim.grad_clip), optim::found_non_finite({norm})});
-  // The global batch's mean loss, summed on the device: the last stage's, over dp.
-  torch::Tensor loss = loss_sum.reshape({1});
-  if (run.mesh.pp().size() > 1) run.mesh.pp().all_reduce(loss);
-  run.grads->dense().sum(loss);
-  loss = loss[0] / static_cast<double>(run.step_micro);
-  // Islands clip on their own norm; what is logged, and checked so that every rank stops alike,
-  // is the mean over the islands.
-  torch::Tensor shown_norm = norm;
-  if (run.diloco) {
-    torch::Tensor both = torch::stack({loss, norm});
-    run.diloco->agree(both);
-    loss = both[0] / static_cast<double>(r.parallel.islands);
-    shown_norm = both[1] / static_cast<double>(r.parallel.islands);
+  StepOnDevice out;
+  if (run.graph) {
+    out = run.graph->run(step, lr, result.pipeline);
+  } else {
+    if (sync_free) run.optimizer->begin_step(lr);
+    torch::Tensor rows = host_rows(run, step);
+    // On a GPU from pinned memory, copied without the host waiting; PyTorch's pinned-memory cache
+    // hands out another buffer while a copy still reads one, so the next step's rows never
+    // overwrite a batch in flight (double buffering without a wait).
+    if (run.device.is_cuda()) rows = rows.to(run.device, /*non_blocking=*/true);
+    out = step_on_device(run, rows, result.pipeline);
   }
   if (sync_free) {
-    run.finite_watch.note(step, loss, shown_norm);
+    run.finite_watch.note(step, out.loss, out.shown_norm);
   } else {
-    require_finite(loss.item<double>(), "the training loss", step);
-    require_finite(shown_norm.item<double>(), "the gradient norm", step);
-    optim::clip_grads(run.params(), run.optimizer->segments(), norm.item<double>(),
+    require_finite(out.loss.item<double>(), "the training loss", step);
+    require_finite(out.shown_norm.item<double>(), "the gradient norm", step);
+    optim::clip_grads(run.params(), run.optimizer->segments(), out.norm.item<double>(),
                       r.optim.grad_clip);
     run.optimizer->step(lr);
   }
@@ -144,7 +163,7 @@ StepResult train_step(RunContext& run, int64_t step) {
     result.island_comm = run.diloco->take_stats();
   }
   if (run.average) run.average->update(run.params());
-  result.loss = loss, result.grad_norm = shown_norm, result.lr = lr;
+  result.loss = out.loss, result.grad_norm = out.shown_norm, result.lr = lr;
   result.dp_comm = run.grads->take_stats();
   result.tp_comm = run.tp_stats, result.ep_comm = run.ep_stats;
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();

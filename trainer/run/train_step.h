@@ -30,6 +30,21 @@ struct StepResult {
   int64_t outer_updates = 0;        // DiLoCo outer updates (fragments) applied in this step
 };
 
+// The device part of a sync-free step, what a CUDA graph captures (trainer/run/step_graph.h):
+// gradients zeroed, forward and backward over `rows` (this rank's, on the device), the tied
+// embedding's and dp's gradient sums, the global norm, with train.sync_free_step the guarded update
+// (after AdamW::begin_step), and the loss summed on the device. fp64 device scalars.
+struct StepOnDevice {
+  torch::Tensor loss;        // the global batch's mean loss (the islands' mean with DiLoCo)
+  torch::Tensor norm;        // this island's gradient norm before clipping
+  torch::Tensor shown_norm;  // what is logged and checked: the islands' mean with DiLoCo
+};
+StepOnDevice step_on_device(RunContext& run, const torch::Tensor& rows,
+                            parallel::PipelineStats& stats);
+// This rank's rows of step `step`, every micro-batch's (consecutive rows of the global batch), on
+// the CPU: in pinned memory when the run is on a GPU.
+torch::Tensor host_rows(RunContext& run, int64_t step);
+
 // Trains step `step` (0-based: the step that `step` completed steps precede). A non-finite loss
 // or gradient norm (the same on every rank) stops every rank alike with AgreedError, before the
 // update; with train.sync_free_step the update is skipped on the device and the error comes when
