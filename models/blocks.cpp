@@ -1,5 +1,7 @@
 #include "models/blocks.h"
 
+#include <ATen/SDPBackend.h>
+
 #include <cmath>
 
 #include "core/op_profile.h"
@@ -64,6 +66,27 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                             /*is_causal=*/true, given_scale, gqa);
   // A prefix or a window: the explicit mask, as for a sequence with nothing cached before it.
   return cached_attention(q, k, v, scale, window, prefix);
+}
+
+std::string sdpa_backend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  const auto choice = static_cast<at::SDPBackend>(at::_fused_sdp_choice(
+      q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true, std::nullopt,
+      /*enable_gqa=*/k.size(1) != q.size(1)));
+  switch (choice) {
+    case at::SDPBackend::flash_attention:
+      return "flash attention";
+    case at::SDPBackend::efficient_attention:
+      return "memory-efficient attention";
+    case at::SDPBackend::cudnn_attention:
+      return "cuDNN attention";
+    case at::SDPBackend::math:
+      return "math (unfused)";
+    case at::SDPBackend::overrideable:
+      return "overrideable";
+    case at::SDPBackend::error:
+      break;
+  }
+  return "none (no backend serves these inputs)";
 }
 
 torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k,

@@ -43,6 +43,12 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale = 0, int64_t window = 0,
                                int64_t prefix = 0, bool fused = false);
 
+// The kernel at::scaled_dot_product_attention chooses (at::_fused_sdp_choice) for causal attention
+// of q [batch, heads, seq, head_dim] over k, v [batch, kv_heads, seq, head_dim] on their device and
+// in their type: "flash attention", "memory-efficient attention", "cuDNN attention", "math
+// (unfused)" or "overrideable". Logged at the start of a run, so a slow choice is seen.
+std::string sdpa_backend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+
 // Attention of n new queries at positions past .. past + n - 1 of a sequence whose keys and values
 // are all given: q [batch, heads, n, head_dim]; k, v [batch, kv_heads, prefix + past + n,
 // head_dim]. The same masking as causal_attention (prefix always seen, causal, window), for

@@ -78,6 +78,16 @@ TEST(Blocks, AttentionIsCausalAndMatchesReference) {
   EXPECT_TRUE(torch::allclose(causal_attention(q, k, v2).slice(2, 0, 4), out.slice(2, 0, 4)));
 }
 
+// The backend at::scaled_dot_product_attention takes is named (logged at a run's start): on the
+// CPU its flash kernel serves causal fp32 and bf16 attention, with grouped-query sharing too.
+TEST(Blocks, TheAttentionBackendIsNamed) {
+  const torch::Tensor q = torch::empty({2, 4, 64, 32}), kv = torch::empty({2, 2, 64, 32});
+  EXPECT_EQ(sdpa_backend(q, q, q), "flash attention");
+  EXPECT_EQ(sdpa_backend(q.to(torch::kBFloat16), q.to(torch::kBFloat16), q.to(torch::kBFloat16)),
+            "flash attention");
+  EXPECT_EQ(sdpa_backend(q, kv, kv), "flash attention");
+}
+
 TEST(Blocks, AttentionScaleMultipliesTheScores) {
   torch::manual_seed(4);
   const torch::Tensor q = torch::randn({1, 2, 6, 8}), k = torch::randn({1, 2, 6, 8}),

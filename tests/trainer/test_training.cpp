@@ -37,6 +37,11 @@ TEST_F(Training, LossDecreases) {
                               "log_every = 1\n[optim]\nlr = 1e-2\n[eval]\nevery_steps = 0\n"
                               "[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n"));
   ASSERT_EQ(r.status, 0) << r.output;
+  // The start-up log names the attention kernel these shapes get (seq 32: the fused CPU one).
+  EXPECT_NE(r.output.find("attention: ladder's fused CPU kernel (kernels/attention.h) for [4, 2, "
+                          "32, 16] fp32"),
+            std::string::npos)
+      << r.output;
   const auto loss = series(run_dir("learn") + "/trace.h5", "train/loss");
   ASSERT_EQ(loss.size(), 40u);
   const double first = (loss[0] + loss[1] + loss[2]) / 3,

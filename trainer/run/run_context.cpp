@@ -8,7 +8,9 @@
 #include "core/error.h"
 #include "core/format.h"
 #include "core/trace_schema.h"
+#include "kernels/attention.h"
 #include "kernels/cuda.h"
+#include "models/blocks.h"
 #include "models/describe.h"
 #include "trainer/run/hardware.h"
 #include "trainer/run/step_graph.h"
@@ -217,6 +219,27 @@ RunContext::RunContext(const Recipe& r, const parallel::Communicator& world_comm
 
 RunContext::~RunContext() = default;
 
+std::string RunContext::attention_line() const {
+  const Recipe& r = recipe;
+  // The shapes of one rank's causal attention over a micro-batch, in the products' type.
+  const int64_t tp_size = r.parallel.tp, head_dim = r.model.d_model / r.model.n_heads;
+  const auto options =
+      torch::TensorOptions(bf16 ? torch::kBFloat16 : torch::kFloat32).device(device);
+  const torch::Tensor q = torch::empty(
+      {r.train.micro_batch, r.model.n_heads / tp_size, r.data.seq_len, head_dim}, options);
+  const torch::Tensor kv = torch::empty(
+      {r.train.micro_batch, r.model.n_kv_heads / tp_size, r.data.seq_len, head_dim}, options);
+  const std::string shape = fmt::format("[{}, {}, {}, {}] {}", q.size(0), q.size(1), q.size(2),
+                                        q.size(3), bf16 ? "bf16" : "fp32");
+  if (r.train.fused_kernels && kernels::causal_attention_fusable(q, kv, kv))
+    return "attention: ladder's fused CPU kernel (kernels/attention.h) for " + shape;
+  const std::string backend = models::sdpa_backend(q, kv, kv);
+  return "attention: at::scaled_dot_product_attention with " + backend + " for " + shape +
+         (device.is_cuda() && backend.rfind("math", 0) == 0
+              ? " (slow: no fused kernel serves these shapes and this type)"
+              : "");
+}
+
 std::vector<std::string> RunContext::describe() const {
   const Recipe& r = recipe;
   std::vector<std::string> lines = models::describe_model(r.model, accounting, vocab);
@@ -231,6 +254,7 @@ std::vector<std::string> RunContext::describe() const {
         r.train.cuda_graph
             ? fmt::format(", one CUDA graph replayed after {} eager steps", StepGraph::kWarmupSteps)
             : ""));
+  lines.push_back(attention_line());
   if (!data.mixture.empty()) {
     std::string sources;
     for (const auto& m : data.mixture)

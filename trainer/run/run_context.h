@@ -116,6 +116,9 @@ class RunContext {
   const int64_t step_micro;       // micro-batches in the step, all dp ranks
 
   models::ParamStore& params() { return model->params(); }
+  // The log line of the attention kernel the run's shapes get (the fused CPU one, or the backend
+  // at::scaled_dot_product_attention chooses: on a GPU flash, cuDNN or memory-efficient).
+  std::string attention_line() const;
 };
 
 // The layers of every virtual stage (pp x virtual_stages of them, in order): parallel.stage_layers,
