@@ -22,7 +22,8 @@
 #     bench/gpu_check.sh                     # a machine's own LibTorch (LADDER_ALLOW_OTHER_TORCH)
 # The training tests on the GPU follow the kernel tests: the graph and the fused kernels against the
 # eager step (test_training's OnAGpu... test).
-# Environment: TORCH_DIR, BUILD_DIR (build-gpu), JOBS (nproc), PEAK_TFLOPS (989), OUT (results
+# Environment: TORCH_DIR, CUDA_KERNELS_LIB (a libladder_cuda_kernels.a for a machine without nvcc),
+# BUILD_DIR (build-gpu), JOBS (nproc), PEAK_TFLOPS (989), OUT (results
 # folder, default $BUILD_DIR), STEPS (15), CMAKE_ARGS (extra configure flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +39,12 @@ device=$(tr -c 'A-Za-z0-9\n' '-' <<<"$gpu" | tr 'A-Z' 'a-z' | sed 's/--*/-/g; s/
 
 args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DLADDER_CCACHE=OFF -DCMAKE_POLICY_VERSION_MINIMUM=3.5)
 [[ -n ${TORCH_DIR:-} ]] && args+=(-DTorch_DIR="$TORCH_DIR" -DLADDER_ALLOW_OTHER_TORCH=ON)
+# Without nvcc there, the kernels built here (build/kernels/libladder_cuda_kernels.a, carried along).
+[[ -n ${CUDA_KERNELS_LIB:-} ]] && args+=(-DLADDER_CUDA_KERNELS_PREBUILT="$(realpath "$CUDA_KERNELS_LIB")")
 # shellcheck disable=SC2086
 cmake -S . -B "$build" "${args[@]}" ${CMAKE_ARGS:-} >"$out/configure.log"
-grep -q '^LADDER_CUDA_KERNELS:BOOL=ON' "$build/CMakeCache.txt" ||
-  echo "gpu_check: no nvcc: the build has no CUDA kernels (the fused variant will be refused)"
+grep -q 'ladder: no nvcc found' "$out/configure.log" &&
+  echo "gpu_check: no nvcc and no CUDA_KERNELS_LIB: no CUDA kernels (the fused variants are refused)"
 cmake --build "$build" -j "${JOBS:-$(nproc)}" --target test_kernels test_training ladder \
   bench_train_step
   >"$out/build.log"

@@ -17,9 +17,10 @@ struct StepGraph::State {
   at::cuda::CUDAGraph graph;
   bool captured = false;
   int64_t eager_steps = 0;
-  torch::Tensor rows;             // the static batch the graph reads
-  StepOnDevice out;               // the graph's outputs
-  parallel::PipelineStats stats;  // the captured step's (the schedule's shape; no times)
+  torch::Tensor rows;  // the static batch the graph reads
+  StepOnDevice out;    // the graph's outputs
+  parallel::PipelineStats
+      stats;  // the captured step's bytes and peaks (no times: replays are one launch)
 };
 
 StepGraph::StepGraph(RunContext& run)
@@ -49,6 +50,7 @@ StepOnDevice StepGraph::run(int64_t step, double lr, parallel::PipelineStats& st
         s.out = step_on_device(run_, s.rows, s.stats);
         s.graph.capture_end();
         s.captured = true;
+        s.stats.seconds = s.stats.idle_seconds = 0;  // what recording took, not a step's time
       }
       s.graph.replay();
       stats = s.stats;
