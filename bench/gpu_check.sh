@@ -20,8 +20,8 @@
 #   bench/gpu_check.sh                       # with launch/setup.sh's pinned LibTorch
 #   TORCH_DIR=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')/Torch \
 #     bench/gpu_check.sh                     # a machine's own LibTorch (LADDER_ALLOW_OTHER_TORCH)
-# The training tests on the GPU follow the kernel tests: the graph and the fused kernels against the
-# eager step (test_training's OnAGpu... test).
+# The training tests on the GPU follow the kernel tests (test_training's Training.OnAGpu*): the graph
+# and the fused kernels against the eager step, and `ladder train` under LADDER_SYNC_DEBUG=1.
 # Environment: TORCH_DIR, CUDA_KERNELS_LIB (a libladder_cuda_kernels.a for a machine without nvcc),
 # BUILD_DIR (build-gpu), JOBS (nproc), PEAK_TFLOPS (989), OUT (results
 # folder, default $BUILD_DIR), STEPS (15), CMAKE_ARGS (extra configure flags).

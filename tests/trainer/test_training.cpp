@@ -286,6 +286,31 @@ TEST_F(Training, OnAGpuTheGraphAndTheFusedKernelsTrainAsTheEagerStep) {
   expect_layouts_match_one_process("gpu_eager", steps20, gpu, variants, 2e-2);
 }
 
+// On a GPU: the sync-free step never waits for the device between its reads (LADDER_SYNC_DEBUG=1:
+// c10::cuda's sync-debug mode set to error around each step after the third), eager, from a graph,
+// and with the fused CUDA kernels. Skips without a GPU.
+TEST_F(Training, OnAGpuTheSyncFreeStepNeverWaitsForTheDevice) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  const std::string steps12 =
+      "[train]\nsteps = 12\nglobal_batch = 4\nmicro_batch = 2\nlog_every = 6\n"
+      "[checkpoint]\nevery_steps = 0\nintermediate = \"none\"\n[eval]\nevery_steps = 0\n";
+  std::vector<std::string> variants = {"", "--set train.cuda_graph=true"};
+  if (kernels::cuda_kernels_built())
+    variants.push_back("--set train.fused_cuda_kernels=true --set train.cuda_graph=true");
+  int k = 0;
+  for (const std::string& variant : variants) {
+    const std::string name = "gpu_sync_debug_" + std::to_string(k++);
+    const auto r =
+        run_command("LADDER_SYNC_DEBUG=1 " +
+                    train_command(recipe(name, steps12),
+                                  "--set train.device=\"cuda\" --set "
+                                  "train.precision=bf16 --set train.sync_free_step=true " +
+                                      variant));
+    EXPECT_EQ(r.status, 0) << variant << "\n" << r.output;
+    EXPECT_NE(r.output.find("LADDER_SYNC_DEBUG=1: steps from 4 on fail"), std::string::npos);
+  }
+}
+
 TEST_F(Training, InspectSummarisesCheckpointTraceAndDataset) {
   ASSERT_EQ(train(recipe("inspected", kTrain12)).status, 0);
   auto r = run_command(testing::ladder_binary() + " inspect " +

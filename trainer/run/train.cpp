@@ -7,9 +7,11 @@
 // (trainer/run/preemption.h).
 #include "trainer/run/train.h"
 
+#include <c10/cuda/CUDAFunctions.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 
@@ -121,6 +123,28 @@ void write_checkpoint_of(RunContext& run, const std::string& path, int64_t done,
       run.checkpoint_layout);
 }
 
+// LADDER_SYNC_DEBUG=1 on a GPU run: the training steps (not the reads between them, nor the first
+// steps, which fill caches) run under c10::cuda's sync-debug mode set to error, so a step that
+// waits for the device fails with the call named. The check of train.sync_free_step's promise.
+class StepSyncDebug {
+ public:
+  static constexpr int64_t kFirstCheckedStep = 3;  // steps after the start that may still wait
+  StepSyncDebug(const RunContext& run, int64_t step, int64_t start_step)
+      : on_(run.device.is_cuda() && requested() && step >= start_step + kFirstCheckedStep) {
+    if (on_) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
+  }
+  ~StepSyncDebug() {
+    if (on_) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+  }
+  static bool requested() {
+    const char* v = std::getenv("LADDER_SYNC_DEBUG");
+    return v && std::string(v) == "1";
+  }
+
+ private:
+  bool on_;
+};
+
 }  // namespace
 
 int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld& world) {
@@ -194,8 +218,14 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   if (run.diloco) run.diloco->take_stats();
   IntervalMetrics metrics(run, peak.gflops, start_step);
   const auto loop_start = std::chrono::steady_clock::now();
+  if (StepSyncDebug::requested() && run.device.is_cuda())
+    spdlog::info("LADDER_SYNC_DEBUG=1: steps from {} on fail if they wait for a GPU",
+                 start_step + StepSyncDebug::kFirstCheckedStep + 1);
   for (int64_t step = start_step; step < r.train.steps; ++step) {
-    const StepResult result = train_step(run, step);
+    const StepResult result = [&] {
+      const StepSyncDebug sync_debug(run, step, start_step);
+      return train_step(run, step);
+    }();
     metrics.add(result);
     const int64_t done = step + 1, tokens = done * run.tokens_per_step;
     // A preemption signal on any rank stops every rank after this step, with its checkpoint.
