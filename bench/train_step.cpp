@@ -192,14 +192,13 @@ int main(int argc, char** argv) {
     auto timed_steps = [&](int64_t n, bool sync_debug) {
       schedule_s = rest_s = 0;
       const auto t = std::chrono::steady_clock::now();
-      // Sync-debug mode throws at the first call that waits for the device.
-      if (sync_debug && device.is_cuda())
-        c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
-      for (int64_t i = 0; i < n; ++i, ++step) {
-        const ladder::StepResult r = ladder::train_step(run, step);
-        schedule_s += r.pipeline.seconds, rest_s += r.seconds - r.pipeline.seconds;
+      {
+        const ladder::SyncDebugScope scope(sync_debug && device.is_cuda());
+        for (int64_t i = 0; i < n; ++i, ++step) {
+          const ladder::StepResult r = ladder::train_step(run, step);
+          schedule_s += r.pipeline.seconds, rest_s += r.seconds - r.pipeline.seconds;
+        }
       }
-      c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
       run.finite_watch.check();  // the sync-free step's one read (a diverged bench stops here)
       sync();
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();

@@ -281,6 +281,12 @@ std::optional<AddNormOutput> cuda_add_rms_norm(const torch::Tensor&, const torch
 torch::Tensor cuda_swiglu(const torch::Tensor&, const torch::Tensor&) {
   return {};
 }
+std::optional<std::pair<torch::Tensor, torch::Tensor>> cuda_rotary_qk(const torch::Tensor&,
+                                                                      const torch::Tensor&,
+                                                                      const torch::Tensor&,
+                                                                      const torch::Tensor&) {
+  return std::nullopt;
+}
 bool cuda_readout_cross_entropy_serves(const torch::Tensor&, const torch::Tensor&,
                                        const torch::Tensor&) {
   return false;

@@ -94,8 +94,8 @@ struct TrainConfig {
   int64_t threads = 0;        // resolved at start: cores / ranks on the node when 0
   bool fused_kernels = true;  // kernels/' fused CPU kernels (build_model, optim::AdamWKernels)
   bool fused_cuda_kernels = false;  // kernels/cuda.h, with fused_kernels on train.device = cuda
-  bool sync_free_step = false;
-  bool cuda_graph = false;  // trainer/run/step_graph.h      // trainer/run/train_step.cpp: the device-side update and reads
+  bool sync_free_step = false;      // trainer/run/train_step.cpp: the device-side update and reads
+  bool cuda_graph = false;          // trainer/run/step_graph.h
 };
 
 // `checkpoint.intermediate`: "log2" (every power of two), "none", or an explicit list of points.

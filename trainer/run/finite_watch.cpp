@@ -6,11 +6,8 @@
 
 namespace ladder {
 
-void FiniteWatch::note_step(int64_t step) {
+void FiniteWatch::note(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm) {
   if (!pending_) first_step_ = step, pending_ = true;
-}
-
-void FiniteWatch::note_values(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
   const torch::Tensor both =
       torch::stack({loss.reshape({}), grad_norm.reshape({})}).to(torch::kFloat64);
   if (!notes_.defined() || notes_.device() != both.device()) {

@@ -4,8 +4,7 @@
 // so no step waits for the device, and a diverged run still stops on every rank alike (both
 // values are the same on every rank) before any checkpoint of its state. The sync-free update
 // skips a step whose norm is not finite, so the weights stay those before the first bad step.
-//
-// Only in-place device operations on fixed tensors: the same work replays from a CUDA graph.
+// With train.cuda_graph the note follows each replay, on the graph's output tensors.
 #pragma once
 
 #include <cstdint>
@@ -17,14 +16,8 @@ namespace ladder {
 class FiniteWatch {
  public:
   // Step `step` (0-based): its loss and gradient norm, fp64 device scalars. Steps are noted in
-  // order. note() is note_step() (the host's count) and note_values() (the device's check): a
-  // captured CUDA graph replays the second (trainer/run/step_graph.h).
-  void note(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm) {
-    note_step(step);
-    note_values(loss, grad_norm);
-  }
-  void note_step(int64_t step);
-  void note_values(const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  // order.
+  void note(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm);
   // Reads what was noted since the last check (one wait for the device) and stops every rank
   // alike as require_finite (trainer/run/train_step.h) does, naming the first non-finite step and
   // value. Returns the seconds it waited.

@@ -142,4 +142,12 @@ void resolve_precision(Recipe& r, const parallel::MpiWorld& world) {
   }
 }
 
+SyncDebugScope::SyncDebugScope(bool on) : on_(on) {
+  if (on_) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
+}
+
+SyncDebugScope::~SyncDebugScope() {
+  if (on_) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+}
+
 }  // namespace ladder

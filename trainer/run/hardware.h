@@ -49,4 +49,18 @@ struct MfuPeak {
 };
 MfuPeak mfu_peak(const Recipe& recipe, int64_t vocab, const parallel::Communicator& world);
 
+// While alive and `on`: c10::cuda's sync-debug mode set to error, so that a call that waits for
+// the GPU throws, naming itself (the check of train.sync_free_step's promise; LADDER_SYNC_DEBUG=1
+// in `ladder train`, bench_train_step --sync-debug 1). Off: nothing.
+class SyncDebugScope {
+ public:
+  explicit SyncDebugScope(bool on);
+  ~SyncDebugScope();
+  SyncDebugScope(const SyncDebugScope&) = delete;
+  SyncDebugScope& operator=(const SyncDebugScope&) = delete;
+
+ private:
+  bool on_;
+};
+
 }  // namespace ladder

@@ -47,7 +47,8 @@ TrainRecord IntervalMetrics::flush(int64_t done, std::vector<std::string>& lines
   const Recipe& r = run_.recipe;
   // The only read of the interval's device work outside the finite check: its wait is training.
   const auto read_start = Clock::now();
-  const double loss = loss_.item<double>(), grad_norm = grad_norm_.item<double>();
+  const torch::Tensor read = torch::stack({loss_, grad_norm_}).cpu();
+  const double loss = read[0].item<double>(), grad_norm = read[1].item<double>();
   busy_ += std::chrono::duration<double>(Clock::now() - read_start).count();
   const int64_t tokens = done * run_.tokens_per_step;
   const double flops_per_token = run_.accounting.flops_per_token;

@@ -7,7 +7,6 @@
 // (trainer/run/preemption.h).
 #include "trainer/run/train.h"
 
-#include <c10/cuda/CUDAFunctions.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -124,26 +123,13 @@ void write_checkpoint_of(RunContext& run, const std::string& path, int64_t done,
 }
 
 // LADDER_SYNC_DEBUG=1 on a GPU run: the training steps (not the reads between them, nor the first
-// steps, which fill caches) run under c10::cuda's sync-debug mode set to error, so a step that
-// waits for the device fails with the call named. The check of train.sync_free_step's promise.
-class StepSyncDebug {
- public:
-  static constexpr int64_t kFirstCheckedStep = 3;  // steps after the start that may still wait
-  StepSyncDebug(const RunContext& run, int64_t step, int64_t start_step)
-      : on_(run.device.is_cuda() && requested() && step >= start_step + kFirstCheckedStep) {
-    if (on_) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
-  }
-  ~StepSyncDebug() {
-    if (on_) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
-  }
-  static bool requested() {
-    const char* v = std::getenv("LADDER_SYNC_DEBUG");
-    return v && std::string(v) == "1";
-  }
+// steps, which fill caches) run under a SyncDebugScope (trainer/run/hardware.h).
+constexpr int64_t kSyncDebugFromStep = 3;  // steps after the start that may still wait
 
- private:
-  bool on_;
-};
+bool sync_debug_requested(const RunContext& run) {
+  const char* v = std::getenv("LADDER_SYNC_DEBUG");
+  return run.device.is_cuda() && v && std::string(v) == "1";
+}
 
 }  // namespace
 
@@ -218,12 +204,13 @@ int train(const Recipe& r, const TrainOptions& options, const parallel::MpiWorld
   if (run.diloco) run.diloco->take_stats();
   IntervalMetrics metrics(run, peak.gflops, start_step);
   const auto loop_start = std::chrono::steady_clock::now();
-  if (StepSyncDebug::requested() && run.device.is_cuda())
+  const bool sync_debug = sync_debug_requested(run);
+  if (sync_debug)
     spdlog::info("LADDER_SYNC_DEBUG=1: steps from {} on fail if they wait for a GPU",
-                 start_step + StepSyncDebug::kFirstCheckedStep + 1);
+                 start_step + kSyncDebugFromStep + 1);
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const StepResult result = [&] {
-      const StepSyncDebug sync_debug(run, step, start_step);
+      const SyncDebugScope scope(sync_debug && step >= start_step + kSyncDebugFromStep);
       return train_step(run, step);
     }();
     metrics.add(result);
